@@ -1,0 +1,277 @@
+"""The core types every package speaks: class maps, shift specs, examples, classifiers,
+predictions and results.
+
+Units: accuracies and every other metric are fractions in [0, 1]. Keys are stable strings
+(relative path or webdataset ``__key__``) and identify an image across formats and runs.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+REDUCTIONS = ("max", "mean", "logsumexp")
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """How a model's label space maps onto a shift's classes.
+
+    ``members[k]`` lists the source-space indices that make up target class ``k``; the
+    target score is ``reduce`` over those source logits. ImageNet-R/-A (200 singletons) and
+    ObjectNet (113 classes collecting 125 ImageNet ids) are both expressed this way.
+    """
+
+    name: str
+    source: str
+    targets: tuple[str, ...]
+    members: tuple[tuple[int, ...], ...]
+    reduce: str = "max"
+
+    def __post_init__(self) -> None:
+        if len(self.targets) != len(self.members):
+            raise ValueError(
+                f"class map {self.name!r}: {len(self.targets)} targets but {len(self.members)} member lists"
+            )
+        if self.reduce not in REDUCTIONS:
+            raise ValueError(f"class map {self.name!r}: reduce must be one of {REDUCTIONS}, got {self.reduce!r}")
+        if any(len(m) == 0 for m in self.members):
+            raise ValueError(f"class map {self.name!r}: every target needs at least one source index")
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @property
+    def source_indices(self) -> tuple[int, ...]:
+        """All source indices the map uses, ascending."""
+        return tuple(sorted({i for m in self.members for i in m}))
+
+    def source_to_target(self) -> dict[int, int]:
+        """Source index -> target index, for relabelling ID examples on the shift's classes.
+
+        Raises if one source index feeds two targets (then relabelling is ambiguous)."""
+        out: dict[int, int] = {}
+        for k, m in enumerate(self.members):
+            for i in m:
+                if i in out:
+                    raise ValueError(f"class map {self.name!r}: source index {i} belongs to two targets")
+                out[i] = k
+        return out
+
+    def project(self, logits: np.ndarray) -> np.ndarray:
+        """[N, C_source] -> [N, len(targets)] by ``reduce`` over each target's members."""
+        logits = np.asarray(logits, dtype=np.float32)
+        if all(len(m) == 1 for m in self.members):
+            return logits[:, [m[0] for m in self.members]]
+        cols = []
+        for m in self.members:
+            block = logits[:, list(m)]
+            if self.reduce == "max":
+                cols.append(block.max(axis=1))
+            elif self.reduce == "mean":
+                cols.append(block.mean(axis=1))
+            else:
+                top = block.max(axis=1, keepdims=True)
+                cols.append((top + np.log(np.exp(block - top).sum(axis=1, keepdims=True)))[:, 0])
+        return np.stack(cols, axis=1)
+
+    def digest(self) -> str:
+        """Content hash: two maps with the same digest project identically."""
+        payload = json.dumps([self.source, self.targets, self.members, self.reduce])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @classmethod
+    def identity(cls, name: str, source: str, targets: tuple[str, ...]) -> ClassMap:
+        return cls(name=name, source=source, targets=tuple(targets), members=tuple((i,) for i in range(len(targets))))
+
+
+@dataclass(frozen=True)
+class ShiftSpec:
+    """Everything known about a shift before touching its data (pure data, no I/O).
+
+    ``label_space`` is the space a model must output (e.g. ``imagenet-1k``); ``class_map``
+    maps it onto the shift's own classes (None: the shift's classes are the label space).
+    ``id_reference`` names the in-distribution shift that is scored on the same classes to
+    give the x-axis of the effective-robustness plot (e.g. ``imagenet`` for ImageNet-R).
+    """
+
+    name: str
+    version: str
+    family: str
+    label_space: str
+    num_classes: int
+    expected_size: int
+    class_map: ClassMap | None = None
+    id_reference: str | None = None
+    metrics: tuple[str, ...] = ("top1", "top5")
+    main_metric: str = "top1"
+    group_by: tuple[str, ...] = ()
+    protocol: Mapping[str, str] = field(default_factory=dict)
+    splits: tuple[str, ...] = ("test",)
+    default_split: str = "test"
+    homepage: str = ""
+    citation: str = ""
+    licence: str = ""
+
+    def setting(self) -> str:
+        """The name results and the testbed use for this evaluation."""
+        return self.name
+
+
+def id_view_setting(id_shift: str, ood_shift: str) -> str:
+    """Name of the ID reference scored on an OOD shift's classes, e.g. ``imagenet@imagenet-r``."""
+    return f"{id_shift}@{ood_shift}"
+
+
+class Example(NamedTuple):
+    """One labelled image. ``label`` is in the shift's own label space."""
+
+    image: Any
+    label: int
+    key: str
+    meta: Mapping[str, Any]
+
+
+class Shift(abc.ABC):
+    """A dataset reader: a spec plus its examples read from the dataset's own layout."""
+
+    spec: ShiftSpec
+
+    @abc.abstractmethod
+    def examples(self, root: Path, transform: Callable | None = None, split: str | None = None) -> Iterator[Example]:
+        """Yield every example of ``split`` under ``root``; ``transform`` maps the PIL image."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """A model's eval transform as data, so the engine can build fast or cached pipelines."""
+
+    image_size: int
+    resize_size: int
+    resize_mode: str = "shortest"  # "shortest" (keep aspect) or "squash"
+    crop: str = "center"  # "center" or "none"
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Classifier(abc.ABC):
+    """What ``models`` returns: one batched method from images to logits over ``label_space``."""
+
+    name: str
+    label_space: str
+    num_classes: int
+    preprocess_spec: PreprocessSpec
+
+    @abc.abstractmethod
+    def logits(self, images: Any) -> Any:
+        """[B, 3, H, W] normalised float tensor -> [B, num_classes] logits."""
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: weights hash, alpha, soup ingredients, head recipe, tags."""
+        return {"name": self.name, "label_space": self.label_space}
+
+
+@dataclass
+class Predictions:
+    """Per-example outputs of one model on one shift: the unit everything is scored from."""
+
+    model: str
+    shift: str
+    keys: np.ndarray  # [N] str
+    labels: np.ndarray  # [N] int64, shift label space
+    logits: np.ndarray  # [N, C] float16, full model width
+    meta: dict[str, np.ndarray] = field(default_factory=dict)  # per-example metadata columns
+
+    def __post_init__(self) -> None:
+        n = len(self.keys)
+        if len(self.labels) != n or len(self.logits) != n:
+            raise ValueError(
+                f"predictions {self.model}/{self.shift}: {n} keys, {len(self.labels)} labels, {len(self.logits)} logit rows"
+            )
+        for name, col in self.meta.items():
+            if len(col) != n:
+                raise ValueError(f"predictions {self.model}/{self.shift}: meta column {name!r} has {len(col)} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def sha256(self) -> str:
+        """Hash of keys, labels, logits and metadata, independent of file encoding."""
+        h = hashlib.sha256()
+        h.update("\n".join(map(str, self.keys)).encode())
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(self.logits, dtype=np.float16).tobytes())
+        for name in sorted(self.meta):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(self.meta[name]).tobytes())
+        return h.hexdigest()
+
+    def save(self, path: Path) -> str:
+        """Write atomically as an ``.npz`` (no pickle); returns the content sha256."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        arrays = {
+            "keys": np.asarray(self.keys, dtype=str),
+            "labels": np.asarray(self.labels, dtype=np.int64),
+            "logits": np.asarray(self.logits, dtype=np.float16),
+            "header": np.asarray(json.dumps({"model": self.model, "shift": self.shift})),
+        }
+        for name, col in self.meta.items():
+            arrays[f"meta.{name}"] = np.asarray(col)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        tmp.replace(path)
+        return self.sha256()
+
+    @classmethod
+    def load(cls, path: Path) -> Predictions:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+                meta = {k[5:]: z[k] for k in z.files if k.startswith("meta.")}
+                return cls(header["model"], header["shift"], z["keys"], z["labels"], z["logits"], meta)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: not a readable predictions file ({exc}); delete it and rerun to redo the cell") from exc
+
+
+@dataclass(frozen=True)
+class Result:
+    """One row of ``results.jsonl``: a scored (model, setting) with its provenance."""
+
+    model: str
+    setting: str
+    shift: str
+    shift_version: str
+    n: int
+    n_expected: int
+    metrics: Mapping[str, float]
+    class_map: str | None = None
+    protocol: Mapping[str, str] = field(default_factory=dict)
+    group_counts: Mapping[str, int] = field(default_factory=dict)
+    predictions_sha256: str | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> Result:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(row) - known
+        if unknown:
+            raise ValueError(f"result row has unknown fields {sorted(unknown)}")
+        return cls(**row)

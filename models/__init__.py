@@ -1,0 +1,1 @@
+"""Model wrappers: constructors returning a harness.api.Classifier."""

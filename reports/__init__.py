@@ -1,0 +1,1 @@
+"""Trend fits, effective robustness, figures, PDF reports and the bundled testbed."""
