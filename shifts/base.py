@@ -48,6 +48,8 @@ class DatasetShift(Shift):
     border_crop: int = 0
     #: Expected image counts per split, where the dataset's authors publish them.
     expected_sizes: Mapping[str, int] = {}
+    #: Folders of the dataset copied next to packed shards (metadata the reader needs there too).
+    pack_copies: tuple[str, ...] = ()
 
     # -- metadata --------------------------------------------------------------------------
 

@@ -255,9 +255,9 @@ def write_objectnet(
     mappings = base / "mappings"
     mappings.mkdir(parents=True, exist_ok=True)
     names = [f"imagenet class {line:03d}" for line in range(1000)]
-    names[500] = names[900] = "crane"
     used_lines = {devkit_line(m) for c in layout["classes"] for m in c["members"]}
-    assert not used_lines & {500, 900}
+    a, b = sorted(set(range(1000)) - used_lines)[-2:]
+    names[a] = names[b] = "crane"
     folder_to_label = {c["folder"]: c["label"] for c in layout["classes"]}
     folder_to_label.update({f: f.replace("_", " ").capitalize() for f in layout["extra"]})
     on_to_in = {
@@ -306,3 +306,155 @@ def _write_csv(path: Path, header: list[str], rows: list[list], index: bool = Fa
         w.writerow(([""] if index else []) + header)
         for i, r in enumerate(rows):
             w.writerow(([i] if index else []) + r)
+
+
+def _by_split(rows: list[tuple[str, str, int]], split: str) -> list[tuple[str, int]]:
+    return sorted((k, y) for s, k, y in rows if s == split)
+
+
+#: iWildCam rows: (split, location, y); every split, labels up to 181, two test locations.
+IWILDCAM_ROWS = [
+    ("train", 0, 0),
+    ("train", 0, 3),
+    ("val", 5, 3),
+    ("val", 6, 181),
+    ("test", 7, 0),
+    ("test", 7, 3),
+    ("test", 8, 3),
+    ("test", 8, 24),
+    ("test", 8, 181),
+    ("id_val", 0, 3),
+    ("id_test", 1, 24),
+]
+
+
+def write_iwildcam(root: Path, split: str = "test") -> list[tuple[str, int]]:
+    """iWildCam v2.0: ``iwildcam_v2.0/metadata.csv`` written with its unnamed index column, split
+    names as strings, images (JPEG) under ``train/`` for every split, and ``categories.csv``."""
+    base = Path(root) / "iwildcam_v2.0"
+    header = ["split", "location_remapped", "location", "sequence_remapped", "seq_id", "y", "category_id",
+              "datetime", "filename", "image_id"]  # fmt: skip
+    rows, written = [], []
+    for i, (s, loc, y) in enumerate(IWILDCAM_ROWS):
+        fname = f"{8000 + i:04x}a1b2-{i}.jpg"
+        rows.append(
+            [
+                s,
+                loc,
+                loc + 100,
+                i,
+                f"seq{i}",
+                y,
+                y * 2,
+                f"2013-06-0{i % 9 + 1} 10:00:00",
+                fname,
+                f"img{i}",
+            ]
+        )
+        _write(base / "train" / fname, image_bytes(colour(y, i)))
+        written.append((s, f"train/{fname}", y))
+    _write_csv(base / "metadata.csv", header, rows, index=True)
+    _write_csv(
+        base / "categories.csv",
+        ["y", "category_id", "name"],
+        [[y, y * 2, f"Species {y}"] for y in range(182)],
+    )
+    (base / "RELEASE_v2.0.txt").write_text("v2.0\n")
+    return _by_split(written, split)
+
+
+#: FMoW rows: (original split, category, country code, timestamp); "seq" rows are sequestered.
+FMOW_ROWS = [
+    ("train", "airport", "USA", "2010-05-01T10:00:00Z", "train"),  # 0 train
+    ("seq", "zoo", "FRA", "2017-01-01T00:00:00Z", None),  # 1 dropped, but image numbers count it
+    ("train", "zoo", "FRA", "2014-03-01T10:00:00Z", None),  # 2 train but in the OOD years: no split
+    ("val", "barn", "KEN", "2012-12-31T23:59:59Z", "id_val"),  # 3 id_val
+    ("val", "barn", "KEN", "2013-01-01T00:00:00Z", "val"),  # 4 val (OOD)
+    (
+        "test",
+        "dam",
+        "FRA",
+        "2015-06-01T00:00:00.123Z",
+        None,
+    ),  # 5 neither (OOD years, test origin < 2016)
+    ("test", "airport", "USA", "2016-01-01T00:00:00Z", "test"),  # 6 test, Americas
+    ("test", "zoo", "USA", "2016-02-01T00:00:00Z", "test"),  # 7 test, Americas
+    ("seq", "dam", "USA", "2016-02-01T00:00:00Z", None),  # 8 dropped
+    ("test", "dam", "FRA", "2017-03-01T00:00:00Z", "test"),  # 9 test, Europe
+    ("test", "zoo", "XKX", "2016-07-01T00:00:00Z", "test"),  # 10 test, Other (code not in mapping)
+    ("test", "barn", "AUS", "2017-12-31T00:00:00Z", "test"),  # 11 test, Oceania
+    ("test", "airport", "CHN", "2012-01-01T00:00:00Z", "id_test"),  # 12 id_test
+]
+FMOW_COUNTRIES = [("United States", "USA", "Americas"), ("France", "FRA", "Europe"), ("Kenya", "KEN", "Africa"),
+                  ("Australia", "AUS", "Oceania"), ("China", "CHN", "Asia")]  # fmt: skip
+
+
+def write_fmow(root: Path, split: str = "test") -> list[tuple[str, int]]:
+    """FMoW v1.1: ``fmow_v1.1/rgb_metadata.csv`` (with sequestered ``seq`` rows that still count
+    for the image numbers), ``country_code_mapping.csv`` and ``images/rgb_img_<row>.png``."""
+    from shifts.wilds import fmow_categories
+
+    base = Path(root) / "fmow_v1.1"
+    cats = {c: i for i, c in enumerate(fmow_categories())}
+    header = ["split", "img_filename", "img_path", "spatial_reference", "epsg", "category", "visible",
+              "img_width", "img_height", "country_code", "cloud_cover", "timestamp", "lat_lon"]  # fmt: skip
+    rows, written = [], []
+    for i, (s, cat, code, ts, official) in enumerate(FMOW_ROWS):
+        rows.append(
+            [
+                s,
+                f"{cat}_{i}_rgb.jpg",
+                f"{s}/{cat}/{cat}_{i}",
+                "WGS84",
+                4326,
+                cat,
+                True,
+                224,
+                224,
+                code,
+                0,
+                ts,
+                "(0, 0)",
+            ]
+        )
+        if s != "seq":
+            _write(base / "images" / f"rgb_img_{i}.png", image_bytes(colour(cats[cat], i), "PNG"))
+            written.append((official, f"images/rgb_img_{i}.png", cats[cat]))
+    _write_csv(base / "rgb_metadata.csv", header, rows)
+    _write_csv(base / "country_code_mapping.csv", ["name", "alpha-2", "alpha-3", "region"],
+               [[n, a3[:2], a3, r] for n, a3, r in FMOW_COUNTRIES])  # fmt: skip
+    (base / "RELEASE_v1.1.txt").write_text("v1.1\n")
+    return _by_split(written, split)
+
+
+#: Camelyon17 rows: (patient, node, x, y, tumor, slide, center, split code).
+CAMELYON_ROWS = [
+    ("004", 4, 3328, 21088, 1, 4, 0, 0),  # train
+    ("004", 4, 3328, 21120, 0, 4, 0, 1),  # id_val
+    ("010", 0, 1000, 2000, 0, 10, 1, 0),  # hospital 1: val, whatever the code
+    ("021", 3, 96, 192, 1, 23, 2, 0),  # hospital 2: test
+    ("021", 3, 128, 192, 0, 23, 2, 1),  # hospital 2: test even with code 1
+    ("039", 1, 64, 64, 1, 39, 2, 0),  # test, another slide
+    ("072", 0, 5, 7, 0, 44, 4, 0),  # train
+]
+
+
+def write_camelyon17(root: Path, split: str = "test") -> list[tuple[str, int]]:
+    """Camelyon17 v1.0: ``camelyon17_v1.0/metadata.csv`` (unnamed index column, zero-padded
+    patient ids) and ``patches/patient_P_node_N/patch_patient_P_node_N_x_X_y_Y.png``."""
+    base = Path(root) / "camelyon17_v1.0"
+    rows, written = [], []
+    for i, (p, n, x, y, tumor, slide, center, code) in enumerate(CAMELYON_ROWS):
+        rows.append([p, n, x, y, tumor, slide, center, code])
+        key = f"patches/patient_{p}_node_{n}/patch_patient_{p}_node_{n}_x_{x}_y_{y}.png"
+        _write(base / key, image_bytes(colour(tumor, i), "PNG"))
+        s = {1: "val", 2: "test"}.get(center, ("train", "id_val")[code])
+        written.append((s, key, tumor))
+    _write_csv(
+        base / "metadata.csv",
+        ["patient", "node", "x_coord", "y_coord", "tumor", "slide", "center", "split"],
+        rows,
+        index=True,
+    )
+    (base / "RELEASE_v1.0.txt").write_text("v1.0\n")
+    return _by_split(written, split)

@@ -174,6 +174,7 @@ class ObjectNet(DatasetShift):
     spec = _BASE_SPEC
     folder_names = ("objectnet-1.0", "objectnet")
     border_crop = BORDER
+    pack_copies = ("mappings",)
 
     def is_present(self, loc, split):
         if loc.form == "folder":
