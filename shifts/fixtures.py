@@ -458,3 +458,44 @@ def write_camelyon17(root: Path, split: str = "test") -> list[tuple[str, int]]:
     )
     (base / "RELEASE_v1.0.txt").write_text("v1.0\n")
     return _by_split(written, split)
+
+
+# -- user datasets and the writer table ---------------------------------------------------------
+
+#: Class folders of the ``folder`` fixture: ImageFolder sorts them as text ("10" before "2").
+FOLDER_CLASSES = ("2", "10", "Cat", "dog")
+
+
+def write_folder(root: Path, per_class: int = 2) -> list[tuple[str, int]]:
+    """A user ImageFolder dataset at ``root`` itself: labels follow sorted names ("10", "2", "Cat", "dog")."""
+    order = sorted(FOLDER_CLASSES)
+    return _class_folders(
+        Path(root), order, range(len(order)), per_class, lambda f, y, i, d: f"img_{i}.png", "PNG"
+    )
+
+
+def write_imagenet_heldout(root: Path, per_class: int = 2) -> list[tuple[str, int]]:
+    """ImageNet train with ``per_class`` images and a held-out list of the first image of each class."""
+    train = write_imagenet_train(root, per_class)
+    picked = [kv for kv in train if kv[0].endswith("_1.JPEG")]
+    (Path(root) / "imagenet" / "heldout_keys.txt").write_text("".join(k + "\n" for k, _ in picked))
+    return picked
+
+
+#: The fixture writer of every built-in shift that reads a fixed layout under the data root.
+WRITERS = {
+    "imagenet": write_imagenet_val,
+    "imagenet-heldout": write_imagenet_heldout,
+    "imagenetv2": lambda root: write_imagenetv2(root, "matched-frequency"),
+    "imagenetv2-threshold-0.7": lambda root: write_imagenetv2(root, "threshold-0.7"),
+    "imagenetv2-top-images": lambda root: write_imagenetv2(root, "top-images"),
+    "imagenet-r": write_imagenet_r,
+    "imagenet-a": write_imagenet_a,
+    "imagenet-sketch": write_imagenet_sketch,
+    "objectnet": write_objectnet,
+    "objectnet-names": write_objectnet,
+    "iwildcam": write_iwildcam,
+    "fmow": write_fmow,
+    "camelyon17": write_camelyon17,
+    "folder": write_folder,
+}
