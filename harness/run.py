@@ -100,12 +100,15 @@ def git_sha() -> str | None:
 class RunLog:
     """Human lines on stderr, or with ``json`` one JSON object per event on stdout."""
 
-    def __init__(self, json_mode: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> None:
+    def __init__(self, json_mode: bool = False, out: TextIO | None = None, err: TextIO | None = None, quiet: bool = False) -> None:
         self.json_mode = json_mode
+        self.quiet = quiet
         self.out = out or sys.stdout
         self.err = err or sys.stderr
 
     def event(self, kind: str, message: str = "", **fields: Any) -> None:
+        if self.quiet:
+            return
         if self.json_mode:
             print(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}, default=str), file=self.out, flush=True)
         elif message:
@@ -179,8 +182,10 @@ class Engine:
         self._get_shift = get_shift or registry_get_shift
         self._shifts: dict[str, Shift] = {}
         self._manifests: dict[str, Any] = {}
-        self.log = log or RunLog(config.json)
         self.world = world or World.single()
+        self.log = log or RunLog(config.json)
+        if not self.world.is_main:
+            self.log = RunLog(config.json, quiet=True)
         self.summary: list[dict[str, Any]] = []
 
     def get_shift(self, name: str) -> Shift:

@@ -94,8 +94,10 @@ def execute(config: Any, sources: list[Any]) -> int:
     """Print the config, run every model's cells, print the summary."""
     from harness.distributed import World
     from harness.predict import resolve_device
-    from harness.run import Engine, RunLog, all_metric_names, summary_table
+    from harness.registry import get_shift
+    from harness.run import Engine, RunLog, all_metric_names, plan_tasks, summary_table
 
+    plan_tasks(config.shifts, get_shift)  # unknown shift names fail before anything is printed
     log = RunLog(config.json)
     world = World.from_env(resolve_device(config.device).type)
     if world.is_main:

@@ -11,14 +11,15 @@ ImageNet-R's wnids), mapped onto toy classes 1 and 3, with ``id_reference="toy"`
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from harness.api import Classifier, ClassMap, Example, Predictions, PreprocessSpec, Shift, ShiftSpec
+from harness.api import Classifier, ClassMap, Example, PreprocessSpec, Shift, ShiftSpec
 
 # (label, encoded prediction) per image, in file order.
 TOY_ITEMS = [(0, 0), (0, 1), (1, 1), (1, 1), (2, 2), (2, 0), (3, 3), (3, 0)]
@@ -65,7 +66,9 @@ class FolderShift(Shift):
 
 
 def toy_shift() -> FolderShift:
-    spec = ShiftSpec(name="toy", version="1", family="toy", label_space="toy-4", num_classes=4, expected_size=len(TOY_ITEMS))
+    spec = ShiftSpec(
+        name="toy", version="1", family="toy", label_space="toy-4", num_classes=4, expected_size=len(TOY_ITEMS), metrics=("top1", "top2")
+    )
     return FolderShift(spec, int_labels=True)
 
 
@@ -79,6 +82,7 @@ def toy_sub_shift() -> FolderShift:
         expected_size=len(TOY_SUB_ITEMS),
         class_map=SUB_MAP,
         id_reference="toy",
+        metrics=("top1",),
         protocol={"projection": "max"},
     )
     return FolderShift(spec, int_labels=False)
@@ -115,20 +119,28 @@ class ColourNet(torch.nn.Module, Classifier):
         return {"name": self.name, "label_space": self.label_space, "bias": self.bias}
 
 
+class LoggedColourNet(ColourNet):
+    """ColourNet that appends each batch size to ``$COLOUR_NET_LOG`` and sleeps
+    ``$COLOUR_NET_DELAY`` seconds per batch: for watching a run from another process."""
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        log = os.environ.get("COLOUR_NET_LOG")
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{len(images)}\n")
+        time.sleep(float(os.environ.get("COLOUR_NET_DELAY", "0")))
+        return super().logits(images)
+
+
 def colour_net_factory(arg: str, **options: str) -> ColourNet:
-    return ColourNet(name=f"colour-net:{arg}", bias=float(options.get("bias", 0.0)))
+    return LoggedColourNet(name=f"colour-net:{arg}", bias=float(options.get("bias", 0.0)))
 
 
-class TopOneScorer:
-    """Top-1 on the class map's projection, and the ID view by relabelling (test double)."""
+def register() -> None:
+    """Make the toy shifts and ``colour:ARG`` visible to the command line (idempotent)."""
+    from harness import registry
 
-    def score(self, preds: Predictions, spec: ShiftSpec) -> tuple[dict, dict]:
-        logits = spec.class_map.project(preds.logits) if spec.class_map else np.asarray(preds.logits, np.float32)
-        return {"top1": float((logits.argmax(1) == preds.labels).mean())}, {}
+    for name, factory in SHIFTS.items():
+        registry.shifts.add(name, factory)
+    registry.models.add("colour", colour_net_factory)
 
-    def id_view(self, preds: Predictions, class_map: ClassMap, setting: str) -> Predictions:
-        to_target = class_map.source_to_target()
-        keep = np.isin(preds.labels, list(to_target))
-        labels = np.asarray([to_target[int(y)] for y in preds.labels[keep]], dtype=np.int64)
-        meta = {k: v[keep] for k, v in preds.meta.items()}
-        return Predictions(preds.model, setting, preds.keys[keep], labels, preds.logits[keep], meta)

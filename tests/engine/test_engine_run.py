@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from doubles import ColourNet, TopOneScorer, get_shift, write_toy_data
+from doubles import ColourNet, get_shift, write_toy_data
 
 from harness.api import Predictions
 from harness.config import RunConfig
@@ -47,7 +47,7 @@ def source(net: ColourNet, builds: list | None = None) -> ModelSource:
 
 
 def run(config: RunConfig, *sources: ModelSource) -> list[dict]:
-    return Engine(config, scorer=TopOneScorer(), get_shift=get_shift).run(list(sources))
+    return Engine(config, get_shift=get_shift).run(list(sources))
 
 
 def rows_by_setting(run_dir: Path) -> dict:
@@ -64,7 +64,8 @@ def test_run_predicts_each_shift_once_and_scores_exact_numbers(tmp_path, data):
     summary = run(make_config(tmp_path, data), source(net))
     rows = rows_by_setting(tmp_path / "run")
     # toy: correct at items 0, 2, 3, 4, 6 -> 5/8.
-    assert rows["toy"].metrics == {"top1": 5 / 8}
+    # top2: item 1 (red 70) ties classes 0 and 2, the lower index ranks first -> in; items 5, 7 out.
+    assert rows["toy"].metrics == {"top1": 5 / 8, "top2": 6 / 8}
     assert (rows["toy"].n, rows["toy"].n_expected) == (8, 8)
     # toy on toy-sub's classes: items 2, 3 (class 1), 6, 7 (class 3); item 7 (red 10) picks class 1 -> 3/4.
     assert rows["toy@toy-sub"].metrics == {"top1": 3 / 4}
@@ -187,7 +188,7 @@ def test_rescore_rederives_rows_and_refuses_changed_predictions(tmp_path, data):
     run_dir = RunDir(tmp_path / "run")
     good = run_dir.results_path.read_text()
     run_dir.results_path.write_text(good.replace('"top1": 0.625', '"top1": 0.9'))
-    rows = rescore(run_dir, TopOneScorer(), get_shift)
+    rows = rescore(run_dir, get_shift=get_shift)
     assert {r.setting: r.metrics["top1"] for r in rows} == {"toy": 5 / 8, "toy@toy-sub": 3 / 4, "toy-sub": 2 / 4}
     assert run_dir.results_path.read_text() == good
 
@@ -196,7 +197,7 @@ def test_rescore_rederives_rows_and_refuses_changed_predictions(tmp_path, data):
     p.logits[0, 0] = 5
     p.save(path)
     with pytest.raises(ValueError, match="changed since it was scored"):
-        rescore(run_dir, TopOneScorer(), get_shift)
+        rescore(run_dir, get_shift=get_shift)
 
 
 def test_two_decode_workers_predict_each_example_exactly_once(tmp_path, data):
