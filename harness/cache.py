@@ -56,7 +56,7 @@ class ImageCache:
         shape = (n, 3, size, size)
         if tuple(meta.get("shape", ())) != shape or data.stat().st_size != int(np.prod(shape)):
             return None
-        return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
+        return np.memmap(data, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: writable views, file untouched
 
     def writer(self, key: str, n: int, size: int) -> CacheWriter:
         return CacheWriter(self, key, (n, 3, size, size))

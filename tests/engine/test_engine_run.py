@@ -247,3 +247,19 @@ def test_config_json_records_the_union_of_models_and_shifts(tmp_path, data):
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["config"]["shifts"] == ["toy", "toy-sub"]
     assert stored["config"]["models"] == ["a", "b"]
+
+
+def test_second_model_reads_decoded_images_from_the_cache(tmp_path, data):
+    config = make_config(tmp_path, data, shifts=("toy",), cache_dir=str(tmp_path / "cache"))
+    run(config, source(ColourNet()))
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(entries) == 2 and entries[0].endswith(".json") and entries[1].endswith(".u8")
+    assert (tmp_path / "cache" / entries[1]).stat().st_size == 8 * 3 * 16 * 16
+
+    run(config, source(ColourNet(name="second", bias=2.0)))
+    rows = {r.model: r for r in RunDir(tmp_path / "run").read_results()}
+    assert rows["colour-net"].provenance["source"] == "decode"
+    assert rows["second"].provenance["source"] == "cache"
+    cached = Predictions.load(RunDir(tmp_path / "run").predictions_path("second", "toy"))
+    np.testing.assert_array_equal(cached.logits[:, 0], [2, -58, -58, -58, -118, 2, -178, 2])
+    assert rows["second"].metrics == rows["colour-net"].metrics
