@@ -204,6 +204,8 @@ class _Check:
                 )
 
     def load_specs(self) -> None:
+        """Versions must match this harness (sizes and class maps depend on them); protocol tags
+        may differ (e.g. ObjectNet's 113-way head), which puts the entry in its own table."""
         for name in sorted(set(self.v.manifest["shifts"]) | set(self.required)):
             try:
                 self.specs[name] = self.spec_lookup(name)
@@ -217,11 +219,6 @@ class _Check:
                 self.v.fail(
                     "protocol-mismatch",
                     f"{name}: evaluated as version {entry['version']} but the benchmark uses {spec.version}; rerun with this harness",
-                )
-            if dict(entry["protocol"]) != dict(spec.protocol):
-                self.v.fail(
-                    "protocol-mismatch",
-                    f"{name}: protocol {dict(entry['protocol'])} differs from the benchmark's {dict(spec.protocol)}",
                 )
             if entry["expected_size"] != spec.expected_size:
                 self.v.fail(

@@ -105,14 +105,14 @@ def make_predictions(model: str, skill: float, seed: int) -> dict[str, Predictio
     return out
 
 
-def result_rows(model: str, preds: dict[str, Predictions]) -> list[Result]:
+def result_rows(model: str, preds: dict[str, Predictions], protocols=None) -> list[Result]:
     rows = []
     identity = tuple((j,) for j in range(10))
     for shift in SUITE:
         spec, p = SPECS[shift], preds[shift]
         members = spec.class_map.members if spec.class_map else identity
         top1 = reference_top1(p.logits, p.labels.tolist(), members)
-        rows.append(_row(model, shift, shift, p, top1, len(p), spec.class_map))
+        rows.append(_row(model, shift, shift, p, top1, len(p), spec.class_map, protocols))
         if spec.class_map is not None:
             ref = preds["toy"]
             s2t = spec.class_map.source_to_target()
@@ -129,12 +129,13 @@ def result_rows(model: str, preds: dict[str, Predictions]) -> list[Result]:
                     top1,
                     len(keep),
                     spec.class_map,
+                    protocols,
                 )
             )
     return rows
 
 
-def _row(model, setting, shift, p, top1, n, cmap) -> Result:
+def _row(model, setting, shift, p, top1, n, cmap, protocols=None) -> Result:
     spec = SPECS[shift]
     return Result(
         model=model,
@@ -145,7 +146,7 @@ def _row(model, setting, shift, p, top1, n, cmap) -> Result:
         n_expected=spec.expected_size if "@" not in setting else n,
         metrics={"top1": top1},
         class_map=cmap.digest() if cmap is not None else None,
-        protocol=dict(spec.protocol),
+        protocol=dict((protocols or {}).get(shift, spec.protocol)),
         predictions_sha256=p.sha256(),
         provenance={"harness_version": "0.1.0", "seed": 0},
     )
@@ -157,15 +158,16 @@ def safe(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]", "_", model)
 
 
-def write_run(run_dir: Path, models: dict[str, tuple[float, int]]) -> Path:
-    """A run directory with one (skill, seed) entry per model name."""
+def write_run(run_dir: Path, models: dict[str, tuple[float, int]], protocols=None) -> Path:
+    """A run directory with one (skill, seed) entry per model name; ``protocols`` overrides
+    the protocol tags recorded for some shifts."""
     run_dir = Path(run_dir)
     lines = []
     for model, (skill, seed) in models.items():
         preds = make_predictions(model, skill, seed)
         for shift, p in preds.items():
             p.save(run_dir / "predictions" / safe(model) / f"{shift}.npz")
-        lines += [r.to_json() for r in result_rows(model, preds)]
+        lines += [r.to_json() for r in result_rows(model, preds, protocols)]
     (run_dir / "results.jsonl").write_text("\n".join(lines) + "\n")
     (run_dir / "config.json").write_text(json.dumps({"models": list(models)}))
     return run_dir

@@ -12,7 +12,7 @@ import pytest
 from harness.api import Predictions
 from reports.safe_archive import read_bundle
 from reports.submission import load_card, pack, write_bundle
-from reports.submission_validate import setting_view, validate_bundle
+from reports.submission_validate import protocol_key, setting_view, validate_bundle
 
 
 def check(path, **kw):
@@ -227,23 +227,59 @@ def test_duplicate_key_is_caught(bundle, tmp_path):
     ]
 
 
-def test_missing_required_shift_and_wrong_protocol(bundle, tmp_path):
-    def edit(manifest, members):
-        manifest["shifts"]["toy-o"]["protocol"]["crop"] = "none"
-
-    v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
-    assert (
-        "toy-o: protocol {'crop': 'none', 'head': 'toy-10', 'projection': 'max'} differs from the benchmark's {'crop': 'border-2px', 'head': 'toy-10', 'projection': 'max'}"
-        in messages(v, "protocol-mismatch")
-    )
+def test_missing_required_shift(bundle):
     v = validate_bundle(
         bundle,
         required=(*toy.SUITE, "toy-c"),
         spec_lookup=lambda n: toy.lookup(n) if n != "toy-c" else toy.SPECS["toy"],
     )
-    assert "toy-c: required by the leaderboard but has no result row in the bundle" in messages(
-        v, "missing-shift"
+    assert messages(v, "missing-shift") == [
+        "toy-c: required by the leaderboard but has no result row in the bundle"
+    ]
+
+
+def test_other_shift_version_is_refused(bundle, tmp_path):
+    def edit(manifest, members):
+        manifest["shifts"]["toy-v2"]["version"] = "0.9"
+
+    v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
+    assert (
+        "toy-v2: evaluated as version 0.9 but the benchmark uses 1.0; rerun with this harness"
+        in messages(v, "protocol-mismatch")
     )
+    assert (
+        "toy-v2: result row's version/protocol differ from the manifest's for toy-v2"
+        in messages(v, "protocol-mismatch")
+    )
+
+
+def test_rows_must_agree_with_the_manifest_protocol(bundle, tmp_path):
+    def edit(manifest, members):
+        manifest["shifts"]["toy-o"]["protocol"]["crop"] = "none"
+
+    v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
+    assert messages(v, "protocol-mismatch") == [
+        "toy-o: result row's version/protocol differ from the manifest's for toy-o"
+    ]
+
+
+def test_other_protocol_tags_are_valid_and_keyed_apart(tmp_path, card, bundle):
+    run = toy.write_run(
+        tmp_path / "run2",
+        {"toy-net": (0.7, 1)},
+        protocols={"toy-o": {**toy.O_PROTOCOL, "crop": "none"}},
+    )
+    other = tmp_path / "other.tar.gz"
+    write_bundle(run, load_card(card), other)
+    v1, v2 = check(bundle), check(other)
+    assert v1.ok and v2.ok, v2.failures
+    k1, k2 = protocol_key(v1.manifest, toy.SUITE), protocol_key(v2.manifest, toy.SUITE)
+    assert k1[0] != k2[0]
+    assert (
+        k1[1]
+        == "toy 1.0; toy-o 1.0 [crop=border-2px,head=toy-10,projection=max]; toy-r 1.0; toy-v2 1.0"
+    )
+    assert "toy-o 1.0 [crop=none,head=toy-10,projection=max]" in k2[1]
 
 
 def test_schema_violation_names_the_field(bundle, tmp_path):
