@@ -11,6 +11,8 @@ ImageNet-R's wnids), mapped onto toy classes 1 and 3, with ``id_reference="toy"`
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import os
 import time
 from collections.abc import Iterator
@@ -136,11 +138,19 @@ def colour_net_factory(arg: str, **options: str) -> ColourNet:
     return LoggedColourNet(name=f"colour-net:{arg}", bias=float(options.get("bias", 0.0)))
 
 
+@contextmanager
+def registered():
+    """Make the toy shifts and ``colour:ARG`` visible to the command line inside the block."""
+    from harness import registry
+
+    with registry.shifts.scoped(SHIFTS), registry.models.scoped({"colour": colour_net_factory}):
+        yield
+
+
 def register() -> None:
-    """Make the toy shifts and ``colour:ARG`` visible to the command line (idempotent)."""
+    """Register the doubles for the rest of the process (subprocess entry points only)."""
     from harness import registry
 
     for name, factory in SHIFTS.items():
         registry.shifts.add(name, factory)
     registry.models.add("colour", colour_net_factory)
-
