@@ -11,11 +11,10 @@ ImageNet-R's wnids), mapped onto toy classes 1 and 3, with ``id_reference="toy"`
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
