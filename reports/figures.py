@@ -54,23 +54,22 @@ def _fmt(t: float) -> str:
 
 
 def _place_labels(ax, xs, ys, texts) -> None:
-    """Label points, trying offsets until a label overlaps no earlier label."""
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
+    """Label points, trying offsets until a label overlaps no earlier label and stays inside."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
     taken = []
     offsets = [(6, 4), (6, -10), (-6, 4), (-6, -10), (6, 14), (6, -20), (-6, 14), (-6, -20), (10, 26), (10, -32)]
     for x, y, text in zip(xs, ys, texts, strict=True):
         for dx, dy in offsets:
-            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
-                              ha="left" if dx > 0 else "right",
-                              arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"})
-            box = ann.get_window_extent(renderer)
-            frame = ax.get_window_extent(renderer)
+            style = {"fontsize": 6, "ha": "left" if dx > 0 else "right", "textcoords": "offset points"}
+            trial = ax.annotate(text, (x, y), xytext=(dx, dy), **style)
+            box = trial.get_window_extent(renderer)
+            trial.remove()
             inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
             if inside and not any(box.overlaps(b) for b in taken):
                 taken.append(box)
+                ax.annotate(text, (x, y), xytext=(dx, dy), arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"}, **style)
                 break
-            ann.remove()
 
 
 def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: set[str]) -> int:
@@ -94,7 +93,8 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
         sel = np.array([c == cat for c in cats]) & visible
         if not sel.any():
             continue
-        ax.scatter(zx[sel & ~highlight], zy[sel & ~highlight], s=size, c=colour, alpha=0.55, lw=0, label=f"{label} ({int(sel.sum())})")
+        ax.scatter(zx[sel & ~highlight], zy[sel & ~highlight], s=size, c=colour, alpha=0.55, lw=0, label=f"{label} ({int(sel.sum())})",
+                   rasterized=True)
         if (sel & highlight).any():
             ax.scatter(zx[sel & highlight], zy[sel & highlight], s=size * 2.2, c=colour, edgecolors="black", linewidths=0.5, zorder=4)
     ax.plot([lo, hi], [lo, hi], ls=":", c="0.3", lw=0.8, label="y = x")

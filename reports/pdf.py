@@ -172,7 +172,7 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray]) -> Non
         _text_page(pdf, f"Summary of highlighted models ({k}/{len(pages)})", body, LANDSCAPE, 5.9, "monospace")
 
 
-def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sources: set[str], rule: str) -> None:
+def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sources: set[str], rule: str, notes: Sequence[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=PORTRAIT)
@@ -196,6 +196,7 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
                 ci = f"  slope CI [{sl:.3f}, {sh:.3f}], intercept CI [{il:.3f}, {ih:.3f}]"
             lines.append(f"{t:>6}{rng}: slope {s.slope:.3f}, intercept {s.intercept:.3f}, R^2 {s.r2:.3f}, n {s.n}{ci}")
     lines.append(f"Baseline: {rule}; {int(g.baseline.sum())} of {len(g.points)} models.")
+    lines += [f"Note - {n}" for n in notes if n.startswith(f"{g.shift}:")]
     if g.clipped:
         lines.append(f"Clipped before transforming: {', '.join(g.clipped[:6])}" + (" ..." if len(g.clipped) > 6 else ""))
     if g.er is not None and highlight.any():
@@ -206,7 +207,7 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
             lines.append(f"   {g.points[i].model[:60]:<60} {100 * g.er[i]:+6.2f} [{100 * g.er_low[i]:+.2f}, {100 * g.er_high[i]:+.2f}]")
         if len(idx) > 10:
             lines.append(f"   ... {len(idx) - 10} more in the summary table and summary.json")
-    fig.text(0.07, 0.32, _wrap("\n".join(lines), 120), fontsize=7, va="top", family="monospace", linespacing=1.3)
+    fig.text(0.07, 0.32, _wrap("\n".join(lines), 108), fontsize=7, va="top", family="monospace", linespacing=1.3)
     pdf.savefig(fig)
     plt.close(fig)
 
@@ -228,8 +229,9 @@ def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlig
         pdf = Pages(raw, Path(png_dir) if png_dir else None)
         _title_page(pdf, meta, groups)
         _table_pages(pdf, groups, hl)
+        notes = protocol_notes(groups)
         for i in shown:
-            _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"])
+            _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"], notes)
         _text_page(pdf, "Methods", METHODS, fontsize=8.5)
         pages = raw.get_pagecount()
     tmp.replace(path)
