@@ -118,7 +118,7 @@ def pair(rows: Iterable[Row], shifts: Sequence[str] = tuple(SHIFTS)) -> list[Poi
             refs = [settings[s] for s in (view, ID_SETTING) if s in settings]
             for i, x in enumerate(refs):
                 tags = tuple(sorted(set(y.tags) | set(x.tags)))
-                proto = tuple(sorted(set(y.protocol_key()) | set(x.protocol_key())))
+                proto = tuple(sorted((*y.protocol_key(), *((f"id_{k}", v) for k, v in x.protocol_key()))))
                 points.append(Point(source, model, tags, shift, x.setting, proto, x.accuracy, y.accuracy, x.n, y.n, i == 0))
     return points
 

@@ -43,21 +43,23 @@ OPEN_CLIP_COLUMNS = {
     "ObjectNet": "objectnet",
 }
 #: open_clip (CLIP_benchmark) scores ObjectNet-1.0 with a 113-way head built from its class names.
-OPEN_CLIP_PROTOCOL = {"objectnet": {"version": "1.0", "head": "objectnet-113-names"}}
+OPEN_CLIP_PROTOCOL = {"objectnet": {"version": "1.0", "head": "objectnet-113-names", "projection": "none", "crop": "none"}}
 
 # -- imagenet-testbed ---------------------------------------------------------------------------
 
 TESTBED_COLUMNS = {
     "val": ("imagenet", 50_000, {}),
     "imagenetv2-matched-frequency-format-val": ("imagenetv2-matched-frequency", 10_000, {"format": "format-val"}),
-    # The testbed registers ImageNet-Sketch with 50,000 images (the dataset has 50,889).
-    "imagenet-sketch": ("imagenet-sketch", 50_000, {}),
+    # The testbed registers ImageNet-Sketch with size 50,000, used only for its error bars; the
+    # accuracies are over the dataset's 50,889 images, so intervals use 50,889.
+    "imagenet-sketch": ("imagenet-sketch", 50_889, {}),
     "imagenet-r": ("imagenet-r", 30_000, {}),
     "imagenet-a": ("imagenet-a", 7_500, {}),
-    "objectnet-1.0-beta": ("objectnet", 18_514, {"version": "1.0-beta", "head": "imagenet-1k-max"}),
+    # ObjectNet-1.0-beta through the ImageNet head, max over each class's ids, 2 px border cropped.
+    "objectnet-1.0-beta": ("objectnet", 18_514, {"version": "1.0-beta", "head": "imagenet-1k", "projection": "max", "crop": "border-2px"}),
     "val-on-imagenet-r-classes": ("imagenet@imagenet-r", 10_000, {}),
     "val-on-imagenet-a-classes": ("imagenet@imagenet-a", 10_000, {}),
-    "val-on-objectnet-classes": ("imagenet@objectnet", 6_250, {"head": "imagenet-1k-max"}),
+    "val-on-objectnet-classes": ("imagenet@objectnet", 6_250, {"head": "imagenet-1k", "projection": "max"}),
 }
 TESTBED_TYPES = {
     "STANDARD": ("standard",),
@@ -85,8 +87,9 @@ SOUP_KEYS = {
     "ImageNetA": "imagenet-a",
     "ObjectNet": "objectnet",
 }
-#: Both codebases score ObjectNet-1.0 through the ImageNet head, max over each class's ids.
-WF_PROTOCOL = {"objectnet": {"version": "1.0", "head": "imagenet-1k-max"}}
+#: Both codebases score ObjectNet-1.0 through the ImageNet head, max over each class's ids; their
+#: border crop is never applied (it is wrapped around the transform after the dataset is built).
+WF_PROTOCOL = {"objectnet": {"version": "1.0", "head": "imagenet-1k", "projection": "max", "crop": "none"}}
 
 FORMATS = ("timm", "open_clip", "imagenet-testbed", "wiseft", "soups", "results", "shiftbench")
 

@@ -57,7 +57,8 @@ def test_open_clip_fractions_and_objectnet_protocol(tmp_path):
     assert _by(rows, m, "imagenet-a").accuracy == 0.3155
     assert _by(rows, m, "imagenet-r").accuracy == 0.6933
     obj = _by(rows, m, "objectnet")
-    assert obj.accuracy == 0.4431 and dict(obj.protocol) == {"version": "1.0", "head": "objectnet-113-names"}
+    assert obj.accuracy == 0.4431 and dict(obj.protocol)["head"] == "objectnet-113-names"
+    assert obj.protocol_key() == (("crop", "none"), ("head", "objectnet-113-names"), ("projection", "none"), ("version", "1.0"))
     assert "clip-zero-shot" in obj.tags and "standard" not in obj.tags
 
 
@@ -74,10 +75,11 @@ def test_testbed_columns_types_and_protocols(tmp_path):
     a = _by(rows, "resnet50", "imagenet-a")
     assert a.accuracy == 0.0 and a.n == 7_500
     obj = _by(rows, "resnet50", "objectnet")
-    assert obj.n == 18_514 and dict(obj.protocol) == {"version": "1.0-beta", "head": "imagenet-1k-max"}
+    assert obj.n == 18_514
+    assert dict(obj.protocol) == {"version": "1.0-beta", "head": "imagenet-1k", "projection": "max", "crop": "border-2px"}
     assert _by(rows, "resnet50", "imagenet@objectnet").accuracy == pytest.approx(0.7886400604)
     assert _by(rows, "resnet50", "imagenet@imagenet-r").accuracy == pytest.approx(0.921199984)
-    assert _by(rows, "resnet50", "imagenet-sketch").n == 50_000
+    assert _by(rows, "resnet50", "imagenet-sketch").n == 50_889
     assert _by(rows, "FixResNeXt101_32x48d_v2", "imagenet").tags == ("more-data",)
 
 
@@ -100,7 +102,8 @@ def test_wiseft_results_db(tmp_path):
     assert zs.accuracy == 0.6332 and "clip-zero-shot" in zs.tags
     assert _by(out, "ViT-B/32 alpha=0.5", "imagenet-a").accuracy == 0.3
     assert "wiseft" in _by(out, "ViT-B/32 alpha=0.5", "imagenet").tags
-    assert dict(_by(out, "ViT-B/32 alpha=0.0", "objectnet").protocol)["head"] == "imagenet-1k-max"
+    assert _by(out, "ViT-B/32 alpha=0.0", "objectnet").protocol_key() == (
+        ("crop", "none"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
 
 
 def test_model_soups_jsonl(tmp_path):
@@ -127,14 +130,16 @@ def test_run_directory_results_jsonl(tmp_path):
         _result("clip:ViT-B-32@openai", "imagenet", 0.6333, 50_000),
         _result("clip:ViT-B-32@openai", "imagenet@imagenet-r", 0.85, 10_000),
         _result("clip:ViT-B-32@openai", "imagenet-r", 0.6934, 30_000),
-        _result("clip:ViT-B-32@openai", "objectnet", 0.44, 18_574, version="1.0", protocol={"head": "imagenet-1k-max", "crop": "border-2px"}),
+        _result("clip:ViT-B-32@openai", "objectnet", 0.44, 18_574, version="1.0",
+                protocol={"head": "imagenet-1k", "projection": "max", "crop": "border-2px"}),
     ]
     (run / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in res))
     assert importers.detect_format(run) == "results"
     rows = importers.load(run)
     r = _by(rows, "clip:ViT-B-32@openai", "imagenet@imagenet-r")
     assert (r.source, r.accuracy, r.n, r.tags) == ("run:b32", 0.85, 10_000, ("clip", "zero-shot"))
-    assert _by(rows, "clip:ViT-B-32@openai", "objectnet").protocol_key() == (("head", "imagenet-1k-max"), ("version", "1.0"))
+    assert _by(rows, "clip:ViT-B-32@openai", "objectnet").protocol_key() == (
+        ("crop", "border-2px"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
 
 
 @pytest.mark.parametrize(

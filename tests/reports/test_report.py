@@ -27,7 +27,7 @@ def _table(tmp_path: Path) -> Path:
         rows += [make_row("pub", m, "imagenet@imagenet-r", x, 10_000, tags=["standard"]),
                  make_row("pub", m, "imagenet-r", y, 30_000, tags=["standard"]),
                  make_row("pub", m, "imagenet", x - 0.1, 50_000, tags=["standard"]),
-                 make_row("pub", m, "objectnet", y - 0.3, 18_574, {"version": "1.0", "head": "imagenet-1k-max"}, ["standard"])]
+                 make_row("pub", m, "objectnet", y - 0.3, 18_574, {"version": "1.0", "head": "imagenet-1k", "projection": "max"}, ["standard"])]
     rows += [make_row("pub", "clipzs", "imagenet", 0.70, 50_000, tags=["clip-zero-shot"]),
              make_row("pub", "clipzs", "objectnet", 0.50, 18_574, {"version": "1.0", "head": "objectnet-113-names"}, ["clip-zero-shot"])]
     path = tmp_path / "pub.csv.gz"
@@ -73,7 +73,8 @@ def test_cli_end_to_end_with_run_dir(tmp_path, capsys):
     assert any("run:mine:my-model (y=0)" in c for c in fit["clipped"])
     # ObjectNet: the two heads never share a fit; the 113-way head has no baseline and says so
     obj = [f for f in s["fits"] if f["shift"] == "objectnet"]
-    assert {tuple(sorted(f["protocol"].items())) for f in obj} == {(("head", "imagenet-1k-max"), ("version", "1.0"))}
+    assert {tuple(sorted(f["protocol"].items())) for f in obj} == {
+        (("crop", "none"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))}
     (un,) = s["unfitted"]
     assert un["protocol"]["head"] == "objectnet-113-names" and "0 baseline models" in un["reason"]
     (zs,) = [m for m in s["models"] if m["model"] == "clipzs"]
