@@ -196,6 +196,8 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
                 ci = f"  slope CI [{sl:.3f}, {sh:.3f}], intercept CI [{il:.3f}, {ih:.3f}]"
             lines.append(f"{t:>6}{rng}: slope {s.slope:.3f}, intercept {s.intercept:.3f}, R^2 {s.r2:.3f}, n {s.n}{ci}")
     lines.append(f"Baseline: {rule}; {int(g.baseline.sum())} of {len(g.points)} models.")
+    if g.excluded:
+        lines.append(f"Left out of the baseline: {', '.join(g.excluded)} (the shift's images were selected against it).")
     lines += [f"Note - {n}" for n in notes if n.startswith(f"{g.shift}:")]
     if g.clipped:
         lines.append(f"Clipped before transforming: {', '.join(g.clipped[:6])}" + (" ..." if len(g.clipped) > 6 else ""))
