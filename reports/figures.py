@@ -68,7 +68,8 @@ def _place_labels(ax, xs, ys, texts) -> None:
             inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
             if inside and not any(box.overlaps(b) for b in taken):
                 taken.append(box)
-                ax.annotate(text, (x, y), xytext=(dx, dy), arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"}, **style)
+                ax.annotate(text, (x, y), xytext=(dx, dy), arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"}, zorder=6,
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75}, **style)
                 break
 
 

@@ -22,13 +22,19 @@ SHORT = {"imagenetv2-matched-frequency": "ImageNetV2", "imagenet-sketch": "Image
          "imagenet-r": "ImageNet-R", "imagenet-a": "ImageNet-A", "objectnet": "ObjectNet"}
 
 METHODS = """\
-Trend. For each shift, models are paired with an ID reference scored on the same classes when the
-source provides it (ImageNet val on ImageNet-R's or -A's 200 classes, on ObjectNet's 113 classes),
-else with full ImageNet val; the pairing is part of the group name. Rows whose evaluation protocol
-differs (ObjectNet through the ImageNet head vs a 113-way head from class names, ObjectNet-1.0-beta
-vs 1.0, ImageNetV2 re-encoded 'format-val') form separate groups and never share a fit or table.
-In each group, ordinary least squares of T(OOD accuracy) on T(ID accuracy) is fitted over the
-baseline models, T = logit, probit or identity.
+Pairing. Each OOD accuracy is paired with every ID reference its source has: ImageNet val on the
+shift's classes (ImageNet-R's or -A's 200 classes, ObjectNet's 113 classes) and full ImageNet val.
+A model is scored on the same-class pairing when its source has it (imagenet-testbed's convention),
+else on full val; the pairing is part of each group's name.
+
+Protocols. Rows whose evaluation protocol differs form separate groups and never share a fit or a
+table: ObjectNet through the ImageNet head (max over each class's ids) vs a 113-way zero-shot head
+from its class names; ObjectNet-1.0-beta vs 1.0; 2 px border crop (imagenet-testbed) vs none;
+ImageNetV2 in imagenet-testbed's re-encoded 'format-val' copy vs the original files.
+
+Trend. In each group, ordinary least squares of T(OOD accuracy) on T(ID accuracy) over the baseline
+models, T = logit, probit or identity; at least 3 baseline models, else no fit (stated). ImageNet-A
+was selected against torchvision's ResNet-50, which is left out of ImageNet-A baselines.
 
 Clipping. logit and probit are infinite at 0 and 1, so accuracies are clipped to [eps, 1 - eps]
 with eps = half an example of the test set (0.5/n); clipped points are listed on their page.
@@ -36,14 +42,15 @@ with eps = half an example of the test set (0.5/n); clipped points are listed on
 Effective robustness (ER) of a model = its OOD accuracy minus the trend's prediction at its ID
 accuracy, in accuracy points (imagenet-testbed's definition, Taori et al. 2020).
 
-Intervals. Accuracy intervals: Clopper-Pearson (95%) with the test-set size of each setting.
-Fit band and ER intervals: percentile bootstrap (95%) over baseline models, resampled with
-replacement (seeded; imagenet-testbed's seed by default), all samples computed at once.
+Intervals. Accuracy: Clopper-Pearson (95%) with the test-set size of each setting. Fit band, fit
+coefficients and ER: percentile bootstrap (95%) over baseline models resampled with replacement
+(seeded; imagenet-testbed's seed by default), all resamples computed at once.
 
-Model tags. timm: from the pretrained tag after the dot (see docs/report.md): 'standard' = trained
-on ImageNet-1k only; extra-data tokens (in12k, in21k, in22k, laion2b, openai, jft, ig1b, ...) give
+Model tags. timm: from the pretrained tag after the dot (docs/report.md): 'standard' = trained on
+ImageNet-1k only; extra-data tokens (in12k, in21k, in22k, laion2b, openai, jft, ig1b, ...) give
 'more-data'; adversarial training, AdvProp and AugMix give 'robustness-intervention'.
 imagenet-testbed: its own model types (STANDARD -> standard). open_clip: 'clip-zero-shot'.
+The default baseline is every 'standard' model of every source.
 """
 
 
