@@ -132,6 +132,19 @@ def pair(rows: Iterable[Row], shifts: Sequence[str] = tuple(SHIFTS)) -> list[Poi
     return points
 
 
+def unpaired(rows: Iterable[Row], shifts: Sequence[str] = tuple(SHIFTS)) -> list[str]:
+    """``source:model on shift`` for OOD accuracies with no ID reference to pair with (not plotted)."""
+    have: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        have.setdefault((r.source, r.model), set()).add(r.setting)
+    out = []
+    for (source, model), settings in sorted(have.items()):
+        for shift in shifts:
+            if shift in settings and ID_SETTING not in settings and SHIFTS.get(shift) not in settings:
+                out.append(f"{source}:{model} on {shift}")
+    return out
+
+
 def _clipped(trend: Trend, g: Group, x: np.ndarray, y: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> list[str]:
     from reports.scales import clip
 

@@ -129,6 +129,10 @@ def _title_page(pdf, meta: dict[str, Any], groups: Sequence[Group]) -> None:
     notes = protocol_notes(groups)
     if notes:
         lines += ["", "Protocol notes"] + [f"  - {n}" for n in notes]
+    missing = meta.get("unpaired") or []
+    if missing:
+        lines += ["", f"Not plotted, no ImageNet accuracy to pair with ({len(missing)}): "
+                  + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")]
     _text_page(pdf, "Effective robustness report", _wrap("\n".join(lines), 105))
 
 

@@ -126,3 +126,22 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, args, match):
     else:
         assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "r.pdf").exists()
+
+
+def test_soups_file_via_results_flag_is_highlighted_and_unpaired_rows_are_stated(tmp_path):
+    soups = tmp_path / "greedy_soup_results.jsonl"
+    soups.write_text(json.dumps({"model_name": "greedy_soup", "ImageNet": 0.8103, "ImageNetV2": 0.7098,
+                                 "ImageNetSketch": 0.5297, "ImageNetR": 0.7236, "ObjectNet": 0.5254, "ImageNetA": 0.5082}) + "\n")
+    noid = tmp_path / "noid.jsonl"
+    noid.write_text(json.dumps({"model_name": "ood-only", "ImageNet": None, "ImageNetR": 0.7}) + "\n")
+    s = run_report(ReportConfig(inputs=[soups, noid], samples=10, out=None, json=None))
+    mine = [m for m in s["models"] if m["model"] == "greedy_soup"]
+    assert {m["shift"] for m in mine} == {"imagenetv2-matched-frequency", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet"}
+    assert all(m["highlighted"] and m["x_setting"] == "imagenet" for m in mine)
+    sk = next(m for m in mine if m["shift"] == "imagenet-sketch")
+    assert sk["effective_robustness"] > 0.2  # far above the ImageNet-1k trend
+    # WiSE-FT/soups score ObjectNet-1.0 uncropped through the ImageNet head: no baseline shares that protocol
+    obj = next(m for m in mine if m["shift"] == "objectnet")
+    assert obj["effective_robustness"] is None and obj["protocol"]["crop"] == "none"
+    # (timm publishes resmlp_24_224.fb_dino on ImageNet-A only)
+    assert s["unpaired"] == ["soups:noid:ood-only on imagenet-r", "timm:resmlp_24_224.fb_dino on imagenet-a"]
