@@ -145,3 +145,16 @@ def test_soups_file_via_results_flag_is_highlighted_and_unpaired_rows_are_stated
     assert obj["effective_robustness"] is None and obj["protocol"]["crop"] == "none"
     # (timm publishes resmlp_24_224.fb_dino on ImageNet-A only)
     assert s["unpaired"] == ["soups:noid:ood-only on imagenet-r", "timm:resmlp_24_224.fb_dino on imagenet-a"]
+
+
+@pytest.mark.parametrize("transform", ["probit", "linear"])
+def test_other_transforms_end_to_end(tmp_path, transform):
+    s = run_report(ReportConfig(inputs=[_table(tmp_path)], testbed=False, transform=transform, samples=20,
+                                out=tmp_path / "r.pdf", json=tmp_path / "s.json"))
+    assert s["transform"] == transform and s["pages"] == 6
+    transforms = {f["transform"] for f in s["fits"]}
+    assert transforms == ({"logit", "probit"} | {transform})
+    (fit,) = [f for f in s["fits"] if f["x_setting"] == "imagenet@imagenet-r" and f["transform"] == "logit"]
+    assert fit["slope"] == pytest.approx(1.2)
+    std = [m for m in s["models"] if m["model"].startswith("std") and m["shift"] == "imagenet-r"]
+    assert all(m["effective_robustness"] is not None for m in std)
