@@ -11,6 +11,7 @@ from reports.analysis import Group
 
 #: Candidate tick positions, percent.
 TICKS = (0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9)
+LINEAR_TICKS = tuple(range(0, 101, 10))
 MAX_LABELS = 12
 
 #: (legend label, colour, marker size) per category, in legend order.
@@ -41,7 +42,7 @@ def _ticks(transform: str, lo: float, hi: float) -> list[float]:
     """Percent ticks inside the transformed range [lo, hi], at least 1/12 of the range apart."""
     out: list[float] = []
     last = -np.inf
-    for t in TICKS:
+    for t in TICKS if transform != "linear" else LINEAR_TICKS:
         z = float(scales.forward(transform, t / 100)) if transform != "linear" else t / 100
         if lo <= z <= hi and z - last >= (hi - lo) / 12:
             out.append(t)
@@ -109,7 +110,7 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
         f = (lambda a: scales.forward(transform, scales.clip(a)[0])) if transform != "linear" else (lambda a: a)
         ax.fill_between(zg, f(band_lo), f(band_hi), color="#1f77b4", alpha=0.25, lw=0, label="95% bootstrap band")
         ax.plot(zg, f(pred), c="#08306b", lw=1.2, label="trend fit")
-    ticks = _ticks(transform, lo, hi) if transform != "linear" else [t for t in TICKS if lo <= t / 100 <= hi]
+    ticks = _ticks(transform, lo, hi)
     pos = [float(scales.forward(transform, t / 100)) for t in ticks]
     ax.set_xticks(pos, [_fmt(t) for t in ticks], fontsize=7)
     ax.set_yticks(pos, [_fmt(t) for t in ticks], fontsize=7)
