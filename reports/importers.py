@@ -280,6 +280,34 @@ def read_soups(path: Path, source: str | None = None) -> list[Row]:
     return rows
 
 
+#: The engine's setting names -> the report's, where they differ (``docs/run-directory.md``).
+ENGINE_SETTINGS = {"imagenetv2": "imagenetv2-matched-frequency", "objectnet-names": "objectnet"}
+#: The engine's protocol values (``ShiftSpec.protocol``) -> the report's vocabulary.
+ENGINE_VALUES = {
+    "head": {"objectnet-113 class names": "objectnet-113-names"},
+    "projection": {"max over mapped ImageNet logits": "max"},
+    "crop": {"border 2px per side": "border-2px"},
+}
+
+
+def normalise_engine_row(setting: str, version: str, protocol: Mapping[str, str], tags: Iterable[str]) -> tuple[str, dict[str, str], list[str]] | None:
+    """Map an engine result onto the report's setting names, protocol values and tags.
+
+    ``imagenetv2`` is the matched-frequency variant (its other variants are not report settings:
+    None); ``objectnet-names`` is ObjectNet through a 113-way name head; a CLIP model tagged
+    ``zero-shot`` is also ``clip-zero-shot``."""
+    proto = {k: ENGINE_VALUES.get(k, {}).get(str(v), str(v)) for k, v in protocol.items()}
+    if setting == "imagenetv2" and version not in ("", "imagenetv2-matched-frequency"):
+        return None
+    if setting in ("objectnet", "objectnet-names") and version:
+        proto.setdefault("version", version)
+    setting = ENGINE_SETTINGS.get(setting, setting)
+    tags = list(tags)
+    if "clip" in tags and "zero-shot" in tags:
+        tags.append("clip-zero-shot")
+    return setting, proto, tags
+
+
 def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
     """The engine's ``results.jsonl`` (``harness.api.Result`` rows); tags from ``provenance.model.tags``."""
     from harness.api import Result
@@ -296,11 +324,11 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
             raise ValueError(f"{path}:{line}: result for {res.model!r} on {res.setting!r} has no 'top1' metric")
         acc = _fraction(res.metrics["top1"], 1, f"{path}:{line}", "metrics.top1")
         model_info = (res.provenance or {}).get("model") or {}
-        tags = list(model_info.get("tags") or ())
-        protocol = dict(res.protocol)
-        if res.shift_version and "version" not in protocol:
-            protocol["version"] = res.shift_version
-        rows.append(make_row(source, res.model, res.setting, acc, res.n or None, protocol, tags))
+        norm = normalise_engine_row(res.setting, res.shift_version or "", res.protocol or {}, model_info.get("tags") or ())
+        if norm is None:
+            continue
+        setting, protocol, tags = norm
+        rows.append(make_row(source, res.model, setting, acc, res.n or None, protocol, tags))
     return rows
 
 

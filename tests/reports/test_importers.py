@@ -123,6 +123,35 @@ def _result(model, setting, top1, n, tags=("zero-shot", "clip"), **kw) -> Result
                   metrics={"top1": top1, "top5": min(1.0, top1 + 0.1)}, provenance={"model": {"name": model, "tags": list(tags)}}, **kw)
 
 
+def test_engine_settings_and_protocols_are_normalised(tmp_path):
+    """Rows as the engine writes them (shift specs of shifts/imagenet_shifts.py and shifts/objectnet.py)."""
+    res = [
+        _result("m", "imagenetv2", 0.70, 10_000, version="imagenetv2-matched-frequency",
+                protocol={"variant": "matched-frequency", "labels": "int(folder)"}),
+        _result("m", "imagenetv2-top-images", 0.75, 10_000, version="imagenetv2-top-images"),
+        _result("m", "objectnet", 0.40, 18_574, version="1.0", protocol={
+            "head": "imagenet-1k", "projection": "max over mapped ImageNet logits", "crop": "border 2px per side"}),
+        _result("n", "objectnet-names", 0.45, 18_574, version="1.0", protocol={
+            "head": "objectnet-113 class names", "projection": "none", "crop": "border 2px per side"}),
+        _result("m", "imagenet@objectnet", 0.8, 6_250, version="2012", protocol={
+            "view": "imagenet restricted to objectnet classes", "projection": "max"}),
+    ]
+    f = tmp_path / "results.jsonl"
+    f.write_text("".join(r.to_json() + "\n" for r in res))
+    rows = importers.load(f)
+    # other ImageNetV2 variants keep their own names and never join the matched-frequency trend
+    assert {(r.model, r.setting) for r in rows} == {
+        ("m", "imagenetv2-matched-frequency"), ("m", "imagenetv2-top-images"), ("m", "objectnet"), ("n", "objectnet"),
+        ("m", "imagenet@objectnet")}
+    assert _by(rows, "m", "imagenetv2-matched-frequency").protocol_key() == (("format", "original"),)
+    assert _by(rows, "m", "objectnet").protocol_key() == (
+        ("crop", "border-2px"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
+    assert _by(rows, "n", "objectnet").protocol_key() == (
+        ("crop", "border-2px"), ("head", "objectnet-113-names"), ("projection", "none"), ("version", "1.0"))
+    assert _by(rows, "m", "imagenet@objectnet").protocol_key() == (("head", "imagenet-1k"), ("projection", "max"))
+    assert "clip-zero-shot" in _by(rows, "m", "objectnet").tags
+
+
 def test_run_directory_results_jsonl(tmp_path):
     run = tmp_path / "b32"
     run.mkdir()
@@ -137,7 +166,7 @@ def test_run_directory_results_jsonl(tmp_path):
     assert importers.detect_format(run) == "results"
     rows = importers.load(run)
     r = _by(rows, "clip:ViT-B-32@openai", "imagenet@imagenet-r")
-    assert (r.source, r.accuracy, r.n, r.tags) == ("run:b32", 0.85, 10_000, ("clip", "zero-shot"))
+    assert (r.source, r.accuracy, r.n, r.tags) == ("run:b32", 0.85, 10_000, ("clip", "clip-zero-shot", "zero-shot"))
     assert _by(rows, "clip:ViT-B-32@openai", "objectnet").protocol_key() == (
         ("crop", "border-2px"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
 
