@@ -140,7 +140,7 @@ def _fmt_pct(v: float | None) -> str:
     return "   -  " if v is None or not np.isfinite(v) else f"{100 * v:6.2f}"
 
 
-def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray]) -> None:
+def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_sources: set[str] = frozenset()) -> None:
     """Per highlighted model: ID accuracy, each OOD accuracy and ER [interval], average ER."""
     shifts = [s for s in SHIFTS if any(g.shift == s for g in groups)]
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -159,7 +159,12 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray]) -> Non
     head = f"{'model':<42} {'source':<12} {'ID':>6} " + " ".join(f"{SHORT.get(s, s)[:22]:>24}" for s in shifts) + f" {'avg ER':>7}"
     sub = f"{'':<42} {'':<12} {'':>6} " + " ".join(f"{'OOD   ER [95% CI]':>24}" for _ in shifts)
     lines = []
-    for (src, model), r in sorted(rows.items(), key=lambda kv: -np.mean([v[1][0] for k, v in kv[1].items() if k != "id" and v[1]] or [-1])):
+    def order(kv):
+        (src, _), r = kv
+        ers = [v[1][0] for k, v in r.items() if k != "id" and v[1]]
+        return (src not in user_sources, -np.mean(ers) if ers else np.inf)
+
+    for (src, model), r in sorted(rows.items(), key=order):
         cells, ers = [], []
         for s in shifts:
             if s not in r:
@@ -179,7 +184,7 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray]) -> Non
         body = "\n".join([head, sub, "-" * len(head), *chunk])
         if k == len(pages):
             body += ("\n\nAccuracies in %, ER in accuracy points; 'no fit': no baseline under that source's protocol "
-                     "(see the title page). ID = full ImageNet val. Sorted by average ER.")
+                     "(see the title page). ID = full ImageNet val. Your results first, then by average ER.")
         _text_page(pdf, f"Summary of highlighted models ({k}/{len(pages)})", body, LANDSCAPE, 5.9, "monospace")
 
 
@@ -241,7 +246,7 @@ def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlig
     with PdfPages(tmp, metadata={"Title": "shiftbench effective robustness report", "Creator": f"shiftbench {meta['version']}"}) as raw:
         pdf = Pages(raw, Path(png_dir) if png_dir else None)
         _title_page(pdf, meta, groups)
-        _table_pages(pdf, groups, hl)
+        _table_pages(pdf, groups, hl, user_sources)
         notes = protocol_notes(groups)
         for i in shown:
             _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"], notes)
