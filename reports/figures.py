@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from reports import scales
-from reports.analysis import Group
+from reports.analysis import Group, point_intervals
 
 #: Candidate tick positions, percent.
 TICKS = (0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9)
@@ -74,6 +74,25 @@ def _place_labels(ax, xs, ys, texts) -> None:
                 break
 
 
+def _error_bars(ax, g: Group, transform: str, sel: np.ndarray) -> None:
+    """95% Clopper-Pearson intervals of the selected points, on the transformed axes."""
+    if not sel.any():
+        return
+    xl, xh, yl, yh = (a[sel] for a in point_intervals(g))
+    x, y, nx, ny = (a[sel] for a in g.arrays())
+
+    def f(a, n):
+        return scales.forward(transform, scales.clip(a, n)[0]) if transform != "linear" else a
+
+    known = np.isfinite(xl) & np.isfinite(yl)
+    if not known.any():
+        return
+    zx, zy = f(x, nx)[known], f(y, ny)[known]
+    xerr = np.abs(np.stack([zx - f(xl[known], nx[known]), f(xh[known], nx[known]) - zx]))
+    yerr = np.abs(np.stack([zy - f(yl[known], ny[known]), f(yh[known], ny[known]) - zy]))
+    ax.errorbar(zx, zy, xerr=xerr, yerr=yerr, fmt="none", ecolor="0.2", elinewidth=0.5, capsize=0, zorder=3)
+
+
 def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: set[str]) -> int:
     """Draw group ``g`` on ``ax`` under ``transform``; label up to MAX_LABELS highlighted points.
 
@@ -99,6 +118,7 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
                    rasterized=True)
         if (sel & highlight).any():
             ax.scatter(zx[sel & highlight], zy[sel & highlight], s=size * 2.2, c=colour, edgecolors="black", linewidths=0.5, zorder=4)
+    _error_bars(ax, g, transform, highlight & visible)
     ax.plot([lo, hi], [lo, hi], ls=":", c="0.3", lw=0.8, label="y = x")
     trend = g.fits.get(transform)
     if trend is not None:
