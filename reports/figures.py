@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from reports import scales
-from reports.analysis import Group
+from reports.analysis import Group, point_intervals
 
 #: Candidate tick positions, percent.
 TICKS = (0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9)
+LINEAR_TICKS = tuple(range(0, 101, 10))
 MAX_LABELS = 12
 
 #: (legend label, colour, marker size) per category, in legend order.
@@ -41,7 +42,7 @@ def _ticks(transform: str, lo: float, hi: float) -> list[float]:
     """Percent ticks inside the transformed range [lo, hi], at least 1/12 of the range apart."""
     out: list[float] = []
     last = -np.inf
-    for t in TICKS:
+    for t in TICKS if transform != "linear" else LINEAR_TICKS:
         z = float(scales.forward(transform, t / 100)) if transform != "linear" else t / 100
         if lo <= z <= hi and z - last >= (hi - lo) / 12:
             out.append(t)
@@ -54,23 +55,42 @@ def _fmt(t: float) -> str:
 
 
 def _place_labels(ax, xs, ys, texts) -> None:
-    """Label points, trying offsets until a label overlaps no earlier label."""
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
+    """Label points, trying offsets until a label overlaps no earlier label and stays inside."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
     taken = []
     offsets = [(6, 4), (6, -10), (-6, 4), (-6, -10), (6, 14), (6, -20), (-6, 14), (-6, -20), (10, 26), (10, -32)]
     for x, y, text in zip(xs, ys, texts, strict=True):
         for dx, dy in offsets:
-            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
-                              ha="left" if dx > 0 else "right",
-                              arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"})
-            box = ann.get_window_extent(renderer)
-            frame = ax.get_window_extent(renderer)
+            style = {"fontsize": 6, "ha": "left" if dx > 0 else "right", "textcoords": "offset points"}
+            trial = ax.annotate(text, (x, y), xytext=(dx, dy), **style)
+            box = trial.get_window_extent(renderer)
+            trial.remove()
             inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
             if inside and not any(box.overlaps(b) for b in taken):
                 taken.append(box)
+                ax.annotate(text, (x, y), xytext=(dx, dy), arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"}, zorder=6,
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75}, **style)
                 break
-            ann.remove()
+
+
+def _error_bars(ax, g: Group, transform: str, sel: np.ndarray) -> None:
+    """95% Clopper-Pearson intervals of the selected points, on the transformed axes."""
+    if not sel.any():
+        return
+    xl, xh, yl, yh = (a[sel] for a in point_intervals(g))
+    x, y, nx, ny = (a[sel] for a in g.arrays())
+
+    def f(a, n):
+        return scales.forward(transform, scales.clip(a, n)[0]) if transform != "linear" else a
+
+    known = np.isfinite(xl) & np.isfinite(yl)
+    if not known.any():
+        return
+    zx, zy = f(x, nx)[known], f(y, ny)[known]
+    xerr = np.abs(np.stack([zx - f(xl[known], nx[known]), f(xh[known], nx[known]) - zx]))
+    yerr = np.abs(np.stack([zy - f(yl[known], ny[known]), f(yh[known], ny[known]) - zy]))
+    ax.errorbar(zx, zy, xerr=xerr, yerr=yerr, fmt="none", ecolor="0.2", elinewidth=0.5, capsize=0, zorder=3)
 
 
 def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: set[str]) -> int:
@@ -94,9 +114,11 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
         sel = np.array([c == cat for c in cats]) & visible
         if not sel.any():
             continue
-        ax.scatter(zx[sel & ~highlight], zy[sel & ~highlight], s=size, c=colour, alpha=0.55, lw=0, label=f"{label} ({int(sel.sum())})")
+        ax.scatter(zx[sel & ~highlight], zy[sel & ~highlight], s=size, c=colour, alpha=0.55, lw=0, label=f"{label} ({int(sel.sum())})",
+                   rasterized=True)
         if (sel & highlight).any():
             ax.scatter(zx[sel & highlight], zy[sel & highlight], s=size * 2.2, c=colour, edgecolors="black", linewidths=0.5, zorder=4)
+    _error_bars(ax, g, transform, highlight & visible)
     ax.plot([lo, hi], [lo, hi], ls=":", c="0.3", lw=0.8, label="y = x")
     trend = g.fits.get(transform)
     if trend is not None:
@@ -108,7 +130,7 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
         f = (lambda a: scales.forward(transform, scales.clip(a)[0])) if transform != "linear" else (lambda a: a)
         ax.fill_between(zg, f(band_lo), f(band_hi), color="#1f77b4", alpha=0.25, lw=0, label="95% bootstrap band")
         ax.plot(zg, f(pred), c="#08306b", lw=1.2, label="trend fit")
-    ticks = _ticks(transform, lo, hi) if transform != "linear" else [t for t in TICKS if lo <= t / 100 <= hi]
+    ticks = _ticks(transform, lo, hi)
     pos = [float(scales.forward(transform, t / 100)) for t in ticks]
     ax.set_xticks(pos, [_fmt(t) for t in ticks], fontsize=7)
     ax.set_yticks(pos, [_fmt(t) for t in ticks], fontsize=7)

@@ -43,21 +43,23 @@ OPEN_CLIP_COLUMNS = {
     "ObjectNet": "objectnet",
 }
 #: open_clip (CLIP_benchmark) scores ObjectNet-1.0 with a 113-way head built from its class names.
-OPEN_CLIP_PROTOCOL = {"objectnet": {"version": "1.0", "head": "objectnet-113-names"}}
+OPEN_CLIP_PROTOCOL = {"objectnet": {"version": "1.0", "head": "objectnet-113-names", "projection": "none", "crop": "none"}}
 
 # -- imagenet-testbed ---------------------------------------------------------------------------
 
 TESTBED_COLUMNS = {
     "val": ("imagenet", 50_000, {}),
     "imagenetv2-matched-frequency-format-val": ("imagenetv2-matched-frequency", 10_000, {"format": "format-val"}),
-    # The testbed registers ImageNet-Sketch with 50,000 images (the dataset has 50,889).
-    "imagenet-sketch": ("imagenet-sketch", 50_000, {}),
+    # The testbed registers ImageNet-Sketch with size 50,000, used only for its error bars; the
+    # accuracies are over the dataset's 50,889 images, so intervals use 50,889.
+    "imagenet-sketch": ("imagenet-sketch", 50_889, {}),
     "imagenet-r": ("imagenet-r", 30_000, {}),
     "imagenet-a": ("imagenet-a", 7_500, {}),
-    "objectnet-1.0-beta": ("objectnet", 18_514, {"version": "1.0-beta", "head": "imagenet-1k-max"}),
+    # ObjectNet-1.0-beta through the ImageNet head, max over each class's ids, 2 px border cropped.
+    "objectnet-1.0-beta": ("objectnet", 18_514, {"version": "1.0-beta", "head": "imagenet-1k", "projection": "max", "crop": "border-2px"}),
     "val-on-imagenet-r-classes": ("imagenet@imagenet-r", 10_000, {}),
     "val-on-imagenet-a-classes": ("imagenet@imagenet-a", 10_000, {}),
-    "val-on-objectnet-classes": ("imagenet@objectnet", 6_250, {"head": "imagenet-1k-max"}),
+    "val-on-objectnet-classes": ("imagenet@objectnet", 6_250, {"head": "imagenet-1k", "projection": "max"}),
 }
 TESTBED_TYPES = {
     "STANDARD": ("standard",),
@@ -85,8 +87,9 @@ SOUP_KEYS = {
     "ImageNetA": "imagenet-a",
     "ObjectNet": "objectnet",
 }
-#: Both codebases score ObjectNet-1.0 through the ImageNet head, max over each class's ids.
-WF_PROTOCOL = {"objectnet": {"version": "1.0", "head": "imagenet-1k-max"}}
+#: Both codebases score ObjectNet-1.0 through the ImageNet head, max over each class's ids; their
+#: border crop is never applied (it is wrapped around the transform after the dataset is built).
+WF_PROTOCOL = {"objectnet": {"version": "1.0", "head": "imagenet-1k", "projection": "max", "crop": "none"}}
 
 FORMATS = ("timm", "open_clip", "imagenet-testbed", "wiseft", "soups", "results", "shiftbench")
 
@@ -277,6 +280,34 @@ def read_soups(path: Path, source: str | None = None) -> list[Row]:
     return rows
 
 
+#: The engine's setting names -> the report's, where they differ (``docs/run-directory.md``).
+ENGINE_SETTINGS = {"imagenetv2": "imagenetv2-matched-frequency", "objectnet-names": "objectnet"}
+#: The engine's protocol values (``ShiftSpec.protocol``) -> the report's vocabulary.
+ENGINE_VALUES = {
+    "head": {"objectnet-113 class names": "objectnet-113-names"},
+    "projection": {"max over mapped ImageNet logits": "max"},
+    "crop": {"border 2px per side": "border-2px"},
+}
+
+
+def normalise_engine_row(setting: str, version: str, protocol: Mapping[str, str], tags: Iterable[str]) -> tuple[str, dict[str, str], list[str]] | None:
+    """Map an engine result onto the report's setting names, protocol values and tags.
+
+    ``imagenetv2`` is the matched-frequency variant (its other variants are not report settings:
+    None); ``objectnet-names`` is ObjectNet through a 113-way name head; a CLIP model tagged
+    ``zero-shot`` is also ``clip-zero-shot``."""
+    proto = {k: ENGINE_VALUES.get(k, {}).get(str(v), str(v)) for k, v in protocol.items()}
+    if setting == "imagenetv2" and version not in ("", "imagenetv2-matched-frequency"):
+        return None
+    if setting in ("objectnet", "objectnet-names") and version:
+        proto.setdefault("version", version)
+    setting = ENGINE_SETTINGS.get(setting, setting)
+    tags = list(tags)
+    if "clip" in tags and "zero-shot" in tags:
+        tags.append("clip-zero-shot")
+    return setting, proto, tags
+
+
 def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
     """The engine's ``results.jsonl`` (``harness.api.Result`` rows); tags from ``provenance.model.tags``."""
     from harness.api import Result
@@ -293,11 +324,11 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
             raise ValueError(f"{path}:{line}: result for {res.model!r} on {res.setting!r} has no 'top1' metric")
         acc = _fraction(res.metrics["top1"], 1, f"{path}:{line}", "metrics.top1")
         model_info = (res.provenance or {}).get("model") or {}
-        tags = list(model_info.get("tags") or ())
-        protocol = dict(res.protocol)
-        if res.shift_version and "version" not in protocol:
-            protocol["version"] = res.shift_version
-        rows.append(make_row(source, res.model, res.setting, acc, res.n or None, protocol, tags))
+        norm = normalise_engine_row(res.setting, res.shift_version or "", res.protocol or {}, model_info.get("tags") or ())
+        if norm is None:
+            continue
+        setting, protocol, tags = norm
+        rows.append(make_row(source, res.model, setting, acc, res.n or None, protocol, tags))
     return rows
 
 

@@ -22,13 +22,19 @@ SHORT = {"imagenetv2-matched-frequency": "ImageNetV2", "imagenet-sketch": "Image
          "imagenet-r": "ImageNet-R", "imagenet-a": "ImageNet-A", "objectnet": "ObjectNet"}
 
 METHODS = """\
-Trend. For each shift, models are paired with an ID reference scored on the same classes when the
-source provides it (ImageNet val on ImageNet-R's or -A's 200 classes, on ObjectNet's 113 classes),
-else with full ImageNet val; the pairing is part of the group name. Rows whose evaluation protocol
-differs (ObjectNet through the ImageNet head vs a 113-way head from class names, ObjectNet-1.0-beta
-vs 1.0, ImageNetV2 re-encoded 'format-val') form separate groups and never share a fit or table.
-In each group, ordinary least squares of T(OOD accuracy) on T(ID accuracy) is fitted over the
-baseline models, T = logit, probit or identity.
+Pairing. Each OOD accuracy is paired with every ID reference its source has: ImageNet val on the
+shift's classes (ImageNet-R's or -A's 200 classes, ObjectNet's 113 classes) and full ImageNet val.
+A model is scored on the same-class pairing when its source has it (imagenet-testbed's convention),
+else on full val; the pairing is part of each group's name.
+
+Protocols. Rows whose evaluation protocol differs form separate groups and never share a fit or a
+table: ObjectNet through the ImageNet head (max over each class's ids) vs a 113-way zero-shot head
+from its class names; ObjectNet-1.0-beta vs 1.0; 2 px border crop (imagenet-testbed) vs none;
+ImageNetV2 in imagenet-testbed's re-encoded 'format-val' copy vs the original files.
+
+Trend. In each group, ordinary least squares of T(OOD accuracy) on T(ID accuracy) over the baseline
+models, T = logit, probit or identity; at least 3 baseline models, else no fit (stated). ImageNet-A
+was selected against torchvision's ResNet-50, which is left out of ImageNet-A baselines.
 
 Clipping. logit and probit are infinite at 0 and 1, so accuracies are clipped to [eps, 1 - eps]
 with eps = half an example of the test set (0.5/n); clipped points are listed on their page.
@@ -36,14 +42,15 @@ with eps = half an example of the test set (0.5/n); clipped points are listed on
 Effective robustness (ER) of a model = its OOD accuracy minus the trend's prediction at its ID
 accuracy, in accuracy points (imagenet-testbed's definition, Taori et al. 2020).
 
-Intervals. Accuracy intervals: Clopper-Pearson (95%) with the test-set size of each setting.
-Fit band and ER intervals: percentile bootstrap (95%) over baseline models, resampled with
-replacement (seeded; imagenet-testbed's seed by default), all samples computed at once.
+Intervals. Accuracy: Clopper-Pearson (95%) with the test-set size of each setting. Fit band, fit
+coefficients and ER: percentile bootstrap (95%) over baseline models resampled with replacement
+(seeded; imagenet-testbed's seed by default), all resamples computed at once.
 
-Model tags. timm: from the pretrained tag after the dot (see docs/report.md): 'standard' = trained
-on ImageNet-1k only; extra-data tokens (in12k, in21k, in22k, laion2b, openai, jft, ig1b, ...) give
+Model tags. timm: from the pretrained tag after the dot (docs/report.md): 'standard' = trained on
+ImageNet-1k only; extra-data tokens (in12k, in21k, in22k, laion2b, openai, jft, ig1b, ...) give
 'more-data'; adversarial training, AdvProp and AugMix give 'robustness-intervention'.
 imagenet-testbed: its own model types (STANDARD -> standard). open_clip: 'clip-zero-shot'.
+The default baseline is every 'standard' model of every source.
 """
 
 
@@ -122,6 +129,10 @@ def _title_page(pdf, meta: dict[str, Any], groups: Sequence[Group]) -> None:
     notes = protocol_notes(groups)
     if notes:
         lines += ["", "Protocol notes"] + [f"  - {n}" for n in notes]
+    missing = meta.get("unpaired") or []
+    if missing:
+        lines += ["", f"Not plotted, no ImageNet accuracy to pair with ({len(missing)}): "
+                  + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")]
     _text_page(pdf, "Effective robustness report", _wrap("\n".join(lines), 105))
 
 
@@ -129,7 +140,7 @@ def _fmt_pct(v: float | None) -> str:
     return "   -  " if v is None or not np.isfinite(v) else f"{100 * v:6.2f}"
 
 
-def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray]) -> None:
+def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_sources: set[str] = frozenset()) -> None:
     """Per highlighted model: ID accuracy, each OOD accuracy and ER [interval], average ER."""
     shifts = [s for s in SHIFTS if any(g.shift == s for g in groups)]
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -148,7 +159,12 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray]) -> Non
     head = f"{'model':<42} {'source':<12} {'ID':>6} " + " ".join(f"{SHORT.get(s, s)[:22]:>24}" for s in shifts) + f" {'avg ER':>7}"
     sub = f"{'':<42} {'':<12} {'':>6} " + " ".join(f"{'OOD   ER [95% CI]':>24}" for _ in shifts)
     lines = []
-    for (src, model), r in sorted(rows.items(), key=lambda kv: -np.mean([v[1][0] for k, v in kv[1].items() if k != "id" and v[1]] or [-1])):
+    def order(kv):
+        (src, _), r = kv
+        ers = [v[1][0] for k, v in r.items() if k != "id" and v[1]]
+        return (src not in user_sources, -np.mean(ers) if ers else np.inf)
+
+    for (src, model), r in sorted(rows.items(), key=order):
         cells, ers = [], []
         for s in shifts:
             if s not in r:
@@ -168,11 +184,11 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray]) -> Non
         body = "\n".join([head, sub, "-" * len(head), *chunk])
         if k == len(pages):
             body += ("\n\nAccuracies in %, ER in accuracy points; 'no fit': no baseline under that source's protocol "
-                     "(see the title page). ID = full ImageNet val. Sorted by average ER.")
+                     "(see the title page). ID = full ImageNet val. Your results first, then by average ER.")
         _text_page(pdf, f"Summary of highlighted models ({k}/{len(pages)})", body, LANDSCAPE, 5.9, "monospace")
 
 
-def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sources: set[str], rule: str) -> None:
+def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sources: set[str], rule: str, notes: Sequence[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=PORTRAIT)
@@ -196,6 +212,9 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
                 ci = f"  slope CI [{sl:.3f}, {sh:.3f}], intercept CI [{il:.3f}, {ih:.3f}]"
             lines.append(f"{t:>6}{rng}: slope {s.slope:.3f}, intercept {s.intercept:.3f}, R^2 {s.r2:.3f}, n {s.n}{ci}")
     lines.append(f"Baseline: {rule}; {int(g.baseline.sum())} of {len(g.points)} models.")
+    if g.excluded:
+        lines.append(f"Left out of the baseline: {', '.join(g.excluded)} (the shift's images were selected against it).")
+    lines += [f"Note - {n}" for n in notes if n.startswith(f"{g.shift}:")]
     if g.clipped:
         lines.append(f"Clipped before transforming: {', '.join(g.clipped[:6])}" + (" ..." if len(g.clipped) > 6 else ""))
     if g.er is not None and highlight.any():
@@ -206,7 +225,7 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
             lines.append(f"   {g.points[i].model[:60]:<60} {100 * g.er[i]:+6.2f} [{100 * g.er_low[i]:+.2f}, {100 * g.er_high[i]:+.2f}]")
         if len(idx) > 10:
             lines.append(f"   ... {len(idx) - 10} more in the summary table and summary.json")
-    fig.text(0.07, 0.32, _wrap("\n".join(lines), 120), fontsize=7, va="top", family="monospace", linespacing=1.3)
+    fig.text(0.07, 0.32, _wrap("\n".join(lines), 108), fontsize=7, va="top", family="monospace", linespacing=1.3)
     pdf.savefig(fig)
     plt.close(fig)
 
@@ -227,9 +246,10 @@ def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlig
     with PdfPages(tmp, metadata={"Title": "shiftbench effective robustness report", "Creator": f"shiftbench {meta['version']}"}) as raw:
         pdf = Pages(raw, Path(png_dir) if png_dir else None)
         _title_page(pdf, meta, groups)
-        _table_pages(pdf, groups, hl)
+        _table_pages(pdf, groups, hl, user_sources)
+        notes = protocol_notes(groups)
         for i in shown:
-            _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"])
+            _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"], notes)
         _text_page(pdf, "Methods", METHODS, fontsize=8.5)
         pages = raw.get_pagecount()
     tmp.replace(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness import __version__
 from reports import importers
-from reports.analysis import BaselineRule, analyse, highlight_mask
+from reports.analysis import BaselineRule, analyse, highlight_mask, unpaired
 from reports.summary import CLIPPING_RULE, build_summary, write_json
 from reports.table import Row
 from reports.trend import DEFAULT_SAMPLES, DEFAULT_SEED
@@ -71,6 +71,7 @@ def run_report(cfg: ReportConfig) -> dict:
                             highlighted=highlighted, sources=sources, version=__version__)
     summary["highlight"] = highlight
     summary["inputs"] = [str(p) for p in cfg.inputs]
+    summary["unpaired"] = unpaired(rows)
     if cfg.json:
         write_json(summary, cfg.json)
     if cfg.out:
@@ -86,6 +87,7 @@ def run_report(cfg: ReportConfig) -> dict:
             "samples": cfg.samples,
             "seed": cfg.seed,
             "highlight": highlight,
+            "unpaired": summary["unpaired"],
         }
         summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, user_sources, cfg.png_dir)
     return summary

@@ -44,6 +44,7 @@ def _fit_obj(g: Group, transform: str) -> dict[str, Any]:
         "segments": [],
         "bootstrap_dropped": 0,
         "clipped": list(g.clipped),
+        "excluded_from_baseline": list(g.excluded),
     }
     for s in trend.segments:
         seg = {"x_low": _num(s.lo), "x_high": _num(s.hi), "slope": s.slope, "intercept": s.intercept, "r2": s.r2, "n": s.n}

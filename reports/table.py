@@ -46,10 +46,15 @@ DEFAULT_SIZES: dict[str, int] = {
 
 #: Protocol tags that make two evaluations of one setting incomparable; rows whose values for
 #: these keys differ are never put in one fit or table. Missing keys read as the default here.
+#: Vocabulary shared with the engine's ``Result.protocol``: ``head`` (``imagenet-1k``: the
+#: 1000-way ImageNet head; ``objectnet-113-names``: a 113-way zero-shot head from ObjectNet's
+#: class names), ``projection`` (``max`` over each ObjectNet class's ImageNet ids), ``crop``
+#: (``border-2px`` as imagenet-testbed does; WiSE-FT, model soups and CLIP_benchmark crop nothing),
+#: ``version`` (ObjectNet ``1.0`` or ``1.0-beta``), ``format`` (ImageNetV2 ``format-val`` re-encoding).
 PROTOCOL_KEYS: dict[str, dict[str, str]] = {
     "imagenetv2-matched-frequency": {"format": "original"},
-    "objectnet": {"version": "1.0", "head": "imagenet-1k-max"},
-    "imagenet@objectnet": {"head": "imagenet-1k-max"},
+    "objectnet": {"version": "1.0", "head": "imagenet-1k", "projection": "max", "crop": "none"},
+    "imagenet@objectnet": {"head": "imagenet-1k", "projection": "max"},
 }
 
 COLUMNS = ("source", "model", "setting", "accuracy", "n", "protocol", "tags")

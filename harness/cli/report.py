@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-FORMATS = ("timm", "open_clip", "imagenet-testbed", "wiseft", "soups", "results", "shiftbench")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from reports.importers import FORMATS
+
     p = sub.add_parser(
         "report",
         help="fit ID-vs-OOD trends and report effective robustness (PDF + summary.json)",

@@ -57,7 +57,8 @@ def test_open_clip_fractions_and_objectnet_protocol(tmp_path):
     assert _by(rows, m, "imagenet-a").accuracy == 0.3155
     assert _by(rows, m, "imagenet-r").accuracy == 0.6933
     obj = _by(rows, m, "objectnet")
-    assert obj.accuracy == 0.4431 and dict(obj.protocol) == {"version": "1.0", "head": "objectnet-113-names"}
+    assert obj.accuracy == 0.4431 and dict(obj.protocol)["head"] == "objectnet-113-names"
+    assert obj.protocol_key() == (("crop", "none"), ("head", "objectnet-113-names"), ("projection", "none"), ("version", "1.0"))
     assert "clip-zero-shot" in obj.tags and "standard" not in obj.tags
 
 
@@ -74,10 +75,11 @@ def test_testbed_columns_types_and_protocols(tmp_path):
     a = _by(rows, "resnet50", "imagenet-a")
     assert a.accuracy == 0.0 and a.n == 7_500
     obj = _by(rows, "resnet50", "objectnet")
-    assert obj.n == 18_514 and dict(obj.protocol) == {"version": "1.0-beta", "head": "imagenet-1k-max"}
+    assert obj.n == 18_514
+    assert dict(obj.protocol) == {"version": "1.0-beta", "head": "imagenet-1k", "projection": "max", "crop": "border-2px"}
     assert _by(rows, "resnet50", "imagenet@objectnet").accuracy == pytest.approx(0.7886400604)
     assert _by(rows, "resnet50", "imagenet@imagenet-r").accuracy == pytest.approx(0.921199984)
-    assert _by(rows, "resnet50", "imagenet-sketch").n == 50_000
+    assert _by(rows, "resnet50", "imagenet-sketch").n == 50_889
     assert _by(rows, "FixResNeXt101_32x48d_v2", "imagenet").tags == ("more-data",)
 
 
@@ -100,7 +102,8 @@ def test_wiseft_results_db(tmp_path):
     assert zs.accuracy == 0.6332 and "clip-zero-shot" in zs.tags
     assert _by(out, "ViT-B/32 alpha=0.5", "imagenet-a").accuracy == 0.3
     assert "wiseft" in _by(out, "ViT-B/32 alpha=0.5", "imagenet").tags
-    assert dict(_by(out, "ViT-B/32 alpha=0.0", "objectnet").protocol)["head"] == "imagenet-1k-max"
+    assert _by(out, "ViT-B/32 alpha=0.0", "objectnet").protocol_key() == (
+        ("crop", "none"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
 
 
 def test_model_soups_jsonl(tmp_path):
@@ -120,6 +123,35 @@ def _result(model, setting, top1, n, tags=("zero-shot", "clip"), **kw) -> Result
                   metrics={"top1": top1, "top5": min(1.0, top1 + 0.1)}, provenance={"model": {"name": model, "tags": list(tags)}}, **kw)
 
 
+def test_engine_settings_and_protocols_are_normalised(tmp_path):
+    """Rows as the engine writes them (shift specs of shifts/imagenet_shifts.py and shifts/objectnet.py)."""
+    res = [
+        _result("m", "imagenetv2", 0.70, 10_000, version="imagenetv2-matched-frequency",
+                protocol={"variant": "matched-frequency", "labels": "int(folder)"}),
+        _result("m", "imagenetv2-top-images", 0.75, 10_000, version="imagenetv2-top-images"),
+        _result("m", "objectnet", 0.40, 18_574, version="1.0", protocol={
+            "head": "imagenet-1k", "projection": "max over mapped ImageNet logits", "crop": "border 2px per side"}),
+        _result("n", "objectnet-names", 0.45, 18_574, version="1.0", protocol={
+            "head": "objectnet-113 class names", "projection": "none", "crop": "border 2px per side"}),
+        _result("m", "imagenet@objectnet", 0.8, 6_250, version="2012", protocol={
+            "view": "imagenet restricted to objectnet classes", "projection": "max"}),
+    ]
+    f = tmp_path / "results.jsonl"
+    f.write_text("".join(r.to_json() + "\n" for r in res))
+    rows = importers.load(f)
+    # other ImageNetV2 variants keep their own names and never join the matched-frequency trend
+    assert {(r.model, r.setting) for r in rows} == {
+        ("m", "imagenetv2-matched-frequency"), ("m", "imagenetv2-top-images"), ("m", "objectnet"), ("n", "objectnet"),
+        ("m", "imagenet@objectnet")}
+    assert _by(rows, "m", "imagenetv2-matched-frequency").protocol_key() == (("format", "original"),)
+    assert _by(rows, "m", "objectnet").protocol_key() == (
+        ("crop", "border-2px"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
+    assert _by(rows, "n", "objectnet").protocol_key() == (
+        ("crop", "border-2px"), ("head", "objectnet-113-names"), ("projection", "none"), ("version", "1.0"))
+    assert _by(rows, "m", "imagenet@objectnet").protocol_key() == (("head", "imagenet-1k"), ("projection", "max"))
+    assert "clip-zero-shot" in _by(rows, "m", "objectnet").tags
+
+
 def test_run_directory_results_jsonl(tmp_path):
     run = tmp_path / "b32"
     run.mkdir()
@@ -127,14 +159,16 @@ def test_run_directory_results_jsonl(tmp_path):
         _result("clip:ViT-B-32@openai", "imagenet", 0.6333, 50_000),
         _result("clip:ViT-B-32@openai", "imagenet@imagenet-r", 0.85, 10_000),
         _result("clip:ViT-B-32@openai", "imagenet-r", 0.6934, 30_000),
-        _result("clip:ViT-B-32@openai", "objectnet", 0.44, 18_574, version="1.0", protocol={"head": "imagenet-1k-max", "crop": "border-2px"}),
+        _result("clip:ViT-B-32@openai", "objectnet", 0.44, 18_574, version="1.0",
+                protocol={"head": "imagenet-1k", "projection": "max", "crop": "border-2px"}),
     ]
     (run / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in res))
     assert importers.detect_format(run) == "results"
     rows = importers.load(run)
     r = _by(rows, "clip:ViT-B-32@openai", "imagenet@imagenet-r")
-    assert (r.source, r.accuracy, r.n, r.tags) == ("run:b32", 0.85, 10_000, ("clip", "zero-shot"))
-    assert _by(rows, "clip:ViT-B-32@openai", "objectnet").protocol_key() == (("head", "imagenet-1k-max"), ("version", "1.0"))
+    assert (r.source, r.accuracy, r.n, r.tags) == ("run:b32", 0.85, 10_000, ("clip", "clip-zero-shot", "zero-shot"))
+    assert _by(rows, "clip:ViT-B-32@openai", "objectnet").protocol_key() == (
+        ("crop", "border-2px"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
 
 
 @pytest.mark.parametrize(

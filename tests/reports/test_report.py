@@ -27,7 +27,7 @@ def _table(tmp_path: Path) -> Path:
         rows += [make_row("pub", m, "imagenet@imagenet-r", x, 10_000, tags=["standard"]),
                  make_row("pub", m, "imagenet-r", y, 30_000, tags=["standard"]),
                  make_row("pub", m, "imagenet", x - 0.1, 50_000, tags=["standard"]),
-                 make_row("pub", m, "objectnet", y - 0.3, 18_574, {"version": "1.0", "head": "imagenet-1k-max"}, ["standard"])]
+                 make_row("pub", m, "objectnet", y - 0.3, 18_574, {"version": "1.0", "head": "imagenet-1k", "projection": "max"}, ["standard"])]
     rows += [make_row("pub", "clipzs", "imagenet", 0.70, 50_000, tags=["clip-zero-shot"]),
              make_row("pub", "clipzs", "objectnet", 0.50, 18_574, {"version": "1.0", "head": "objectnet-113-names"}, ["clip-zero-shot"])]
     path = tmp_path / "pub.csv.gz"
@@ -73,7 +73,8 @@ def test_cli_end_to_end_with_run_dir(tmp_path, capsys):
     assert any("run:mine:my-model (y=0)" in c for c in fit["clipped"])
     # ObjectNet: the two heads never share a fit; the 113-way head has no baseline and says so
     obj = [f for f in s["fits"] if f["shift"] == "objectnet"]
-    assert {tuple(sorted(f["protocol"].items())) for f in obj} == {(("head", "imagenet-1k-max"), ("version", "1.0"))}
+    assert {tuple(sorted(f["protocol"].items())) for f in obj} == {
+        (("crop", "none"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))}
     (un,) = s["unfitted"]
     assert un["protocol"]["head"] == "objectnet-113-names" and "0 baseline models" in un["reason"]
     (zs,) = [m for m in s["models"] if m["model"] == "clipzs"]
@@ -125,3 +126,35 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, args, match):
     else:
         assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "r.pdf").exists()
+
+
+def test_soups_file_via_results_flag_is_highlighted_and_unpaired_rows_are_stated(tmp_path):
+    soups = tmp_path / "greedy_soup_results.jsonl"
+    soups.write_text(json.dumps({"model_name": "greedy_soup", "ImageNet": 0.8103, "ImageNetV2": 0.7098,
+                                 "ImageNetSketch": 0.5297, "ImageNetR": 0.7236, "ObjectNet": 0.5254, "ImageNetA": 0.5082}) + "\n")
+    noid = tmp_path / "noid.jsonl"
+    noid.write_text(json.dumps({"model_name": "ood-only", "ImageNet": None, "ImageNetR": 0.7}) + "\n")
+    s = run_report(ReportConfig(inputs=[soups, noid], samples=10, out=None, json=None))
+    mine = [m for m in s["models"] if m["model"] == "greedy_soup"]
+    assert {m["shift"] for m in mine} == {"imagenetv2-matched-frequency", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet"}
+    assert all(m["highlighted"] and m["x_setting"] == "imagenet" for m in mine)
+    sk = next(m for m in mine if m["shift"] == "imagenet-sketch")
+    assert sk["effective_robustness"] > 0.2  # far above the ImageNet-1k trend
+    # WiSE-FT/soups score ObjectNet-1.0 uncropped through the ImageNet head: no baseline shares that protocol
+    obj = next(m for m in mine if m["shift"] == "objectnet")
+    assert obj["effective_robustness"] is None and obj["protocol"]["crop"] == "none"
+    # (timm publishes resmlp_24_224.fb_dino on ImageNet-A only)
+    assert s["unpaired"] == ["soups:noid:ood-only on imagenet-r", "timm:resmlp_24_224.fb_dino on imagenet-a"]
+
+
+@pytest.mark.parametrize("transform", ["probit", "linear"])
+def test_other_transforms_end_to_end(tmp_path, transform):
+    s = run_report(ReportConfig(inputs=[_table(tmp_path)], testbed=False, transform=transform, samples=20,
+                                out=tmp_path / "r.pdf", json=tmp_path / "s.json"))
+    assert s["transform"] == transform and s["pages"] == 6
+    transforms = {f["transform"] for f in s["fits"]}
+    assert transforms == ({"logit", "probit"} | {transform})
+    (fit,) = [f for f in s["fits"] if f["x_setting"] == "imagenet@imagenet-r" and f["transform"] == "logit"]
+    assert fit["slope"] == pytest.approx(1.2)
+    std = [m for m in s["models"] if m["model"].startswith("std") and m["shift"] == "imagenet-r"]
+    assert all(m["effective_robustness"] is not None for m in std)

@@ -68,3 +68,12 @@ def test_reproduces_imagenet_testbed_fits(shift, x_setting, x_col, y_col, min_x)
     assert t.slope == pytest.approx(ref.slope, rel=1e-9)
     assert t.intercept == pytest.approx(ref.intercept, rel=1e-9)
     assert t.r2 == pytest.approx(ref.rvalue**2, rel=1e-9)
+
+
+def test_imagenet_a_baseline_leaves_out_the_filter_model():
+    rows = [r for r in load_testbed() if r.source == "imagenet-testbed"]
+    groups = analyse(rows, BaselineRule(("standard",)), samples=0, shifts=["imagenet-a"])
+    (g,) = [g for g in groups if g.x_setting == "imagenet@imagenet-a"]
+    names = [p.name for p, b in zip(g.points, g.baseline, strict=True) if b]
+    assert g.excluded == ["imagenet-testbed:resnet50"] and "imagenet-testbed:resnet50" not in names
+    assert len(names) == 86  # the 87 STANDARD models less resnet50

@@ -94,3 +94,11 @@ def test_too_few_or_degenerate_baselines_are_clear_errors():
         Trend("logit", samples=0).fit(np.array([0.5, 0.5, 0.5]), np.array([0.4, 0.5, 0.45]))
     with pytest.raises(ValueError, match="unknown transform"):
         Trend("log")
+
+
+def test_percent_ticks_on_transformed_axes():
+    from reports.figures import _ticks
+
+    lo, hi = float(logit(0.3)), float(logit(0.97))
+    assert _ticks("logit", lo, hi) == [30, 40, 50, 60, 70, 80, 90, 95]
+    assert _ticks("linear", 0.0, 1.0) == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
