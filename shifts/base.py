@@ -48,6 +48,8 @@ class DatasetShift(Shift):
     border_crop: int = 0
     #: Expected image counts per split, where the dataset's authors publish them.
     expected_sizes: Mapping[str, int] = {}
+    #: Images every class must have, where the dataset is balanced (ImageNet val 50, V2 10).
+    per_class: int | None = None
     #: Folders of the dataset copied next to packed shards (metadata the reader needs there too).
     pack_copies: tuple[str, ...] = ()
 
