@@ -87,3 +87,12 @@ def test_missing_overlapping_folder_is_an_error(tmp_path):
     shutil.rmtree(tmp_path / "objectnet-1.0" / "images" / "c010")
     with pytest.raises(ValueError, match="missing.*c010"):
         ObjectNet().keys_and_labels(tmp_path)
+
+
+def test_id_view_on_objectnet_classes(root):
+    from shifts.imagenet import ImageNetVal, id_view_spec
+
+    spec = id_view_spec(ImageNetVal.spec, ObjectNet().spec_for(root))
+    assert spec.name == "imagenet@objectnet" and spec.expected_size == 6_250 and spec.num_classes == 113
+    with pytest.raises(ValueError, match="no class map"):
+        id_view_spec(ImageNetVal.spec, ObjectNet.spec)
