@@ -125,6 +125,11 @@ class DatasetShift(Shift):
     def prepare(self, img: Image.Image) -> Image.Image:
         return crop_border(img, self.border_crop) if self.border_crop else img
 
+    def load(self, record: Record) -> Image.Image:
+        """One folder-form record as the image a model's transform receives (RGB, crop applied):
+        with :meth:`index`, what a map-style dataset needs."""
+        return self.prepare(decode_image(record.path, record.key, str(record.path)))
+
     def examples(
         self,
         root: Path,
@@ -134,17 +139,22 @@ class DatasetShift(Shift):
         form: str | None = None,
         skip_bad_images: bool = False,
         skipped: list[str] | None = None,
+        part: tuple[int, int] | None = None,
     ) -> Iterator[Example]:
         """Yield the split's examples from folders or shards, whichever is found first.
 
         A corrupt image raises :class:`BadImageError` naming it; with ``skip_bad_images`` its key
         is appended to ``skipped`` (required then) so the caller records and counts it.
+        ``part=(i, n)`` yields only the i-th of n disjoint parts (every n-th image, or every n-th
+        shard), for data-loader workers and ranks; the n parts together are the whole split.
         """
         if skip_bad_images and skipped is None:
             raise ValueError("skip_bad_images needs a 'skipped' list to record the skipped keys in")
+        if part is not None and not (part[1] >= 1 and 0 <= part[0] < part[1]):
+            raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
         split = self.resolve_split(split)
         loc = self.locate(root, split, form)
-        for key, label, meta, load in self._raw(loc, split):
+        for key, label, meta, load in self._raw(loc, split, part or (0, 1)):
             try:
                 img = self.prepare(load())
             except BadImageError:
@@ -155,19 +165,27 @@ class DatasetShift(Shift):
             yield Example(transform(img) if transform else img, label, key, meta)
 
     def _raw(
-        self, loc: Location, split: str
+        self, loc: Location, split: str, part: tuple[int, int]
     ) -> Iterator[tuple[str, int, Mapping[str, Any], Callable[[], Image.Image]]]:
+        i, n = part
         if loc.form == "folder":
-            for r in self.index(loc.path, split):
+            for r in self.index(loc.path, split)[i::n]:
                 yield r.key, r.label, r.meta, (lambda r=r: decode_image(r.path, r.key, str(r.path)))
             return
-        for s in wds.read_split(loc.path / split):
-            self._check_label(s.label, f"{loc.path / split} sample {s.key!r}")
+        for path in wds.shard_paths(loc.path / split)[i::n]:
+            yield from self._shard_raw(path)
+
+    def _shard_raw(
+        self, path: Path
+    ) -> Iterator[tuple[str, int, Mapping[str, Any], Callable[[], Image.Image]]]:
+        for s in wds.read_shard(path):
+            where = f"{path} sample {s.key!r}"
+            self._check_label(s.label, where)
             yield (
                 s.key,
                 s.label,
                 s.meta,
-                (lambda s=s: decode_image(s.image, s.key, f"{loc.path / split} sample {s.key!r}")),
+                (lambda s=s, where=where: decode_image(s.image, s.key, where)),
             )
 
     def _check_label(self, label: int, where: str) -> None:

@@ -14,6 +14,7 @@ Layouts read (under the data root):
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,12 @@ class ImageNetHeldout(ImageNetFamily):
     folder_names = ("imagenet/train",)
 
     def expected_size(self, split: str | None = None) -> int | None:
-        return None  # set by the chosen list; model soups' mask gives 26,000
+        return None  # set by the chosen list: see spec_for
+
+    def spec_for(self, root: Path) -> ShiftSpec:
+        """The spec sized by the held-out list found under ``root`` (model soups' mask: 26,000)."""
+        loc = self.locate(root, form="folder")
+        return replace(self.spec, expected_size=len(self.index(loc.path, "heldout")))
 
     def index(self, dataset_dir: Path, split: str) -> list[Record]:
         keys_file = dataset_dir.parent / HELDOUT_KEYS

@@ -93,6 +93,10 @@ def test_id_view_on_objectnet_classes(root):
     from shifts.imagenet import ImageNetVal, id_view_spec
 
     spec = id_view_spec(ImageNetVal.spec, ObjectNet().spec_for(root))
-    assert spec.name == "imagenet@objectnet" and spec.expected_size == 6_250 and spec.num_classes == 113
+    assert (
+        spec.name == "imagenet@objectnet"
+        and spec.expected_size == 6_250
+        and spec.num_classes == 113
+    )
     with pytest.raises(ValueError, match="no class map"):
         id_view_spec(ImageNetVal.spec, ObjectNet.spec)
