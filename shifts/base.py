@@ -19,7 +19,7 @@ from PIL import Image
 
 from harness.api import Example, Shift, ShiftSpec
 from shifts import wds
-from shifts.images import BadImageError, crop_border, decode_image, is_image_file
+from shifts.images import BadImageError, DeferredImage, crop_border, decode_image, is_image_file
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,10 @@ class DatasetShift(Shift):
     ) -> Iterator[Example]:
         """Yield the split's examples from folders or shards, whichever is found first.
 
+        ``transform`` receives an RGB PIL image that decodes on first use (the shift's border
+        crop applied), so a transform that ignores an image never pays for decoding it; with no
+        transform the image is decoded before it is yielded.
+
         A corrupt image raises :class:`BadImageError` naming it; with ``skip_bad_images`` its key
         is appended to ``skipped`` (required then) so the caller records and counts it.
         ``part=(i, n)`` yields only the i-th of n disjoint parts (every n-th image, or every n-th
@@ -155,14 +159,15 @@ class DatasetShift(Shift):
         split = self.resolve_split(split)
         loc = self.locate(root, split, form)
         for key, label, meta, load in self._raw(loc, split, part or (0, 1)):
+            img = DeferredImage(lambda load=load: self.prepare(load()))
             try:
-                img = self.prepare(load())
+                out = transform(img) if transform else img.materialize()
             except BadImageError:
                 if not skip_bad_images:
                     raise
                 skipped.append(key)  # type: ignore[union-attr]
                 continue
-            yield Example(transform(img) if transform else img, label, key, meta)
+            yield Example(out, label, key, meta)
 
     def _raw(
         self, loc: Location, split: str, part: tuple[int, int]

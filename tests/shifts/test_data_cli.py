@@ -145,3 +145,20 @@ def test_make_heldout_cli(tmp_path):
     keys = (tmp_path / "imagenet/heldout_keys.txt").read_text().split()
     assert len(keys) == 1000 and keys[0].startswith("n01440764/")
     assert main(["make-heldout", "--data-root", str(tmp_path), "--per-class", "5"]) == 2
+
+
+def test_transform_gets_images_that_decode_only_when_used(r_root):
+    """A transform that ignores an image (a manifest pass, a worker's share) costs no decoding."""
+    shift = get_shift("imagenet-r")
+    victim = r_root / "imagenet-r" / "n01443537" / "jpeg_0.jpg"
+    victim.write_bytes(b"not an image")
+    keys = [
+        e.key for e in shift.examples(r_root, lambda img: None)
+    ]  # never touches pixels: no error
+    assert len(keys) == 200
+    skipped: list[str] = []
+    sizes = [
+        e.image
+        for e in shift.examples(r_root, lambda img: img.size, skip_bad_images=True, skipped=skipped)
+    ]
+    assert skipped == ["n01443537/jpeg_0.jpg"] and sizes[0] == (16, 16) and len(sizes) == 199
