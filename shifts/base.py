@@ -107,6 +107,7 @@ class DatasetShift(Shift):
         cands = [c for c in self.candidates(root) if form in (None, c.form)]
         for c in cands:
             if self.is_present(c, split):
+                self.found(c)
                 return c
         looked = ", ".join(
             str(c.path) + (f"/{split}/nshards.txt" if c.form == "wds" else "") for c in cands
@@ -115,6 +116,10 @@ class DatasetShift(Shift):
             f"{self.spec.name} not found under {root}: looked in {looked}. "
             f"Get it from {self.spec.homepage or 'its authors'} and extract it to one of these folders"
         )
+
+    def found(self, loc: Location) -> None:
+        """Called with the location about to be read: shifts whose spec depends on the data's
+        own files (ObjectNet's class map) complete ``self.spec`` here."""
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -100,3 +100,14 @@ def test_id_view_on_objectnet_classes(root):
     )
     with pytest.raises(ValueError, match="no class map"):
         id_view_spec(ImageNetVal.spec, ObjectNet.spec)
+
+
+def test_reading_the_data_completes_the_instance_spec(root):
+    shift = ObjectNet()
+    assert shift.spec.class_map is None
+    shift.keys_and_labels(root)
+    assert shift.spec.class_map == ObjectNet().spec_for(root).class_map
+    assert ObjectNet.spec.class_map is None  # the class attribute is untouched
+    logits = np.zeros((1, 1000), np.float16)
+    with pytest.raises(ValueError, match=r"no class map from imagenet-1k.*spec_for"):
+        score(Predictions("m", "objectnet", np.array(["x"]), np.array([0]), logits), ObjectNet.spec)
