@@ -61,23 +61,29 @@ class DataReport:
 
 
 def check_shift(
-    shift: DatasetShift, root: Path, split: str | None = None, deep: bool = False
+    shift: DatasetShift,
+    root: Path,
+    split: str | None = None,
+    deep: bool = False,
+    form: str | None = None,
 ) -> DataReport:
-    """Locate and count ``split``; with ``deep`` also decode every image and verify shard hashes."""
+    """Locate and count ``split``; with ``deep`` also decode every image and verify shard hashes.
+
+    ``form`` ("folder" or "wds") checks that form only; by default the one a run would read."""
     split = shift.resolve_split(split)
     spec = shift.spec
     report = DataReport(
         spec.name, split, False, homepage=spec.homepage, n_expected=shift.expected_size(split)
     )
-    report.per_class_expected = getattr(shift, "per_class", None)
+    report.per_class_expected = shift.per_class
     report.looked = [str(c.path) for c in shift.candidates(root)]
     try:
-        loc = shift.locate(root, split)
+        loc = shift.locate(root, split, form)
     except FileNotFoundError:
         return report
     report.found, report.form, report.path = True, loc.form, str(loc.path)
     try:
-        pairs = shift.keys_and_labels(root, split)
+        pairs = shift.keys_and_labels(root, split, loc.form)
     except (ValueError, FileNotFoundError) as exc:
         report.problems.append(str(exc))
         return report
@@ -111,7 +117,9 @@ def _deep_problems(shift: DatasetShift, root: Path, split: str, loc) -> list[str
                     )
     skipped: list[str] = []
     try:
-        for _ in shift.examples(root, split=split, skip_bad_images=True, skipped=skipped):
+        for _ in shift.examples(
+            root, split=split, form=loc.form, skip_bad_images=True, skipped=skipped
+        ):
             pass
     except ValueError as exc:
         problems.append(str(exc))

@@ -14,9 +14,7 @@ from importlib import import_module
 
 from harness import __version__
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "harness.cli.data",
-)
+COMMAND_MODULES: tuple[str, ...] = ("harness.cli.data",)
 
 
 class UserError(Exception):
@@ -49,5 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shiftbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"shiftbench {args.command}: interrupted; completed work is kept, rerun to resume", file=sys.stderr)
+        print(
+            f"shiftbench {args.command}: interrupted; completed work is kept, rerun to resume",
+            file=sys.stderr,
+        )
         return 130

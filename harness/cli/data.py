@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--deep", action="store_true", help="also decode every image and verify shard hashes"
     )
+    p.add_argument(
+        "--form",
+        choices=("folder", "wds"),
+        help="check only this form (default: the one a run reads)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON report per line")
     p.set_defaults(func=check_data)
 
@@ -60,7 +65,7 @@ def check_data(args: argparse.Namespace) -> int:
     status = 0
     for name in names:
         shift = get_shift(name)
-        report = check_shift(shift, args.data_root, args.split, deep=args.deep)
+        report = check_shift(shift, args.data_root, args.split, deep=args.deep, form=args.form)
         print(json.dumps(report.to_dict()) if args.json else report.summary())
         if report.found and report.problems:
             status = 2  # partial or wrong data is always an error

@@ -162,3 +162,31 @@ def test_transform_gets_images_that_decode_only_when_used(r_root):
         for e in shift.examples(r_root, lambda img: img.size, skip_bad_images=True, skipped=skipped)
     ]
     assert skipped == ["n01443537/jpeg_0.jpg"] and sizes[0] == (16, 16) and len(sizes) == 199
+
+
+def test_check_data_deep_finds_bad_images_and_altered_shards(r_root, capsys):
+    from shifts.pack import pack
+
+    shift = get_shift("imagenet-r")
+    out = r_root / "wds" / "imagenet-r"
+    pack(shift, r_root, out, maxcount=150, progress=False)
+    victim = r_root / "imagenet-r" / "n01443537" / "jpeg_0.jpg"
+    victim.write_bytes(victim.read_bytes()[:60])
+    report = check_shift(shift, r_root, deep=True)
+    assert any(
+        "1 images cannot be decoded (first: n01443537/jpeg_0.jpg)" in p for p in report.problems
+    )
+    # the shards are still good; tamper with one byte of the second shard's first image payload
+    shard = out / "test" / "1.tar"
+    data = bytearray(shard.read_bytes())
+    data[600] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    report = check_shift(shift, r_root, deep=True, form="wds")
+    assert any("1.tar: sha256 differs" in p for p in report.problems)
+
+
+def test_check_data_per_class_counts_for_balanced_sets(tmp_path):
+    fixtures.write_imagenetv2(tmp_path)
+    report = check_shift(get_shift("imagenetv2"), tmp_path)
+    assert report.n == 1000 and report.per_class_expected == 10
+    assert "1000 classes without 10 images and 0 classes with none" in report.problems[-1]
