@@ -76,13 +76,14 @@ def check_shift(
         spec.name, split, False, homepage=spec.homepage, n_expected=shift.expected_size(split)
     )
     report.per_class_expected = shift.per_class
-    report.looked = [str(c.path) for c in shift.candidates(root)]
-    try:
-        loc = shift.locate(root, split, form)
-    except FileNotFoundError:
+    cands = [c for c in shift.candidates(root) if form in (None, c.form)]
+    report.looked = [str(c.path) for c in cands]
+    present = [c for c in cands if shift.is_present(c, split)]
+    if not present:
         return report
+    loc = present[0]
     report.found, report.form, report.path = True, loc.form, str(loc.path)
-    try:
+    try:  # from here on, anything wrong is wrong data, not missing data
         pairs = shift.keys_and_labels(root, split, loc.form)
     except (ValueError, FileNotFoundError) as exc:
         report.problems.append(str(exc))

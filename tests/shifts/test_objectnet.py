@@ -111,3 +111,20 @@ def test_reading_the_data_completes_the_instance_spec(root):
     logits = np.zeros((1, 1000), np.float16)
     with pytest.raises(ValueError, match=r"no class map from imagenet-1k.*spec_for"):
         score(Predictions("m", "objectnet", np.array(["x"]), np.array([0]), logits), ObjectNet.spec)
+
+
+def test_shards_without_mappings_are_found_but_incomplete(root, tmp_path):
+    import shutil
+
+    from shifts.check import check_shift
+    from shifts.pack import pack
+
+    out = tmp_path / "wds" / "objectnet"
+    pack(ObjectNet(), root, out, progress=False)
+    assert ObjectNet().spec_for(tmp_path).class_map is not None  # mappings were copied
+    shutil.rmtree(out / "mappings")
+    report = check_shift(ObjectNet(), tmp_path)
+    assert report.found and report.form == "wds" and "mappings is missing" in report.problems[0]
+    assert [k for k, _ in ObjectNetNames().keys_and_labels(tmp_path)][:1] == [
+        "c000/" + next((root / "objectnet-1.0/images/c000").iterdir()).name
+    ]
