@@ -77,6 +77,10 @@ class ImageNetVal(ImageNetFamily):
         if dirs:
             check_class_folders(dataset_dir, wnids, "ImageNet val")
             return folder_records(dataset_dir, wnids, range(1000), "ImageNet val")
+        if not files:
+            raise ValueError(
+                f"{dataset_dir} is empty: extract ILSVRC2012_img_val.tar there (flat or in wnid folders)"
+            )
         return flat_val_records(dataset_dir, files)
 
 

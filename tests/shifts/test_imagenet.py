@@ -214,3 +214,9 @@ def test_parts_split_the_examples_exactly_once(root, tmp_path):
     assert len(shard_parts[0]) == 70 + 60 and len(shard_parts[1]) == 70  # shards 0, 2 | 1
     with pytest.raises(ValueError, match="part must be"):
         list(shift.examples(root, part=(3, 3)))
+
+
+def test_empty_val_folder_is_named(tmp_path):
+    (tmp_path / "imagenet" / "val").mkdir(parents=True)
+    with pytest.raises(ValueError, match="val is empty"):
+        ImageNetVal().keys_and_labels(tmp_path)
