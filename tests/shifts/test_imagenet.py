@@ -220,3 +220,14 @@ def test_empty_val_folder_is_named(tmp_path):
     (tmp_path / "imagenet" / "val").mkdir(parents=True)
     with pytest.raises(ValueError, match="val is empty"):
         ImageNetVal().keys_and_labels(tmp_path)
+
+
+def test_imagenet_val_kaggle_layout_same_keys_and_labels(root, tmp_path):
+    fixtures.write_imagenet_val(tmp_path, layout="kaggle")
+    assert sorted(ImageNetVal().keys_and_labels(tmp_path)) == sorted(
+        ImageNetVal().keys_and_labels(root)
+    )
+    sol = tmp_path / "imagenet" / "LOC_val_solution.csv"
+    sol.write_text(sol.read_text().replace("n01443537 1 2", "n99999999 1 2", 1))
+    with pytest.raises(ValueError, match="LOC_val_solution.csv row .*n99999999"):
+        ImageNetVal().keys_and_labels(tmp_path)
