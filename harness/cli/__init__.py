@@ -14,7 +14,12 @@ from importlib import import_module
 
 from harness import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("harness.cli.data",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "harness.cli.run",
+    "harness.cli.report",
+    "harness.cli.leaderboard",
+    "harness.cli.data",
+)
 
 
 class UserError(Exception):
