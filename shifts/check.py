@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.api import Shift
 from shifts import wds
 from shifts.base import DatasetShift
 
@@ -69,7 +70,10 @@ def check_shift(
 ) -> DataReport:
     """Locate and count ``split``; with ``deep`` also decode every image and verify shard hashes.
 
-    ``form`` ("folder" or "wds") checks that form only; by default the one a run would read."""
+    ``form`` ("folder" or "wds") checks that form only; by default the one a run would read.
+    A plugin shift that only implements ``harness.api.Shift`` is checked through its examples."""
+    if not isinstance(shift, DatasetShift):
+        return _check_plain_shift(shift, root, split, deep)
     split = shift.resolve_split(split)
     spec = shift.spec
     report = DataReport(
@@ -102,6 +106,29 @@ def check_shift(
             )
     if deep:
         report.problems += _deep_problems(shift, root, split, loc)
+    return report
+
+
+def _check_plain_shift(shift: Shift, root: Path, split: str | None, deep: bool) -> DataReport:
+    spec = shift.spec
+    split = split or spec.default_split
+    report = DataReport(
+        spec.name, split, False, homepage=spec.homepage, n_expected=spec.expected_size
+    )
+    touch = (lambda img: img.convert("RGB")) if deep else (lambda img: None)
+    try:
+        labels = [ex.label for ex in shift.examples(Path(root), touch, split)]
+    except FileNotFoundError as exc:
+        report.looked = [str(exc)]
+        return report
+    except ValueError as exc:
+        report.found = True
+        report.problems.append(str(exc))
+        return report
+    report.found, report.form, report.n = True, "plugin", len(labels)
+    report.class_counts = dict(sorted(Counter(int(y) for y in labels).items()))
+    if report.n != spec.expected_size:
+        report.problems.append(f"{report.n} images, expected {spec.expected_size}")
     return report
 
 

@@ -14,6 +14,17 @@ from shifts.images import BadImageError
 
 
 @pytest.fixture
+def only_builtin_shifts(monkeypatch):
+    """Survey only the shifts this package declares, whatever other test packages registered."""
+    from importlib.metadata import entry_points
+
+    from harness import registry
+
+    names = sorted(ep.name for ep in entry_points(group="shiftbench.shifts"))
+    monkeypatch.setattr(registry.shifts, "names", lambda: names)
+
+
+@pytest.fixture
 def r_root(tmp_path):
     fixtures.write_imagenet_r(tmp_path)
     return tmp_path
@@ -29,7 +40,7 @@ def test_check_data_reports_counts_and_partial_data_is_an_error(r_root, capsys):
     assert rep["path"].endswith("imagenet-r") and rep["homepage"].startswith("https://")
 
 
-def test_check_data_not_found_lists_where_it_looked(tmp_path, capsys):
+def test_check_data_not_found_lists_where_it_looked(tmp_path, capsys, only_builtin_shifts):
     assert main(["check-data", "--data-root", str(tmp_path), "imagenet-sketch"]) == 2
     out = capsys.readouterr().out
     assert "NOT FOUND" in out and str(tmp_path / "sketch") in out and "wds_imagenet-sketch" in out
@@ -190,3 +201,41 @@ def test_check_data_per_class_counts_for_balanced_sets(tmp_path):
     report = check_shift(get_shift("imagenetv2"), tmp_path)
     assert report.n == 1000 and report.per_class_expected == 10
     assert "1000 classes without 10 images and 0 classes with none" in report.problems[-1]
+
+
+class _PluginShift:
+    """A third-party shift implementing only harness.api.Shift (no DatasetShift helpers)."""
+
+    def __init__(self):
+        from harness.api import ShiftSpec
+
+        self.spec = ShiftSpec(
+            "plugin-toy", "1", "user", "toy-2", 2, 3, homepage="https://example.org"
+        )
+
+    def examples(self, root, transform=None, split=None):
+        from harness.api import Example
+
+        base = root / "plugin-toy"
+        if not base.is_dir():
+            raise FileNotFoundError(f"plugin-toy not found under {base}")
+        for i, y in enumerate([0, 1]):
+            yield Example(transform(None) if transform else None, y, f"k{i}", {})
+
+
+def test_check_data_handles_plain_plugin_shifts(tmp_path, capsys):
+    from importlib.metadata import entry_points
+
+    from harness import registry
+
+    with registry.shifts.scoped({"plugin-toy": _PluginShift}):
+        names = sorted(ep.name for ep in entry_points(group="shiftbench.shifts")) + ["plugin-toy"]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(registry.shifts, "names", lambda: names)
+            assert (
+                main(["check-data", "--data-root", str(tmp_path)]) == 0
+            )  # absent: fine in a survey
+        (tmp_path / "plugin-toy").mkdir()
+        assert main(["check-data", "--data-root", str(tmp_path), "plugin-toy", "--json"]) == 2
+    rep = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert rep["found"] and rep["n"] == 2 and rep["problems"] == ["2 images, expected 3"]
