@@ -53,6 +53,10 @@ def crop_border(img: Image.Image, pixels: int) -> Image.Image:
     return img.crop((pixels, pixels, w - pixels, h - pixels))
 
 
+def _rgb_image(size: tuple[int, int], data: bytes) -> Image.Image:
+    return Image.frombytes("RGB", size, data)
+
+
 class DeferredImage(Image.Image):
     """An RGB PIL image that decodes on first use (pixels, size or any PIL method).
 
@@ -61,10 +65,17 @@ class DeferredImage(Image.Image):
     surface, as :class:`BadImageError`, from whatever touched the image first.
     """
 
+    _produce = None
+
     def __init__(self, produce) -> None:
         super().__init__()
         self._mode = "RGB"
         self._produce = produce
+
+    def __reduce_ex__(self, protocol):
+        """Pickles (e.g. out of a loader worker) as a plain, decoded PIL image."""
+        self.materialize()
+        return _rgb_image, (self._size, self.tobytes())
 
     def materialize(self) -> DeferredImage:
         if self._produce is not None:

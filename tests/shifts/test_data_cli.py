@@ -239,3 +239,13 @@ def test_check_data_handles_plain_plugin_shifts(tmp_path, capsys):
         assert main(["check-data", "--data-root", str(tmp_path), "plugin-toy", "--json"]) == 2
     rep = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert rep["found"] and rep["n"] == 2 and rep["problems"] == ["2 images, expected 3"]
+
+
+def test_images_pickle_as_plain_decoded_images(r_root):
+    import pickle
+
+    from PIL import Image
+
+    ex = next(get_shift("imagenet-r").examples(r_root, lambda img: img))  # still undecoded here
+    back = pickle.loads(pickle.dumps(ex.image))
+    assert type(back) is Image.Image and back.mode == "RGB" and back.tobytes() == ex.image.tobytes()
