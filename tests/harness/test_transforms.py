@@ -29,20 +29,10 @@ def test_matches_open_clip_reference_transform(size):
 def test_matches_timm_reference_transform_with_crop_pct():
     from timm.data import create_transform
 
-    ref = create_transform(
-        input_size=(3, 224, 224),
-        crop_pct=0.875,
-        interpolation="bilinear",
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-    )
-    spec = PreprocessSpec(
-        image_size=224,
-        resize_size=256,
-        interpolation="bilinear",
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-    )
+    ref = create_transform(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear",
+                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    spec = PreprocessSpec(image_size=224, resize_size=256, interpolation="bilinear",
+                          mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     img = _image(480, 360, seed=3)
     assert torch.allclose(eval_transform(spec)(img), ref(img), atol=1e-5)
 
