@@ -158,6 +158,12 @@ def shift_logits(preds: Predictions, spec: ShiftSpec) -> np.ndarray:
     width = logits.shape[1]
     where = f"predictions {preds.model}/{preds.shift} on {spec.name}"
     cm = spec.class_map
+    space_width = LABEL_SPACE_WIDTHS.get(spec.label_space)
+    if cm is None and space_width is not None and space_width != spec.num_classes:
+        raise ValueError(
+            f"{where}: the spec has no class map from {spec.label_space} onto its {spec.num_classes} classes; "
+            "use the spec completed from the data (Shift.spec_for(data_root))"
+        )
     if cm is None:
         if width != spec.num_classes:
             raise ValueError(

@@ -19,7 +19,7 @@ from PIL import Image
 
 from harness.api import Example, Shift, ShiftSpec
 from shifts import wds
-from shifts.images import BadImageError, crop_border, decode_image, is_image_file
+from shifts.images import BadImageError, DeferredImage, crop_border, decode_image, is_image_file
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class DatasetShift(Shift):
     border_crop: int = 0
     #: Expected image counts per split, where the dataset's authors publish them.
     expected_sizes: Mapping[str, int] = {}
+    #: Images every class must have, where the dataset is balanced (ImageNet val 50, V2 10).
+    per_class: int | None = None
     #: Folders of the dataset copied next to packed shards (metadata the reader needs there too).
     pack_copies: tuple[str, ...] = ()
 
@@ -105,6 +107,7 @@ class DatasetShift(Shift):
         cands = [c for c in self.candidates(root) if form in (None, c.form)]
         for c in cands:
             if self.is_present(c, split):
+                self.found(c)
                 return c
         looked = ", ".join(
             str(c.path) + (f"/{split}/nshards.txt" if c.form == "wds" else "") for c in cands
@@ -113,6 +116,10 @@ class DatasetShift(Shift):
             f"{self.spec.name} not found under {root}: looked in {looked}. "
             f"Get it from {self.spec.homepage or 'its authors'} and extract it to one of these folders"
         )
+
+    def found(self, loc: Location) -> None:
+        """Called with the location about to be read: shifts whose spec depends on the data's
+        own files (ObjectNet's class map) complete ``self.spec`` here."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -123,6 +130,11 @@ class DatasetShift(Shift):
     def prepare(self, img: Image.Image) -> Image.Image:
         return crop_border(img, self.border_crop) if self.border_crop else img
 
+    def load(self, record: Record) -> Image.Image:
+        """One folder-form record as the image a model's transform receives (RGB, crop applied):
+        with :meth:`index`, what a map-style dataset needs."""
+        return self.prepare(decode_image(record.path, record.key, str(record.path)))
+
     def examples(
         self,
         root: Path,
@@ -132,40 +144,58 @@ class DatasetShift(Shift):
         form: str | None = None,
         skip_bad_images: bool = False,
         skipped: list[str] | None = None,
+        part: tuple[int, int] | None = None,
     ) -> Iterator[Example]:
         """Yield the split's examples from folders or shards, whichever is found first.
 
+        ``transform`` receives an RGB PIL image that decodes on first use (the shift's border
+        crop applied), so a transform that ignores an image never pays for decoding it; with no
+        transform the image is decoded before it is yielded.
+
         A corrupt image raises :class:`BadImageError` naming it; with ``skip_bad_images`` its key
         is appended to ``skipped`` (required then) so the caller records and counts it.
+        ``part=(i, n)`` yields only the i-th of n disjoint parts (every n-th image, or every n-th
+        shard), for data-loader workers and ranks; the n parts together are the whole split.
         """
         if skip_bad_images and skipped is None:
             raise ValueError("skip_bad_images needs a 'skipped' list to record the skipped keys in")
+        if part is not None and not (part[1] >= 1 and 0 <= part[0] < part[1]):
+            raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
         split = self.resolve_split(split)
         loc = self.locate(root, split, form)
-        for key, label, meta, load in self._raw(loc, split):
+        for key, label, meta, load in self._raw(loc, split, part or (0, 1)):
+            img = DeferredImage(lambda load=load: self.prepare(load()))
             try:
-                img = self.prepare(load())
+                out = transform(img) if transform else img.materialize()
             except BadImageError:
                 if not skip_bad_images:
                     raise
                 skipped.append(key)  # type: ignore[union-attr]
                 continue
-            yield Example(transform(img) if transform else img, label, key, meta)
+            yield Example(out, label, key, meta)
 
     def _raw(
-        self, loc: Location, split: str
+        self, loc: Location, split: str, part: tuple[int, int]
     ) -> Iterator[tuple[str, int, Mapping[str, Any], Callable[[], Image.Image]]]:
+        i, n = part
         if loc.form == "folder":
-            for r in self.index(loc.path, split):
+            for r in self.index(loc.path, split)[i::n]:
                 yield r.key, r.label, r.meta, (lambda r=r: decode_image(r.path, r.key, str(r.path)))
             return
-        for s in wds.read_split(loc.path / split):
-            self._check_label(s.label, f"{loc.path / split} sample {s.key!r}")
+        for path in wds.shard_paths(loc.path / split)[i::n]:
+            yield from self._shard_raw(path)
+
+    def _shard_raw(
+        self, path: Path
+    ) -> Iterator[tuple[str, int, Mapping[str, Any], Callable[[], Image.Image]]]:
+        for s in wds.read_shard(path):
+            where = f"{path} sample {s.key!r}"
+            self._check_label(s.label, where)
             yield (
                 s.key,
                 s.label,
                 s.meta,
-                (lambda s=s: decode_image(s.image, s.key, f"{loc.path / split} sample {s.key!r}")),
+                (lambda s=s, where=where: decode_image(s.image, s.key, where)),
             )
 
     def _check_label(self, label: int, where: str) -> None:

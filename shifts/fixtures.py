@@ -72,8 +72,10 @@ def _class_folders(
 def write_imagenet_val(
     root: Path, per_class: int = 1, layout: str = "folders"
 ) -> list[tuple[str, int]]:
-    """ImageNet val: ``imagenet/val/<wnid>/ILSVRC2012_val_XXXXXXXX.JPEG`` (``layout="folders"``) or
-    the flat official layout with the devkit's ground truth and ``meta.mat`` (``layout="flat"``).
+    """ImageNet val: ``imagenet/val/<wnid>/ILSVRC2012_val_XXXXXXXX.JPEG`` (``layout="folders"``),
+    the flat official layout with the devkit's ground truth and ``meta.mat`` (``layout="flat"``),
+    or Kaggle's flat ``imagenet/ILSVRC/Data/CLS-LOC/val`` with ``LOC_val_solution.csv``
+    (``layout="kaggle"``).
 
     Val numbers are spread over classes (image n is not in class n // 50), and devkit class ids
     follow a permutation of the sorted wnids, as in the real devkit.
@@ -96,7 +98,9 @@ def write_imagenet_val(
         for i in range(per_class):
             name = f"ILSVRC2012_val_{number[c, i]:08d}.JPEG"
             data = image_bytes(colour(c, i))
-            _write(val / (f"{wnid}/{name}" if layout == "folders" else name), data)
+            _write(
+                val / (f"{wnid}/{name}" if layout == "folders" else name), data
+            )  # flat for flat/kaggle
             gt[number[c, i] - 1] = devkit_id[c]
             written.append((f"{wnid}/{name}", c))
     if layout == "flat":
@@ -106,8 +110,21 @@ def write_imagenet_val(
             "".join(f"{g}\n" for g in gt)
         )
         write_meta_mat(devkit / "meta.mat", {devkit_id[c]: w for c, w in enumerate(wnids)})
+    elif layout == "kaggle":
+        # Kaggle's ILSVRC/Data/CLS-LOC/val with LOC_val_solution.csv (boxes after the wnid)
+        kaggle_val = Path(root) / "imagenet" / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+        kaggle_val.parent.mkdir(parents=True, exist_ok=True)
+        val.rename(kaggle_val)
+        rows = [
+            [f"ILSVRC2012_val_{number[c, i]:08d}", f"{w} 1 2 30 40 {w} 5 6 7 8"]
+            for c, w in enumerate(wnids)
+            for i in range(per_class)
+        ]
+        _write_csv(
+            Path(root) / "imagenet" / "LOC_val_solution.csv", ["ImageId", "PredictionString"], rows
+        )
     elif layout != "folders":
-        raise ValueError(f"layout must be 'folders' or 'flat', not {layout!r}")
+        raise ValueError(f"layout must be 'folders', 'flat' or 'kaggle', not {layout!r}")
     return sorted(written)
 
 

@@ -14,6 +14,7 @@ Layouts read (under the data root):
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ class ImageNetVal(ImageNetFamily):
         citation=IMAGENET_CITATION,
         licence="ImageNet terms of access (non-commercial research)",
     )
-    folder_names = ("imagenet/val_in_folder", "imagenet/val")
+    folder_names = ("imagenet/val_in_folder", "imagenet/val", "imagenet/ILSVRC/Data/CLS-LOC/val")
     per_class = 50
 
     def index(self, dataset_dir: Path, split: str) -> list[Record]:
@@ -76,6 +77,10 @@ class ImageNetVal(ImageNetFamily):
         if dirs:
             check_class_folders(dataset_dir, wnids, "ImageNet val")
             return folder_records(dataset_dir, wnids, range(1000), "ImageNet val")
+        if not files:
+            raise ValueError(
+                f"{dataset_dir} is empty: extract ILSVRC2012_img_val.tar there (flat or in wnid folders)"
+            )
         return flat_val_records(dataset_dir, files)
 
 
@@ -110,7 +115,34 @@ def devkit_wnids(meta_mat: Path) -> dict[int, str]:
     return leaves
 
 
+KAGGLE_SOLUTION = "LOC_val_solution.csv"
+
+
+def kaggle_val_wnids(solution: Path) -> dict[int, str]:
+    """Image number -> wnid from Kaggle's ``LOC_val_solution.csv`` (ImageId, PredictionString
+    whose first token is the wnid of the image's class)."""
+    from shifts.wilds import read_csv
+
+    known = set(imagenet_wnids())
+    out: dict[int, str] = {}
+    for i, row in enumerate(read_csv(solution, ("ImageId", "PredictionString"))):
+        m = re.match(r"^ILSVRC2012_val_(\d{8})$", row["ImageId"])
+        wnid = (row["PredictionString"].split() or [""])[0]
+        if not m or wnid not in known:
+            raise ValueError(
+                f"{solution} row {i + 2}: not an ImageNet val id and wnid ({row['ImageId']!r}, {wnid!r})"
+            )
+        out[int(m.group(1))] = wnid
+    return out
+
+
 def flat_val_records(dataset_dir: Path, files: list[str]) -> list[Record]:
+    kaggle = [p / KAGGLE_SOLUTION for p in list(dataset_dir.parents)[:4]]
+    solution = next((p for p in kaggle if p.is_file()), None)
+    if solution is not None and not any(
+        (dataset_dir.parent / d / GROUND_TRUTH).is_file() for d in DEVKIT_DIRS
+    ):
+        return _flat_records(dataset_dir, files, kaggle_val_wnids(solution), solution)
     gt_path = _devkit_file(dataset_dir, GROUND_TRUTH)
     id_to_wnid = devkit_wnids(_devkit_file(dataset_dir, "meta.mat"))
     lines = gt_path.read_text().split()
@@ -125,6 +157,15 @@ def flat_val_records(dataset_dir: Path, files: list[str]) -> list[Record]:
         raise ValueError(
             f"{gt_path}: class id {bad_ids[0]} is not in 1..1000; re-extract the devkit"
         )
+    return _flat_records(
+        dataset_dir, files, {n + 1: id_to_wnid[g] for n, g in enumerate(gt)}, gt_path
+    )
+
+
+def _flat_records(
+    dataset_dir: Path, files: list[str], number_to_wnid: dict[int, str], source: Path
+) -> list[Record]:
+    """Records for flat ``ILSVRC2012_val_XXXXXXXX.JPEG`` files labelled through ``source``."""
     wnid_index = {w: i for i, w in enumerate(imagenet_wnids())}
     out = []
     for name in files:
@@ -133,12 +174,11 @@ def flat_val_records(dataset_dir: Path, files: list[str]) -> list[Record]:
             raise ValueError(
                 f"{dataset_dir / name}: not an ILSVRC2012_val_XXXXXXXX.JPEG file; move it out of the val folder"
             )
-        n = int(m.group(1))
-        if not 1 <= n <= len(gt):
+        wnid = number_to_wnid.get(int(m.group(1)))
+        if wnid is None:
             raise ValueError(
-                f"{dataset_dir / name}: image number {n} has no line in {gt_path} ({len(gt)} lines)"
+                f"{dataset_dir / name}: image number {int(m.group(1))} has no label in {source}"
             )
-        wnid = id_to_wnid[gt[n - 1]]
         out.append(Record(f"{wnid}/{name}", wnid_index[wnid], dataset_dir / name))
     out.sort(key=lambda r: (r.label, r.key))
     return out
@@ -207,7 +247,12 @@ class ImageNetHeldout(ImageNetFamily):
     folder_names = ("imagenet/train",)
 
     def expected_size(self, split: str | None = None) -> int | None:
-        return None  # set by the chosen list; model soups' mask gives 26,000
+        return None  # set by the chosen list: see spec_for
+
+    def spec_for(self, root: Path) -> ShiftSpec:
+        """The spec sized by the held-out list found under ``root`` (model soups' mask: 26,000)."""
+        loc = self.locate(root, form="folder")
+        return replace(self.spec, expected_size=len(self.index(loc.path, "heldout")))
 
     def index(self, dataset_dir: Path, split: str) -> list[Record]:
         keys_file = dataset_dir.parent / HELDOUT_KEYS

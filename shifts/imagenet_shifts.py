@@ -24,6 +24,7 @@ class ImageNetV2(ImageNetFamily):
 
     variant = "matched-frequency"
     spellings: tuple[str, ...] = ("matched-frequency",)
+    per_class = 10
 
     def __init__(self) -> None:
         names = []

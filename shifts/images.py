@@ -51,3 +51,55 @@ def crop_border(img: Image.Image, pixels: int) -> Image.Image:
     if w <= 2 * pixels or h <= 2 * pixels:
         return img
     return img.crop((pixels, pixels, w - pixels, h - pixels))
+
+
+def _rgb_image(size: tuple[int, int], data: bytes) -> Image.Image:
+    return Image.frombytes("RGB", size, data)
+
+
+class DeferredImage(Image.Image):
+    """An RGB PIL image that decodes on first use (pixels, size or any PIL method).
+
+    Shifts hand these to ``transform`` so a transform that ignores some images (a manifest pass,
+    a loader worker taking every n-th example) never pays for decoding them. Decoding errors
+    surface, as :class:`BadImageError`, from whatever touched the image first.
+    """
+
+    _produce = None
+
+    def __init__(self, produce) -> None:
+        super().__init__()
+        self._mode = "RGB"
+        self._produce = produce
+
+    def __reduce_ex__(self, protocol):
+        """Pickles (e.g. out of a loader worker) as a plain, decoded PIL image."""
+        self.materialize()
+        return _rgb_image, (self._size, self.tobytes())
+
+    def materialize(self) -> DeferredImage:
+        if self._produce is not None:
+            produce, self._produce = self._produce, None
+            img = produce()
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            self._im, self._size, self.info = img.im, img.size, dict(img.info)
+        return self
+
+    @property
+    def im(self):  # type: ignore[override]
+        self.materialize()
+        return Image.Image.im.fget(self)
+
+    @im.setter
+    def im(self, value) -> None:
+        self._im = value
+
+    @property
+    def size(self) -> tuple[int, int]:  # type: ignore[override]
+        self.materialize()
+        return self._size
+
+    def load(self):
+        self.materialize()
+        return super().load()

@@ -167,8 +167,9 @@ _BASE_SPEC = ShiftSpec(
 class ObjectNet(DatasetShift):
     """ObjectNet scored through an ImageNet head (max over each class's ImageNet logits).
 
-    The class map comes from the user's ``mappings/`` folder; ``spec.class_map`` is filled in by
-    :meth:`spec_for` (the plain ``spec`` has none until the data is found).
+    The class map comes from the user's ``mappings/`` folder: :meth:`spec_for` returns the spec
+    with it, and an instance that has located its data (any read) carries it in ``self.spec``.
+    The class-level ``spec`` has none.
     """
 
     spec = _BASE_SPEC
@@ -194,7 +195,16 @@ class ObjectNet(DatasetShift):
 
     def spec_for(self, root: Path) -> ShiftSpec:
         """The spec with the class map read from the dataset's own mapping files."""
-        return replace(self.spec, class_map=self.mapping(root).class_map)
+        return replace(type(self).spec, class_map=self.mapping(root).class_map)
+
+    def found(self, loc) -> None:
+        """Reading the data completes this instance's spec with the data's own class map."""
+        mappings = loc.path / "mappings"
+        if not mappings.is_dir():
+            raise FileNotFoundError(
+                f"{mappings} is missing: ObjectNet's mapping files must sit next to its images or shards"
+            )
+        self.spec = replace(type(self).spec, class_map=load_mapping(mappings).class_map)
 
     def index(self, dataset_dir: Path, split: str) -> list[Record]:
         m = load_mapping(dataset_dir / "mappings")
@@ -232,6 +242,9 @@ class ObjectNetNames(ObjectNet):
     def spec_for(self, root: Path) -> ShiftSpec:
         self.mapping(root)  # validate the mapping files all the same
         return self.spec
+
+    def found(self, loc) -> None:
+        pass  # class names come from the mappings or the shards' classnames.txt; no class map
 
     def wds_names(self) -> tuple[str, ...]:
         # Same images and labels as ``objectnet``: share its packed shards.

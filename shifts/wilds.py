@@ -63,19 +63,20 @@ def _check_files(records: list[Record], dataset_dir: Path) -> list[Record]:
 
 
 class WildsShift(DatasetShift):
-    release: str = ""
+    """A WILDS dataset folder is present when its metadata table is."""
+
+    #: The table listing every image with its split and label.
+    metadata_file = "metadata.csv"
+    #: Prompt templates for zero-shot heads.
+    template_list: tuple[str, ...] = ()
 
     def is_present(self, loc, split):
         if loc.form == "folder":
             return (loc.path / self.metadata_file).is_file()
         return super().is_present(loc, split)
 
-    metadata_file = "metadata.csv"
-
     def templates(self) -> list[str]:
         return list(self.template_list)
-
-    template_list: tuple[str, ...] = ()
 
 
 # -- iWildCam -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.run",
     "harness.cli.report",
     "harness.cli.leaderboard",
+    "harness.cli.data",
 )
 
 

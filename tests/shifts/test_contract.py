@@ -38,6 +38,11 @@ def test_missing_data_error_lists_where_it_looked(name, tmp_path):
         list(get_shift(name).examples(tmp_path / "empty"))
 
 
+def _keep_last(img):
+    """Keeps the (lazily decoded) image without decoding it: only the last one is compared."""
+    return img
+
+
 def _data_root(name: str, tmp: Path) -> Path:
     root = tmp / "data"
     fixtures.WRITERS[name](root)
@@ -49,7 +54,7 @@ def test_folder_and_packed_shards_give_identical_examples(name, tmp_path):
     shift = get_shift(name)
     root = _data_root(name, tmp_path)
     spec = shift.spec_for(root)
-    folder = list(shift.examples(root, form="folder"))
+    folder = list(shift.examples(root, _keep_last, form="folder"))
     assert folder, "fixture produced no examples"
     assert len({e.key for e in folder}) == len(folder), "keys must be unique"
     assert all(0 <= e.label < spec.num_classes for e in folder)
@@ -57,13 +62,13 @@ def test_folder_and_packed_shards_give_identical_examples(name, tmp_path):
     if name in ("folder",):
         out = tmp_path / "packed"
         pack(shift, root, out, maxcount=3, progress=False)
-        packed = list(get_shift("wds").examples(out))
+        packed = list(get_shift("wds").examples(out, _keep_last))
     else:
         out = root / shift.wds_names()[0]
         pack(shift, root, out, maxcount=400, progress=False)
-        packed = list(shift.examples(root, form="wds"))
+        packed = list(shift.examples(root, _keep_last, form="wds"))
     assert [(e.key, e.label, dict(e.meta)) for e in packed] == [
         (e.key, e.label, dict(e.meta)) for e in folder
     ]
-    a, b = folder[-1].image, packed[-1].image
+    a, b = folder[-1].image, packed[-1].image  # decoded pixels agree too
     assert a.size == b.size and a.tobytes() == b.tobytes()

@@ -192,3 +192,42 @@ def test_heldout_model_soups_mask(tmp_path):
     np.save(tmp_path / "imagenet" / "imagenet_98_idxs.npy", mask[:-1])
     with pytest.raises(ValueError, match="1999 entries but"):
         ImageNetHeldout().keys_and_labels(tmp_path)
+
+
+def test_heldout_spec_is_sized_by_its_list(tmp_path):
+    fixtures.write_imagenet_heldout(tmp_path, per_class=2)
+    assert ImageNetHeldout().spec_for(tmp_path).expected_size == 1000
+
+
+def test_parts_split_the_examples_exactly_once(root, tmp_path):
+    from shifts.pack import pack
+
+    shift = ImageNetR()
+    whole = [e.key for e in shift.examples(root)]
+    parts = [[e.key for e in shift.examples(root, part=(i, 3))] for i in range(3)]
+    assert sorted(sum(parts, [])) == sorted(whole) and all(parts)
+    out = tmp_path / "wds" / "imagenet-r"
+    pack(shift, root, out, maxcount=70, progress=False)  # 3 shards
+    shard_parts = [
+        [e.key for e in shift.examples(tmp_path, form="wds", part=(i, 2))] for i in range(2)
+    ]
+    assert len(shard_parts[0]) == 70 + 60 and len(shard_parts[1]) == 70  # shards 0, 2 | 1
+    with pytest.raises(ValueError, match="part must be"):
+        list(shift.examples(root, part=(3, 3)))
+
+
+def test_empty_val_folder_is_named(tmp_path):
+    (tmp_path / "imagenet" / "val").mkdir(parents=True)
+    with pytest.raises(ValueError, match="val is empty"):
+        ImageNetVal().keys_and_labels(tmp_path)
+
+
+def test_imagenet_val_kaggle_layout_same_keys_and_labels(root, tmp_path):
+    fixtures.write_imagenet_val(tmp_path, layout="kaggle")
+    assert sorted(ImageNetVal().keys_and_labels(tmp_path)) == sorted(
+        ImageNetVal().keys_and_labels(root)
+    )
+    sol = tmp_path / "imagenet" / "LOC_val_solution.csv"
+    sol.write_text(sol.read_text().replace("n01443537 1 2", "n99999999 1 2", 1))
+    with pytest.raises(ValueError, match="LOC_val_solution.csv row .*n99999999"):
+        ImageNetVal().keys_and_labels(tmp_path)

@@ -87,3 +87,44 @@ def test_missing_overlapping_folder_is_an_error(tmp_path):
     shutil.rmtree(tmp_path / "objectnet-1.0" / "images" / "c010")
     with pytest.raises(ValueError, match="missing.*c010"):
         ObjectNet().keys_and_labels(tmp_path)
+
+
+def test_id_view_on_objectnet_classes(root):
+    from shifts.imagenet import ImageNetVal, id_view_spec
+
+    spec = id_view_spec(ImageNetVal.spec, ObjectNet().spec_for(root))
+    assert (
+        spec.name == "imagenet@objectnet"
+        and spec.expected_size == 6_250
+        and spec.num_classes == 113
+    )
+    with pytest.raises(ValueError, match="no class map"):
+        id_view_spec(ImageNetVal.spec, ObjectNet.spec)
+
+
+def test_reading_the_data_completes_the_instance_spec(root):
+    shift = ObjectNet()
+    assert shift.spec.class_map is None
+    shift.keys_and_labels(root)
+    assert shift.spec.class_map == ObjectNet().spec_for(root).class_map
+    assert ObjectNet.spec.class_map is None  # the class attribute is untouched
+    logits = np.zeros((1, 1000), np.float16)
+    with pytest.raises(ValueError, match=r"no class map from imagenet-1k.*spec_for"):
+        score(Predictions("m", "objectnet", np.array(["x"]), np.array([0]), logits), ObjectNet.spec)
+
+
+def test_shards_without_mappings_are_found_but_incomplete(root, tmp_path):
+    import shutil
+
+    from shifts.check import check_shift
+    from shifts.pack import pack
+
+    out = tmp_path / "wds" / "objectnet"
+    pack(ObjectNet(), root, out, progress=False)
+    assert ObjectNet().spec_for(tmp_path).class_map is not None  # mappings were copied
+    shutil.rmtree(out / "mappings")
+    report = check_shift(ObjectNet(), tmp_path)
+    assert report.found and report.form == "wds" and "mappings is missing" in report.problems[0]
+    assert [k for k, _ in ObjectNetNames().keys_and_labels(tmp_path)][:1] == [
+        "c000/" + next((root / "objectnet-1.0/images/c000").iterdir()).name
+    ]
