@@ -81,10 +81,11 @@ def _refusal(path: Path, template: str, what: str) -> ValueError:
                       + template.format(path=path, stem=path.with_suffix("")))
 
 
-def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bool = False) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bool = False,
+                    wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, torch.Tensor]:
     """A checkpoint file -> ``{name: tensor}`` (safetensors or a torch state dict, never a pickle).
 
-    Unwraps ``{"state_dict": ...}`` and DataParallel ``module.`` prefixes, drops OpenAI's
+    Unwraps ``{"state_dict": ...}`` (or the first of ``wrappers`` present) and DataParallel ``module.`` prefixes, drops OpenAI's
     non-weight entries; rejects non-tensor values and (unless ``check_finite`` is False)
     NaN/inf weights. ``mmap`` maps ``torch.save`` zip files lazily (safetensors always are).
     """
@@ -114,13 +115,17 @@ def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bo
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                              "expected a .safetensors file or a torch.save'd state dict") from exc
-    return clean_state_dict(raw, path, check_finite=check_finite)
+    return clean_state_dict(raw, path, check_finite=check_finite, wrappers=wrappers)
 
 
-def clean_state_dict(raw: object, source: str | os.PathLike = "<state dict>", check_finite: bool = True) -> dict[str, torch.Tensor]:
+def clean_state_dict(raw: object, source: str | os.PathLike = "<state dict>", check_finite: bool = True,
+                     wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, torch.Tensor]:
     """Validate and normalise a loaded checkpoint object into a flat ``{name: tensor}`` dict."""
-    if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
-        raw = raw["state_dict"]
+    if isinstance(raw, Mapping):
+        for key in wrappers:
+            if isinstance(raw.get(key), Mapping):
+                raw = raw[key]
+                break
     if not isinstance(raw, Mapping) or not raw:
         raise ValueError(f"{source}: expected a non-empty mapping of parameter names to tensors, got {type(raw).__name__}")
     out: dict[str, torch.Tensor] = {}
@@ -143,6 +148,17 @@ def check_finite_weights(state: Mapping[str, torch.Tensor], source: str | os.Pat
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise ValueError(f"{source}: non-finite (NaN/inf) values in {', '.join(bad[:3])}{more}; the checkpoint is corrupt or diverged")
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str | os.PathLike,
+              target: str) -> None:
+    """``load_state_dict(strict=True)`` with an error naming the file and the architecture."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise ValueError(f"{source}: does not fit {target} ({detail}); "
+                         "check the architecture name matches the checkpoint (--model NAME:ARCH)") from None
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> str:
