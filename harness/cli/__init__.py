@@ -15,6 +15,7 @@ from importlib import import_module
 from harness import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "harness.cli.merge",
 )
 
 
