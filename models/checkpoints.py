@@ -2,9 +2,9 @@
 
 Checkpoints from others are untrusted: safetensors are read as raw tensors, everything else
 with ``torch.load(weights_only=True)`` (a restricted unpickler that builds tensors and plain
-containers only). Pickled modules (WiSE-FT's ``torch.save(model)``) and TorchScript archives
-(OpenAI's released CLIP ``.pt`` files) are refused with the one-off conversion to run in a
-trusted environment.
+containers only). TorchScript archives (OpenAI's released CLIP ``.pt``) are read as data by
+``models.torchscript``, never run. Pickled modules (WiSE-FT's ``torch.save(model)``) are refused
+with the one-off conversion to run in a trusted environment.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from models.torchscript import is_torchscript_archive, read_torchscript_weights
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 # Entries OpenAI's state dicts carry next to the tensors (ints, not weights).
@@ -64,13 +66,6 @@ def is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in zf.namelist())
-
-
 def _starts_like_pickle(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(1) == b"\x80"  # pickle PROTO opcode
@@ -101,8 +96,13 @@ def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bo
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
     else:
-        if _is_torchscript(path):
-            raise _refusal(path, CONVERT_TORCHSCRIPT, "is a TorchScript archive (e.g. OpenAI's released CLIP .pt)")
+        if is_torchscript_archive(path):
+            try:
+                raw = read_torchscript_weights(path)
+            except (ValueError, pickle.UnpicklingError, KeyError, zipfile.BadZipFile) as exc:
+                raise _refusal(path, CONVERT_TORCHSCRIPT, f"is a TorchScript archive that the weights reader "
+                                                          f"cannot read as data ({exc})") from None
+            return clean_state_dict(raw, path, check_finite=check_finite, wrappers=wrappers)
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
         except pickle.UnpicklingError as exc:

@@ -115,9 +115,11 @@ def average(sources: Sequence, keys: Sequence[str] | None = None, progress: bool
             out[key] = first.clone()
             continue
         acc = first.to(torch.float64)
+        del first
         for state, label in zip(states[1:], labels[1:], strict=True):
-            acc += _finite(state[key], key, label).to(torch.float64)
-        out[key] = (acc / n).to(torch.float32)
+            acc.add_(_finite(state[key], key, label))  # promoted element-wise, no fp64 copy
+        out[key] = acc.div_(n).to(torch.float32)
+        del acc
     return out
 
 
