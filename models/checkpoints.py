@@ -132,6 +132,8 @@ def clean_state_dict(raw: object, source: str | os.PathLike = "<state dict>", ch
     for key, value in raw.items():
         if key in OPENAI_NON_WEIGHT_KEYS and not (isinstance(value, torch.Tensor) and value.is_floating_point()):
             continue
+        if isinstance(key, str) and key.rsplit(".", 1)[-1] == "attn_mask":
+            continue  # causal masks (-inf above the diagonal) are rebuilt by the model, not weights
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor; "
                              "expected a flat state dict (name -> tensor)")
