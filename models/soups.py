@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.checkpoints import LazyStateDict, file_sha256
+from models.checkpoints import LazyStateDict, file_sha256, state_dict_sha256
 from models.classifiers import ImageHeadClassifier
 from models.clip import (
     CLIP_PREFIXES,
@@ -88,7 +88,8 @@ def soup(arg: str, **options: str) -> ImageHeadClassifier:
     canonical = {(k[len(prefix):] if k not in HEAD_KEYS else k): v for k, v in merged.items()}
     visual, w, b = build_image_classifier(arch, canonical, tag, f"soup of {len(files)} ingredients")
     label_space = label_space_opt or label_space_for(opts, int(w.shape[0]))
-    info = {"arch": arch, "tags": ["clip", "fine-tuned", "soup"], "alpha": None, "weights_sha256": None,
+    info = {"arch": arch, "tags": ["clip", "fine-tuned", "soup"], "alpha": None,
+            "weights_sha256": state_dict_sha256(canonical),  # of the averaged tower + head
             "recipe": "greedy" if record else "uniform",
             "ingredients": [{"path": str(p), "sha256": file_sha256(p)} for p in files],
             "head": {"recipe": "averaged linear heads of the ingredients"}, "pretrained_tag": tag}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from harness.api import Predictions
-from models.checkpoints import file_sha256, load_into, load_state_dict
+from models.checkpoints import file_sha256, load_into, load_state_dict, state_dict_sha256
 from models.classifiers import ImageHeadClassifier
 from models.clip import (
     HEAD_KEYS,
@@ -87,7 +87,7 @@ class WiseFTEndpoints:
         tags = ["clip", "wise-ft"] + (["patching"] if self.mode == "encoder" else [])
         info = {
             "arch": self.arch, "tags": tags, "alpha": alpha, "mode": self.mode,
-            "weights_sha256": None,
+            "weights_sha256": state_dict_sha256(merged),  # of the merged tower + head
             "ingredients": [{"role": "zeroshot", "path": str(self.paths[0]), "sha256": self.shas[0]},
                             {"role": "finetuned", "path": str(self.paths[1]), "sha256": self.shas[1]}],
             "head": self.head_info, "pretrained_tag": self.tag,

@@ -27,6 +27,8 @@ def test_uniform_soup_of_identical_models_is_the_model(tiny_arch, tmp_path):
     assert torch.equal(s.logits(x), one.logits(x))
     d = s.describe()
     assert d["tags"] == ["clip", "fine-tuned", "soup"] and d["recipe"] == "uniform"
+    single = soup(tiny_arch, ingredients=str(tmp_path / "model_0.pt"), label_space="toy-4")
+    assert single.describe()["weights_sha256"] == d["weights_sha256"]  # the soup is that model
     assert [i["path"] for i in d["ingredients"]] == [str(tmp_path / f"model_{i}.pt") for i in range(3)]
 
 
