@@ -116,12 +116,31 @@ def test_zero_shot_head_vs_open_clip(benchmark):
         speedup_vs_open_clip=round(min(base_s) / min(ours_s), 2))
 
 
+STREAMING_WISEFT = """
+import sys
+from models.merging import interpolate
+out = interpolate(sys.argv[1], sys.argv[2], 0.5)
+"""
+NAIVE_WISEFT = """
+import sys
+from models.checkpoints import load_state_dict
+a, b = ({k: v.clone() for k, v in load_state_dict(p).items()} for p in sys.argv[1:3])
+out = {k: 0.5 * a[k] + 0.5 * b[k] for k in a}
+"""
+
+
 def test_wiseft_interpolation_vitb32(benchmark, vitb32_checkpoints):
     from models.merging import interpolate
 
     a, b = vitb32_checkpoints[:2]
     merged = benchmark.pedantic(interpolate, args=(a, b, 0.5), rounds=2, iterations=1)
-    benchmark.extra_info["parameters"] = sum(v.numel() for v in merged.values())
+    base = _peak_anon_mb(IMPORT_ONLY)
+    model_mb = a.stat().st_size / 2**20
+    streaming = _peak_anon_mb(STREAMING_WISEFT, str(a), str(b)) - base
+    naive = _peak_anon_mb(NAIVE_WISEFT, str(a), str(b)) - base
+    benchmark.extra_info.update(
+        parameters=sum(v.numel() for v in merged.values()), model_mb=round(model_mb),
+        streaming_peak_in_models=round(streaming / model_mb, 2), naive_peak_in_models=round(naive / model_mb, 2))
 
 
 @pytest.mark.parametrize("n", [2, 4])
