@@ -2,9 +2,9 @@
 
 Checkpoints from others are untrusted: safetensors are read as raw tensors, everything else
 with ``torch.load(weights_only=True)`` (a restricted unpickler that builds tensors and plain
-containers only). Pickled modules (WiSE-FT's ``torch.save(model)``) and TorchScript archives
-(OpenAI's released CLIP ``.pt`` files) are refused with the one-off conversion to run in a
-trusted environment.
+containers only). TorchScript archives (OpenAI's released CLIP ``.pt``) are read as data by
+``models.torchscript``, never run. Pickled modules (WiSE-FT's ``torch.save(model)``) are refused
+with the one-off conversion to run in a trusted environment.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from models.torchscript import is_torchscript_archive, read_torchscript_weights
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 # Entries OpenAI's state dicts carry next to the tensors (ints, not weights).
@@ -51,7 +53,7 @@ def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -64,13 +66,6 @@ def is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in zf.namelist())
-
-
 def _starts_like_pickle(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(1) == b"\x80"  # pickle PROTO opcode
@@ -81,10 +76,11 @@ def _refusal(path: Path, template: str, what: str) -> ValueError:
                       + template.format(path=path, stem=path.with_suffix("")))
 
 
-def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bool = False) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bool = False,
+                    wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, torch.Tensor]:
     """A checkpoint file -> ``{name: tensor}`` (safetensors or a torch state dict, never a pickle).
 
-    Unwraps ``{"state_dict": ...}`` and DataParallel ``module.`` prefixes, drops OpenAI's
+    Unwraps ``{"state_dict": ...}`` (or the first of ``wrappers`` present) and DataParallel ``module.`` prefixes, drops OpenAI's
     non-weight entries; rejects non-tensor values and (unless ``check_finite`` is False)
     NaN/inf weights. ``mmap`` maps ``torch.save`` zip files lazily (safetensors always are).
     """
@@ -100,8 +96,13 @@ def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bo
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
     else:
-        if _is_torchscript(path):
-            raise _refusal(path, CONVERT_TORCHSCRIPT, "is a TorchScript archive (e.g. OpenAI's released CLIP .pt)")
+        if is_torchscript_archive(path):
+            try:
+                raw = read_torchscript_weights(path)
+            except (ValueError, pickle.UnpicklingError, KeyError, zipfile.BadZipFile) as exc:
+                raise _refusal(path, CONVERT_TORCHSCRIPT, f"is a TorchScript archive that the weights reader "
+                                                          f"cannot read as data ({exc})") from None
+            return clean_state_dict(raw, path, check_finite=check_finite, wrappers=wrappers)
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
         except pickle.UnpicklingError as exc:
@@ -114,19 +115,25 @@ def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bo
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                              "expected a .safetensors file or a torch.save'd state dict") from exc
-    return clean_state_dict(raw, path, check_finite=check_finite)
+    return clean_state_dict(raw, path, check_finite=check_finite, wrappers=wrappers)
 
 
-def clean_state_dict(raw: object, source: str | os.PathLike = "<state dict>", check_finite: bool = True) -> dict[str, torch.Tensor]:
+def clean_state_dict(raw: object, source: str | os.PathLike = "<state dict>", check_finite: bool = True,
+                     wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, torch.Tensor]:
     """Validate and normalise a loaded checkpoint object into a flat ``{name: tensor}`` dict."""
-    if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
-        raw = raw["state_dict"]
+    if isinstance(raw, Mapping):
+        for key in wrappers:
+            if isinstance(raw.get(key), Mapping):
+                raw = raw[key]
+                break
     if not isinstance(raw, Mapping) or not raw:
         raise ValueError(f"{source}: expected a non-empty mapping of parameter names to tensors, got {type(raw).__name__}")
     out: dict[str, torch.Tensor] = {}
     for key, value in raw.items():
         if key in OPENAI_NON_WEIGHT_KEYS and not (isinstance(value, torch.Tensor) and value.is_floating_point()):
             continue
+        if isinstance(key, str) and key.rsplit(".", 1)[-1] == "attn_mask":
+            continue  # causal masks (-inf above the diagonal) are rebuilt by the model, not weights
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor; "
                              "expected a flat state dict (name -> tensor)")
@@ -143,6 +150,17 @@ def check_finite_weights(state: Mapping[str, torch.Tensor], source: str | os.Pat
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise ValueError(f"{source}: non-finite (NaN/inf) values in {', '.join(bad[:3])}{more}; the checkpoint is corrupt or diverged")
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str | os.PathLike,
+              target: str) -> None:
+    """``load_state_dict(strict=True)`` with an error naming the file and the architecture."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise ValueError(f"{source}: does not fit {target} ({detail}); "
+                         "check the architecture name matches the checkpoint (--model NAME:ARCH)") from None
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from harness.api import PreprocessSpec
-from models.checkpoints import file_sha256, load_state_dict
+from models.checkpoints import file_sha256, load_into, load_state_dict
 from models.classifiers import DEVICES, PRECISIONS, ImageHeadClassifier
 from models.options import Options
 
@@ -127,16 +127,6 @@ def fit_clip_state(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None and "logit_scale" in state:
         state["logit_bias"] = torch.zeros_like(state["logit_scale"])
     return state
-
-
-def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, arch: str, what: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that names the file and the architecture."""
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:400]
-        raise ValueError(f"{source}: does not fit the {what} of open_clip architecture {arch!r} ({detail}); "
-                         "check the architecture name matches the checkpoint (--model NAME:ARCH)") from None
 
 
 @dataclass
@@ -258,7 +248,7 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     opts.done()
     model = create_open_clip(arch, tag)
     state = split_classifier_state(load_state_dict(weights), str(weights))
-    load_into(model, fit_clip_state(model, state.clip), str(weights), arch, "CLIP model")
+    load_into(model, fit_clip_state(model, state.clip), weights, f"the CLIP model of open_clip architecture {arch!r}")
     sha = file_sha256(weights)
     head, scale, head_info = zeroshot_head(model, arch, sha, ho)
     info = {"arch": arch, "weights": str(weights), "weights_sha256": sha, "pretrained_tag": tag,
@@ -274,7 +264,7 @@ def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: s
     """Image tower + head from canonical weights (``visual.*``, ``classification_head.*``)."""
     model = create_open_clip(arch, tag)
     visual = {k[len("visual."):]: v for k, v in canonical.items() if k.startswith("visual.")}
-    load_into(model.visual, visual, source, arch, "image tower")
+    load_into(model.visual, visual, source, f"the image tower of open_clip architecture {arch!r}")
     return model.visual, canonical[HEAD_KEYS[0]], canonical[HEAD_KEYS[1]]
 
 

@@ -35,11 +35,12 @@ def _shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
     return state.shape(key) if isinstance(state, LazyStateDict) else tuple(state[key].shape)
 
 
-def check_compatible(states: Sequence[Mapping[str, torch.Tensor]], labels: Sequence[str]) -> None:
-    """Identical key sets and shapes, or a ValueError naming the files and the first differences."""
-    ref_keys = set(states[0])
+def check_compatible(states: Sequence[Mapping[str, torch.Tensor]], labels: Sequence[str],
+                     only: Sequence[str] | None = None) -> None:
+    """Identical key sets and shapes (of ``only`` when given), or a ValueError naming the files."""
+    ref_keys = set(states[0]) if only is None else set(only)
     for state, label in zip(states[1:], labels[1:], strict=True):
-        keys = set(state)
+        keys = set(state) if only is None else set(only) & set(state)
         if keys != ref_keys:
             missing = sorted(ref_keys - keys)
             extra = sorted(keys - ref_keys)
@@ -91,30 +92,34 @@ def interpolate(theta0, theta1, alpha: float, select: Callable[[str], bool] | No
     return out
 
 
-def average(sources: Sequence, progress: bool = False, desc: str = "averaging") -> dict[str, torch.Tensor]:
+def average(sources: Sequence, keys: Sequence[str] | None = None, progress: bool = False,
+            desc: str = "averaging") -> dict[str, torch.Tensor]:
     """Uniform soup: the mean of every ingredient's parameters, streamed key by key.
 
     Each output tensor is summed in fp64 and divided once, so a soup of identical models is
     exactly that model; at most one tensor per ingredient is resident besides the output.
     Integer buffers (e.g. BatchNorm's ``num_batches_tracked``) come from the first ingredient.
+    ``keys`` restricts the soup to those parameters (e.g. the image tower and head).
     """
     if not sources:
         raise ValueError("a soup needs at least one ingredient")
     states = [open_state(s) for s in sources]
     labels = [_label(s, i) for i, s in enumerate(sources)]
-    check_compatible(states, labels)
+    check_compatible(states, labels, keys)
     n = len(states)
     out: dict[str, torch.Tensor] = {}
-    keys = list(states[0])
+    keys = list(states[0]) if keys is None else list(keys)
     for key in tqdm(keys, desc=desc, unit="tensor", disable=not progress):
         first = _finite(states[0][key], key, labels[0])
         if not first.is_floating_point():
             out[key] = first.clone()
             continue
         acc = first.to(torch.float64)
+        del first
         for state, label in zip(states[1:], labels[1:], strict=True):
-            acc += _finite(state[key], key, label).to(torch.float64)
-        out[key] = (acc / n).to(torch.float32)
+            acc.add_(_finite(state[key], key, label))  # promoted element-wise, no fp64 copy
+        out[key] = acc.div_(n).to(torch.float32)
+        del acc
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from harness.api import Predictions
-from models.checkpoints import file_sha256, load_state_dict
+from models.checkpoints import file_sha256, load_into, load_state_dict, state_dict_sha256
 from models.classifiers import ImageHeadClassifier
 from models.clip import (
     HEAD_KEYS,
@@ -28,12 +28,12 @@ from models.clip import (
     fit_clip_state,
     head_options,
     label_space_for,
-    load_into,
     preprocess_spec_from_open_clip,
     resolve_arch,
     split_classifier_state,
     zeroshot_head,
 )
+from models.ensembles import align_keys
 from models.merging import interpolate
 from models.options import Options
 
@@ -87,7 +87,7 @@ class WiseFTEndpoints:
         tags = ["clip", "wise-ft"] + (["patching"] if self.mode == "encoder" else [])
         info = {
             "arch": self.arch, "tags": tags, "alpha": alpha, "mode": self.mode,
-            "weights_sha256": None,
+            "weights_sha256": state_dict_sha256(merged),  # of the merged tower + head
             "ingredients": [{"role": "zeroshot", "path": str(self.paths[0]), "sha256": self.shas[0]},
                             {"role": "finetuned", "path": str(self.paths[1]), "sha256": self.shas[1]}],
             "head": self.head_info, "pretrained_tag": self.tag,
@@ -118,7 +118,7 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     opts.done()
     if ho is not None:
         model = create_open_clip(arch, tag)
-        load_into(model, fit_clip_state(model, zs.clip), str(zs_path), arch, "CLIP model")
+        load_into(model, fit_clip_state(model, zs.clip), zs_path, f"the CLIP model of open_clip architecture {arch!r}")
         head, scale, head_info = zeroshot_head(model, arch, zs_sha, ho)
         zs.head_weight, zs.head_bias = scale * head, torch.zeros(head.shape[0])
         head_info = {**head_info, "source": "zero-shot text tower"}
@@ -172,15 +172,3 @@ def interpolate_logits(zeroshot: Predictions, finetuned: Predictions, alpha: flo
     out = (1.0 - alpha) * z + alpha * f if 0.0 < alpha < 1.0 else (z if alpha == 0.0 else f)
     return Predictions(model or f"{zeroshot.model}+{finetuned.model}@alpha={alpha:.3f}", zeroshot.shift,
                        zeroshot.keys, zeroshot.labels, out.astype(np.float16), dict(zeroshot.meta))
-
-
-def align_keys(ref: Predictions, other: Predictions) -> np.ndarray:
-    """Indices into ``other`` that put its rows in ``ref``'s key order (same key sets required)."""
-    if len(ref) != len(other) or len(set(map(str, ref.keys))) != len(ref):
-        raise ValueError(f"{ref.model} and {other.model} on {ref.shift}: {len(ref)} vs {len(other)} examples "
-                         "(or duplicate keys); predictions must cover the same examples")
-    index = {str(k): i for i, k in enumerate(other.keys)}
-    try:
-        return np.asarray([index[str(k)] for k in ref.keys], dtype=np.int64)
-    except KeyError as exc:
-        raise ValueError(f"{other.model} on {ref.shift} has no prediction for key {exc.args[0]!r}") from None

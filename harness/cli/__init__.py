@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.report",
     "harness.cli.leaderboard",
     "harness.cli.data",
+    "harness.cli.merge",
 )
 
 

@@ -11,6 +11,9 @@ class Tiny(torch.nn.Module):
         super().__init__()
         self.fc = torch.nn.Linear(3, 2)
 
+    def forward(self, x):
+        return self.fc(x)
+
 
 def _sd(seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -66,12 +69,45 @@ def test_pickled_module_is_refused_with_conversion(tmp_path):
     assert str(path) in str(info.value) and "state_dict()" in str(info.value)
 
 
-def test_torchscript_archive_is_refused_with_conversion(tmp_path):
-    path = tmp_path / "ViT-B-32.pt"
-    torch.jit.script(Tiny()).save(str(path))  # OpenAI's released files are TorchScript archives
-    with pytest.raises(ValueError, match="TorchScript archive") as info:
-        load_state_dict(path)
-    assert "torch.jit.load" in str(info.value)
+class Nested(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = Tiny(), Tiny()  # two instances of one class: mangled TorchScript names
+        self.seq = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+        self.register_buffer("stat", torch.arange(3.0))
+        self.logit_scale = torch.nn.Parameter(torch.tensor(4.6052))
+        self.mask = torch.ones(2)  # a plain tensor attribute: not part of the state dict
+
+    def forward(self, x):
+        return self.seq(self.a.fc(x) + self.b.fc(x)) * self.logit_scale * self.mask
+
+
+def test_torchscript_archive_is_read_as_data_exactly(tmp_path):
+    module = Nested().half()  # OpenAI's released archives hold fp16 weights
+    path = tmp_path / "ViT-tiny.pt"
+    torch.jit.trace(module.float(), torch.zeros(1, 3)).half().save(str(path))
+    expected = torch.jit.load(str(path)).state_dict()
+    got = load_state_dict(path)
+    assert sorted(got) == sorted(expected)
+    assert all(got[k].dtype == expected[k].dtype and torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_torchscript_archive_with_foreign_globals_is_refused(tmp_path, capsys):
+    import zipfile
+
+    src = tmp_path / "ok.pt"
+    torch.jit.trace(Tiny(), torch.zeros(1, 3)).save(str(src))
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("/data.pkl"):
+                data = pickle.dumps(Boom(), protocol=2)
+            zout.writestr(item, data)
+    with pytest.raises(ValueError, match=r"refers to __builtin__\.print.*refusing") as info:
+        load_state_dict(evil)
+    assert "torch.jit.load" in str(info.value)  # the conversion for a trusted environment
+    assert "pwned" not in capsys.readouterr().out
 
 
 def test_nan_weights_and_non_tensors_and_garbage_are_clear_errors(tmp_path):

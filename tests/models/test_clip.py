@@ -178,3 +178,18 @@ def test_pretrained_tag_resolves_from_the_local_hf_cache_only(tmp_path, monkeypa
     assert hf_cached_weights("ViT-B-32", "openai").name == "open_clip_model.safetensors"
     with pytest.raises(ValueError, match="no pretrained tag 'nonsense'"):
         hf_cached_weights("ViT-B-32", "nonsense")
+
+
+def test_openai_style_torchscript_archive_loads_without_running_it(tiny_arch, tiny_clip_state, tmp_path):
+    import open_clip
+
+    model = make_clip(tiny_arch, 0)
+    model.load_state_dict(tiny_clip_state)
+    traced = torch.jit.trace(model, (images(1), open_clip.get_tokenizer(tiny_arch)(["a photo"])), strict=False,
+                             check_trace=False)
+    traced.save(str(tmp_path / "tiny-jit.pt"))
+    x = images(2)
+    from_archive = clip(tiny_arch, weights=str(tmp_path / "tiny-jit.pt"), templates="simple-imagenet-7", scale="100")
+    torch.save(tiny_clip_state, tmp_path / "tiny-sd.pt")
+    from_state = clip(tiny_arch, weights=str(tmp_path / "tiny-sd.pt"), templates="simple-imagenet-7", scale="100")
+    assert torch.equal(from_archive.logits(x), from_state.logits(x))

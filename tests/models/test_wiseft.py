@@ -40,6 +40,9 @@ def test_alpha_endpoints_reproduce_the_models_bit_for_bit(tiny_arch, endpoints):
     assert d["alpha"] == 1.0 and d["tags"] == ["clip", "wise-ft"] and d["mode"] == "full"
     assert [i["role"] for i in d["ingredients"]] == ["zeroshot", "finetuned"]
     assert all(len(i["sha256"]) == 64 for i in d["ingredients"])
+    # the merged weights are hashed too: different alphas, different hashes; same alpha, same hash
+    assert d["weights_sha256"] != at0.describe()["weights_sha256"]
+    assert wiseft(tiny_arch, alpha="1", **opts).describe()["weights_sha256"] == d["weights_sha256"]
 
 
 def test_half_is_the_manual_average_of_every_parameter_head_included(tiny_arch, endpoints, tiny_clip_state):

@@ -1,0 +1,76 @@
+import json
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from harness.cli import main
+from models.checkpoints import save_safetensors
+from models.merging import GreedySoupRecord, GreedyStep
+
+
+def _sd(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"model.visual.w": torch.randn(3, 2, generator=g), "classification_head.weight": torch.randn(4, 2, generator=g)}
+
+
+def test_wiseft_merge_writes_the_interpolation_with_provenance(tmp_path, capsys):
+    torch.save(_sd(0), tmp_path / "zs.pt")
+    save_safetensors(_sd(1), tmp_path / "ft.safetensors")
+    out = tmp_path / "wiseft.safetensors"
+    assert main(["merge", "--method", "wiseft", "--alpha", "0.25", "--out", str(out),
+                 str(tmp_path / "zs.pt"), str(tmp_path / "ft.safetensors")]) == 0
+    merged = load_file(str(out))
+    for k in _sd(0):
+        assert torch.equal(merged[k], 0.75 * _sd(0)[k] + 0.25 * _sd(1)[k])
+    with safe_open(str(out), "pt") as fh:
+        meta = fh.metadata()
+    assert meta["method"] == "wiseft" and meta["alpha"] == "0.25" and meta["dtype"] == "fp32"
+    assert [i["path"] for i in json.loads(meta["ingredients"])] == [str(tmp_path / "zs.pt"), str(tmp_path / "ft.safetensors")]
+    assert "sha256" in capsys.readouterr().out
+    assert main(["merge", "--method", "wiseft", "--alpha", "0.5", "--encoder-only", "--dtype", "bf16", "--out",
+                 str(out), str(tmp_path / "zs.pt"), str(tmp_path / "ft.safetensors")]) == 0
+    patched = load_file(str(out))
+    assert patched["classification_head.weight"].dtype == torch.bfloat16
+    assert torch.equal(patched["classification_head.weight"], _sd(0)["classification_head.weight"].bfloat16())
+
+
+def test_uniform_and_greedy_soups_from_a_folder(tmp_path):
+    soup_dir = tmp_path / "ingredients"
+    for i in range(3):
+        save_safetensors(_sd(i), soup_dir / f"model_{i}.safetensors")
+    out = tmp_path / "uniform.safetensors"
+    assert main(["merge", "--method", "uniform", "--out", str(out), str(soup_dir)]) == 0
+    expected = (_sd(0)["model.visual.w"].double() + _sd(1)["model.visual.w"].double() + _sd(2)["model.visual.w"].double()) / 3
+    assert torch.equal(load_file(str(out))["model.visual.w"], expected.float())
+    record = GreedySoupRecord("imagenet-heldout", ["model_2.safetensors", "model_0.safetensors", "model_1.safetensors"],
+                              {"model_0.safetensors": 0.5, "model_1.safetensors": 0.4, "model_2.safetensors": 0.6},
+                              [GreedyStep("model_2.safetensors", 0.6, True, 0.6),
+                               GreedyStep("model_0.safetensors", 0.65, True, 0.65),
+                               GreedyStep("model_1.safetensors", 0.6, False, 0.65)])
+    record.save(tmp_path / "greedy.json")
+    out = tmp_path / "greedy.safetensors"
+    assert main(["merge", "--method", "greedy", "--selection", str(tmp_path / "greedy.json"), "--out", str(out),
+                 str(soup_dir)]) == 0
+    expected = (_sd(2)["model.visual.w"].double() + _sd(0)["model.visual.w"].double()) / 2
+    assert torch.equal(load_file(str(out))["model.visual.w"], expected.float())
+
+
+def test_bad_merges_are_one_line_errors_and_write_nothing(tmp_path, capsys):
+    torch.save(_sd(0), tmp_path / "a.pt")
+    torch.save({"other": torch.zeros(1)}, tmp_path / "b.pt")
+    out = tmp_path / "m.safetensors"
+    cases = [
+        (["--method", "wiseft", "--alpha", "0.5", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")], "different parameter names"),
+        (["--method", "wiseft", str(tmp_path / "a.pt"), str(tmp_path / "a.pt")], "needs --alpha"),
+        (["--method", "wiseft", "--alpha", "0.5", str(tmp_path / "a.pt")], "exactly two checkpoints"),
+        (["--method", "uniform", "--alpha", "0.5", str(tmp_path / "a.pt")], "apply to --method wiseft"),
+        (["--method", "greedy", str(tmp_path / "a.pt")], "needs --selection"),
+    ]
+    for argv, message in cases:
+        assert main(["merge", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert main(["merge", "--method", "uniform", "--out", str(tmp_path / "m.pt"), str(tmp_path / "a.pt")]) == 2
+    assert "*.safetensors" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
