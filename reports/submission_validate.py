@@ -458,7 +458,7 @@ class _Check:
                 sample = ", ".join(repr(k) for k in (missing + extra)[:3])
                 self.v.fail(
                     "key-mismatch",
-                    f"{shift}: keys differ from the dataset under {root}: {len(missing)} missing, {len(extra)} unknown (e.g. {sample})",
+                    f"{shift}: keys differ from the dataset under {root}: {len(missing)} dataset keys not in the bundle, {len(extra)} bundle keys not in the dataset (e.g. {sample})",
                 )
             wrong = sum(
                 1

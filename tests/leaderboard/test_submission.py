@@ -179,20 +179,29 @@ def test_swapped_predictions_with_rewritten_hashes_are_caught_by_recomputation(t
     assert "hash-mismatch" in v.codes()  # result rows still name the old predictions' hashes
 
 
+def edit_predictions(manifest, members, shift, change, scratch):
+    """Replace ``shift``'s predictions by ``change(keys, labels, logits)`` and fix the manifest's
+    hashes (the result rows keep theirs): the forger's best effort."""
+    import hashlib
+
+    rel = f"predictions/toy-net/{shift}.npz"
+    with np.load(io.BytesIO(members[rel]), allow_pickle=False) as z:
+        keys, labels, logits = change(z["keys"].copy(), z["labels"].copy(), z["logits"].copy())
+    p = Predictions("toy-net", shift, keys, labels, logits)
+    p.save(scratch / f"{shift}.npz")
+    members[rel] = (scratch / f"{shift}.npz").read_bytes()
+    manifest["files"][rel] = {
+        "sha256": hashlib.sha256(members[rel]).hexdigest(),
+        "size": len(members[rel]),
+    }
+    manifest["predictions"][shift].update(sha256=p.sha256(), n=len(p))
+
+
 def test_dropped_key_is_caught(bundle, tmp_path):
     def edit(manifest, members):
-        import hashlib
-
-        rel = "predictions/toy-net/toy-r.npz"
-        with np.load(io.BytesIO(members[rel]), allow_pickle=False) as z:
-            p = Predictions("toy-net", "toy-r", z["keys"][1:], z["labels"][1:], z["logits"][1:])
-        p.save(tmp_path / "r.npz")
-        members[rel] = (tmp_path / "r.npz").read_bytes()
-        manifest["files"][rel] = {
-            "sha256": hashlib.sha256(members[rel]).hexdigest(),
-            "size": len(members[rel]),
-        }
-        manifest["predictions"]["toy-r"].update(sha256=p.sha256(), n=11)
+        edit_predictions(
+            manifest, members, "toy-r", lambda k, y, z: (k[1:], y[1:], z[1:]), tmp_path
+        )
 
     v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
     assert (
@@ -205,23 +214,17 @@ def test_dropped_key_is_caught(bundle, tmp_path):
 
 
 def test_duplicate_key_is_caught(bundle, tmp_path):
-    def edit(manifest, members):
-        import hashlib
+    def duplicate(keys, labels, logits):
+        keys[1] = keys[0]
+        return keys, labels, logits
 
-        rel = "predictions/toy-net/toy-v2.npz"
-        with np.load(io.BytesIO(members[rel]), allow_pickle=False) as z:
-            keys = z["keys"].copy()
-            keys[1] = keys[0]
-            p = Predictions("toy-net", "toy-v2", keys, z["labels"], z["logits"])
-        p.save(tmp_path / "v2.npz")
-        members[rel] = (tmp_path / "v2.npz").read_bytes()
-        manifest["files"][rel] = {
-            "sha256": hashlib.sha256(members[rel]).hexdigest(),
-            "size": len(members[rel]),
-        }
-        manifest["predictions"]["toy-v2"]["sha256"] = p.sha256()
-
-    v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
+    v = check(
+        rewrite(
+            bundle,
+            tmp_path / "t.tar.gz",
+            lambda m, mem: edit_predictions(m, mem, "toy-v2", duplicate, tmp_path),
+        )
+    )
     assert messages(v, "duplicate-key") == [
         "toy-v2: 1 keys appear more than once (e.g. '0/img_0000.png')"
     ]
