@@ -193,7 +193,7 @@ def pack(manifest: Mapping[str, Any], members: Mapping[str, bytes], out: Path) -
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as raw:
         with (
-            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz,
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
             for name in [MANIFEST, *sorted(members)]:

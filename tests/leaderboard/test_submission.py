@@ -334,3 +334,21 @@ def raw_tar(out, entries, gz=True):
             tar.addfile(info, io.BytesIO(data))
     out.write_bytes(gzip.compress(buf.getvalue()) if gz else buf.getvalue())
     return out
+
+
+def test_topk_ties_rank_the_lower_index_first():
+    from reports.submission_validate import topk_correct
+
+    scores = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    assert topk_correct(scores, np.array([2, 0, 0]), 1).tolist() == [False, True, False]
+    assert topk_correct(scores, np.array([1, 3, 0]), 1).tolist() == [True, False, False]
+    assert topk_correct(scores, np.array([2, 3, 1]), 2).tolist() == [True, False, False]
+    assert topk_correct(scores, np.array([0, 3, 1]), 3).tolist() == [True, False, True]
+    # agrees with a stable sort and with argmax on random float16 scores full of ties
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 4, size=(200, 7)).astype(np.float16).astype(np.float32)
+    y = rng.integers(0, 7, size=200)
+    order = np.argsort(-s, axis=1, kind="stable")
+    for k in (1, 3):
+        assert (topk_correct(s, y, k) == (order[:, :k] == y[:, None]).any(axis=1)).all()
+    assert (topk_correct(s, y, 1) == (s.argmax(1) == y)).all()
