@@ -14,7 +14,11 @@ from importlib import import_module
 
 from harness import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("harness.cli.leaderboard",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "harness.cli.run",
+    "harness.cli.report",
+    "harness.cli.leaderboard",
+)
 
 
 class UserError(Exception):

@@ -1,0 +1,175 @@
+"""``shiftbench run``, ``score``, ``wiseft`` and ``soup``: everything that makes predictions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+RUN_SETTINGS = (
+    "models",
+    "model_args",
+    "shifts",
+    "data_root",
+    "run_dir",
+    "split",
+    "precision",
+    "device",
+    "batch_size",
+    "workers",
+    "cache_dir",
+    "agreement_sample",
+    "min_agreement",
+    "seed",
+    "executor",
+    "json",
+    "progress",
+)
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs models (defaults live in RunConfig)."""
+    p.add_argument("--shifts", help="comma-separated shift names, e.g. imagenet,imagenet-r")
+    p.add_argument("--data-root", help="folder holding the shifts' data")
+    p.add_argument("--run-dir", help="where predictions and results.jsonl go (resumable)")
+    p.add_argument("--config", help="TOML or JSON file of settings (command line wins)")
+    p.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE", help="option passed to every model factory")
+    p.add_argument("--split", help="split to evaluate (default: each shift's default split)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision (default fp32); checked against fp32 on a sample")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, help="images per batch (default 64; halved automatically on GPU out-of-memory)")
+    p.add_argument("--workers", type=int, help="image decoding processes (default 2)")
+    p.add_argument("--cache-dir", help="decoded-image cache (default $SHIFTBENCH_CACHE or ~/.cache/shiftbench/images)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the decoded-image cache")
+    p.add_argument("--agreement-sample", type=int, help="images re-run in fp32 to check bf16/fp16 (default 64)")
+    p.add_argument("--min-agreement", type=float, help="minimum top-1 agreement with fp32 on that sample (default 0.95)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--executor", choices=("local", "ray"), help="run cells here (default) or on a Ray cluster")
+    p.add_argument("--json", action="store_true", default=None, help="JSON lines on stdout instead of bars and a table")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="predict models on shifts, verify, score, append results.jsonl")
+    p.add_argument("--model", dest="models", action="append", metavar="NAME:ARG", help="model to evaluate (repeatable)")
+    add_engine_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("score", help="re-derive results.jsonl from stored predictions (no model runs)")
+    p.add_argument("run_dir", help="a run directory written by `shiftbench run`")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON lines")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("wiseft", help="WiSE-FT: evaluate weight interpolations of a zero-shot and a fine-tuned model")
+    p.add_argument("--zeroshot", required=True, metavar="NAME:ARG", help="the zero-shot model")
+    p.add_argument("--finetuned", required=True, metavar="NAME:ARG", help="the fine-tuned model")
+    p.add_argument("--alphas", default="0:1:0.1", help="START:STOP:STEP (inclusive) or a comma list (default 0:1:0.1)")
+    add_engine_options(p)
+    p.set_defaults(func=cmd_wiseft)
+
+    p = sub.add_parser("soup", help="model soups (uniform or greedy on held-out ID data), evaluated as cells")
+    p.add_argument("--ingredients", required=True, nargs="+", metavar="NAME:ARG", help="ingredient models")
+    p.add_argument("--recipe", choices=("uniform", "greedy"), default="uniform")
+    p.add_argument("--held-out", help="held-out ID shift the greedy recipe selects on (never a reported shift)")
+    add_engine_options(p)
+    p.set_defaults(func=cmd_soup)
+
+
+def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
+    from harness.config import resolve
+
+    cli = {name: getattr(args, name, None) for name in RUN_SETTINGS}
+    if getattr(args, "no_cache", False):
+        cli["cache_dir"] = ""
+    cli.update(overrides)
+    config = resolve(cli, args.config)
+    if not config.run_dir:
+        raise ValueError("no --run-dir given (nor run_dir in the config file)")
+    if not config.shifts:
+        raise ValueError("no --shifts given (nor shifts in the config file)")
+    return config
+
+
+def execute(config: Any, sources: list[Any]) -> int:
+    """Print the config, run every model's cells, print the summary."""
+    from harness.distributed import World
+    from harness.predict import resolve_device
+    from harness.registry import get_shift
+    from harness.run import Engine, RunLog, all_metric_names, plan_tasks, summary_table
+
+    plan_tasks(config.shifts, get_shift)  # unknown shift names fail before anything is printed
+    log = RunLog(config.json)
+    world = World.from_env(resolve_device(config.device).type)
+    if world.is_main:
+        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
+    if config.executor == "ray":
+        from harness.ray_executor import run_on_ray
+
+        summary = run_on_ray(config, sources, log)
+    else:
+        summary = Engine(config, log=log, world=world).run(sources)
+    if world.is_main:
+        if config.json:
+            log.event("summary", rows=summary)
+        else:
+            print(summary_table(summary, all_metric_names(summary)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.run import model_from_spec
+
+    config = resolve_config(args)
+    if not config.models:
+        raise ValueError("no --model given (nor models in the config file)")
+    options = config.model_options()
+    return execute(config, [model_from_spec(m, options) for m in config.models])
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from harness.run import rescore
+    from harness.store import RunDir
+
+    rows = rescore(RunDir(args.run_dir))
+    for row in rows:
+        if args.json:
+            print(row.to_json())
+        else:
+            metrics = "  ".join(f"{k}={100 * v:.2f}" for k, v in sorted(row.metrics.items()))
+            print(f"{row.model}  {row.setting}  n={row.n}  {metrics}")
+    if not args.json:
+        print(f"rescored {len(rows)} rows in {RunDir(args.run_dir).results_path}", file=sys.stderr)
+    return 0
+
+
+def parse_alphas(text: str) -> list[float]:
+    """``0:1:0.1`` (inclusive, 11 values) or ``0,0.5,1``; each in [0, 1]."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            count = int(round((stop - start) / step)) + 1
+            alphas = [round(start + i * step, 10) for i in range(count)]
+        else:
+            alphas = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--alphas {text!r}: use START:STOP:STEP (e.g. 0:1:0.1) or a comma list (e.g. 0,0.5,1)") from None
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+        raise ValueError(f"--alphas {text!r}: every alpha must be in [0, 1]")
+    return alphas
+
+
+def cmd_wiseft(args: argparse.Namespace) -> int:
+    from harness.sweeps import wiseft_sources
+
+    alphas = parse_alphas(args.alphas)
+    config = resolve_config(args, models=None)
+    return execute(config, wiseft_sources(args.zeroshot, args.finetuned, alphas, config.model_options()))
+
+
+def cmd_soup(args: argparse.Namespace) -> int:
+    from harness.sweeps import soup_sources
+
+    config = resolve_config(args, models=None)
+    return execute(config, soup_sources(args.ingredients, args.recipe, args.held_out, config))

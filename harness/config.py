@@ -1,0 +1,178 @@
+"""The frozen run configuration: defaults < config file < command line.
+
+One ``RunConfig`` is resolved per invocation and never mutated; each cell hashes only the
+settings that change its numbers (``cell_hash``), so adding a model or a shift to a run
+directory redoes nothing, while changing the precision or the split does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+EXECUTORS = ("local", "ray")
+
+# Settings that change predictions; a run directory refuses a config that differs in these.
+IDENTITY_FIELDS = ("model_args", "split", "precision", "seed")
+
+
+def default_cache_dir() -> str:
+    env = os.environ.get("SHIFTBENCH_CACHE")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "shiftbench" / "images")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; ``cache_dir=""`` turns the decoded-image cache off."""
+
+    models: tuple[str, ...] = ()
+    model_args: tuple[str, ...] = ()
+    shifts: tuple[str, ...] = ()
+    data_root: str = ""
+    run_dir: str = ""
+    split: str | None = None
+    precision: str = "fp32"
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 2
+    cache_dir: str = dataclasses.field(default_factory=default_cache_dir)
+    agreement_sample: int = 64
+    min_agreement: float = 0.95
+    seed: int = 0
+    executor: str = "local"
+    json: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError(f"min_agreement is a fraction in [0, 1], got {self.min_agreement}")
+        for arg in self.model_args:
+            if "=" not in arg:
+                raise ValueError(f"model argument {arg!r} must look like key=value")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a run directory must agree on."""
+        d = self.to_dict()
+        return {k: d[k] for k in IDENTITY_FIELDS}
+
+    def config_hash(self) -> str:
+        payload = json.dumps({**self.identity(), "models": self.models, "shifts": self.shifts}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def cell_hash(self, model: str, shift: str) -> str:
+        """Hash of what determines one (model, shift) cell's predictions."""
+        payload = json.dumps({**self.identity(), "model": model, "shift": shift}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def model_options(self) -> dict[str, str]:
+        return dict(arg.split("=", 1) for arg in self.model_args)
+
+    def describe(self) -> str:
+        """Printed at the start of a run: every setting, one per line."""
+        width = max(len(f.name) for f in fields(self))
+        lines = [f"  {name:<{width}}  {value}" for name, value in self.to_dict().items()]
+        return "shiftbench run configuration (hash " + self.config_hash() + "):\n" + "\n".join(lines)
+
+
+_TUPLE_FIELDS = {f.name for f in fields(RunConfig) if str(f.type).startswith("tuple")}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Bring a config-file or CLI value to the field's type, naming the source on error."""
+    ftype = str(RunConfig.__dataclass_fields__[name].type)
+    if name in _TUPLE_FIELDS:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{source}: {name} must be a list of strings, got {value!r}")
+        return tuple(value)
+    try:
+        if ftype == "int":
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if ftype == "float":
+            return float(value)
+        if ftype == "bool":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: {name} must be {ftype}, got {value!r}") from None
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{source}: {name} must be a string, got {value!r}")
+    return value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML (``[run]`` table or top level) or JSON file -> validated field values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raw = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({exc})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("run"), dict):
+        raw = raw["run"]
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a table of settings")
+    known = [f.name for f in fields(RunConfig)]
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{path}: unknown setting {key!r}{hint}; known: {', '.join(known)}")
+        out[name] = _coerce(name, value, str(path))
+    return out
+
+
+def resolve(cli: Mapping[str, Any], config_file: str | Path | None = None) -> RunConfig:
+    """defaults < config file < CLI; CLI values of None mean "not given"."""
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(read_config_file(config_file))
+    for name, value in cli.items():
+        if value is None:
+            continue
+        values[name] = _coerce(name, value, "command line")
+    return RunConfig(**values)
+
+
+def from_dict(d: Mapping[str, Any], source: str) -> RunConfig:
+    """Rebuild a config stored in a run directory's ``config.json``."""
+    known = {f.name for f in fields(RunConfig)}
+    try:
+        return RunConfig(**{k: _coerce(k, v, source) for k, v in d.items() if k in known})
+    except TypeError as exc:
+        raise ValueError(f"{source}: not a shiftbench run configuration ({exc})") from None

@@ -1,0 +1,91 @@
+"""Data-parallel evaluation under ``torchrun``: shard a shift across ranks, gather by index.
+
+Each rank predicts its own examples; ``gather_by_index`` collects every rank's (index,
+logits) on every rank and checks that each example was predicted exactly once before
+anything is written. Only rank 0 writes the run directory. gloo on CPU, nccl on GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+
+    @classmethod
+    def single(cls) -> World:
+        return cls(0, 1)
+
+    @classmethod
+    def from_env(cls, device_type: str = "cpu") -> World:
+        """Join the process group ``torchrun`` describes in the environment, if any."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return cls.single()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def all_ok(self, ok: bool) -> bool:
+        """True only if every rank says ok (so all ranks raise or go on together)."""
+        if self.size == 1:
+            return ok
+        import torch.distributed as dist
+
+        flags: list[Any] = [None] * self.size
+        dist.all_gather_object(flags, bool(ok))
+        return all(flags)
+
+    def gather_by_index(
+        self, indices: np.ndarray, logits: np.ndarray, n: int, agreement: tuple[int, int, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, float] | None]:
+        """All ranks' rows in example order, checked exactly-once; agreement counts summed."""
+        parts = [(indices, logits, agreement)]
+        if self.size > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.size
+            dist.all_gather_object(gathered, parts[0])
+            parts = gathered
+        all_idx = np.concatenate([p[0] for p in parts]).astype(np.int64)
+        all_logits = np.concatenate([p[1] for p in parts]) if all_idx.size else np.zeros((0, logits.shape[1]), logits.dtype)
+        check_exactly_once(all_idx, n)
+        order = np.argsort(all_idx, kind="stable")
+        agreements = [p[2] for p in parts if p[2] is not None]
+        total = None
+        if agreements:
+            total = (sum(a[0] for a in agreements), sum(a[1] for a in agreements), max(a[2] for a in agreements))
+        return all_idx[order], all_logits[order], total
+
+
+def check_exactly_once(indices: np.ndarray, n: int) -> None:
+    """Every index in ``[0, n)`` exactly once, or a ValueError saying which are wrong."""
+    counts = np.bincount(indices[(indices >= 0) & (indices < n)], minlength=n) if n else np.zeros(0, dtype=np.int64)
+    out_of_range = indices[(indices < 0) | (indices >= n)]
+    missing = np.flatnonzero(counts == 0)
+    repeated = np.flatnonzero(counts > 1)
+    if out_of_range.size or missing.size or repeated.size:
+        raise ValueError(
+            f"predictions are not exactly-once over {n} examples: {missing.size} missing (first {missing[:5].tolist()}), "
+            f"{repeated.size} repeated (first {repeated[:5].tolist()}), {out_of_range.size} out of range; "
+            "the shift must yield examples in the same order on every pass and rank"
+        )

@@ -1,0 +1,366 @@
+"""Plan and run cells: models x (shifts + their ID references) -> predictions -> results.
+
+A cell is one (model, shift) prediction pass; a score task is one results row. An OOD
+shift with an ``id_reference`` adds that ID shift's cell; if it also has a ``class_map``,
+the ID predictions are scored again through ``id_view`` on the OOD shift's classes
+(``imagenet@imagenet-r``) — predicted once, scored as many views as needed. Cells already
+scored with the same cell hash are skipped; cells predicted but not scored are scored from
+disk; everything else is predicted, verified, saved, then scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol, TextIO
+
+from harness import __version__
+from harness.api import Classifier, ClassMap, Predictions, Result, Shift, ShiftSpec, id_view_setting
+from harness.config import RunConfig
+from harness.distributed import World
+from harness.store import RunDir
+
+
+class Scorer(Protocol):
+    """What ``harness.metrics`` provides."""
+
+    def score(self, preds: Predictions, spec: ShiftSpec) -> tuple[dict[str, float], dict[str, int]]: ...
+
+    def id_view(self, preds: Predictions, class_map: ClassMap, setting: str) -> Predictions: ...
+
+
+def default_scorer() -> Scorer | ModuleType:
+    from harness import metrics
+
+    return metrics
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model to evaluate: ``name`` for results and files, ``identity`` (what fixes its
+    weights: spec string, checkpoint paths, alpha) hashed into each cell, ``build`` to load it."""
+
+    name: str
+    identity: str
+    build: Callable[[], Classifier]
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    setting: str
+    shift: str  # the shift whose predictions are scored
+    view_of: str | None = None  # the OOD shift whose classes an ID view uses
+
+
+def plan_tasks(shifts: tuple[str, ...] | list[str], get_shift: Callable[[str], Shift]) -> list[ScoreTask]:
+    """Requested shifts plus their ID references and ID views, each once, ID first."""
+    tasks: dict[str, ScoreTask] = {}
+    for name in shifts:
+        spec = get_shift(name).spec
+        ref = spec.id_reference
+        if ref and ref != name:
+            get_shift(ref)  # unknown reference: fail at planning, not mid-run
+            tasks.setdefault(ref, ScoreTask(ref, ref))
+            if spec.class_map is not None:
+                view = id_view_setting(ref, name)
+                tasks.setdefault(view, ScoreTask(view, ref, view_of=name))
+        tasks.setdefault(name, ScoreTask(name, name))
+    return list(tasks.values())
+
+
+def model_from_spec(spec: str, options: dict[str, str]) -> ModelSource:
+    """``NAME:ARG`` (``--model``) plus ``--model-arg`` options -> a lazily built model."""
+    from harness.registry import get_model_factory
+
+    name, _, arg = spec.partition(":")
+    factory = get_model_factory(name)  # unknown names fail now, with suggestions
+    identity = json.dumps({"model": spec, "options": options}, sort_keys=True)
+    return ModelSource(name=spec, identity=identity, build=lambda: factory(arg, **options))
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunLog:
+    """Human lines on stderr, or with ``json`` one JSON object per event on stdout."""
+
+    def __init__(self, json_mode: bool = False, out: TextIO | None = None, err: TextIO | None = None, quiet: bool = False) -> None:
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def event(self, kind: str, message: str = "", **fields: Any) -> None:
+        if self.quiet:
+            return
+        if self.json_mode:
+            print(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}, default=str), file=self.out, flush=True)
+        elif message:
+            print(message, file=self.err, flush=True)
+
+
+def _view_spec(ood: ShiftSpec, setting: str, n: int) -> ShiftSpec:
+    """The spec an ID view is scored under: the OOD shift's classes and projection."""
+    return dataclasses.replace(ood, name=setting, expected_size=n, id_reference=None, group_by=())
+
+
+def score_task(
+    task: ScoreTask, preds: Predictions, get_shift: Callable[[str], Shift], scorer: Any
+) -> tuple[Predictions, ShiftSpec, dict[str, float], dict[str, int]]:
+    """Scores one task from its predictions; returns the predictions actually scored."""
+    spec = get_shift(task.shift).spec
+    if task.view_of is None:
+        metrics, groups = scorer.score(preds, spec)
+        return preds, spec, metrics, groups
+    ood = get_shift(task.view_of).spec
+    assert ood.class_map is not None  # plan_tasks only makes views for shifts with a class map
+    view = scorer.id_view(preds, ood.class_map, task.setting)
+    vspec = _view_spec(ood, task.setting, len(view))
+    metrics, groups = scorer.score(view, vspec)
+    return view, vspec, metrics, groups
+
+
+def make_result(
+    model: str,
+    task: ScoreTask,
+    scored: Predictions,
+    shift_spec: ShiftSpec,
+    scored_spec: ShiftSpec,
+    metrics: dict[str, float],
+    groups: dict[str, int],
+    sha: str,
+    provenance: dict[str, Any],
+) -> Result:
+    return Result(
+        model=model,
+        setting=task.setting,
+        shift=shift_spec.name,
+        shift_version=shift_spec.version,
+        n=len(scored),
+        n_expected=scored_spec.expected_size,
+        metrics={k: float(v) for k, v in metrics.items()},
+        class_map=scored_spec.class_map.digest() if scored_spec.class_map else None,
+        protocol=dict(scored_spec.protocol),
+        group_counts={str(k): int(v) for k, v in groups.items()},
+        predictions_sha256=sha,
+        provenance=provenance,
+    )
+
+
+class Engine:
+    """Runs the plan for each model into one run directory."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        scorer: Any = None,
+        get_shift: Callable[[str], Shift] | None = None,
+        log: RunLog | None = None,
+        world: World | None = None,
+    ) -> None:
+        from harness.registry import get_shift as registry_get_shift
+
+        self.config = config
+        self.run_dir = RunDir(config.run_dir)
+        self.scorer = scorer if scorer is not None else default_scorer()
+        self._get_shift = get_shift or registry_get_shift
+        self._shifts: dict[str, Shift] = {}
+        self._manifests: dict[str, Any] = {}
+        self.world = world or World.single()
+        self.log = log or RunLog(config.json)
+        if not self.world.is_main:
+            self.log = RunLog(config.json, quiet=True)
+        self.summary: list[dict[str, Any]] = []
+
+    def get_shift(self, name: str) -> Shift:
+        if name not in self._shifts:
+            self._shifts[name] = self._get_shift(name)
+        return self._shifts[name]
+
+    def manifest(self, name: str) -> Any:
+        from harness.predict import check_manifest, read_manifest, resolve_split
+
+        if name not in self._manifests:
+            shift = self.get_shift(name)
+            if not self.config.data_root:
+                raise ValueError("no --data-root given; point it at the folder holding the shifts' data")
+            root = Path(self.config.data_root)
+            m = read_manifest(shift, root, resolve_split(shift, self.config.split))
+            check_manifest(m, shift)
+            self._manifests[name] = m
+        return self._manifests[name]
+
+    def run(self, models: list[ModelSource]) -> list[dict[str, Any]]:
+        tasks = plan_tasks(self.config.shifts, self.get_shift)
+        if self.world.is_main:
+            self.run_dir.adopt_config(self.config)
+        self.world.barrier()
+        done = {(r.model, r.setting, r.provenance.get("config_hash")) for r in self.run_dir.read_results()}
+        for model in models:
+            self._run_model(model, tasks, done)
+        return self.summary
+
+    def _run_model(self, model: ModelSource, tasks: list[ScoreTask], done: set) -> None:
+        cfg = self.config
+        cell_hash = {t.shift: cfg.cell_hash(model.identity, t.shift) for t in tasks}
+        pending = [t for t in tasks if (model.name, t.setting, cell_hash[t.shift]) not in done]
+        for t in tasks:
+            if t not in pending:
+                self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
+        if not pending:
+            self.log.event("model_skipped", f"{model.name}: all cells done, skipped", model=model.name)
+            return
+        cells = list(dict.fromkeys(t.shift for t in pending))
+        stored = {c: self.run_dir.finished_predictions(model.name, c, cell_hash[c]) for c in cells}
+        to_predict = [c for c in cells if stored[c] is None]
+        for c in to_predict:  # incomplete data fails here, before the model is loaded
+            self.manifest(c)
+        classifier = None
+        if to_predict:
+            import torch
+
+            torch.manual_seed(cfg.seed)
+            classifier = model.build()
+            from harness.predict import check_fits
+
+            for c in to_predict:
+                check_fits(classifier, self.get_shift(c))
+        for c in cells:
+            preds = stored[c]
+            if preds is None:
+                assert classifier is not None
+                preds, stats = self._predict(model, classifier, c, cell_hash[c])
+            else:
+                stats = self.run_dir.sidecar(model.name, c).get("stats", {})
+                self.log.event("cell_reused", f"{model.name} | {c}: predictions on disk, scoring", model=model.name, shift=c)
+            if self.world.is_main:
+                self._score(model, [t for t in pending if t.shift == c], preds, cell_hash[c], stats)
+            self.world.barrier()
+
+    def _predict(self, model: ModelSource, classifier: Classifier, shift: str, cell_hash: str) -> tuple[Predictions, dict[str, Any]]:
+        from harness.predict import PredictOptions, predict, verify
+
+        cfg = self.config
+        options = PredictOptions(
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            device=cfg.device,
+            precision=cfg.precision,
+            agreement_sample=cfg.agreement_sample,
+            min_agreement=cfg.min_agreement,
+            cache_dir=cfg.cache_dir,
+            progress=cfg.progress and not cfg.json,
+        )
+        manifest = self.manifest(shift)
+        self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
+        preds, stats = predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
+        verify(preds, manifest, classifier.num_classes)
+        stats["model"] = classifier.describe()
+        if self.world.is_main:
+            self.run_dir.save_predictions(preds, cell_hash, stats)
+        self.log.event(
+            "cell_predicted",
+            f"{model.name} | {shift}: {len(preds)} images in {stats['elapsed_s']:.1f}s ({stats['images_per_s']} img/s, {stats['source']})",
+            model=model.name,
+            shift=shift,
+            **{k: v for k, v in stats.items() if k != "model"},
+        )
+        return preds, stats
+
+    def _score(self, model: ModelSource, tasks: list[ScoreTask], preds: Predictions, cell_hash: str, stats: dict[str, Any]) -> None:
+        cfg = self.config
+        sha = preds.sha256()
+        rows = []
+        for task in tasks:
+            scored, scored_spec, metrics, groups = score_task(task, preds, self.get_shift, self.scorer)
+            provenance = {
+                "harness_version": __version__,
+                "git_sha": git_sha(),
+                "config_hash": cell_hash,
+                "run_config_hash": cfg.config_hash(),
+                "seed": cfg.seed,
+                "precision": cfg.precision,
+                **{k: v for k, v in stats.items()},
+            }
+            row = make_result(model.name, task, scored, self.get_shift(task.shift).spec, scored_spec, metrics, groups, sha, provenance)
+            rows.append(row)
+            self.summary.append({"model": model.name, "setting": task.setting, "status": "new", "n": row.n, **row.metrics, "images_per_s": stats.get("images_per_s")})
+            self.log.event("scored", "", model=model.name, setting=task.setting, n=row.n, metrics=row.metrics)
+        self.run_dir.append_results(rows)
+
+
+def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1", "top5")) -> str:
+    """Fixed-width table of what a run produced (percent for readability; files hold fractions)."""
+    header = ["model", "setting", "n", *metrics, "img/s", "status"]
+    lines = [header]
+    for r in rows:
+        lines.append(
+            [
+                r["model"],
+                r["setting"],
+                str(r.get("n", "")),
+                *[f"{100 * r[m]:.2f}" if isinstance(r.get(m), float) else "" for m in metrics],
+                "" if r.get("images_per_s") is None else f"{r['images_per_s']:.0f}",
+                r["status"],
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def rescore(run_dir: RunDir, scorer: Any = None, get_shift: Callable[[str], Shift] | None = None) -> list[Result]:
+    """Re-derive every result row's metrics from its stored predictions (no model runs).
+
+    Refuses if a predictions file changed since it was scored."""
+    from harness.registry import get_shift as registry_get_shift
+
+    scorer = scorer if scorer is not None else default_scorer()
+    get_shift = get_shift or registry_get_shift
+    rows = run_dir.read_results()
+    if not rows:
+        raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
+    loaded: dict[tuple[str, str], Predictions] = {}
+    out = []
+    for row in rows:
+        path = run_dir.predictions_path(row.model, row.shift)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: predictions for {row.model} on {row.setting} are missing; rerun the cell")
+        if (row.model, row.shift) not in loaded:
+            loaded[(row.model, row.shift)] = Predictions.load(path)
+        preds = loaded[(row.model, row.shift)]
+        if preds.sha256() != row.predictions_sha256:
+            raise ValueError(f"{path}: changed since it was scored (sha256 differs); rerun the cell instead of rescoring")
+        view_of = None
+        if row.setting != row.shift:
+            prefix = row.shift + "@"
+            if not row.setting.startswith(prefix):
+                raise ValueError(f"{run_dir.results_path}: setting {row.setting!r} does not belong to shift {row.shift!r}")
+            view_of = row.setting[len(prefix) :]
+        task = ScoreTask(row.setting, row.shift, view_of)
+        scored, scored_spec, metrics, groups = score_task(task, preds, get_shift, scorer)
+        out.append(make_result(row.model, task, scored, get_shift(row.shift).spec, scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance)))
+    run_dir.write_results(out)
+    return out
+
+
+def all_metric_names(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    names = {k for r in rows for k, v in r.items() if isinstance(v, float) and k != "images_per_s"}
+    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5"})
+    return tuple(ordered) or ("top1",)
+

@@ -1,0 +1,210 @@
+"""Reading and writing weights files without ever running code from them.
+
+Checkpoints from others are untrusted: safetensors are read as raw tensors, everything else
+with ``torch.load(weights_only=True)`` (a restricted unpickler that builds tensors and plain
+containers only). Pickled modules (WiSE-FT's ``torch.save(model)``) and TorchScript archives
+(OpenAI's released CLIP ``.pt`` files) are refused with the one-off conversion to run in a
+trusted environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+# Entries OpenAI's state dicts carry next to the tensors (ints, not weights).
+OPENAI_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+CONVERT_PICKLED_MODULE = (
+    "in an environment where you trust the file and have the code that saved it, run: "
+    "python -c \"import torch, safetensors.torch as st; m = torch.load('{path}', weights_only=False); "
+    "st.save_file({{k: v.contiguous() for k, v in m.state_dict().items()}}, '{stem}.safetensors')\" "
+    "and pass the .safetensors file"
+)
+CONVERT_TORCHSCRIPT = (
+    "in an environment where you trust the file, run: "
+    "python -c \"import torch, safetensors.torch as st; m = torch.jit.load('{path}', map_location='cpu'); "
+    "sd = {{k: v.float().contiguous() for k, v in m.state_dict().items() if k not in ('input_resolution', 'context_length', 'vocab_size')}}; "
+    "st.save_file(sd, '{stem}.safetensors')\" and pass the .safetensors file (it loads into the open_clip architecture of the same name)"
+)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Content hash of a weights file (what ``describe()`` records)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """Hash of a state dict's names, dtypes, shapes and values (for weights built in memory)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def is_safetensors(path: Path) -> bool:
+    if path.suffix in SAFETENSORS_SUFFIXES:
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    # 8-byte little-endian header length, then a JSON object.
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in zf.namelist())
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(1) == b"\x80"  # pickle PROTO opcode
+
+
+def _refusal(path: Path, template: str, what: str) -> ValueError:
+    return ValueError(f"{path}: {what}; refusing to run code from an untrusted file. To use it, "
+                      + template.format(path=path, stem=path.with_suffix("")))
+
+
+def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """A checkpoint file -> ``{name: tensor}`` (safetensors or a torch state dict, never a pickle).
+
+    Unwraps ``{"state_dict": ...}`` and DataParallel ``module.`` prefixes, drops OpenAI's
+    non-weight entries; rejects non-tensor values and (unless ``check_finite`` is False)
+    NaN/inf weights. ``mmap`` maps ``torch.save`` zip files lazily (safetensors always are).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if is_safetensors(path):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            raw = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    else:
+        if _is_torchscript(path):
+            raise _refusal(path, CONVERT_TORCHSCRIPT, "is a TorchScript archive (e.g. OpenAI's released CLIP .pt)")
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+        except pickle.UnpicklingError as exc:
+            # the restricted unpickler met a class/function, or a raw (non-torch) pickle stream
+            if "global" not in str(exc).lower() and not _starts_like_pickle(path):
+                raise ValueError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]}); "
+                                 "expected a .safetensors file or a torch.save'd state dict") from exc
+            raise _refusal(path, CONVERT_PICKLED_MODULE,
+                           "contains pickled Python objects (e.g. a whole module saved with torch.save(model))") from exc
+        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                             "expected a .safetensors file or a torch.save'd state dict") from exc
+    return clean_state_dict(raw, path, check_finite=check_finite)
+
+
+def clean_state_dict(raw: object, source: str | os.PathLike = "<state dict>", check_finite: bool = True) -> dict[str, torch.Tensor]:
+    """Validate and normalise a loaded checkpoint object into a flat ``{name: tensor}`` dict."""
+    if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
+        raw = raw["state_dict"]
+    if not isinstance(raw, Mapping) or not raw:
+        raise ValueError(f"{source}: expected a non-empty mapping of parameter names to tensors, got {type(raw).__name__}")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        if key in OPENAI_NON_WEIGHT_KEYS and not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+            continue
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor; "
+                             "expected a flat state dict (name -> tensor)")
+        out[key] = value
+    if all(k.startswith("module.") for k in out):
+        out = {k[len("module."):]: v for k, v in out.items()}
+    if check_finite:
+        check_finite_weights(out, source)
+    return out
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], source: str | os.PathLike = "<state dict>") -> None:
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(f"{source}: non-finite (NaN/inf) values in {', '.join(bad[:3])}{more}; the checkpoint is corrupt or diverged")
+
+
+def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> str:
+    """Write atomically (temp file, then rename); returns the file's sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp),
+              metadata=dict(metadata) if metadata else None)
+    tmp.replace(path)
+    return file_sha256(path)
+
+
+class LazyStateDict(Mapping[str, torch.Tensor]):
+    """Read-only view of a checkpoint whose tensors are read one at a time.
+
+    Safetensors are read per tensor with ``safe_open``; torch zip checkpoints are
+    memory-mapped. Streaming merges iterate keys so at most one tensor per file is resident.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {self.path}")
+        self._safe = is_safetensors(self.path)
+        if self._safe:
+            from safetensors import SafetensorError, safe_open
+
+            try:
+                with safe_open(str(self.path), framework="pt") as fh:
+                    self._keys = list(fh.keys())
+            except (SafetensorError, OSError, ValueError) as exc:
+                raise ValueError(f"{self.path}: not a readable safetensors file ({exc})") from exc
+            self._handle = None
+            self._eager: dict[str, torch.Tensor] | None = None
+        else:
+            self._eager = load_state_dict(self.path, check_finite=False, mmap=True)
+            self._keys = list(self._eager)
+
+    def _open(self):
+        from safetensors import safe_open
+
+        if self._handle is None:
+            self._handle = safe_open(str(self.path), framework="pt")
+        return self._handle
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if self._eager is not None:
+            return self._eager[key]
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._open().get_tensor(key)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if self._eager is not None:
+            return tuple(self._eager[key].shape)
+        return tuple(self._open().get_slice(key).get_shape())
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)

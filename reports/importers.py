@@ -1,0 +1,365 @@
+"""Readers for published result formats and the engine's run directories, into :class:`Row`.
+
+Every reader converts units at the boundary: timm and imagenet-testbed publish percent,
+open_clip, WiSE-FT, model soups and ``results.jsonl`` fractions. A value outside the format's
+unit range is an error naming the file, never silently rescaled.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from reports.table import ID_SETTING, Row, make_row, read_table
+from reports.timm_tags import timm_tags
+
+# -- timm ------------------------------------------------------------------------------------
+
+#: ``results-<name>.csv`` -> setting. ``-clean`` files are ImageNet val on the 200 R/A classes.
+TIMM_FILES = {
+    "imagenet": "imagenet",
+    "imagenetv2-matched-frequency": "imagenetv2-matched-frequency",
+    "sketch": "imagenet-sketch",
+    "imagenet-r": "imagenet-r",
+    "imagenet-r-clean": "imagenet@imagenet-r",
+    "imagenet-a": "imagenet-a",
+    "imagenet-a-clean": "imagenet@imagenet-a",
+}
+TIMM_COLUMNS = ("model", "img_size", "top1")
+
+# -- open_clip ----------------------------------------------------------------------------------
+
+OPEN_CLIP_COLUMNS = {
+    "ImageNet 1k": "imagenet",
+    "ImageNet v2": "imagenetv2-matched-frequency",
+    "ImageNet Sketch": "imagenet-sketch",
+    "ImageNet-R": "imagenet-r",
+    "ImageNet-A": "imagenet-a",
+    "ObjectNet": "objectnet",
+}
+#: open_clip (CLIP_benchmark) scores ObjectNet-1.0 with a 113-way head built from its class names.
+OPEN_CLIP_PROTOCOL = {"objectnet": {"version": "1.0", "head": "objectnet-113-names"}}
+
+# -- imagenet-testbed ---------------------------------------------------------------------------
+
+TESTBED_COLUMNS = {
+    "val": ("imagenet", 50_000, {}),
+    "imagenetv2-matched-frequency-format-val": ("imagenetv2-matched-frequency", 10_000, {"format": "format-val"}),
+    # The testbed registers ImageNet-Sketch with 50,000 images (the dataset has 50,889).
+    "imagenet-sketch": ("imagenet-sketch", 50_000, {}),
+    "imagenet-r": ("imagenet-r", 30_000, {}),
+    "imagenet-a": ("imagenet-a", 7_500, {}),
+    "objectnet-1.0-beta": ("objectnet", 18_514, {"version": "1.0-beta", "head": "imagenet-1k-max"}),
+    "val-on-imagenet-r-classes": ("imagenet@imagenet-r", 10_000, {}),
+    "val-on-imagenet-a-classes": ("imagenet@imagenet-a", 10_000, {}),
+    "val-on-objectnet-classes": ("imagenet@objectnet", 6_250, {"head": "imagenet-1k-max"}),
+}
+TESTBED_TYPES = {
+    "STANDARD": ("standard",),
+    "MORE_DATA": ("more-data",),
+    "ROBUST_INTV": ("robustness-intervention",),
+    "LP_ADV": ("robustness-intervention", "lp-adversarial"),
+    "LOW_ACCURACY_CNN": ("low-accuracy",),
+}
+
+# -- WiSE-FT and model soups (fractions) ----------------------------------------------------------
+
+WISEFT_KEYS = {
+    "ImageNet:top1": "imagenet",
+    "ImageNetV2:top1": "imagenetv2-matched-frequency",
+    "ImageNetSketch:top1": "imagenet-sketch",
+    "ImageNetR:top1": "imagenet-r",
+    "ImageNetA:top1": "imagenet-a",
+    "ObjectNet:top1": "objectnet",
+}
+SOUP_KEYS = {
+    "ImageNet": "imagenet",
+    "ImageNetV2": "imagenetv2-matched-frequency",
+    "ImageNetSketch": "imagenet-sketch",
+    "ImageNetR": "imagenet-r",
+    "ImageNetA": "imagenet-a",
+    "ObjectNet": "objectnet",
+}
+#: Both codebases score ObjectNet-1.0 through the ImageNet head, max over each class's ids.
+WF_PROTOCOL = {"objectnet": {"version": "1.0", "head": "imagenet-1k-max"}}
+
+FORMATS = ("timm", "open_clip", "imagenet-testbed", "wiseft", "soups", "results", "shiftbench")
+
+
+def _fraction(value: Any, scale: float, where: str, what: str) -> float | None:
+    """Parse one accuracy; ``scale`` 100 for percent files. Blank -> None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        v = float(str(value).replace(",", ""))
+    except ValueError:
+        raise ValueError(f"{where}: {what}: {value!r} is not a number") from None
+    if math.isnan(v):
+        return None
+    limit = 100.0 if scale == 100 else 1.0
+    if not 0.0 <= v <= limit:
+        hint = " (looks like percent; this format holds fractions)" if scale == 1 and v <= 100 else ""
+        raise ValueError(f"{where}: {what}: {v} is outside [0, {limit:g}]{hint}")
+    return v / scale
+
+
+def _require(columns: Iterable[str], needed: Iterable[str], path: Path, fmt: str) -> None:
+    missing = [c for c in needed if c not in set(columns)]
+    if missing:
+        raise ValueError(f"{path}: {fmt} file lacks columns {missing}; is --format right?")
+
+
+def _check_not_fractions(values: list[float], path: Path) -> None:
+    """A percent file whose ImageNet accuracies are all <= 1 holds fractions: refuse it."""
+    if values and max(values) <= 0.01:
+        raise ValueError(f"{path}: every ImageNet accuracy is <= 1 in a percent format; the file holds fractions")
+
+
+def read_timm_csv(path: Path, setting: str | None = None, source: str = "timm") -> list[Row]:
+    """One timm ``results-<set>.csv`` (percent). Models at several sizes are named ``model@<size>px``."""
+    path = Path(path)
+    if setting is None:
+        m = re.fullmatch(r"results-(.+)\.csv", path.name)
+        setting = TIMM_FILES.get(m.group(1)) if m else None
+        if setting is None:
+            raise ValueError(
+                f"{path}: cannot tell the setting of a timm results file from its name; "
+                f"expected results-<{'|'.join(TIMM_FILES)}>.csv"
+            )
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        _require(reader.fieldnames or (), TIMM_COLUMNS, path, "timm")
+        recs = list(reader)
+    counts: dict[str, int] = {}
+    for r in recs:
+        counts[r["model"]] = counts.get(r["model"], 0) + 1
+    rows, vals = [], []
+    for line, r in enumerate(recs, start=2):
+        acc = _fraction(r["top1"], 100, f"{path}:{line}", "top1")
+        if acc is None:
+            continue
+        vals.append(acc)
+        name = r["model"] if counts[r["model"]] == 1 else f"{r['model']}@{r['img_size']}px"
+        rows.append(make_row(source, name, setting, acc, None, {"img_size": r["img_size"]}, timm_tags(r["model"])))
+    if setting == ID_SETTING:
+        _check_not_fractions(vals, path)
+    return rows
+
+
+def read_timm_dir(folder: Path, source: str = "timm") -> list[Row]:
+    """Every known ``results-*.csv`` in a timm ``results/`` folder."""
+    folder = Path(folder)
+    rows: list[Row] = []
+    found = False
+    for stem, setting in TIMM_FILES.items():
+        p = folder / f"results-{stem}.csv"
+        if p.exists():
+            found = True
+            rows += read_timm_csv(p, setting, source)
+    if not found:
+        raise FileNotFoundError(f"{folder}: no timm results-*.csv files found")
+    return rows
+
+
+def read_open_clip(path: Path, source: str = "open_clip") -> list[Row]:
+    """open_clip's ``openclip_results.csv`` (zero-shot, fractions). Models are ``clip:<name>@<pretrained>``."""
+    path = Path(path)
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        _require(reader.fieldnames or (), ("name", "pretrained", *OPEN_CLIP_COLUMNS), path, "open_clip")
+        recs = list(reader)
+    rows = []
+    for line, r in enumerate(recs, start=2):
+        model = f"clip:{r['name']}@{r['pretrained']}"
+        tags = ("clip", "clip-zero-shot", "more-data")
+        for col, setting in OPEN_CLIP_COLUMNS.items():
+            acc = _fraction(r[col], 1, f"{path}:{line}", col)
+            if acc is not None:
+                rows.append(make_row(source, model, setting, acc, None, OPEN_CLIP_PROTOCOL.get(setting), tags))
+    return rows
+
+
+def read_testbed(path: Path, types_path: Path | None = None, source: str = "imagenet-testbed") -> list[Row]:
+    """imagenet-testbed's ``robustness_top1s.csv`` (percent) with its ``model_types.json``.
+
+    ``types_path`` defaults to ``model_types.json`` beside the CSV; without it models are
+    tagged ``untyped`` (never ``standard``), so they stay out of baseline fits.
+    """
+    path = Path(path)
+    types_path = Path(types_path) if types_path else path.with_name("model_types.json")
+    types: Mapping[str, Any] = {}
+    if types_path.exists():
+        try:
+            types = json.loads(types_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{types_path}: not valid JSON ({exc})") from None
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        _require(reader.fieldnames or (), ("model", "val"), path, "imagenet-testbed")
+        recs = list(reader)
+    rows, vals = [], []
+    for line, r in enumerate(recs, start=2):
+        model = r["model"]
+        mtype = types.get(model, {}).get("type")
+        tags = TESTBED_TYPES.get(mtype, ("other",)) if mtype else ("untyped",)
+        for col, (setting, n, proto) in TESTBED_COLUMNS.items():
+            acc = _fraction(r.get(col), 100, f"{path}:{line}", col)
+            if acc is None:
+                continue
+            if setting == ID_SETTING:
+                vals.append(acc)
+            rows.append(make_row(source, model, setting, acc, n, proto, tags))
+    _check_not_fractions(vals, path)
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with open(path) as fh:
+        for line, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{line}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{line}: expected a JSON object per line")
+            out.append(obj)
+    if not out:
+        raise ValueError(f"{path}: no result rows")
+    return out
+
+
+def read_wiseft(path: Path, source: str | None = None) -> list[Row]:
+    """A WiSE-FT ``--results-db`` JSONL: ``"{Dataset}:top1"`` keys (fractions) plus the run's args."""
+    path = Path(path)
+    source = source or f"wiseft:{path.stem}"
+    rows = []
+    for line, obj in enumerate(_read_jsonl(path), start=1):
+        if "ImageNet:top1" not in obj:
+            raise ValueError(f"{path}:{line}: WiSE-FT row lacks 'ImageNet:top1'")
+        alpha = obj.get("alpha")
+        alpha = alpha[0] if isinstance(alpha, list) and len(alpha) == 1 else alpha
+        base = str(obj.get("model") or obj.get("load") or "model")
+        model = f"{base} alpha={alpha}" if alpha is not None else f"{base} #{line}"
+        tags = {"clip", "more-data", "wiseft"}
+        if alpha is not None and float(alpha) == 0.0:
+            tags = {"clip", "clip-zero-shot", "more-data"}
+        elif alpha is not None and float(alpha) == 1.0:
+            tags = {"clip", "fine-tuned", "more-data"}
+        for key, setting in WISEFT_KEYS.items():
+            acc = _fraction(obj.get(key), 1, f"{path}:{line}", key)
+            if acc is not None:
+                rows.append(make_row(source, model, setting, acc, None, WF_PROTOCOL.get(setting), tags))
+    return rows
+
+
+def read_soups(path: Path, source: str | None = None) -> list[Row]:
+    """model-soups ``*_results.jsonl``: ``model_name`` plus one fraction per dataset."""
+    path = Path(path)
+    source = source or f"soups:{path.stem}"
+    kind = "soup" if "soup" in path.name else "fine-tuned"
+    rows = []
+    for line, obj in enumerate(_read_jsonl(path), start=1):
+        if "ImageNet" not in obj:
+            raise ValueError(f"{path}:{line}: model-soups row lacks 'ImageNet'")
+        model = str(obj.get("model_name") or f"{path.stem} #{line}")
+        for key, setting in SOUP_KEYS.items():
+            acc = _fraction(obj.get(key), 1, f"{path}:{line}", key)
+            if acc is not None:
+                rows.append(make_row(source, model, setting, acc, None, WF_PROTOCOL.get(setting), ("clip", kind, "more-data")))
+    return rows
+
+
+def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
+    """The engine's ``results.jsonl`` (``harness.api.Result`` rows); tags from ``provenance.model.tags``."""
+    from harness.api import Result
+
+    path = Path(path)
+    source = source or f"run:{path.parent.name}"
+    rows = []
+    for line, obj in enumerate(_read_jsonl(path), start=1):
+        try:
+            res = Result.from_dict(obj)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{line}: not a result row ({exc})") from None
+        if "top1" not in res.metrics:
+            raise ValueError(f"{path}:{line}: result for {res.model!r} on {res.setting!r} has no 'top1' metric")
+        acc = _fraction(res.metrics["top1"], 1, f"{path}:{line}", "metrics.top1")
+        model_info = (res.provenance or {}).get("model") or {}
+        tags = list(model_info.get("tags") or ())
+        protocol = dict(res.protocol)
+        if res.shift_version and "version" not in protocol:
+            protocol["version"] = res.shift_version
+        rows.append(make_row(source, res.model, res.setting, acc, res.n or None, protocol, tags))
+    return rows
+
+
+def read_run_dir(folder: Path) -> list[Row]:
+    path = Path(folder) / "results.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder}: no results.jsonl; is this a run directory (shiftbench run --run-dir)?")
+    return read_results_jsonl(path, f"run:{Path(folder).name}")
+
+
+READERS: dict[str, Callable[[Path], list[Row]]] = {
+    "timm": lambda p: read_timm_dir(p) if Path(p).is_dir() else read_timm_csv(p),
+    "open_clip": read_open_clip,
+    "imagenet-testbed": read_testbed,
+    "wiseft": read_wiseft,
+    "soups": read_soups,
+    "results": lambda p: read_run_dir(p) if Path(p).is_dir() else read_results_jsonl(p),
+    "shiftbench": read_table,
+}
+
+
+def detect_format(path: Path) -> str:
+    """Guess a file's format from its name and first line/row."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / "results.jsonl").exists():
+            return "results"
+        if any(path.glob("results-*.csv")):
+            return "timm"
+        raise ValueError(f"{path}: a folder without results.jsonl or timm results-*.csv files")
+    name = path.name
+    if name.endswith(".csv.gz"):
+        return "shiftbench"
+    if name.endswith(".csv"):
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if tuple(header[:3]) == TIMM_COLUMNS:
+            return "timm"
+        if header[:2] == ["name", "pretrained"]:
+            return "open_clip"
+        if header[:1] == ["model"] and "val" in header:
+            return "imagenet-testbed"
+        if tuple(header) == ("source", "model", "setting", "accuracy", "n", "protocol", "tags"):
+            return "shiftbench"
+    elif name.endswith((".jsonl", ".json")):
+        first = _read_jsonl(path)[0]
+        if "setting" in first and "metrics" in first:
+            return "results"
+        if "model_name" in first:
+            return "soups"
+        if any(":" in k for k in first):
+            return "wiseft"
+    raise ValueError(f"{path}: unknown results format; pass --format, one of {', '.join(FORMATS)}")
+
+
+def load(path: Path, fmt: str | None = None) -> list[Row]:
+    """Read ``path`` in ``fmt`` (auto-detected when None)."""
+    fmt = fmt or detect_format(path)
+    if fmt not in READERS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    return READERS[fmt](Path(path))

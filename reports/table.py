@@ -1,0 +1,167 @@
+"""The testbed's row format: one accuracy per (source, model, evaluation setting).
+
+Settings use the canonical names shared with the engine's ``results.jsonl`` (see
+``docs/run-directory.md``); ID views on a shift's classes are named with
+``harness.api.id_view_setting`` (``imagenet@imagenet-r``). Accuracies are fractions.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.api import id_view_setting
+
+ID_SETTING = "imagenet"
+
+#: OOD shifts the report covers, in page order, with the ID view on the same classes (if any).
+SHIFTS: dict[str, str | None] = {
+    "imagenetv2-matched-frequency": None,
+    "imagenet-sketch": None,
+    "imagenet-r": id_view_setting(ID_SETTING, "imagenet-r"),
+    "imagenet-a": id_view_setting(ID_SETTING, "imagenet-a"),
+    "objectnet": id_view_setting(ID_SETTING, "objectnet"),
+}
+
+SETTINGS: tuple[str, ...] = (ID_SETTING, *SHIFTS, *(v for v in SHIFTS.values() if v))
+
+#: Test-set sizes (examples scored) used for Clopper-Pearson intervals when a source gives none.
+#: ID views: 50 val images per ImageNet class in the subset (200 for R/A, 125 ids for ObjectNet).
+DEFAULT_SIZES: dict[str, int] = {
+    "imagenet": 50_000,
+    "imagenetv2-matched-frequency": 10_000,
+    "imagenet-sketch": 50_889,
+    "imagenet-r": 30_000,
+    "imagenet-a": 7_500,
+    "objectnet": 18_574,
+    "imagenet@imagenet-r": 10_000,
+    "imagenet@imagenet-a": 10_000,
+    "imagenet@objectnet": 6_250,
+}
+
+#: Protocol tags that make two evaluations of one setting incomparable; rows whose values for
+#: these keys differ are never put in one fit or table. Missing keys read as the default here.
+PROTOCOL_KEYS: dict[str, dict[str, str]] = {
+    "imagenetv2-matched-frequency": {"format": "original"},
+    "objectnet": {"version": "1.0", "head": "imagenet-1k-max"},
+    "imagenet@objectnet": {"head": "imagenet-1k-max"},
+}
+
+COLUMNS = ("source", "model", "setting", "accuracy", "n", "protocol", "tags")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One published or measured accuracy. ``protocol`` and ``tags`` are sorted tuples."""
+
+    source: str
+    model: str
+    setting: str
+    accuracy: float
+    n: int | None
+    protocol: tuple[tuple[str, str], ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def protocol_key(self) -> tuple[tuple[str, str], ...]:
+        """The comparability key: the values of this setting's protocol keys (defaults filled in)."""
+        defaults = PROTOCOL_KEYS.get(self.setting, {})
+        proto = dict(self.protocol)
+        return tuple((k, proto.get(k, v)) for k, v in sorted(defaults.items()))
+
+
+def make_row(
+    source: str,
+    model: str,
+    setting: str,
+    accuracy: float,
+    n: int | None = None,
+    protocol: Mapping[str, str] | None = None,
+    tags: Iterable[str] = (),
+    where: str = "",
+) -> Row:
+    """Build a row, refusing accuracies outside [0, 1] (percent must be converted first)."""
+    acc = float(accuracy)
+    if not 0.0 <= acc <= 1.0:
+        raise ValueError(
+            f"{where or source}: accuracy {accuracy!r} for {model!r} on {setting!r} is not a fraction in [0, 1]; "
+            "if the file holds percent, pass the matching --format so it is converted"
+        )
+    return Row(
+        source=source,
+        model=model,
+        setting=setting,
+        accuracy=acc,
+        n=int(n) if n else DEFAULT_SIZES.get(setting),
+        protocol=tuple(sorted((str(k), str(v)) for k, v in (protocol or {}).items())),
+        tags=tuple(sorted(set(tags))),
+    )
+
+
+def _encode(row: Row) -> list[str]:
+    return [
+        row.source,
+        row.model,
+        row.setting,
+        repr(row.accuracy),
+        "" if row.n is None else str(row.n),
+        ";".join(f"{k}={v}" for k, v in row.protocol),
+        ";".join(row.tags),
+    ]
+
+
+def dumps(rows: Iterable[Row]) -> str:
+    """CSV text of ``rows`` in a stable order (source, model, setting)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for row in sorted(rows, key=lambda r: (r.source, r.model, r.setting)):
+        w.writerow(_encode(row))
+    return buf.getvalue()
+
+
+def write_table(rows: Iterable[Row], path: Path) -> None:
+    """Write a ``.csv`` or ``.csv.gz`` table atomically; gzip output is byte-reproducible."""
+    path = Path(path)
+    data = dumps(rows).encode()
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        if path.name.endswith(".gz"):
+            with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                gz.write(data)
+        else:
+            fh.write(data)
+    tmp.replace(path)
+
+
+def read_table(path: Path) -> list[Row]:
+    """Read a table written by :func:`write_table`."""
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if tuple(header or ()) != COLUMNS:
+            raise ValueError(f"{path}: not a shiftbench testbed table (expected columns {', '.join(COLUMNS)})")
+        rows = []
+        for line, rec in enumerate(reader, start=2):
+            if len(rec) != len(COLUMNS):
+                raise ValueError(f"{path}:{line}: expected {len(COLUMNS)} columns, found {len(rec)}")
+            source, model, setting, acc, n, proto, tags = rec
+            rows.append(
+                make_row(
+                    source,
+                    model,
+                    setting,
+                    float(acc),
+                    int(n) if n else None,
+                    dict(p.split("=", 1) for p in proto.split(";") if p),
+                    [t for t in tags.split(";") if t],
+                    where=f"{path}:{line}",
+                )
+            )
+    return rows

@@ -1,0 +1,146 @@
+"""Tiny shifts, classifiers and a scorer for engine tests.
+
+Images are solid-colour PNGs whose red value encodes what ``ColourNet`` will predict:
+red = 60 * p + 10 makes class p the nearest centre, so the expected accuracy of every
+fixture is known by construction and written out by hand in the tests.
+
+``toy`` (ID, 4 classes): folders ``0..3`` named by class index (the ImageNetV2 rule: the
+label is ``int(folder)``). ``toy-sub`` (OOD, 2 classes): folders ``b`` and ``d`` (sorted, as
+ImageNet-R's wnids), mapped onto toy classes 1 and 3, with ``id_reference="toy"``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from harness.api import Classifier, ClassMap, Example, PreprocessSpec, Shift, ShiftSpec
+
+# (label, encoded prediction) per image, in file order.
+TOY_ITEMS = [(0, 0), (0, 1), (1, 1), (1, 1), (2, 2), (2, 0), (3, 3), (3, 0)]
+# toy-sub labels are in its own 2-class space: 0 = "b" (toy class 1), 1 = "d" (toy class 3).
+TOY_SUB_ITEMS = [(0, 1), (0, 3), (1, 3), (1, 1)]
+SUB_MAP = ClassMap(name="toy-sub", source="toy-4", targets=("b", "d"), members=((1,), (3,)))
+
+
+def red_for(prediction: int) -> int:
+    return 60 * prediction + 10
+
+
+def write_toy_data(root: Path, size: int = 16, n_toy: int | None = None) -> Path:
+    """Write both fixtures under ``root`` (``n_toy`` < 8 leaves ``toy`` incomplete)."""
+    for i, (label, pred) in enumerate(TOY_ITEMS[:n_toy]):
+        d = root / "toy" / str(label)
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (size + 4, size), (red_for(pred), 7 * i, 0)).save(d / f"img{i:02d}.png")
+    for i, (label, pred) in enumerate(TOY_SUB_ITEMS):
+        d = root / "toy-sub" / "bd"[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (size, size + 4), (red_for(pred), 0, 3 * i)).save(d / f"s{i:02d}.png")
+    return root
+
+
+class FolderShift(Shift):
+    """Class folders under ``root/<name>``; ``int_labels`` reads the label from the folder name."""
+
+    def __init__(self, spec: ShiftSpec, int_labels: bool) -> None:
+        self.spec = spec
+        self.int_labels = int_labels
+
+    def examples(self, root, transform=None, split=None) -> Iterator[Example]:
+        base = Path(root) / self.spec.name
+        if not base.is_dir():
+            raise FileNotFoundError(f"{self.spec.name} not found under {base}")
+        folders = sorted(p.name for p in base.iterdir() if p.is_dir())
+        for label_index, folder in enumerate(folders):
+            label = int(folder) if self.int_labels else label_index
+            for path in sorted((base / folder).iterdir()):
+                with Image.open(path) as img:
+                    image = transform(img) if transform else img.convert("RGB")
+                yield Example(image, label, f"{folder}/{path.name}", {"colour_g": int(path.stem[-2:])})
+
+
+def toy_shift() -> FolderShift:
+    spec = ShiftSpec(
+        name="toy", version="1", family="toy", label_space="toy-4", num_classes=4, expected_size=len(TOY_ITEMS), metrics=("top1", "top2")
+    )
+    return FolderShift(spec, int_labels=True)
+
+
+def toy_sub_shift() -> FolderShift:
+    spec = ShiftSpec(
+        name="toy-sub",
+        version="1",
+        family="toy",
+        label_space="toy-4",
+        num_classes=2,
+        expected_size=len(TOY_SUB_ITEMS),
+        class_map=SUB_MAP,
+        id_reference="toy",
+        metrics=("top1",),
+        protocol={"projection": "max"},
+    )
+    return FolderShift(spec, int_labels=False)
+
+
+SHIFTS = {"toy": toy_shift, "toy-sub": toy_sub_shift}
+
+
+def get_shift(name: str) -> Shift:
+    if name not in SHIFTS:
+        raise ValueError(f"Unknown shift {name!r}")
+    return SHIFTS[name]()
+
+
+class ColourNet(torch.nn.Module, Classifier):
+    """Predicts the class whose red centre (60 * c + 10) is nearest the image's mean red."""
+
+    def __init__(self, name: str = "colour-net", label_space: str = "toy-4", num_classes: int = 4, bias: float = 0.0) -> None:
+        super().__init__()
+        self.name = name
+        self.label_space = label_space
+        self.num_classes = num_classes
+        self.preprocess_spec = PreprocessSpec(image_size=16, resize_size=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        self.bias = bias
+        self.calls: list[int] = []
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(images))
+        red = images[:, 0].mean(dim=(1, 2)) * 255.0
+        centres = torch.arange(self.num_classes, dtype=torch.float32) * 60.0 + 10.0
+        return -(red[:, None] - centres).abs() + self.bias
+
+    def describe(self) -> dict:
+        return {"name": self.name, "label_space": self.label_space, "bias": self.bias}
+
+
+class LoggedColourNet(ColourNet):
+    """ColourNet that appends each batch size to ``$COLOUR_NET_LOG`` and sleeps
+    ``$COLOUR_NET_DELAY`` seconds per batch: for watching a run from another process."""
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        log = os.environ.get("COLOUR_NET_LOG")
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{len(images)}\n")
+        time.sleep(float(os.environ.get("COLOUR_NET_DELAY", "0")))
+        return super().logits(images)
+
+
+def colour_net_factory(arg: str, **options: str) -> ColourNet:
+    return LoggedColourNet(name=f"colour-net:{arg}", bias=float(options.get("bias", 0.0)))
+
+
+def register() -> None:
+    """Make the toy shifts and ``colour:ARG`` visible to the command line (idempotent)."""
+    from harness import registry
+
+    for name, factory in SHIFTS.items():
+        registry.shifts.add(name, factory)
+    registry.models.add("colour", colour_net_factory)
+

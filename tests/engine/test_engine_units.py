@@ -1,0 +1,152 @@
+"""Pieces of the engine on their own: config precedence, back-off, exactly-once, cache keys."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from harness.api import PreprocessSpec
+from harness.cache import ImageCache, cache_key
+from harness.cli.run import parse_alphas
+from harness.config import RunConfig, read_config_file, resolve
+from harness.distributed import World, check_exactly_once
+from harness.predict import BackoffForward
+from harness.run import summary_table
+
+
+def test_precedence_is_defaults_then_file_then_command_line(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('shifts = ["imagenet", "imagenet-r"]\nbatch_size = 16\nprecision = "bf16"\n')
+    config = resolve({"precision": "fp16", "batch_size": None, "workers": 5}, cfg)
+    assert config.shifts == ("imagenet", "imagenet-r")  # file
+    assert config.batch_size == 16  # file (CLI not given)
+    assert config.precision == "fp16"  # CLI beats file
+    assert config.workers == 5  # CLI
+    assert config.seed == 0  # default
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 1  # type: ignore[misc]
+
+
+def test_config_file_errors_name_the_file_and_the_fix(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("batch_sise = 3\n")
+    with pytest.raises(ValueError, match=r"bad.toml: unknown setting 'batch_sise' \(did you mean 'batch_size'\?\)"):
+        read_config_file(bad)
+    bad.write_text('batch_size = "many"\n')
+    with pytest.raises(ValueError, match="bad.toml: batch_size must be int, got 'many'"):
+        read_config_file(bad)
+    js = tmp_path / "c.json"
+    js.write_text("{not json")
+    with pytest.raises(ValueError, match="c.json: not valid JSON"):
+        read_config_file(js)
+    with pytest.raises(FileNotFoundError, match="missing.toml not found"):
+        read_config_file(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+        RunConfig(precision="fp64")
+
+
+def test_cell_hash_follows_what_changes_predictions_only():
+    base = RunConfig(cache_dir="")
+    h = base.cell_hash("m", "imagenet")
+    assert h == dataclasses.replace(base, batch_size=7, workers=0, run_dir="x", models=("z",)).cell_hash("m", "imagenet")
+    assert h != dataclasses.replace(base, precision="bf16").cell_hash("m", "imagenet")
+    assert h != dataclasses.replace(base, split="val").cell_hash("m", "imagenet")
+    assert h != base.cell_hash("m2", "imagenet") != base.cell_hash("m", "imagenet-r")
+
+
+class FakeOOM:
+    """A forward that runs out of memory above ``limit`` images, like a GPU would."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sizes: list[int] = []
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        self.sizes.append(len(batch))
+        if len(batch) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return batch.float().sum(dim=(1, 2, 3), keepdim=False)[:, None].numpy()
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_row():
+    fake = FakeOOM(limit=3)
+    released = []
+    forward = BackoffForward(fake, batch_size=8, on_oom=lambda: released.append(1))
+    batch = torch.arange(10 * 3, dtype=torch.uint8).view(10, 3, 1, 1)
+    out = forward(batch)
+    np.testing.assert_array_equal(out[:, 0], batch.float().sum(dim=(1, 2, 3)).numpy())
+    assert forward.batch_size == 2
+    assert fake.sizes[:3] == [8, 4, 2] and len(released) == 2
+    # The size found is kept: the next batch goes straight to chunks of 2.
+    fake.sizes.clear()
+    forward(batch[:4])
+    assert fake.sizes == [2, 2]
+
+
+def test_out_of_memory_at_batch_size_one_is_a_clear_error():
+    forward = BackoffForward(FakeOOM(limit=0), batch_size=2, on_oom=lambda: None)
+    with pytest.raises(ValueError, match="out of GPU memory even at batch size 1"):
+        forward(torch.zeros(2, 3, 1, 1, dtype=torch.uint8))
+
+
+def test_other_runtime_errors_are_not_mistaken_for_out_of_memory():
+    def broken(batch):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        BackoffForward(broken, batch_size=4, on_oom=lambda: None)(torch.zeros(4, 3, 1, 1))
+
+
+def test_exactly_once_reports_missing_repeated_and_stray_indices():
+    check_exactly_once(np.array([2, 0, 1]), 3)
+    with pytest.raises(ValueError, match=r"1 missing \(first \[2\]\), 1 repeated \(first \[0\]\), 1 out of range"):
+        check_exactly_once(np.array([0, 0, 1, 5]), 3)
+
+
+def test_gather_on_one_process_orders_rows_by_index():
+    idx, logits, agreement = World.single().gather_by_index(np.array([2, 0, 1]), np.array([[2.0], [0.0], [1.0]]), 3, (3, 4, 0.5))
+    assert idx.tolist() == [0, 1, 2] and logits[:, 0].tolist() == [0.0, 1.0, 2.0]
+    assert agreement == (3, 4, 0.5)
+
+
+def test_cache_key_follows_geometry_not_normalisation():
+    spec = PreprocessSpec(image_size=224, resize_size=224)
+    k = cache_key("manifest", spec)
+    assert k == cache_key("manifest", dataclasses.replace(spec, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    assert k != cache_key("manifest", dataclasses.replace(spec, resize_size=256))
+    assert k != cache_key("manifest", dataclasses.replace(spec, interpolation="bilinear"))
+    assert k != cache_key("other manifest", spec)
+
+
+def test_an_unfinished_cache_entry_is_never_read(tmp_path):
+    cache = ImageCache(tmp_path)
+    w = cache.writer("k", 3, 2)
+    w.put(np.array([0, 2]), np.ones((2, 3, 2, 2), np.uint8))
+    assert w.commit() is False  # row 1 was never written
+    assert cache.open("k", 3, 2) is None
+    w = cache.writer("k", 3, 2)
+    w.put(np.array([0, 1, 2]), np.arange(3 * 12, dtype=np.uint8).reshape(3, 3, 2, 2))
+    assert w.commit() is True
+    np.testing.assert_array_equal(cache.open("k", 3, 2)[1], np.arange(12, 24).reshape(3, 2, 2))
+    assert cache.open("k", 4, 2) is None  # another manifest size: not this entry
+
+
+def test_alpha_grids():
+    assert parse_alphas("0:1:0.1") == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert parse_alphas("0,0.5,1") == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="every alpha must be in"):
+        parse_alphas("0:2:1")
+    with pytest.raises(ValueError, match="START:STOP:STEP"):
+        parse_alphas("0:1")
+
+
+def test_summary_table_shows_percent_and_status():
+    table = summary_table([{"model": "m", "setting": "imagenet", "status": "new", "n": 10, "top1": 0.5, "images_per_s": 123.4}, {"model": "m", "setting": "imagenet-r", "status": "skipped"}], ("top1",))
+    assert table.splitlines() == [
+        "model  setting     n   top1   img/s  status",
+        "m      imagenet    10  50.00  123    new",
+        "m      imagenet-r                    skipped",
+    ]

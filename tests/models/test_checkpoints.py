@@ -1,0 +1,102 @@
+import pickle
+
+import pytest
+import torch
+
+from models.checkpoints import LazyStateDict, file_sha256, load_state_dict, save_safetensors
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+
+
+def _sd(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"a.weight": torch.randn(2, 3, generator=g), "a.bias": torch.randn(2, generator=g)}
+
+
+def _equal(x, y):
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_state_dict_formats_round_trip(tmp_path):
+    sd = _sd()
+    torch.save(sd, tmp_path / "plain.pt")
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "wrapped.pt")
+    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "dp.pt")
+    save_safetensors(sd, tmp_path / "w.safetensors")
+    # safetensors detected by content, whatever the suffix
+    (tmp_path / "w.bin").write_bytes((tmp_path / "w.safetensors").read_bytes())
+    for name in ("plain.pt", "wrapped.pt", "dp.pt", "w.safetensors", "w.bin"):
+        assert _equal(load_state_dict(tmp_path / name), sd), name
+
+
+def test_openai_state_dict_ints_are_dropped(tmp_path):
+    sd = {**_sd(), "input_resolution": torch.tensor(224), "context_length": torch.tensor(77), "vocab_size": 49408}
+    torch.save(sd, tmp_path / "openai.pt")
+    assert set(load_state_dict(tmp_path / "openai.pt")) == {"a.weight", "a.bias"}
+
+
+class Boom:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_malicious_pickle_is_refused_without_running_it(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(1), "x": Boom()}, path)
+    with pytest.raises(ValueError, match="refusing to run code") as info:
+        load_state_dict(path)
+    assert "pwned" not in capsys.readouterr().out
+    assert "weights_only=False" in str(info.value) and ".safetensors" in str(info.value)
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(ValueError, match="refusing to run code"):
+        load_state_dict(raw)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_pickled_module_is_refused_with_conversion(tmp_path):
+    path = tmp_path / "wiseft_model.pt"
+    torch.save(Tiny(), path)  # what WiSE-FT's torch_save produces
+    with pytest.raises(ValueError, match="pickled Python objects") as info:
+        load_state_dict(path)
+    assert str(path) in str(info.value) and "state_dict()" in str(info.value)
+
+
+def test_torchscript_archive_is_refused_with_conversion(tmp_path):
+    path = tmp_path / "ViT-B-32.pt"
+    torch.jit.script(Tiny()).save(str(path))  # OpenAI's released files are TorchScript archives
+    with pytest.raises(ValueError, match="TorchScript archive") as info:
+        load_state_dict(path)
+    assert "torch.jit.load" in str(info.value)
+
+
+def test_nan_weights_and_non_tensors_and_garbage_are_clear_errors(tmp_path):
+    sd = _sd()
+    sd["a.bias"][0] = float("nan")
+    torch.save(sd, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=r"nan\.pt: non-finite .*a\.bias"):
+        load_state_dict(tmp_path / "nan.pt")
+    torch.save({"a": torch.zeros(1), "lr": 0.1}, tmp_path / "mixed.pt")
+    with pytest.raises(ValueError, match="entry 'lr' is a float"):
+        load_state_dict(tmp_path / "mixed.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="junk.pt: not a readable checkpoint"):
+        load_state_dict(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_state_dict(tmp_path / "missing.pt")
+
+
+def test_lazy_view_matches_eager_load_and_hash_is_stable(tmp_path):
+    sd = _sd(1)
+    save_safetensors(sd, tmp_path / "a.safetensors")
+    torch.save(sd, tmp_path / "a.pt")
+    for name in ("a.safetensors", "a.pt"):
+        lazy = LazyStateDict(tmp_path / name)
+        assert sorted(lazy) == sorted(sd) and lazy.shape("a.weight") == (2, 3)
+        assert all(torch.equal(lazy[k], sd[k]) for k in sd)
+    assert file_sha256(tmp_path / "a.pt") == file_sha256(tmp_path / "a.pt")
+    assert len(file_sha256(tmp_path / "a.pt")) == 64
