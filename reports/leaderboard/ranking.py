@@ -164,9 +164,13 @@ def build_tables(
 
 
 def _same_protocol(row: Result, shifts: Mapping[str, Any]) -> bool:
+    """A baseline row belongs to a table when its shift version and the protocol it was scored
+    under (an ID view's is its OOD shift's) are the table's."""
     entry = shifts.get(row.shift)
+    scored = shifts.get(row.setting.split("@")[-1])
     return (
         entry is not None
+        and scored is not None
         and row.shift_version == entry["version"]
-        and dict(row.protocol) == dict(entry["protocol"])
+        and dict(row.protocol) == dict(scored["protocol"])
     )

@@ -12,7 +12,7 @@ import pytest
 from harness.api import Predictions
 from reports.safe_archive import read_bundle
 from reports.submission import load_card, pack, write_bundle
-from reports.submission_validate import protocol_key, setting_view, validate_bundle
+from reports.submission_validate import protocol_key, validate_bundle
 
 
 def check(path, **kw):
@@ -65,35 +65,6 @@ def test_bundle_is_deterministic(tmp_path, run_dir, card, monkeypatch):
     write_bundle(run_dir, load_card(card), a)
     write_bundle(run_dir, load_card(card), b)
     assert a.read_bytes() == b.read_bytes()
-
-
-def test_setting_view_by_hand():
-    """ID view on toy-r's classes: keep labels 1,3,4,8, relabel to 0..3, score their columns."""
-    logits = np.zeros((5, 10), dtype=np.float16)
-    labels = np.array([1, 2, 8, 4, 3])
-    logits[0, 1] = 5  # label 1 -> target 0, predicted 1 -> target 0: correct
-    logits[1, 2] = 5  # label 2 is not in toy-r: dropped
-    logits[2, 0] = 9  # label 8 -> target 3; column 0 is outside the map, best inside is 8
-    logits[2, 8] = 1
-    logits[3, 3] = 5  # label 4 -> target 2; predicted 3 -> target 1: wrong
-    logits[4, 3] = 5  # label 3 -> target 1: correct
-    p = {"toy": Predictions("m", "toy", np.array(list("abcde")), labels, logits)}
-    scores, target = setting_view("toy@toy-r", p, toy.SPECS, toy.R_MAP.digest())
-    assert target.tolist() == [0, 3, 2, 1]
-    assert scores.argmax(1).tolist() == [0, 3, 1, 1]
-
-
-def test_setting_view_max_over_members_by_hand():
-    """toy-o target 0 collects source classes 0 and 2: a max at column 2 predicts target 0."""
-    logits = np.zeros((2, 10), dtype=np.float16)
-    logits[0, 2] = 4
-    logits[0, 5] = 3
-    logits[1, 9] = 2
-    logits[1, 0] = 1
-    p = {"toy-o": Predictions("m", "toy-o", np.array(["x", "y"]), np.array([0, 2]), logits)}
-    scores, labels = setting_view("toy-o", p, toy.SPECS, toy.O_MAP.digest())
-    assert scores.tolist() == [[4, 3, 0], [1, 0, 2]]
-    assert scores.argmax(1).tolist() == labels.tolist()
 
 
 def rewrite(path, out, edit):
@@ -262,7 +233,8 @@ def test_rows_must_agree_with_the_manifest_protocol(bundle, tmp_path):
 
     v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
     assert messages(v, "protocol-mismatch") == [
-        "toy-o: result row's version/protocol differ from the manifest's for toy-o"
+        "toy-o: result row's version/protocol differ from the manifest's for toy-o",
+        "toy@toy-o: result row's version/protocol differ from the manifest's for toy-o",
     ]
 
 
@@ -334,21 +306,3 @@ def raw_tar(out, entries, gz=True):
             tar.addfile(info, io.BytesIO(data))
     out.write_bytes(gzip.compress(buf.getvalue()) if gz else buf.getvalue())
     return out
-
-
-def test_topk_ties_rank_the_lower_index_first():
-    from reports.submission_validate import topk_correct
-
-    scores = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
-    assert topk_correct(scores, np.array([2, 0, 0]), 1).tolist() == [False, True, False]
-    assert topk_correct(scores, np.array([1, 3, 0]), 1).tolist() == [True, False, False]
-    assert topk_correct(scores, np.array([2, 3, 1]), 2).tolist() == [True, False, False]
-    assert topk_correct(scores, np.array([0, 3, 1]), 3).tolist() == [True, False, True]
-    # agrees with a stable sort and with argmax on random float16 scores full of ties
-    rng = np.random.default_rng(0)
-    s = rng.integers(0, 4, size=(200, 7)).astype(np.float16).astype(np.float32)
-    y = rng.integers(0, 7, size=200)
-    order = np.argsort(-s, axis=1, kind="stable")
-    for k in (1, 3):
-        assert (topk_correct(s, y, k) == (order[:, :k] == y[:, None]).any(axis=1)).all()
-    assert (topk_correct(s, y, 1) == (s.argmax(1) == y)).all()
