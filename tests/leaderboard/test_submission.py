@@ -306,3 +306,16 @@ def raw_tar(out, entries, gz=True):
             tar.addfile(info, io.BytesIO(data))
     out.write_bytes(gzip.compress(buf.getvalue()) if gz else buf.getvalue())
     return out
+
+
+def test_rows_of_stale_predictions_are_left_out(tmp_path, run_dir, card):
+    """A rerun appends rows; only those scored from the predictions on disk are bundled."""
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    stale = json.loads(lines[1])
+    stale.update(predictions_sha256="0" * 64, metrics={"top1": 0.123})
+    (run_dir / "results.jsonl").write_text("\n".join([json.dumps(stale), *lines]) + "\n")
+    out = tmp_path / "sub.tar.gz"
+    write_bundle(run_dir, load_card(card), out)
+    _, members = unpack(out)
+    assert members["results.jsonl"].decode().splitlines() == lines
+    assert check(out).ok
