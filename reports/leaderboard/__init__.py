@@ -84,7 +84,7 @@ def build_leaderboard(
     submissions: Path,
     out: Path,
     required: Sequence[str] = DEFAULT_REQUIRED_SHIFTS,
-    baselines: Sequence[Path] = (),
+    baselines: Sequence[Path] = (),  # results.jsonl files; none: the bundled testbed
     data_root: Path | None = None,
     spec_lookup: Callable[[str], ShiftSpec] = default_spec_lookup,
     progress: bool = True,
@@ -98,7 +98,7 @@ def build_leaderboard(
     from reports.leaderboard.plots import write_scatter
 
     specs = {name: spec_lookup(name) for name in required}
-    baseline = read_baseline(baselines)
+    baseline = read_baseline(baselines) if baselines else None
     accepted, rejected = collect(submissions, required, data_root, spec_lookup, progress)
     tables = build_tables(accepted, required, specs, baseline)
     board = Board(tables, rejected)

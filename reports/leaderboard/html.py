@@ -121,13 +121,8 @@ def _plots(table: Table, prefix: str) -> str:
 
 
 def _trend_note(table: Table) -> str:
-    missing = [s for s in table.ood_shifts if table.trends.get(s) is None]
-    if not missing:
-        return ""
-    return (
-        f"<p><b>No baseline trend for {esc(', '.join(missing))}</b>: effective robustness is not computed "
-        "and entries are ranked by average OOD accuracy; build with <code>--baseline RESULTS_JSONL</code>.</p>"
-    )
+    note = table.trend_note()
+    return f"<p><b>{esc(note)}</b></p>" if note else ""
 
 
 def index_html(tables: Sequence[Table], rejected: Sequence[tuple[str, list[str]]]) -> str:

@@ -59,12 +59,8 @@ def leaderboard_md(tables: Sequence[Table], rejected: Sequence[tuple[str, list[s
     )
     for t in tables:
         out += ["", f"## Protocol {t.protocol}", "", cell(t.label), ""]
-        missing = [s for s in t.ood_shifts if t.trends.get(s) is None]
-        if missing:
-            out += [
-                f"No baseline trend for {', '.join(missing)}: ER not computed, ranked by average OOD top-1.",
-                "",
-            ]
+        if t.trend_note():
+            out += [cell(t.trend_note()), ""]
         out.append(table_md(t))
     out += ["", "## Rejected submissions", ""]
     if not rejected:
