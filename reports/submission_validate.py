@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.api import Predictions, Result, ShiftSpec, id_view_setting
+from harness.api import Predictions, Result, Shift, ShiftSpec, id_view_setting
 from reports.safe_archive import DEFAULT_LIMITS, BundleError, Limits, read_bundle, read_npz
 from reports.strict_parse import loads_jsonl
 from reports.submission import (
@@ -67,10 +67,11 @@ class Validation:
         return [f.code for f in self.failures]
 
 
-def default_spec_lookup(name: str) -> ShiftSpec:
+def registered_shift(name: str) -> Shift:
+    """The registry's shift ``name`` (unknown names: ValueError with suggestions)."""
     from harness.registry import get_shift
 
-    return get_shift(name).spec
+    return get_shift(name)
 
 
 def protocol_key(manifest: Mapping[str, Any], shifts: Iterable[str]) -> tuple[str, str]:
@@ -103,12 +104,12 @@ class _Check:
         self,
         v: Validation,
         required: Sequence[str],
-        spec_lookup: Callable[[str], ShiftSpec],
+        get_shift: Callable[[str], Shift],
         limits: Limits,
     ):
         self.v = v
         self.required = list(required)
-        self.spec_lookup = spec_lookup
+        self.get_shift = get_shift
         self.limits = limits
         self.specs: dict[str, ShiftSpec] = {}
         self.preds: dict[str, Predictions] = {}
@@ -174,7 +175,7 @@ class _Check:
         may differ (e.g. ObjectNet's 113-way head), which puts the entry in its own table."""
         for name in sorted(set(self.v.manifest["shifts"]) | set(self.required)):
             try:
-                self.specs[name] = self.spec_lookup(name)
+                self.specs[name] = self.get_shift(name).spec
             except ValueError as exc:
                 self.v.fail("unknown-shift", str(exc))
         for name, entry in sorted(self.v.manifest["shifts"].items()):
@@ -425,10 +426,8 @@ class _Check:
             self.v.scores[r.setting] = Score(got["top1"], n)
 
     def against_data(self, root: Path) -> None:
-        from harness.registry import get_shift
-
         for shift, preds in sorted(self.preds.items()):
-            truth = {ex.key: int(ex.label) for ex in get_shift(shift).examples(root)}
+            truth = {ex.key: int(ex.label) for ex in self.get_shift(shift).examples(root)}
             keys = [str(k) for k in preds.keys]
             missing = sorted(set(truth) - set(keys))
             extra = sorted(set(keys) - set(truth))
@@ -454,10 +453,11 @@ def validate_bundle(
     path: Path,
     required: Sequence[str] = DEFAULT_REQUIRED_SHIFTS,
     data_root: Path | None = None,
-    spec_lookup: Callable[[str], ShiftSpec] = default_spec_lookup,
+    get_shift: Callable[[str], Shift] = registered_shift,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Validation:
-    """Every check on one bundle; ``Validation.ok`` is true only when nothing failed."""
+    """Every check on one bundle; ``Validation.ok`` is true only when nothing failed.
+    ``get_shift`` resolves shift names (specs, and examples with ``data_root``)."""
     v = Validation(Path(path))
-    _Check(v, required, spec_lookup, limits).run(data_root)
+    _Check(v, required, get_shift, limits).run(data_root)
     return v

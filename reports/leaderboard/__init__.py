@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.api import ShiftSpec
+from harness.api import Shift
 from reports.leaderboard.ranking import Entry, Table, build_tables
 from reports.leaderboard.trend import read_baseline
 from reports.submission import DEFAULT_REQUIRED_SHIFTS
-from reports.submission_validate import default_spec_lookup, validate_bundle
+from reports.submission_validate import registered_shift, validate_bundle
 
 BUNDLE_SUFFIX = ".tar.gz"
 
@@ -53,7 +53,7 @@ def collect(
     submissions: Path,
     required: Sequence[str],
     data_root: Path | None,
-    spec_lookup: Callable[[str], ShiftSpec],
+    get_shift: Callable[[str], Shift],
     progress: bool = True,
 ):
     """(accepted [(entry id, Validation)], rejected [(file name, reasons)])."""
@@ -72,7 +72,7 @@ def collect(
                 (path.name, [f"[not-a-bundle] not a {BUNDLE_SUFFIX} submission bundle"])
             )
             continue
-        v = validate_bundle(path, required=required, data_root=data_root, spec_lookup=spec_lookup)
+        v = validate_bundle(path, required=required, data_root=data_root, get_shift=get_shift)
         if v.ok:
             accepted.append((entry_id(path), v))
         else:
@@ -86,7 +86,7 @@ def build_leaderboard(
     required: Sequence[str] = DEFAULT_REQUIRED_SHIFTS,
     baselines: Sequence[Path] = (),  # results.jsonl files; none: the bundled testbed
     data_root: Path | None = None,
-    spec_lookup: Callable[[str], ShiftSpec] = default_spec_lookup,
+    get_shift: Callable[[str], Shift] = registered_shift,
     progress: bool = True,
 ) -> Board:
     """Validate, rank and write the whole site into ``out``."""
@@ -97,9 +97,9 @@ def build_leaderboard(
     from reports.leaderboard.pdf import write_pdf
     from reports.leaderboard.plots import write_scatter
 
-    specs = {name: spec_lookup(name) for name in required}
+    specs = {name: get_shift(name).spec for name in required}
     baseline = read_baseline(baselines) if baselines else None
-    accepted, rejected = collect(submissions, required, data_root, spec_lookup, progress)
+    accepted, rejected = collect(submissions, required, data_root, get_shift, progress)
     tables = build_tables(accepted, required, specs, baseline)
     board = Board(tables, rejected)
 

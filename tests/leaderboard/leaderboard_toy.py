@@ -49,10 +49,10 @@ SPECS = {
 SUITE = ("toy", "toy-v2", "toy-r", "toy-o")
 
 
-def lookup(name: str) -> ShiftSpec:
+def get_shift(name: str) -> ToyShift:
     if name not in SPECS:
         raise ValueError(f"Unknown shift {name!r}.")
-    return SPECS[name]
+    return ToyShift(name)
 
 
 def keys_and_labels(shift: str) -> tuple[list[str], list[int]]:

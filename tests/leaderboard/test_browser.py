@@ -66,7 +66,7 @@ def site(tmp_path_factory):
         root / "site",
         required=toy.SUITE,
         baselines=[baseline],
-        spec_lookup=toy.lookup,
+        get_shift=toy.get_shift,
         progress=False,
     )
     return root, root / "site", board

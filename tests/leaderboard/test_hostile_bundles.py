@@ -67,7 +67,7 @@ def test_traversal_is_reported_by_validate_and_writes_nothing(tmp_path, monkeypa
     monkeypatch.chdir(work)
     path = raw_tar(tmp_path / "bad.tar.gz", [("../../escaped.txt", b"owned")])
     before = sorted(os.walk(tmp_path))
-    v = validate_bundle(path, required=toy.SUITE, spec_lookup=toy.lookup)
+    v = validate_bundle(path, required=toy.SUITE, get_shift=toy.get_shift)
     assert [str(f) for f in v.failures] == [
         f"[unsafe-member] {path}: member '../../escaped.txt' contains '..' (path traversal); refused"
     ]

@@ -56,7 +56,7 @@ def site(tmp_path_factory):
     before = {p for p in root.rglob("*")}
     out = root / "site"
     board = build_leaderboard(
-        subs, out, required=toy.SUITE, baselines=[baseline], spec_lookup=toy.lookup, progress=False
+        subs, out, required=toy.SUITE, baselines=[baseline], get_shift=toy.get_shift, progress=False
     )
     written = {p for p in root.rglob("*")} - before
     return root, out, board, written
@@ -187,7 +187,7 @@ def test_site_against_the_testbed_without_matching_shifts_ranks_by_ood(tmp_path,
     shutil.copy(root / "subs" / "alpha.tar.gz", subs)
     shutil.copy(root / "subs" / "beta.tar.gz", subs)
     board = build_leaderboard(
-        subs, tmp_path / "site", required=toy.SUITE, spec_lookup=toy.lookup, progress=False
+        subs, tmp_path / "site", required=toy.SUITE, get_shift=toy.get_shift, progress=False
     )
     (t,) = board.tables
     assert all(e.avg_er is None and e.rank_er is None for e in t.entries)

@@ -16,7 +16,7 @@ from reports.submission_validate import protocol_key, validate_bundle
 
 
 def check(path, **kw):
-    return validate_bundle(path, required=toy.SUITE, spec_lookup=toy.lookup, **kw)
+    return validate_bundle(path, required=toy.SUITE, get_shift=toy.get_shift, **kw)
 
 
 @pytest.fixture
@@ -205,7 +205,7 @@ def test_missing_required_shift(bundle):
     v = validate_bundle(
         bundle,
         required=(*toy.SUITE, "toy-c"),
-        spec_lookup=lambda n: toy.lookup(n) if n != "toy-c" else toy.SPECS["toy"],
+        get_shift=lambda n: toy.get_shift(n if n != "toy-c" else "toy"),
     )
     assert messages(v, "missing-shift") == [
         "toy-c: required by the leaderboard but has no result row in the bundle"
