@@ -111,6 +111,7 @@ class _Check:
         self.required = list(required)
         self.get_shift = get_shift
         self.limits = limits
+        self.shifts: dict[str, Shift] = {}
         self.specs: dict[str, ShiftSpec] = {}
         self.preds: dict[str, Predictions] = {}
         self.rows: list[Result] = []
@@ -127,9 +128,9 @@ class _Check:
         self.load_predictions(members)
         self.load_rows(members)
         self.required_shifts()
-        self.rows_consistent()
         if data_root is not None:
             self.against_data(Path(data_root))
+        self.rows_consistent()
 
     def manifest(self, members: dict[str, bytes]) -> bool:
         if MANIFEST not in members:
@@ -175,7 +176,8 @@ class _Check:
         may differ (e.g. ObjectNet's 113-way head), which puts the entry in its own table."""
         for name in sorted(set(self.v.manifest["shifts"]) | set(self.required)):
             try:
-                self.specs[name] = self.get_shift(name).spec
+                self.shifts[name] = self.get_shift(name)
+                self.specs[name] = self.shifts[name].spec
             except ValueError as exc:
                 self.v.fail("unknown-shift", str(exc))
         for name, entry in sorted(self.v.manifest["shifts"].items()):
@@ -366,7 +368,14 @@ class _Check:
             or (view_of and view_of not in self.specs)
         ):
             return  # the missing pieces already failed
-        if view_of and self.specs[view_of].class_map is None:
+        mapped = self.specs[view_of or r.shift]
+        if r.class_map is not None and mapped.class_map is None:
+            return self.v.fail(
+                "needs-data",
+                f"{r.setting}: scored through a class map that ships with the {mapped.name} dataset, not with "
+                "the harness; validate with --data-root DIR to recompute it",
+            )
+        if view_of and mapped.class_map is None:
             return self.v.fail(
                 "protocol-mismatch",
                 f"{r.setting}: {view_of} has no class map, so it has no ID view",
@@ -426,8 +435,13 @@ class _Check:
             self.v.scores[r.setting] = Score(got["top1"], n)
 
     def against_data(self, root: Path) -> None:
+        """Keys and labels against the dataset; a shift whose spec is completed by locating its
+        data (ObjectNet's class map from the dataset's mapping files) is re-read afterwards."""
         for shift, preds in sorted(self.preds.items()):
-            truth = {ex.key: int(ex.label) for ex in self.get_shift(shift).examples(root)}
+            if shift not in self.shifts:
+                continue
+            truth = {ex.key: int(ex.label) for ex in self.shifts[shift].examples(root)}
+            self.specs[shift] = self.shifts[shift].spec
             keys = [str(k) for k in preds.keys]
             missing = sorted(set(truth) - set(keys))
             extra = sorted(set(keys) - set(truth))
@@ -435,7 +449,8 @@ class _Check:
                 sample = ", ".join(repr(k) for k in (missing + extra)[:3])
                 self.v.fail(
                     "key-mismatch",
-                    f"{shift}: keys differ from the dataset under {root}: {len(missing)} dataset keys not in the bundle, {len(extra)} bundle keys not in the dataset (e.g. {sample})",
+                    f"{shift}: keys differ from the dataset under {root}: {len(missing)} dataset keys not in the bundle, "
+                    f"{len(extra)} bundle keys not in the dataset (e.g. {sample})",
                 )
             wrong = sum(
                 1

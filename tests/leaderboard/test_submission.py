@@ -319,3 +319,20 @@ def test_rows_of_stale_predictions_are_left_out(tmp_path, run_dir, card):
     _, members = unpack(out)
     assert members["results.jsonl"].decode().splitlines() == lines
     assert check(out).ok
+
+
+def test_class_map_shipped_with_the_data_needs_the_data(bundle, tmp_path):
+    """ObjectNet's map lives in the dataset's mapping files: without the data the rows that use
+    it cannot be recomputed, and say how to fix that; with the data they validate."""
+    v = validate_bundle(bundle, required=toy.SUITE, get_shift=toy.get_shift_late_map)
+    assert [str(f) for f in v.failures] == [
+        f"[needs-data] {s}: scored through a class map that ships with the toy-o dataset, not with the harness; "
+        "validate with --data-root DIR to recompute it"
+        for s in ("toy-o", "toy@toy-o")
+    ]
+    data = tmp_path / "data"
+    toy.write_dataset(data)
+    v = validate_bundle(
+        bundle, required=toy.SUITE, get_shift=toy.get_shift_late_map, data_root=data
+    )
+    assert v.ok, v.failures
