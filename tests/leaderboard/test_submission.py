@@ -336,3 +336,42 @@ def test_class_map_shipped_with_the_data_needs_the_data(bundle, tmp_path):
         bundle, required=toy.SUITE, get_shift=toy.get_shift_late_map, data_root=data
     )
     assert v.ok, v.failures
+
+
+def _rehash(manifest, members, name):
+    import hashlib
+
+    manifest["files"][name] = {
+        "sha256": hashlib.sha256(members[name]).hexdigest(),
+        "size": len(members[name]),
+    }
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            '{"model": "toy-net", ',
+            "[malformed] results.jsonl line 2: malformed JSON at line 1 column 22: Expecting property name enclosed in double quotes",
+        ),
+        (
+            '{"model": "a", "model": "b"}',
+            "[malformed] results.jsonl line 2: duplicate key 'model'; each key may appear once",
+        ),
+        (
+            '{"top1": NaN}',
+            "[malformed] results.jsonl line 2: NaN is not valid JSON; write numbers as finite values",
+        ),
+        ('{"model": "toy-net"}', "[schema] results.jsonl line 2: not a result row ("),
+    ],
+)
+def test_malformed_results_lines(bundle, tmp_path, line, message):
+    def edit(manifest, members):
+        lines = members["results.jsonl"].decode().splitlines()
+        lines[1] = line
+        members["results.jsonl"] = ("\n".join(lines) + "\n").encode()
+        _rehash(manifest, members, "results.jsonl")
+
+    v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
+    assert any(str(f).startswith(message) for f in v.failures), v.failures
+    assert not v.ok
