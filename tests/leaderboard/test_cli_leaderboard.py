@@ -19,6 +19,22 @@ def test_submit_then_validate(tmp_path, run_dir, card, capsys):
     assert "wrote" in capsys.readouterr().out and out.is_file()
     assert main(["validate", str(out), "--require", SUITE]) == 0
     assert capsys.readouterr().out == f"{out}: OK: toy-net, 6 settings recomputed\n"
+    data = tmp_path / "data"
+    toy.write_dataset(data)
+    again = tmp_path / "again.tar.gz"
+    args = [
+        "submit",
+        str(run_dir),
+        "--card",
+        str(card),
+        "--out",
+        str(again),
+        "--require",
+        SUITE,
+        "--data-root",
+        str(data),
+    ]
+    assert main(args) == 0 and again.is_file()
 
 
 def test_submit_refuses_wrong_claims_and_writes_nothing(tmp_path, run_dir, card, capsys):
