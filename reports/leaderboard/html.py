@@ -75,8 +75,8 @@ def _header(key: str, label: str, type_: str, first: str = "descending", cls: st
 
 def table_html(table: Table) -> str:
     heads = [
-        _header("rank_er", "ER rank", "num", "ascending"),
-        _header("rank_ood", "OOD rank", "num", "ascending"),
+        _header("rank_er", "ER rank (range)", "num", "ascending"),
+        _header("rank_ood", "OOD rank (range)", "num", "ascending"),
         _header("model", "Model", "text", "ascending", "t"),
         _header("method", "Method", "text", "ascending", "t"),
         _header("extra_data", "Extra data", "text", "ascending", "t"),
@@ -88,8 +88,8 @@ def table_html(table: Table) -> str:
     rows = []
     for e in table.entries:
         cells = [
-            f'<td data-v="{num(e.rank_er)}">{e.rank_er if e.rank_er is not None else "&ndash;"}</td>',
-            f'<td data-v="{e.rank_ood}">{e.rank_ood}</td>',
+            f'<td data-v="{num(e.rank_er)}">{esc(e.rank_text("er"))}</td>',
+            f'<td data-v="{e.rank_ood}">{esc(e.rank_text("ood"))}</td>',
             f'<td class="t" data-v="{esc(e.card["name"])}"><a href="entries/{e.id}.html">{esc(e.card["name"])}</a></td>',
             f'<td class="t">{esc(method_text(e.card))}</td>',
             f'<td class="t">{"yes" if e.card.get("extra_data") else "no"}</td>',
@@ -189,7 +189,7 @@ def entry_html(table: Table, e: Entry) -> str:
     body = (
         f'<p><a href="../index.html#p-{table.protocol}">&larr; leaderboard</a></p>'
         f"<h1>{esc(card['name'])}</h1>"
-        f"<p>ER rank {e.rank_er if e.rank_er is not None else '&ndash;'} &middot; OOD rank {e.rank_ood} &middot; "
+        f"<p>ER rank {esc(e.rank_text('er'))} &middot; OOD rank {esc(e.rank_text('ood'))} &middot; "
         f"avg effective robustness {pct(e.avg_er, e.avg_er_half)} pp &middot; avg OOD top-1 {pct(e.avg_ood, e.avg_ood_half)}%</p>"
         f"<table>{''.join(rows)}</table>"
         '<h2>Per shift</h2><table><thead><tr><th class="t">Shift</th><th class="t">ID setting</th><th>ID top-1</th>'

@@ -48,6 +48,19 @@ class Entry:
     avg_er_half: float | None = None
     rank_er: int | None = None
     rank_ood: int = 0
+    rank_er_range: tuple[int, int] | None = None  # ranks the 95% intervals allow
+    rank_ood_range: tuple[int, int] = (0, 0)
+
+    def rank_text(self, which: str) -> str:
+        """'2 (1-3)': the rank and the range of ranks its interval allows; '–' when unranked."""
+        rank, span = (
+            (self.rank_er, self.rank_er_range)
+            if which == "er"
+            else (self.rank_ood, self.rank_ood_range)
+        )
+        if rank is None or span is None:
+            return "–"
+        return str(rank) if span[0] == span[1] else f"{rank} ({span[0]}–{span[1]})"
 
 
 @dataclass
@@ -138,13 +151,38 @@ def competition_ranks(values: Sequence[float]) -> list[int]:
     return [1 + sum(1 for w in values if w > v) for v in values]
 
 
+def rank_ranges(values: Sequence[float], halves: Sequence[float]) -> list[tuple[int, int]]:
+    """For each value with interval [v - h, v + h]: (best, worst) rank it could have, i.e. one
+    plus the entries whose interval lies wholly above its own, and the entries whose interval
+    reaches its lower end (itself included)."""
+    lo = [v - h for v, h in zip(values, halves, strict=True)]
+    hi = [v + h for v, h in zip(values, halves, strict=True)]
+    return [
+        (1 + sum(1 for lj in lo if lj > hi[i]), sum(1 for hj in hi if hj >= lo[i]))
+        for i in range(len(values))
+    ]
+
+
 def rank(entries: list[Entry]) -> list[Entry]:
-    """Sets both ranks and orders by effective robustness (when known), then OOD accuracy."""
-    for e, r in zip(entries, competition_ranks([e.avg_ood for e in entries]), strict=True):
-        e.rank_ood = r
+    """Sets both ranks with their ranges and orders by effective robustness (when known), then
+    OOD accuracy."""
+    ood = [e.avg_ood for e in entries]
+    for e, r, span in zip(
+        entries,
+        competition_ranks(ood),
+        rank_ranges(ood, [e.avg_ood_half for e in entries]),
+        strict=True,
+    ):
+        e.rank_ood, e.rank_ood_range = r, span
     with_er = [e for e in entries if e.avg_er is not None]
-    for e, r in zip(with_er, competition_ranks([e.avg_er for e in with_er]), strict=True):
-        e.rank_er = r
+    er = [e.avg_er for e in with_er]
+    for e, r, span in zip(
+        with_er,
+        competition_ranks(er),
+        rank_ranges(er, [e.avg_er_half for e in with_er]),
+        strict=True,
+    ):
+        e.rank_er, e.rank_er_range = r, span
     return sorted(entries, key=lambda e: (e.rank_er or len(entries) + 1, e.rank_ood, e.model, e.id))
 
 

@@ -14,7 +14,7 @@ from test_submission import raw_tar, rewrite
 
 from harness.api import Result
 from reports.leaderboard import build_leaderboard
-from reports.leaderboard.ranking import Z95, competition_ranks
+from reports.leaderboard.ranking import Z95, competition_ranks, rank_ranges
 from reports.leaderboard.trend import BaselinePoint, fit, points_from_testbed
 from reports.submission import load_card, write_bundle
 
@@ -199,3 +199,20 @@ def test_site_against_the_testbed_without_matching_shifts_ranks_by_ood(tmp_path,
     assert note in (tmp_path / "site" / "index.html").read_text()
     assert note in (tmp_path / "site" / "leaderboard.md").read_text()
     assert os.path.exists(tmp_path / "site" / "leaderboard.pdf")
+
+
+def test_rank_ranges_by_hand():
+    # intervals: A [0.8, 1.0], B [0.55, 0.75], C [0.5, 0.7], D [0.1, 0.3]
+    spans = rank_ranges([0.9, 0.65, 0.6, 0.2], [0.1, 0.1, 0.1, 0.1])
+    # A: nobody wholly above; only A reaches 0.8 -> (1, 1). B: A wholly above; A, B, C reach 0.55 -> (2, 3).
+    # C: A above; A, B, C reach 0.5 -> (2, 3). D: A, B, C wholly above; all reach 0.1 -> (4, 4).
+    assert spans == [(1, 1), (2, 3), (2, 3), (4, 4)]
+
+
+def test_rank_text(site):
+    _, out, board, _ = site
+    for e in board.accepted:
+        lo, hi = e.rank_ood_range
+        assert lo <= e.rank_ood <= hi
+        assert e.rank_text("ood") == (str(e.rank_ood) if lo == hi else f"{e.rank_ood} ({lo}–{hi})")
+        assert e.rank_text("ood") in (out / "leaderboard.md").read_text()
