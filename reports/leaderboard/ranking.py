@@ -163,24 +163,22 @@ def rank_ranges(values: Sequence[float], halves: Sequence[float]) -> list[tuple[
     ]
 
 
+def _ranked(values: Sequence[float], halves: Sequence[float]) -> list[tuple[int, tuple[int, int]]]:
+    return list(zip(competition_ranks(values), rank_ranges(values, halves), strict=True))
+
+
 def rank(entries: list[Entry]) -> list[Entry]:
     """Sets both ranks with their ranges and orders by effective robustness (when known), then
     OOD accuracy."""
-    ood = [e.avg_ood for e in entries]
-    for e, r, span in zip(
+    for e, (r, span) in zip(
         entries,
-        competition_ranks(ood),
-        rank_ranges(ood, [e.avg_ood_half for e in entries]),
+        _ranked([e.avg_ood for e in entries], [e.avg_ood_half for e in entries]),
         strict=True,
     ):
         e.rank_ood, e.rank_ood_range = r, span
     with_er = [e for e in entries if e.avg_er is not None]
-    er = [e.avg_er for e in with_er]
-    for e, r, span in zip(
-        with_er,
-        competition_ranks(er),
-        rank_ranges(er, [e.avg_er_half for e in with_er]),
-        strict=True,
+    for e, (r, span) in zip(
+        with_er, _ranked([e.avg_er for e in with_er], [e.avg_er_half for e in with_er]), strict=True
     ):
         e.rank_er, e.rank_er_range = r, span
     return sorted(entries, key=lambda e: (e.rank_er or len(entries) + 1, e.rank_ood, e.model, e.id))
