@@ -30,6 +30,7 @@ from reports.submission import (
 # Recomputation runs the engine's own code, so claims from `shiftbench run` match exactly;
 # the slack only absorbs float formatting by other writers.
 TOLERANCE = 1e-9
+MAX_MANIFEST = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,12 @@ class _Check:
         if MANIFEST not in members:
             self.v.fail(
                 "schema", f"{MANIFEST} missing; the bundle was not written by `shiftbench submit`"
+            )
+            return False
+        if len(members[MANIFEST]) > MAX_MANIFEST:
+            self.v.fail(
+                "too-large",
+                f"{MANIFEST} is over {MAX_MANIFEST >> 20} MiB; a real manifest is a few KiB",
             )
             return False
         try:

@@ -72,7 +72,16 @@ def collect(
                 (path.name, [f"[not-a-bundle] not a {BUNDLE_SUFFIX} submission bundle"])
             )
             continue
-        v = validate_bundle(path, required=required, data_root=data_root, get_shift=get_shift)
+        try:
+            v = validate_bundle(path, required=required, data_root=data_root, get_shift=get_shift)
+        except Exception as exc:  # one hostile bundle must not stop the board; it is listed instead
+            rejected.append(
+                (
+                    path.name,
+                    [f"[internal] the validator failed on this bundle: {exc!r}; please report it"],
+                )
+            )
+            continue
         if v.ok:
             accepted.append((entry_id(path), v))
         else:
