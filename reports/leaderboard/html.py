@@ -132,7 +132,8 @@ def index_html(tables: Sequence[Table], rejected: Sequence[tuple[str, list[str]]
         f"<p>{n_acc} accepted submission(s) in {len(tables)} protocol table(s); {len(rejected)} rejected. "
         "Scores are recomputed from each submission's predictions. Effective robustness is OOD top-1 minus the "
         "baseline trend's prediction from the ID top-1 on the shift's classes, in percentage points; intervals are "
-        "95% and cover the test sets' sampling error, not the trend fit. Click a column header to sort.</p>",
+        "95% and combine the test sets' sampling error with the trend fit's bootstrap spread; a rank's range is the ranks "
+        "its interval allows. Click a column header to sort.</p>",
         '<p>Downloads: <a href="leaderboard.md">Markdown</a> &middot; <a href="leaderboard.pdf">PDF</a></p>',
     ]
     for t in tables:

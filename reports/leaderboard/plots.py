@@ -7,9 +7,21 @@ from pathlib import Path
 import numpy as np
 
 from reports.leaderboard.ranking import Table
-from reports.leaderboard.trend import CLIP, logit, sigmoid
+from reports.leaderboard.trend import logit, sigmoid
 
 TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def zlogit(acc, n) -> np.ndarray:
+    """Logit of accuracies clipped half an example from 0 and 1, as the trend fit does."""
+    from reports.scales import clip
+
+    return logit(
+        clip(
+            np.asarray(acc, dtype=float),
+            np.array([np.nan if v is None else v for v in n], dtype=float),
+        )[0]
+    )
 
 
 def _ticks(lo: float, hi: float) -> list[float]:
@@ -29,13 +41,13 @@ def scatter_figure(table: Table, shift: str):
     t = table.trends[shift]
     xs, ys = [], []
     if t.points:
-        bx = logit([p.x for p in t.points])
-        by = logit([p.y for p in t.points])
+        bx = zlogit([p.x for p in t.points], [p.n_x for p in t.points])
+        by = zlogit([p.y for p in t.points], [p.n_y for p in t.points])
         ax.scatter(
             bx,
             by,
-            s=8,
-            c="0.6",
+            s=10,
+            c="0.45",
             alpha=0.6,
             linewidths=0,
             label=f"baseline ({len(t.points)} models)",
@@ -44,8 +56,12 @@ def scatter_figure(table: Table, shift: str):
         )
         xs += list(bx)
         ys += list(by)
-    ex = logit([e.points[shift].x for e in table.entries])
-    ey = logit([e.points[shift].y for e in table.entries])
+    ex = zlogit(
+        [e.points[shift].x for e in table.entries], [e.points[shift].n_x for e in table.entries]
+    )
+    ey = zlogit(
+        [e.points[shift].y for e in table.entries], [e.points[shift].n_y for e in table.entries]
+    )
     xs += list(ex)
     ys += list(ey)
     lo = min(min(xs), min(ys)) - 0.3
@@ -78,7 +94,7 @@ def scatter_figure(table: Table, shift: str):
     fig.text(
         0.01,
         0.01,
-        f"accuracies clipped to [{CLIP:g}, {1 - CLIP:g}] before the logit",
+        "accuracies of 0 or 1 are drawn half an example inside the axis",
         fontsize=6,
         color="0.4",
     )
