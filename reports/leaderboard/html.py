@@ -164,11 +164,17 @@ CARD_FIELDS = (
 )
 
 
+def card_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def entry_html(table: Table, e: Entry) -> str:
     card = e.card
     rows = [f'<tr><th class="t">Model in results</th><td class="t">{esc(e.model)}</td></tr>']
     rows += [
-        f'<tr><th class="t">{label}</th><td class="t">{esc(card.get(key, ""))}</td></tr>'
+        f'<tr><th class="t">{label}</th><td class="t">{esc(card_value(card.get(key, "")))}</td></tr>'
         for key, label in CARD_FIELDS
     ]
     rows.append(f'<tr><th class="t">Method</th><td class="t">{esc(method_text(card))}</td></tr>')
