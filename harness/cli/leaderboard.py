@@ -96,6 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-root", type=Path, help="dataset root: also check keys and labels against the data"
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="revalidate every bundle instead of reusing SITE_DIR/.validation for unchanged ones",
+    )
     _add_require(p)
     p.set_defaults(func=_leaderboard)
 
@@ -151,6 +156,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         required=_suite(args.require),
         baselines=args.baseline,
         data_root=args.data_root,
+        fresh=args.fresh,
     )
     print(
         f"wrote {args.out}: {len(board.accepted)} accepted, {len(board.rejected)} rejected, "

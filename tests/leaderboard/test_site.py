@@ -216,3 +216,39 @@ def test_rank_text(site):
         assert lo <= e.rank_ood <= hi
         assert e.rank_text("ood") == (str(e.rank_ood) if lo == hi else f"{e.rank_ood} ({lo}–{hi})")
         assert e.rank_text("ood") in (out / "leaderboard.md").read_text()
+
+
+def test_rebuild_reuses_validation_of_unchanged_bundles(site, tmp_path, monkeypatch):
+    import reports.leaderboard as lb
+
+    root, *_ = site
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("alpha.tar.gz", "cheat.tar.gz"):
+        shutil.copy(root / "subs" / name, subs)
+    out = tmp_path / "site"
+    first = build_leaderboard(
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False
+    )
+    assert len(list((out / ".validation").glob("*.json"))) == 2
+    calls = []
+    real = lb.validate_bundle
+    monkeypatch.setattr(
+        lb, "validate_bundle", lambda *a, **k: calls.append(a[0].name) or real(*a, **k)
+    )
+    again = build_leaderboard(
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False
+    )
+    assert calls == []
+    assert [e.id for e in again.accepted] == [e.id for e in first.accepted]
+    assert again.rejected == first.rejected
+    assert [(e.avg_ood, e.avg_ood_half) for e in again.accepted] == [
+        (e.avg_ood, e.avg_ood_half) for e in first.accepted
+    ]
+    shutil.copy(root / "subs" / "beta.tar.gz", subs / "alpha.tar.gz")  # changed content, same name
+    build_leaderboard(subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False)
+    assert calls == ["alpha.tar.gz"]
+    build_leaderboard(
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, fresh=True
+    )
+    assert calls == ["alpha.tar.gz", "alpha.tar.gz", "cheat.tar.gz"]
