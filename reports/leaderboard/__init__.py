@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import Shift
-from reports.leaderboard.cache import ValidationCache, file_sha256
+from reports.leaderboard.cache import ValidationCache
 from reports.leaderboard.ranking import Entry, Table, build_tables
 from reports.leaderboard.trend import read_baseline
 from reports.submission import DEFAULT_REQUIRED_SHIFTS
 from reports.submission_validate import registered_shift, validate_bundle
+from shifts.wds import sha256_file
 
 BUNDLE_SUFFIX = ".tar.gz"
 
@@ -71,7 +72,7 @@ def collect(
                 (path.name, [f"[not-a-bundle] not a {BUNDLE_SUFFIX} submission bundle"])
             )
             continue
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         v = cache.get(path, sha) if cache else None
         if v is None:
             try:

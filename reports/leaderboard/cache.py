@@ -8,7 +8,6 @@ maintainer's own output folder and is trusted; bundles never are.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,14 +15,6 @@ from typing import Any
 
 from harness import __version__
 from reports.submission_validate import Failure, Score, Validation
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ValidationCache:
