@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import io
 import json
-import re
 import tarfile
 import time
 from collections.abc import Iterable, Mapping
@@ -45,11 +44,6 @@ DEFAULT_REQUIRED_SHIFTS: tuple[str, ...] = (
     "imagenet-a",
     "objectnet",
 )
-
-
-def safe_component(name: str) -> str:
-    """A model name as a file-name component (the run-directory convention)."""
-    return re.sub(r"[^A-Za-z0-9._=-]", "_", name)
 
 
 @cache
@@ -143,31 +137,60 @@ def _shift_entry(shift: str, rows: list[Result]) -> dict[str, Any]:
     }
 
 
+def _rows_for_stored_predictions(
+    rows: list[Result], stored: dict[str, Predictions], sha: dict[str, str]
+) -> list[Result]:
+    """One row per setting: the latest one scored from the predictions now on disk (a rerun
+    with another configuration appends rows; older ones no longer match any file)."""
+    chosen: dict[str, Result] = {}
+    for r in rows:
+        if r.predictions_sha256 == sha[r.shift]:
+            chosen[r.setting] = r
+    return list(chosen.values())
+
+
 def build_members(
     run_dir: Path, card: Mapping[str, Any], model: str | None = None
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest and member bytes of a bundle for one model of ``run_dir``."""
-    run_dir = Path(run_dir)
-    results_path = run_dir / RESULTS
-    if not results_path.is_file():
+    from harness.store import RunDir
+
+    run = RunDir(run_dir)
+    if not run.results_path.is_file():
         raise FileNotFoundError(
-            f"{results_path}: not found; is {run_dir} a run directory written by `shiftbench run`?"
+            f"{run.results_path}: not found; is {run_dir} a run directory written by `shiftbench run`?"
         )
-    all_rows = read_results(results_path)
-    model = _pick_model(all_rows, model or card.get("run_model"), results_path)
+    all_rows = read_results(run.results_path)
+    model = _pick_model(all_rows, model or card.get("run_model"), run.results_path)
     rows = [r for r in all_rows if r.model == model]
-    members: dict[str, bytes] = {RESULTS: "".join(r.to_json() + "\n" for r in rows).encode()}
-    predictions: dict[str, Any] = {}
+    stored: dict[str, Predictions] = {}
+    files: dict[str, bytes] = {}
     for shift in sorted({r.shift for r in rows}):
-        rel = f"predictions/{safe_component(model)}/{shift}.npz"
-        path = run_dir / rel
+        path = run.predictions_path(model, shift)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path}: predictions missing for {model} on {shift}; rerun `shiftbench run` to complete the cell"
             )
-        preds = Predictions.load(path)
-        members[rel] = path.read_bytes()
-        predictions[shift] = {"path": rel, "n": len(preds), "sha256": preds.sha256()}
+        stored[shift] = Predictions.load(path)
+        files[path.relative_to(run.path).as_posix()] = path.read_bytes()
+    sha = {shift: p.sha256() for shift, p in stored.items()}
+    rows = _rows_for_stored_predictions(rows, stored, sha)
+    if not rows:
+        raise ValueError(
+            f"{run.results_path}: no result row of {model} matches its stored predictions; rerun `shiftbench score {run_dir}`"
+        )
+    members: dict[str, bytes] = {
+        RESULTS: "".join(r.to_json() + "\n" for r in rows).encode(),
+        **files,
+    }
+    predictions = {
+        shift: {
+            "path": run.predictions_path(model, shift).relative_to(run.path).as_posix(),
+            "n": len(p),
+            "sha256": sha[shift],
+        }
+        for shift, p in stored.items()
+    }
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -175,7 +198,7 @@ def build_members(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": model,
         "card": dict(card),
-        "shifts": {s: _shift_entry(s, rows) for s in sorted({r.shift for r in rows})},
+        "shifts": {s: _shift_entry(s, rows) for s in sorted(stored)},
         "files": {
             name: {"sha256": sha256_bytes(data), "size": len(data)}
             for name, data in sorted(members.items())
@@ -193,7 +216,7 @@ def pack(manifest: Mapping[str, Any], members: Mapping[str, bytes], out: Path) -
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as raw:
         with (
-            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz,
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
             for name in [MANIFEST, *sorted(members)]:

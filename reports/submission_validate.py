@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.api import ClassMap, Predictions, Result, ShiftSpec, id_view_setting
+from harness.api import Predictions, Result, Shift, ShiftSpec, id_view_setting
 from reports.safe_archive import DEFAULT_LIMITS, BundleError, Limits, read_bundle, read_npz
 from reports.strict_parse import loads_jsonl
 from reports.submission import (
@@ -27,7 +27,10 @@ from reports.submission import (
     sha256_bytes,
 )
 
-RECOMPUTED = ("top1", "top5")
+# Recomputation runs the engine's own code, so claims from `shiftbench run` match exactly;
+# the slack only absorbs float formatting by other writers.
+TOLERANCE = 1e-9
+MAX_MANIFEST = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,12 @@ class Failure:
         return f"[{self.code}] {self.message}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Score:
-    """A setting's recomputed outcome: per-example correctness on its examples."""
+    """A setting's recomputed top-1 and example count (what the leaderboard ranks on)."""
 
-    correct: np.ndarray  # [n] bool, top-1
-
-    @property
-    def n(self) -> int:
-        return len(self.correct)
-
-    @property
-    def top1(self) -> float:
-        return float(self.correct.mean()) if self.n else float("nan")
+    top1: float
+    n: int
 
 
 @dataclass
@@ -72,10 +68,11 @@ class Validation:
         return [f.code for f in self.failures]
 
 
-def default_spec_lookup(name: str) -> ShiftSpec:
+def registered_shift(name: str) -> Shift:
+    """The registry's shift ``name`` (unknown names: ValueError with suggestions)."""
     from harness.registry import get_shift
 
-    return get_shift(name).spec
+    return get_shift(name)
 
 
 def protocol_key(manifest: Mapping[str, Any], shifts: Iterable[str]) -> tuple[str, str]:
@@ -90,44 +87,15 @@ def protocol_key(manifest: Mapping[str, Any], shifts: Iterable[str]) -> tuple[st
     return digest, "; ".join(parts)
 
 
-def setting_view(
-    setting: str,
-    preds: Mapping[str, Predictions],
-    specs: Mapping[str, ShiftSpec],
-    class_map_digest: str | None,
-):
-    """(scores [n, C'], labels [n]) that ``setting`` is scored on.
-
-    ``a@b`` is shift ``a`` restricted to the source classes of ``b``'s class map, relabelled into
-    ``b``'s targets; logits are projected whenever the row says a class map was used."""
-    if "@" in setting:
-        id_shift, ood_shift = setting.split("@", 1)
-        cmap = specs[ood_shift].class_map
-        if cmap is None:
-            raise ValueError(f"{setting}: {ood_shift} has no class map, so it has no ID view")
-        p = preds[id_shift]
-        s2t = cmap.source_to_target()
-        lookup = np.full(max(max(s2t), int(p.labels.max(initial=0))) + 1, -1, dtype=np.int64)
-        lookup[list(s2t)] = list(s2t.values())
-        target = lookup[np.asarray(p.labels, dtype=np.int64)]
-        mask = target >= 0
-        return cmap.project(np.asarray(p.logits)[mask]), target[mask]
-    p = preds[setting]
-    cmap: ClassMap | None = specs[setting].class_map
-    logits = np.asarray(p.logits, dtype=np.float32)
-    if class_map_digest is not None and cmap is not None:
-        logits = cmap.project(logits)
-    return logits, np.asarray(p.labels, dtype=np.int64)
-
-
-def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Whether each label is among the k highest scores (ties: lower index first, like argmax)."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return (order == labels[:, None]).any(axis=1)
-
-
 def _fmt_n(n: int) -> str:
     return f"{n:,}"
+
+
+def _hits(name: str, value: float, n: int) -> str:
+    """' (12,345 of 30,000)' for accuracies, which are counts over n."""
+    if name.startswith("top"):
+        return f" ({_fmt_n(round(value * n))} of {_fmt_n(n)})"
+    return ""
 
 
 class _Check:
@@ -137,13 +105,14 @@ class _Check:
         self,
         v: Validation,
         required: Sequence[str],
-        spec_lookup: Callable[[str], ShiftSpec],
+        get_shift: Callable[[str], Shift],
         limits: Limits,
     ):
         self.v = v
         self.required = list(required)
-        self.spec_lookup = spec_lookup
+        self.get_shift = get_shift
         self.limits = limits
+        self.shifts: dict[str, Shift] = {}
         self.specs: dict[str, ShiftSpec] = {}
         self.preds: dict[str, Predictions] = {}
         self.rows: list[Result] = []
@@ -160,14 +129,20 @@ class _Check:
         self.load_predictions(members)
         self.load_rows(members)
         self.required_shifts()
-        self.rows_consistent()
         if data_root is not None:
             self.against_data(Path(data_root))
+        self.rows_consistent()
 
     def manifest(self, members: dict[str, bytes]) -> bool:
         if MANIFEST not in members:
             self.v.fail(
                 "schema", f"{MANIFEST} missing; the bundle was not written by `shiftbench submit`"
+            )
+            return False
+        if len(members[MANIFEST]) > MAX_MANIFEST:
+            self.v.fail(
+                "too-large",
+                f"{MANIFEST} is over {MAX_MANIFEST >> 20} MiB; a real manifest is a few KiB",
             )
             return False
         try:
@@ -208,7 +183,8 @@ class _Check:
         may differ (e.g. ObjectNet's 113-way head), which puts the entry in its own table."""
         for name in sorted(set(self.v.manifest["shifts"]) | set(self.required)):
             try:
-                self.specs[name] = self.spec_lookup(name)
+                self.shifts[name] = self.get_shift(name)
+                self.specs[name] = self.shifts[name].spec
             except ValueError as exc:
                 self.v.fail("unknown-shift", str(exc))
         for name, entry in sorted(self.v.manifest["shifts"].items()):
@@ -357,100 +333,122 @@ class _Check:
     def rows_consistent(self) -> None:
         m = self.v.manifest
         for r in self.rows:
-            entry = m["shifts"].get(r.shift)
-            if entry is None:
+            id_shift, _, view_of = r.setting.partition("@")
+            if id_shift != r.shift:
                 self.v.fail(
-                    "schema",
-                    f"{RESULTS}: {r.setting} scores shift {r.shift!r}, which the manifest does not list",
+                    "schema", f"{RESULTS}: setting {r.setting!r} does not score shift {r.shift!r}"
                 )
                 continue
-            if r.shift_version != entry["version"] or dict(r.protocol) != dict(entry["protocol"]):
+            entry = m["shifts"].get(r.shift)
+            protocol_of = m["shifts"].get(view_of or r.shift)
+            if entry is None or protocol_of is None:
+                self.v.fail(
+                    "schema",
+                    f"{RESULTS}: {r.setting} needs shift {view_of or r.shift!r}, which the manifest does not list",
+                )
+                continue
+            # an ID view is scored under the OOD shift's classes and protocol, as the engine does
+            if r.shift_version != entry["version"] or dict(r.protocol) != dict(
+                protocol_of["protocol"]
+            ):
                 self.v.fail(
                     "protocol-mismatch",
-                    f"{r.setting}: result row's version/protocol differ from the manifest's for {r.shift}",
+                    f"{r.setting}: result row's version/protocol differ from the manifest's for {view_of or r.shift}",
                 )
             if r.predictions_sha256 != m["predictions"].get(r.shift, {}).get("sha256"):
                 self.v.fail(
                     "hash-mismatch",
                     f"{r.setting}: result row's predictions_sha256 is not the bundled {r.shift} predictions' hash",
                 )
-            self.recompute(r)
+            self.recompute(r, view_of or None)
 
-    def recompute(self, r: Result) -> None:
-        ood = r.setting.split("@", 1)[-1]
-        if r.shift not in self.preds or ood not in self.specs or r.shift not in self.specs:
+    def recompute(self, r: Result, view_of: str | None) -> None:
+        """Score the row's predictions through the engine's own scoring path and compare."""
+        from types import SimpleNamespace
+
+        from harness import metrics
+        from harness.run import ScoreTask, score_task
+
+        if (
+            r.shift not in self.preds
+            or r.shift not in self.specs
+            or (view_of and view_of not in self.specs)
+        ):
             return  # the missing pieces already failed
-        spec = self.specs[ood]
-        expected_digest = spec.class_map.digest() if spec.class_map is not None else None
-        if "@" in r.setting and r.class_map != expected_digest:
-            self.v.fail(
-                "protocol-mismatch",
-                f"{r.setting}: scored with class map {r.class_map} but {ood}'s is {expected_digest}",
+        mapped = self.specs[view_of or r.shift]
+        if r.class_map is not None and mapped.class_map is None:
+            return self.v.fail(
+                "needs-data",
+                f"{r.setting}: scored through a class map that ships with the {mapped.name} dataset, not with "
+                "the harness; validate with --data-root DIR to recompute it",
             )
-            return
-        if "@" not in r.setting and r.class_map is not None and r.class_map != expected_digest:
-            self.v.fail(
+        if view_of and mapped.class_map is None:
+            return self.v.fail(
                 "protocol-mismatch",
-                f"{r.setting}: scored with class map {r.class_map} but {ood}'s is {expected_digest}",
+                f"{r.setting}: {view_of} has no class map, so it has no ID view",
             )
-            return
+        task = ScoreTask(r.setting, r.shift, view_of)
         try:
-            scores, labels = setting_view(r.setting, self.preds, self.specs, r.class_map)
+            scored, spec, got, groups = score_task(
+                task,
+                self.preds[r.shift],
+                lambda name: SimpleNamespace(spec=self.specs[name]),
+                metrics,
+            )
         except ValueError as exc:
-            return self.v.fail("protocol-mismatch", str(exc))
-        n = len(labels)
-        if r.n != n:
+            return self.v.fail("unscorable", f"{r.setting}: {exc}")
+        digest = spec.class_map.digest() if spec.class_map is not None else None
+        if r.class_map != digest:
             self.v.fail(
+                "protocol-mismatch",
+                f"{r.setting}: scored with class map {r.class_map} but {spec.name}'s is {digest}",
+            )
+        n = len(scored)
+        if r.n != n:
+            return self.v.fail(
                 "count-mismatch",
                 f"{r.setting}: row claims n={_fmt_n(r.n)} but the predictions give {_fmt_n(n)} examples",
             )
-            return
-        if "@" not in r.setting and r.n != r.n_expected:
+        if r.n_expected != spec.expected_size:
             self.v.fail(
                 "count-mismatch",
-                f"{r.setting}: row scored {_fmt_n(r.n)} of {_fmt_n(r.n_expected)} expected examples",
+                f"{r.setting}: row expects {_fmt_n(r.n_expected)} examples but the shift has {_fmt_n(spec.expected_size)}",
             )
-        if n == 0:
-            return
-        if labels.max() >= scores.shape[1]:
+        if "top1" not in r.metrics:
             self.v.fail(
-                "label-range", f"{r.setting}: labels exceed the {scores.shape[1]} scored classes"
+                "metric-mismatch", f"{r.setting}: no top1 claimed; the leaderboard ranks on it"
             )
-            return
-        correct = topk_correct(scores, labels, 1)
-        self.v.scores[r.setting] = Score(correct)
         for name, claimed in sorted(r.metrics.items()):
-            if name not in RECOMPUTED:
-                self.v.fail(
-                    "not-recomputable",
-                    f"{r.setting}: metric {name!r} cannot be recomputed by this validator; submit top1/top5 only",
-                )
-                continue
-            k = int(name[3:])
-            got = (
-                correct
-                if k == 1
-                else topk_correct(scores, labels, k)
-                if scores.shape[1] >= k
-                else None
-            )
-            if got is None:
-                self.v.fail(
-                    "metric-mismatch", f"{r.setting}: {name} claimed for {scores.shape[1]} classes"
-                )
-                continue
-            hits = int(got.sum())
-            if not isinstance(claimed, (int, float)) or abs(float(claimed) - hits / n) > 0.5 / n:
+            if name not in got:
                 self.v.fail(
                     "metric-mismatch",
-                    f"{r.setting}: claimed {name} {claimed!r} but the predictions give {hits / n:.6f} ({_fmt_n(hits)} of {_fmt_n(n)})",
+                    f"{r.setting}: claims metric {name!r}, which {spec.name} does not define",
                 )
+            elif (
+                not isinstance(claimed, (int, float))
+                or isinstance(claimed, bool)
+                or abs(float(claimed) - got[name]) > TOLERANCE
+            ):
+                self.v.fail(
+                    "metric-mismatch",
+                    f"{r.setting}: claimed {name} {claimed!r} but the predictions give {got[name]:.6f}{_hits(name, got[name], n)}",
+                )
+        if dict(r.group_counts) != {str(k): v for k, v in groups.items()}:
+            self.v.fail(
+                "metric-mismatch",
+                f"{r.setting}: claimed group counts differ from the predictions' metadata",
+            )
+        if "top1" in got:
+            self.v.scores[r.setting] = Score(got["top1"], n)
 
     def against_data(self, root: Path) -> None:
-        from harness.registry import get_shift
-
+        """Keys and labels against the dataset; a shift whose spec is completed by locating its
+        data (ObjectNet's class map from the dataset's mapping files) is re-read afterwards."""
         for shift, preds in sorted(self.preds.items()):
-            truth = {ex.key: int(ex.label) for ex in get_shift(shift).examples(root)}
+            if shift not in self.shifts:
+                continue
+            truth = {ex.key: int(ex.label) for ex in self.shifts[shift].examples(root)}
+            self.specs[shift] = self.shifts[shift].spec
             keys = [str(k) for k in preds.keys]
             missing = sorted(set(truth) - set(keys))
             extra = sorted(set(keys) - set(truth))
@@ -458,7 +456,8 @@ class _Check:
                 sample = ", ".join(repr(k) for k in (missing + extra)[:3])
                 self.v.fail(
                     "key-mismatch",
-                    f"{shift}: keys differ from the dataset under {root}: {len(missing)} missing, {len(extra)} unknown (e.g. {sample})",
+                    f"{shift}: keys differ from the dataset under {root}: {len(missing)} dataset keys not in the bundle, "
+                    f"{len(extra)} bundle keys not in the dataset (e.g. {sample})",
                 )
             wrong = sum(
                 1
@@ -476,10 +475,11 @@ def validate_bundle(
     path: Path,
     required: Sequence[str] = DEFAULT_REQUIRED_SHIFTS,
     data_root: Path | None = None,
-    spec_lookup: Callable[[str], ShiftSpec] = default_spec_lookup,
+    get_shift: Callable[[str], Shift] = registered_shift,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Validation:
-    """Every check on one bundle; ``Validation.ok`` is true only when nothing failed."""
+    """Every check on one bundle; ``Validation.ok`` is true only when nothing failed.
+    ``get_shift`` resolves shift names (specs, and examples with ``data_root``)."""
     v = Validation(Path(path))
-    _Check(v, required, spec_lookup, limits).run(data_root)
+    _Check(v, required, get_shift, limits).run(data_root)
     return v

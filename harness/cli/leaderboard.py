@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model",
         help="which model of RUN_DIR to submit (default: the card's run_model, or the only one)",
     )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        help="dataset root: also check keys and labels (needed for ObjectNet, whose class map ships with the data)",
+    )
     _add_require(p)
     p.set_defaults(func=_submit)
 
@@ -91,6 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-root", type=Path, help="dataset root: also check keys and labels against the data"
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="revalidate every bundle instead of reusing SITE_DIR/.validation for unchanged ones",
+    )
     _add_require(p)
     p.set_defaults(func=_leaderboard)
 
@@ -105,7 +115,7 @@ def _submit(args: argparse.Namespace) -> int:
     staging = out.with_name(out.name + ".unchecked")
     pack(manifest, members, staging)
     try:
-        v = validate_bundle(staging, required=_suite(args.require))
+        v = validate_bundle(staging, required=_suite(args.require), data_root=args.data_root)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
@@ -146,6 +156,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         required=_suite(args.require),
         baselines=args.baseline,
         data_root=args.data_root,
+        fresh=args.fresh,
     )
     print(
         f"wrote {args.out}: {len(board.accepted)} accepted, {len(board.rejected)} rejected, "

@@ -5,6 +5,7 @@ against the baseline trend, rank them per protocol, and write the site::
     SITE_DIR/entries/<entry>.html               one page per accepted submission
     SITE_DIR/plots/<protocol>/<shift>.png       per-shift scatter, entries labelled by rank
     SITE_DIR/leaderboard.md, leaderboard.pdf, site.js
+    SITE_DIR/.validation/<sha256>.json            validation results of unchanged bundles
 
 Only files inside SITE_DIR are written, under names built from hashes, registered shift names
 and sanitised file names, never from submitted text.
@@ -12,18 +13,19 @@ and sanitised file names, never from submitted text.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.api import ShiftSpec
+from harness.api import Shift
+from reports.leaderboard.cache import ValidationCache
 from reports.leaderboard.ranking import Entry, Table, build_tables
 from reports.leaderboard.trend import read_baseline
 from reports.submission import DEFAULT_REQUIRED_SHIFTS
-from reports.submission_validate import default_spec_lookup, validate_bundle
+from reports.submission_validate import registered_shift, validate_bundle
+from shifts.wds import sha256_file
 
 BUNDLE_SUFFIX = ".tar.gz"
 
@@ -38,25 +40,23 @@ class Board:
         return [e for t in self.tables for e in t.entries]
 
 
-def entry_id(path: Path) -> str:
+def entry_id(path: Path, sha: str) -> str:
     """A unique, file-name-safe id: sanitised stem plus the bundle's hash prefix."""
     stem = path.name[: -len(BUNDLE_SUFFIX)] if path.name.endswith(BUNDLE_SUFFIX) else path.stem
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:60] or "entry"
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return f"{safe}-{h.hexdigest()[:8]}"
+    return f"{safe}-{sha[:8]}"
 
 
 def collect(
     submissions: Path,
     required: Sequence[str],
     data_root: Path | None,
-    spec_lookup: Callable[[str], ShiftSpec],
+    get_shift: Callable[[str], Shift],
     progress: bool = True,
+    cache: ValidationCache | None = None,
 ):
-    """(accepted [(entry id, Validation)], rejected [(file name, reasons)])."""
+    """(accepted [(entry id, Validation)], rejected [(file name, reasons)]); ``cache`` reuses
+    earlier results for unchanged bundles."""
     from tqdm import tqdm
 
     submissions = Path(submissions)
@@ -72,9 +72,25 @@ def collect(
                 (path.name, [f"[not-a-bundle] not a {BUNDLE_SUFFIX} submission bundle"])
             )
             continue
-        v = validate_bundle(path, required=required, data_root=data_root, spec_lookup=spec_lookup)
+        sha = sha256_file(path)
+        v = cache.get(path, sha) if cache else None
+        if v is None:
+            try:
+                v = validate_bundle(
+                    path, required=required, data_root=data_root, get_shift=get_shift
+                )
+            except (
+                Exception
+            ) as exc:  # one hostile bundle must not stop the board; it is listed instead
+                reason = (
+                    f"[internal] the validator failed on this bundle: {exc!r}; please report it"
+                )
+                rejected.append((path.name, [reason]))
+                continue
+            if cache:
+                cache.put(sha, v)
         if v.ok:
-            accepted.append((entry_id(path), v))
+            accepted.append((entry_id(path, sha), v))
         else:
             rejected.append((path.name, [str(f) for f in v.failures]))
     return accepted, rejected
@@ -84,10 +100,11 @@ def build_leaderboard(
     submissions: Path,
     out: Path,
     required: Sequence[str] = DEFAULT_REQUIRED_SHIFTS,
-    baselines: Sequence[Path] = (),
+    baselines: Sequence[Path] = (),  # results.jsonl files; none: the bundled testbed
     data_root: Path | None = None,
-    spec_lookup: Callable[[str], ShiftSpec] = default_spec_lookup,
+    get_shift: Callable[[str], Shift] = registered_shift,
     progress: bool = True,
+    fresh: bool = False,
 ) -> Board:
     """Validate, rank and write the whole site into ``out``."""
     from tqdm import tqdm
@@ -97,13 +114,16 @@ def build_leaderboard(
     from reports.leaderboard.pdf import write_pdf
     from reports.leaderboard.plots import write_scatter
 
-    specs = {name: spec_lookup(name) for name in required}
-    baseline = read_baseline(baselines)
-    accepted, rejected = collect(submissions, required, data_root, spec_lookup, progress)
+    specs = {name: get_shift(name).spec for name in required}
+    baseline = read_baseline(baselines) if baselines else None
+    out = Path(out)
+    cache = ValidationCache(out / ".validation", required, data_root)
+    if fresh:
+        shutil.rmtree(cache.folder, ignore_errors=True)
+    accepted, rejected = collect(submissions, required, data_root, get_shift, progress, cache)
     tables = build_tables(accepted, required, specs, baseline)
     board = Board(tables, rejected)
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(t, s) for t in tables for s in t.ood_shifts]
     for t, s in tqdm(jobs, desc="drawing plots", unit="plot", disable=not progress):

@@ -75,8 +75,8 @@ def _header(key: str, label: str, type_: str, first: str = "descending", cls: st
 
 def table_html(table: Table) -> str:
     heads = [
-        _header("rank_er", "ER rank", "num", "ascending"),
-        _header("rank_ood", "OOD rank", "num", "ascending"),
+        _header("rank_er", "ER rank (range)", "num", "ascending"),
+        _header("rank_ood", "OOD rank (range)", "num", "ascending"),
         _header("model", "Model", "text", "ascending", "t"),
         _header("method", "Method", "text", "ascending", "t"),
         _header("extra_data", "Extra data", "text", "ascending", "t"),
@@ -88,8 +88,8 @@ def table_html(table: Table) -> str:
     rows = []
     for e in table.entries:
         cells = [
-            f'<td data-v="{num(e.rank_er)}">{e.rank_er if e.rank_er is not None else "&ndash;"}</td>',
-            f'<td data-v="{e.rank_ood}">{e.rank_ood}</td>',
+            f'<td data-v="{num(e.rank_er)}">{esc(e.rank_text("er"))}</td>',
+            f'<td data-v="{e.rank_ood}">{esc(e.rank_text("ood"))}</td>',
             f'<td class="t" data-v="{esc(e.card["name"])}"><a href="entries/{e.id}.html">{esc(e.card["name"])}</a></td>',
             f'<td class="t">{esc(method_text(e.card))}</td>',
             f'<td class="t">{"yes" if e.card.get("extra_data") else "no"}</td>',
@@ -121,13 +121,8 @@ def _plots(table: Table, prefix: str) -> str:
 
 
 def _trend_note(table: Table) -> str:
-    missing = [s for s in table.ood_shifts if table.trends.get(s) is None]
-    if not missing:
-        return ""
-    return (
-        f"<p><b>No baseline trend for {esc(', '.join(missing))}</b>: effective robustness is not computed "
-        "and entries are ranked by average OOD accuracy; build with <code>--baseline RESULTS_JSONL</code>.</p>"
-    )
+    note = table.trend_note()
+    return f"<p><b>{esc(note)}</b></p>" if note else ""
 
 
 def index_html(tables: Sequence[Table], rejected: Sequence[tuple[str, list[str]]]) -> str:
@@ -137,7 +132,8 @@ def index_html(tables: Sequence[Table], rejected: Sequence[tuple[str, list[str]]
         f"<p>{n_acc} accepted submission(s) in {len(tables)} protocol table(s); {len(rejected)} rejected. "
         "Scores are recomputed from each submission's predictions. Effective robustness is OOD top-1 minus the "
         "baseline trend's prediction from the ID top-1 on the shift's classes, in percentage points; intervals are "
-        "95% and cover the test sets' sampling error, not the trend fit. Click a column header to sort.</p>",
+        "95% and combine the test sets' sampling error with the trend fit's bootstrap spread; a rank's range is the ranks "
+        "its interval allows. Click a column header to sort.</p>",
         '<p>Downloads: <a href="leaderboard.md">Markdown</a> &middot; <a href="leaderboard.pdf">PDF</a></p>',
     ]
     for t in tables:
@@ -168,11 +164,17 @@ CARD_FIELDS = (
 )
 
 
+def card_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def entry_html(table: Table, e: Entry) -> str:
     card = e.card
     rows = [f'<tr><th class="t">Model in results</th><td class="t">{esc(e.model)}</td></tr>']
     rows += [
-        f'<tr><th class="t">{label}</th><td class="t">{esc(card.get(key, ""))}</td></tr>'
+        f'<tr><th class="t">{label}</th><td class="t">{esc(card_value(card.get(key, "")))}</td></tr>'
         for key, label in CARD_FIELDS
     ]
     rows.append(f'<tr><th class="t">Method</th><td class="t">{esc(method_text(card))}</td></tr>')
@@ -194,7 +196,7 @@ def entry_html(table: Table, e: Entry) -> str:
     body = (
         f'<p><a href="../index.html#p-{table.protocol}">&larr; leaderboard</a></p>'
         f"<h1>{esc(card['name'])}</h1>"
-        f"<p>ER rank {e.rank_er if e.rank_er is not None else '&ndash;'} &middot; OOD rank {e.rank_ood} &middot; "
+        f"<p>ER rank {esc(e.rank_text('er'))} &middot; OOD rank {esc(e.rank_text('ood'))} &middot; "
         f"avg effective robustness {pct(e.avg_er, e.avg_er_half)} pp &middot; avg OOD top-1 {pct(e.avg_ood, e.avg_ood_half)}%</p>"
         f"<table>{''.join(rows)}</table>"
         '<h2>Per shift</h2><table><thead><tr><th class="t">Shift</th><th class="t">ID setting</th><th>ID top-1</th>'

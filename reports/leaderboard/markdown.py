@@ -23,8 +23,8 @@ def pct(x: float | None, half: float | None = None) -> str:
 
 def table_md(t: Table) -> str:
     head = [
-        "ER rank",
-        "OOD rank",
+        "ER rank (range)",
+        "OOD rank (range)",
         "Model",
         "Method",
         "Extra data",
@@ -38,8 +38,8 @@ def table_md(t: Table) -> str:
     ]
     for e in t.entries:
         row = [
-            str(e.rank_er) if e.rank_er is not None else "–",
-            str(e.rank_ood),
+            e.rank_text("er"),
+            e.rank_text("ood"),
             cell(e.card["name"]),
             cell(method_text(e.card)),
             "yes" if e.card.get("extra_data") else "no",
@@ -59,12 +59,8 @@ def leaderboard_md(tables: Sequence[Table], rejected: Sequence[tuple[str, list[s
     )
     for t in tables:
         out += ["", f"## Protocol {t.protocol}", "", cell(t.label), ""]
-        missing = [s for s in t.ood_shifts if t.trends.get(s) is None]
-        if missing:
-            out += [
-                f"No baseline trend for {', '.join(missing)}: ER not computed, ranked by average OOD top-1.",
-                "",
-            ]
+        if t.trend_note():
+            out += [cell(t.trend_note()), ""]
         out.append(table_md(t))
     out += ["", "## Rejected submissions", ""]
     if not rejected:

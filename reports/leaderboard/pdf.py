@@ -30,11 +30,11 @@ def _clip(text: str, width: int) -> str:
 
 
 def table_lines(t: Table) -> list[str]:
-    head = f"{'ER#':>4} {'OOD#':>4}  {'model':<28} {'method':<18} {'avg ER (pp)':>15} {'avg OOD (%)':>15}"
+    head = f"{'ER rank':>9} {'OOD rank':>9}  {'model':<28} {'method':<18} {'avg ER (pp)':>15} {'avg OOD (%)':>15}"
     head += "".join(f" {_clip(s, 12):>12}" for s in t.ood_shifts)
     lines = [_clip(t.label, 150), "", head]
     for e in t.entries:
-        line = f"{e.rank_er if e.rank_er is not None else '-':>4} {e.rank_ood:>4}  {_clip(e.card['name'], 28):<28} {_clip(method_text(e.card), 18):<18}"
+        line = f"{e.rank_text('er'):>9} {e.rank_text('ood'):>9}  {_clip(e.card['name'], 28):<28} {_clip(method_text(e.card), 18):<18}"
         line += f" {pct(e.avg_er, e.avg_er_half):>15} {pct(e.avg_ood, e.avg_ood_half):>15}"
         line += "".join(f" {pct(e.points[s].y):>12}" for s in t.ood_shifts)
         lines.append(line)

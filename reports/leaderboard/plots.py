@@ -7,9 +7,21 @@ from pathlib import Path
 import numpy as np
 
 from reports.leaderboard.ranking import Table
-from reports.leaderboard.trend import CLIP, logit
+from reports.leaderboard.trend import logit, sigmoid
 
 TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def zlogit(acc, n) -> np.ndarray:
+    """Logit of accuracies clipped half an example from 0 and 1, as the trend fit does."""
+    from reports.scales import clip
+
+    return logit(
+        clip(
+            np.asarray(acc, dtype=float),
+            np.array([np.nan if v is None else v for v in n], dtype=float),
+        )[0]
+    )
 
 
 def _ticks(lo: float, hi: float) -> list[float]:
@@ -26,33 +38,51 @@ def scatter_figure(table: Table, shift: str):
     fig = Figure(figsize=(5, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    trend = table.trends.get(shift)
+    t = table.trends[shift]
     xs, ys = [], []
-    if trend is not None:
-        bx = logit([p[1] for p in trend.points])
-        by = logit([p[2] for p in trend.points])
-        ax.scatter(bx, by, s=14, c="0.6", label=f"baseline ({len(trend.points)} models)", zorder=2)
+    if t.points:
+        bx = zlogit([p.x for p in t.points], [p.n_x for p in t.points])
+        by = zlogit([p.y for p in t.points], [p.n_y for p in t.points])
+        ax.scatter(
+            bx,
+            by,
+            s=10,
+            c="0.45",
+            alpha=0.6,
+            linewidths=0,
+            label=f"baseline ({len(t.points)} models)",
+            zorder=2,
+            rasterized=True,
+        )
         xs += list(bx)
         ys += list(by)
-    ex = logit([e.points[shift].x for e in table.entries])
-    ey = logit([e.points[shift].y for e in table.entries])
+    ex = zlogit(
+        [e.points[shift].x for e in table.entries], [e.points[shift].n_x for e in table.entries]
+    )
+    ey = zlogit(
+        [e.points[shift].y for e in table.entries], [e.points[shift].n_y for e in table.entries]
+    )
     xs += list(ex)
     ys += list(ey)
     lo = min(min(xs), min(ys)) - 0.3
     hi = max(max(xs), max(ys)) + 0.3
     grid = np.linspace(lo, hi, 100)
     ax.plot(grid, grid, ls=":", c="0.4", lw=0.8, label="y = x")
-    if trend is not None:
+    if t.trend is not None:
         ax.plot(
-            grid, trend.slope * grid + trend.intercept, c="tab:blue", lw=1.2, label="baseline trend"
+            grid,
+            logit(t.trend.predict(sigmoid(grid))),
+            c="tab:blue",
+            lw=1.2,
+            label="baseline trend",
         )
     for e, x, y in zip(table.entries, ex, ey, strict=True):
         ax.scatter([x], [y], s=30, c="tab:red", edgecolors="k", linewidths=0.5, zorder=3)
         rank = e.rank_er or e.rank_ood
         ax.annotate(str(rank), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ticks = _ticks(lo, hi)
-    ax.set_xticks(logit(ticks), [f"{100 * t:g}" for t in ticks])
-    ax.set_yticks(logit(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xticks(logit(ticks), [f"{100 * v:g}" for v in ticks])
+    ax.set_yticks(logit(ticks), [f"{100 * v:g}" for v in ticks])
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     id_setting = table.entries[0].points[shift].id_setting if table.entries else "ID"
@@ -64,7 +94,7 @@ def scatter_figure(table: Table, shift: str):
     fig.text(
         0.01,
         0.01,
-        f"accuracies clipped to [{CLIP:g}, {1 - CLIP:g}] before the logit",
+        "accuracies of 0 or 1 are drawn half an example inside the axis",
         fontsize=6,
         color="0.4",
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.api import Result, ShiftSpec, id_view_setting
-from reports.leaderboard.trend import LogitTrend, baseline_trends
+from reports.leaderboard.trend import ShiftTrend, baseline_trends
 from reports.submission_validate import Validation, protocol_key
 
 Z95 = 1.959963984540054
@@ -48,6 +48,19 @@ class Entry:
     avg_er_half: float | None = None
     rank_er: int | None = None
     rank_ood: int = 0
+    rank_er_range: tuple[int, int] | None = None  # ranks the 95% intervals allow
+    rank_ood_range: tuple[int, int] = (0, 0)
+
+    def rank_text(self, which: str) -> str:
+        """'2 (1-3)': the rank and the range of ranks its interval allows; '–' when unranked."""
+        rank, span = (
+            (self.rank_er, self.rank_er_range)
+            if which == "er"
+            else (self.rank_ood, self.rank_ood_range)
+        )
+        if rank is None or span is None:
+            return "–"
+        return str(rank) if span[0] == span[1] else f"{rank} ({span[0]}–{span[1]})"
 
 
 @dataclass
@@ -56,12 +69,26 @@ class Table:
     label: str
     ood_shifts: tuple[str, ...]
     id_shifts: tuple[str, ...]
-    trends: dict[str, LogitTrend | None]
+    trends: dict[str, ShiftTrend]
     entries: list[Entry] = field(default_factory=list)
 
     @property
-    def has_er(self) -> bool:
-        return any(e.avg_er is not None for e in self.entries)
+    def er_shifts(self) -> tuple[str, ...]:
+        """The shifts with a fitted trend: the average effective robustness is over these."""
+        return tuple(s for s in self.ood_shifts if self.trends[s].trend is not None)
+
+    def trend_note(self) -> str:
+        """Plain-text warning about shifts without a trend ('' when every shift has one)."""
+        missing = [
+            f"{s} ({self.trends[s].reason})"
+            for s in self.ood_shifts
+            if self.trends[s].trend is None
+        ]
+        if not missing:
+            return ""
+        if self.er_shifts:
+            return f"No baseline trend for {', '.join(missing)}: average effective robustness is over {', '.join(self.er_shifts)} only."
+        return f"No baseline trend for {', '.join(missing)}: effective robustness is not computed and entries are ranked by average OOD top-1."
 
 
 def setting_pairs(required: Sequence[str], specs: Mapping[str, ShiftSpec]) -> dict[str, str]:
@@ -91,33 +118,32 @@ def make_entry(
     )
 
 
-def place(entry: Entry, trends: Mapping[str, LogitTrend | None]) -> None:
-    """Fill effective robustness per shift and the averages with their intervals."""
+def place(entry: Entry, trends: Mapping[str, ShiftTrend]) -> None:
+    """Fill effective robustness per shift and the averages with their intervals.
+
+    Average OOD accuracy is over every OOD shift; average effective robustness over the shifts
+    with a fitted trend. An ER interval adds, in quadrature, the sampling error of the entry's
+    OOD and ID accuracies (the latter through the trend's slope) and the trend fit's bootstrap
+    spread; shifts are treated as independent."""
     pts = list(entry.points.values())
     k = len(pts)
     entry.avg_ood = sum(p.y for p in pts) / k
     entry.avg_ood_half = Z95 * math.sqrt(sum(p.y * (1 - p.y) / p.n_y for p in pts)) / k
     placed = []
     for p in pts:
-        trend = trends.get(p.shift)
-        if trend is None:
+        t = trends[p.shift]
+        if t.trend is None:
             continue
-        var = p.y * (1 - p.y) / p.n_y + trend.slope_at(p.x) ** 2 * p.x * (1 - p.x) / p.n_x
-        q = ShiftPoint(
-            p.shift,
-            p.id_setting,
-            p.x,
-            p.n_x,
-            p.y,
-            p.n_y,
-            trend.effective_robustness(p.x, p.y),
-            Z95 * math.sqrt(var),
+        sampling = p.y * (1 - p.y) / p.n_y + t.slope_at(p.x) ** 2 * p.x * (1 - p.x) / p.n_x
+        var = sampling + (t.fit_half_width(p.x, p.y) / Z95) ** 2
+        er = p.y - t.predict(p.x)
+        entry.points[p.shift] = ShiftPoint(
+            p.shift, p.id_setting, p.x, p.n_x, p.y, p.n_y, er, Z95 * math.sqrt(var)
         )
-        entry.points[p.shift] = q
-        placed.append((q, var))
-    if len(placed) == k:
-        entry.avg_er = sum(q.er for q, _ in placed) / k
-        entry.avg_er_half = Z95 * math.sqrt(sum(var for _, var in placed)) / k
+        placed.append((er, var))
+    if placed:
+        entry.avg_er = sum(er for er, _ in placed) / len(placed)
+        entry.avg_er_half = Z95 * math.sqrt(sum(var for _, var in placed)) / len(placed)
 
 
 def competition_ranks(values: Sequence[float]) -> list[int]:
@@ -125,13 +151,36 @@ def competition_ranks(values: Sequence[float]) -> list[int]:
     return [1 + sum(1 for w in values if w > v) for v in values]
 
 
+def rank_ranges(values: Sequence[float], halves: Sequence[float]) -> list[tuple[int, int]]:
+    """For each value with interval [v - h, v + h]: (best, worst) rank it could have, i.e. one
+    plus the entries whose interval lies wholly above its own, and the entries whose interval
+    reaches its lower end (itself included)."""
+    lo = [v - h for v, h in zip(values, halves, strict=True)]
+    hi = [v + h for v, h in zip(values, halves, strict=True)]
+    return [
+        (1 + sum(1 for lj in lo if lj > hi[i]), sum(1 for hj in hi if hj >= lo[i]))
+        for i in range(len(values))
+    ]
+
+
+def _ranked(values: Sequence[float], halves: Sequence[float]) -> list[tuple[int, tuple[int, int]]]:
+    return list(zip(competition_ranks(values), rank_ranges(values, halves), strict=True))
+
+
 def rank(entries: list[Entry]) -> list[Entry]:
-    """Sets both ranks and orders by effective robustness (when known), then OOD accuracy."""
-    for e, r in zip(entries, competition_ranks([e.avg_ood for e in entries]), strict=True):
-        e.rank_ood = r
+    """Sets both ranks with their ranges and orders by effective robustness (when known), then
+    OOD accuracy."""
+    for e, (r, span) in zip(
+        entries,
+        _ranked([e.avg_ood for e in entries], [e.avg_ood_half for e in entries]),
+        strict=True,
+    ):
+        e.rank_ood, e.rank_ood_range = r, span
     with_er = [e for e in entries if e.avg_er is not None]
-    for e, r in zip(with_er, competition_ranks([e.avg_er for e in with_er]), strict=True):
-        e.rank_er = r
+    for e, (r, span) in zip(
+        with_er, _ranked([e.avg_er for e in with_er], [e.avg_er_half for e in with_er]), strict=True
+    ):
+        e.rank_er, e.rank_er_range = r, span
     return sorted(entries, key=lambda e: (e.rank_er or len(entries) + 1, e.rank_ood, e.model, e.id))
 
 
@@ -139,9 +188,10 @@ def build_tables(
     accepted: Sequence[tuple[str, Validation]],
     required: Sequence[str],
     specs: Mapping[str, ShiftSpec],
-    baseline: Sequence[Result],
+    baseline: list[Result] | None,
 ) -> list[Table]:
-    """Group accepted validations by protocol, fit each protocol's trends, place and rank."""
+    """Group accepted validations by protocol, fit each protocol's trends, place and rank.
+    ``baseline`` None places entries against the bundled testbed."""
     pairs = setting_pairs(required, specs)
     id_shifts = tuple(s for s in required if not specs[s].id_reference)
     groups: dict[str, list[tuple[str, Validation]]] = {}
@@ -154,19 +204,9 @@ def build_tables(
         shifts_of[digest] = v.manifest["shifts"]
     tables = []
     for digest, members in sorted(groups.items(), key=lambda kv: labels[kv[0]]):
-        rows = [r for r in baseline if _same_protocol(r, shifts_of[digest])]
-        trends = baseline_trends(rows, pairs)
+        trends = baseline_trends(pairs, shifts_of[digest], baseline)
         entries = [make_entry(eid, v, pairs, id_shifts, digest) for eid, v in members]
         for e in entries:
             place(e, trends)
         tables.append(Table(digest, labels[digest], tuple(pairs), id_shifts, trends, rank(entries)))
     return tables
-
-
-def _same_protocol(row: Result, shifts: Mapping[str, Any]) -> bool:
-    entry = shifts.get(row.shift)
-    return (
-        entry is not None
-        and row.shift_version == entry["version"]
-        and dict(row.protocol) == dict(entry["protocol"])
-    )

@@ -1,9 +1,11 @@
-"""The baseline trend an entry is placed against: one seam, ``baseline_trends``.
+"""The baseline each protocol table's entries are placed against, and its trend.
 
-A logit-linear least-squares fit of OOD on ID accuracy over baseline models (the imagenet-testbed
-convention), from Result rows given by the maintainer. Fractions are clipped to
-[CLIP, 1 - CLIP] before the logit, because logit(0) and logit(1) are infinite (a ResNet-50 scores
-0.0 on ImageNet-A); the site says so under each plot.
+The fit itself is the report layer's (:class:`reports.trend.Trend`, logit-linear least squares
+with a seeded bootstrap over baseline models). This module only chooses the baseline points:
+
+- given ``--baseline`` results.jsonl files: every model in them, rows of the table's protocol;
+- otherwise the bundled testbed's ``standard`` models (ImageNet-trained, no extra data) at the
+  published protocol, with the testbed's setting names mapped onto registered shift names.
 """
 
 from __future__ import annotations
@@ -11,67 +13,74 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from harness.api import Result
 
+TRANSFORM = "logit"
+#: Plot-only clipping of accuracies before the logit (fits clip as reports.scales does).
 CLIP = 1e-4
 
 
-def logit(p: np.ndarray | float) -> np.ndarray:
+def logit(p) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), CLIP, 1 - CLIP)
     return np.log(p / (1 - p))
 
 
-def sigmoid(z: np.ndarray | float) -> np.ndarray:
+def sigmoid(z) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
 
 
+#: Registered shift name -> the testbed's setting name, where they differ.
+TESTBED_SETTINGS = {"imagenetv2": "imagenetv2-matched-frequency"}
+
+
 @dataclass(frozen=True)
-class LogitTrend:
-    """OOD = sigmoid(slope * logit(ID) + intercept), fitted on ``points`` (fractions)."""
+class BaselinePoint:
+    model: str
+    x: float
+    y: float
+    n_x: int | None
+    n_y: int | None
 
-    slope: float
-    intercept: float
-    points: tuple[tuple[str, float, float], ...]  # (model, id, ood)
 
-    def predict(self, x: np.ndarray | float) -> np.ndarray:
-        return sigmoid(self.slope * logit(x) + self.intercept)
+@dataclass
+class ShiftTrend:
+    """A fitted trend and the points it was fitted on (``trend`` None: see ``reason``)."""
 
-    def slope_at(self, x: float) -> float:
+    points: list[BaselinePoint]
+    trend: Any = None  # reports.trend.Trend
+    reason: str = ""
+
+    def predict(self, x: float) -> float:
+        return float(self.trend.predict(np.array([x]))[0])
+
+    def slope_at(self, x: float, h: float = 1e-5) -> float:
         """d predict / d x, for propagating the ID accuracy's sampling error."""
-        xc = float(np.clip(x, CLIP, 1 - CLIP))
-        g = float(self.predict(xc))
-        return self.slope * g * (1 - g) / (xc * (1 - xc))
+        lo, hi = max(x - h, 1e-9), min(x + h, 1 - 1e-9)
+        return (self.predict(hi) - self.predict(lo)) / (hi - lo)
 
-    def effective_robustness(self, x: float, y: float) -> float:
-        return float(y - self.predict(x))
-
-
-def fit_logit_trend(points: Iterable[tuple[str, float, float]]) -> LogitTrend | None:
-    """Least squares in logit space; None with fewer than two distinct ID accuracies."""
-    pts = tuple(points)
-    if len({round(x, 12) for _, x, _ in pts}) < 2:
-        return None
-    x = logit([p[1] for p in pts])
-    y = logit([p[2] for p in pts])
-    slope, intercept = np.polyfit(x, y, 1)
-    return LogitTrend(float(slope), float(intercept), pts)
+    def fit_half_width(self, x: float, y: float, level: float = 0.95) -> float:
+        """Half the bootstrap interval of the effective robustness at (x, y): the fit's share."""
+        lo, hi = self.trend.er_interval(np.array([x]), np.array([y]), level=level)
+        return float(hi[0] - lo[0]) / 2
 
 
-def baseline_points(
-    rows: Iterable[Result], ood: str, id_setting: str
-) -> list[tuple[str, float, float]]:
-    """(model, ID top-1, OOD top-1) for every baseline model with both settings."""
-    by_model: dict[str, dict[str, float]] = {}
-    for r in rows:
-        by_model.setdefault(r.model, {})[r.setting] = float(r.metrics["top1"])
-    return [
-        (m, s[id_setting], s[ood])
-        for m, s in sorted(by_model.items())
-        if id_setting in s and ood in s
-    ]
+def fit(points: list[BaselinePoint]) -> ShiftTrend:
+    from reports.trend import Trend
+
+    if not points:
+        return ShiftTrend(points, None, "no baseline models")
+    try:
+        x = np.array([p.x for p in points])
+        y = np.array([p.y for p in points])
+        nx = np.array([p.n_x or np.nan for p in points], dtype=float)
+        ny = np.array([p.n_y or np.nan for p in points], dtype=float)
+        return ShiftTrend(points, Trend(TRANSFORM).fit(x, y, nx, ny))
+    except ValueError as exc:
+        return ShiftTrend(points, None, str(exc))
 
 
 def read_baseline(paths: Iterable[Path]) -> list[Result]:
@@ -88,12 +97,80 @@ def read_baseline(paths: Iterable[Path]) -> list[Result]:
     return rows
 
 
+def _same_protocol(row: Result, shifts: Mapping[str, Any]) -> bool:
+    """A row belongs to a table when its shift version and the protocol it was scored under
+    (an ID view's is its OOD shift's) are the table's."""
+    entry = shifts.get(row.shift)
+    scored = shifts.get(row.setting.split("@")[-1])
+    return (
+        entry is not None
+        and scored is not None
+        and row.shift_version == entry["version"]
+        and dict(row.protocol) == dict(scored["protocol"])
+    )
+
+
+def points_from_results(
+    rows: Iterable[Result], shifts: Mapping[str, Any], ood: str, id_setting: str
+) -> list[BaselinePoint]:
+    """(ID, OOD) of every model with both settings among rows of the table's protocol."""
+    by_model: dict[str, dict[str, Result]] = {}
+    for r in rows:
+        if _same_protocol(r, shifts):
+            by_model.setdefault(r.model, {})[r.setting] = r
+    out = []
+    for model, s in sorted(by_model.items()):
+        if id_setting in s and ood in s:
+            x, y = s[id_setting], s[ood]
+            out.append(
+                BaselinePoint(model, float(x.metrics["top1"]), float(y.metrics["top1"]), x.n, y.n)
+            )
+    return out
+
+
+def points_from_testbed(ood: str, id_setting: str) -> list[BaselinePoint]:
+    """The bundled testbed's standard models at the published protocol of each setting."""
+    from reports.table import PROTOCOL_KEYS
+    from reports.testbed import load_testbed
+
+    def name(setting: str) -> str:
+        head, _, tail = setting.partition("@")
+        return TESTBED_SETTINGS.get(head, head) + (
+            f"@{TESTBED_SETTINGS.get(tail, tail)}" if tail else ""
+        )
+
+    want_x, want_y = name(id_setting), name(ood)
+    by_model: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in load_testbed():
+        if r.setting in (want_x, want_y) and "standard" in r.tags:
+            canonical = tuple(sorted(PROTOCOL_KEYS.get(r.setting, {}).items()))
+            if r.protocol_key() == canonical:
+                by_model.setdefault((r.source, r.model), {})[r.setting] = r
+    out = []
+    for (source, model), s in sorted(by_model.items()):
+        if want_x in s and want_y in s:
+            out.append(
+                BaselinePoint(
+                    f"{source}:{model}",
+                    s[want_x].accuracy,
+                    s[want_y].accuracy,
+                    s[want_x].n,
+                    s[want_y].n,
+                )
+            )
+    return out
+
+
 def baseline_trends(
-    rows: Iterable[Result], pairs: Mapping[str, str]
-) -> dict[str, LogitTrend | None]:
-    """For each OOD setting -> its ID setting in ``pairs``, the trend fitted on the baseline rows."""
-    rows = list(rows)
-    return {
-        ood: fit_logit_trend(baseline_points(rows, ood, id_setting))
-        for ood, id_setting in pairs.items()
-    }
+    pairs: Mapping[str, str], shifts: Mapping[str, Any], rows: list[Result] | None
+) -> dict[str, ShiftTrend]:
+    """For each OOD shift -> its ID setting, the trend of the chosen baseline."""
+    out = {}
+    for ood, id_setting in pairs.items():
+        points = (
+            points_from_results(rows, shifts, ood, id_setting)
+            if rows is not None
+            else points_from_testbed(ood, id_setting)
+        )
+        out[ood] = fit(points)
+    return out

@@ -4,9 +4,10 @@ import pytest
 from harness import registry
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def toy_shifts_registered():
-    """Register the toy shifts the way a plugin would, so CLI paths resolve them."""
+    """Register the toy shifts the way a plugin would, so CLI paths resolve them; scoped so
+    the names never leak into other test packages."""
     with registry.shifts.scoped({name: _factory(name) for name in toy.SUITE}):
         yield
 

@@ -67,7 +67,7 @@ def test_traversal_is_reported_by_validate_and_writes_nothing(tmp_path, monkeypa
     monkeypatch.chdir(work)
     path = raw_tar(tmp_path / "bad.tar.gz", [("../../escaped.txt", b"owned")])
     before = sorted(os.walk(tmp_path))
-    v = validate_bundle(path, required=toy.SUITE, spec_lookup=toy.lookup)
+    v = validate_bundle(path, required=toy.SUITE, get_shift=toy.get_shift)
     assert [str(f) for f in v.failures] == [
         f"[unsafe-member] {path}: member '../../escaped.txt' contains '..' (path traversal); refused"
     ]
@@ -173,3 +173,34 @@ def test_npz_bomb_is_refused():
     assert len(small.getvalue()) < 50_000
     with pytest.raises(BundleError, match=r"p.npz: .npz inflates past the 1 MiB limit; refused"):
         read_npz(small.getvalue(), "p.npz", MiB)
+
+
+def test_oversized_manifest_is_refused_before_parsing(tmp_path):
+    path = raw_tar(tmp_path / "m.tar.gz", [("manifest.json", b" " * (17 << 20))])
+    v = validate_bundle(path, required=toy.SUITE, get_shift=toy.get_shift)
+    assert [str(f) for f in v.failures] == [
+        "[too-large] manifest.json is over 16 MiB; a real manifest is a few KiB"
+    ]
+
+
+def test_a_validator_crash_is_listed_not_fatal(tmp_path, monkeypatch):
+    import reports.leaderboard as lb
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    raw_tar(subs / "a.tar.gz", [("manifest.json", b"{}")])
+
+    def boom(*a, **k):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(lb, "validate_bundle", boom)
+    accepted, rejected = lb.collect(subs, toy.SUITE, None, toy.get_shift, progress=False)
+    assert accepted == []
+    assert rejected == [
+        (
+            "a.tar.gz",
+            [
+                "[internal] the validator failed on this bundle: RuntimeError('unexpected'); please report it"
+            ],
+        )
+    ]

@@ -14,8 +14,8 @@ from test_submission import raw_tar, rewrite
 
 from harness.api import Result
 from reports.leaderboard import build_leaderboard
-from reports.leaderboard.ranking import Z95, competition_ranks
-from reports.leaderboard.trend import fit_logit_trend, logit, sigmoid
+from reports.leaderboard.ranking import Z95, competition_ranks, rank_ranges
+from reports.leaderboard.trend import BaselinePoint, fit, points_from_testbed
 from reports.submission import load_card, write_bundle
 
 BASELINE_MODELS = {
@@ -56,7 +56,7 @@ def site(tmp_path_factory):
     before = {p for p in root.rglob("*")}
     out = root / "site"
     board = build_leaderboard(
-        subs, out, required=toy.SUITE, baselines=[baseline], spec_lookup=toy.lookup, progress=False
+        subs, out, required=toy.SUITE, baselines=[baseline], get_shift=toy.get_shift, progress=False
     )
     written = {p for p in root.rglob("*")} - before
     return root, out, board, written
@@ -93,6 +93,11 @@ def test_accepted_rejected_and_protocol_tables(site):
     assert rejected["broken.tar.gz"][0].startswith("[corrupt]")
 
 
+def _logit(p, n):
+    p = min(max(p, 0.5 / n), 1 - 0.5 / n)  # the report layer clips half an example from 0 and 1
+    return math.log(p / (1 - p))
+
+
 def test_trend_and_effective_robustness_by_hand(site):
     root, _, board, _ = site
     rows = [
@@ -100,25 +105,25 @@ def test_trend_and_effective_robustness_by_hand(site):
         for x in (root / "baseline/results.jsonl").read_text().splitlines()
     ]
     top1 = {(r.model, r.setting): r.metrics["top1"] for r in rows}
-    x = [top1[(m, "toy")] for m in BASELINE_MODELS]
-    y = [top1[(m, "toy-v2")] for m in BASELINE_MODELS]
+    lx = np.array([_logit(top1[(m, "toy")], 40) for m in BASELINE_MODELS])
+    ly = np.array([_logit(top1[(m, "toy-v2")], 20) for m in BASELINE_MODELS])
     # closed-form least squares in logit space
-    lx, ly = logit(x), logit(y)
     slope = ((lx - lx.mean()) * (ly - ly.mean())).sum() / ((lx - lx.mean()) ** 2).sum()
     intercept = ly.mean() - slope * lx.mean()
     table = board.tables[0]
-    trend = table.trends["toy-v2"]
-    assert trend.slope == pytest.approx(slope) and trend.intercept == pytest.approx(intercept)
+    t = table.trends["toy-v2"]
+    assert [p.model for p in t.points] == sorted(BASELINE_MODELS)
+    assert t.trend.slope == pytest.approx(slope) and t.trend.intercept == pytest.approx(intercept)
     e = next(e for e in table.entries if e.model == "alpha-net")
     p = e.points["toy-v2"]
-    expected_er = p.y - 1 / (1 + math.exp(-(slope * math.log(p.x / (1 - p.x)) + intercept)))
-    assert p.er == pytest.approx(expected_er)
-    # the interval: OOD binomial term plus the ID term through the trend's slope
-    g = sigmoid(slope * logit(p.x) + intercept)
-    d = slope * g * (1 - g) / (p.x * (1 - p.x))
-    assert p.er_half == pytest.approx(
-        Z95 * math.sqrt(p.y * (1 - p.y) / 20 + d**2 * p.x * (1 - p.x) / 40)
-    )
+    g = 1 / (1 + math.exp(-(slope * math.log(p.x / (1 - p.x)) + intercept)))
+    assert p.er == pytest.approx(p.y - g)
+    # the interval: OOD binomial term, the ID term through the trend's slope, the fit's spread
+    assert t.slope_at(p.x) == pytest.approx(slope * g * (1 - g) / (p.x * (1 - p.x)), rel=1e-4)
+    sampling = p.y * (1 - p.y) / 20 + t.slope_at(p.x) ** 2 * p.x * (1 - p.x) / 40
+    fit_half = t.fit_half_width(p.x, p.y)
+    assert fit_half > 0
+    assert p.er_half == pytest.approx(math.sqrt(Z95**2 * sampling + fit_half**2))
     assert (p.n_x, p.n_y) == (40, 20)
     assert e.points["toy-r"].n_x == 16 and e.points["toy-o"].n_x == 20
     ys = [e.points[s].y for s in table.ood_shifts]
@@ -126,6 +131,7 @@ def test_trend_and_effective_robustness_by_hand(site):
     assert e.avg_ood_half == pytest.approx(
         Z95 * math.sqrt(sum(q * (1 - q) / n for q, n in zip(ys, (20, 12, 9), strict=True))) / 3
     )
+    assert table.er_shifts == ("toy-v2", "toy-r", "toy-o")
     assert e.avg_er == pytest.approx(sum(e.points[s].er for s in table.ood_shifts) / 3)
 
 
@@ -133,10 +139,22 @@ def test_ranks():
     assert competition_ranks([0.5, 0.7, 0.5, 0.1]) == [2, 1, 2, 4]
 
 
-def test_trend_needs_two_distinct_points():
-    assert fit_logit_trend([("a", 0.5, 0.4), ("b", 0.5, 0.3)]) is None
-    t = fit_logit_trend([("a", 0.5, 0.5), ("b", 0.0, 0.0), ("c", 1.0, 1.0)])  # clipped, finite
-    assert np.isfinite(t.slope) and t.slope == pytest.approx(1.0)
+def test_too_few_baseline_models_give_no_trend_and_say_why():
+    t = fit([BaselinePoint("a", 0.5, 0.4, 100, 100), BaselinePoint("b", 0.6, 0.5, 100, 100)])
+    assert t.trend is None and "at least 3 needed" in t.reason
+
+
+def test_testbed_baseline_maps_registered_names():
+    """imagenetv2 is 'imagenetv2-matched-frequency' in the testbed; only standard models at the
+    published protocol are used."""
+    v2 = points_from_testbed("imagenetv2", "imagenet")
+    r = points_from_testbed("imagenet-r", "imagenet@imagenet-r")
+    assert len(v2) > 50 and len(r) > 50
+    assert all(0 < p.x < 1 and 0 < p.y < 1 for p in v2 + r)
+    assert {p.n_y for p in r} == {30_000}
+    assert (
+        points_from_testbed("objectnet", "imagenet") == []
+    )  # the testbed has ObjectNet 1.0-beta only
 
 
 def test_outputs_exist_and_escape_submitted_text(site):
@@ -162,20 +180,75 @@ def test_outputs_exist_and_escape_submitted_text(site):
     assert "alpha <b>net</b>" in text and "cheat.tar.gz" in text and "Rejected submissions" in text
 
 
-def test_site_without_baseline_ranks_by_ood(tmp_path, site):
+def test_site_against_the_testbed_without_matching_shifts_ranks_by_ood(tmp_path, site):
     root, *_ = site
     subs = tmp_path / "subs"
     subs.mkdir()
     shutil.copy(root / "subs" / "alpha.tar.gz", subs)
     shutil.copy(root / "subs" / "beta.tar.gz", subs)
     board = build_leaderboard(
-        subs, tmp_path / "site", required=toy.SUITE, spec_lookup=toy.lookup, progress=False
+        subs, tmp_path / "site", required=toy.SUITE, get_shift=toy.get_shift, progress=False
     )
     (t,) = board.tables
     assert all(e.avg_er is None and e.rank_er is None for e in t.entries)
     assert [e.rank_ood for e in t.entries] == [1, 2]
-    assert (
-        "No baseline trend for toy-v2, toy-r, toy-o"
-        in (tmp_path / "site" / "index.html").read_text()
+    note = (
+        "No baseline trend for toy-v2 (no baseline models), toy-r (no baseline models), toy-o (no baseline models): "
+        "effective robustness is not computed and entries are ranked by average OOD top-1."
     )
+    assert note in (tmp_path / "site" / "index.html").read_text()
+    assert note in (tmp_path / "site" / "leaderboard.md").read_text()
     assert os.path.exists(tmp_path / "site" / "leaderboard.pdf")
+
+
+def test_rank_ranges_by_hand():
+    # intervals: A [0.8, 1.0], B [0.55, 0.75], C [0.5, 0.7], D [0.1, 0.3]
+    spans = rank_ranges([0.9, 0.65, 0.6, 0.2], [0.1, 0.1, 0.1, 0.1])
+    # A: nobody wholly above; only A reaches 0.8 -> (1, 1). B: A wholly above; A, B, C reach 0.55 -> (2, 3).
+    # C: A above; A, B, C reach 0.5 -> (2, 3). D: A, B, C wholly above; all reach 0.1 -> (4, 4).
+    assert spans == [(1, 1), (2, 3), (2, 3), (4, 4)]
+
+
+def test_rank_text(site):
+    _, out, board, _ = site
+    for e in board.accepted:
+        lo, hi = e.rank_ood_range
+        assert lo <= e.rank_ood <= hi
+        assert e.rank_text("ood") == (str(e.rank_ood) if lo == hi else f"{e.rank_ood} ({lo}–{hi})")
+        assert e.rank_text("ood") in (out / "leaderboard.md").read_text()
+
+
+def test_rebuild_reuses_validation_of_unchanged_bundles(site, tmp_path, monkeypatch):
+    import reports.leaderboard as lb
+
+    root, *_ = site
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("alpha.tar.gz", "cheat.tar.gz"):
+        shutil.copy(root / "subs" / name, subs)
+    out = tmp_path / "site"
+    first = build_leaderboard(
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False
+    )
+    assert len(list((out / ".validation").glob("*.json"))) == 2
+    calls = []
+    real = lb.validate_bundle
+    monkeypatch.setattr(
+        lb, "validate_bundle", lambda *a, **k: calls.append(a[0].name) or real(*a, **k)
+    )
+    again = build_leaderboard(
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False
+    )
+    assert calls == []
+    assert [e.id for e in again.accepted] == [e.id for e in first.accepted]
+    assert again.rejected == first.rejected
+    assert [(e.avg_ood, e.avg_ood_half) for e in again.accepted] == [
+        (e.avg_ood, e.avg_ood_half) for e in first.accepted
+    ]
+    shutil.copy(root / "subs" / "beta.tar.gz", subs / "alpha.tar.gz")  # changed content, same name
+    build_leaderboard(subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False)
+    assert calls == ["alpha.tar.gz"]
+    build_leaderboard(
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, fresh=True
+    )
+    assert calls == ["alpha.tar.gz", "alpha.tar.gz", "cheat.tar.gz"]

@@ -12,11 +12,11 @@ import pytest
 from harness.api import Predictions
 from reports.safe_archive import read_bundle
 from reports.submission import load_card, pack, write_bundle
-from reports.submission_validate import protocol_key, setting_view, validate_bundle
+from reports.submission_validate import protocol_key, validate_bundle
 
 
 def check(path, **kw):
-    return validate_bundle(path, required=toy.SUITE, spec_lookup=toy.lookup, **kw)
+    return validate_bundle(path, required=toy.SUITE, get_shift=toy.get_shift, **kw)
 
 
 @pytest.fixture
@@ -65,35 +65,6 @@ def test_bundle_is_deterministic(tmp_path, run_dir, card, monkeypatch):
     write_bundle(run_dir, load_card(card), a)
     write_bundle(run_dir, load_card(card), b)
     assert a.read_bytes() == b.read_bytes()
-
-
-def test_setting_view_by_hand():
-    """ID view on toy-r's classes: keep labels 1,3,4,8, relabel to 0..3, score their columns."""
-    logits = np.zeros((5, 10), dtype=np.float16)
-    labels = np.array([1, 2, 8, 4, 3])
-    logits[0, 1] = 5  # label 1 -> target 0, predicted 1 -> target 0: correct
-    logits[1, 2] = 5  # label 2 is not in toy-r: dropped
-    logits[2, 0] = 9  # label 8 -> target 3; column 0 is outside the map, best inside is 8
-    logits[2, 8] = 1
-    logits[3, 3] = 5  # label 4 -> target 2; predicted 3 -> target 1: wrong
-    logits[4, 3] = 5  # label 3 -> target 1: correct
-    p = {"toy": Predictions("m", "toy", np.array(list("abcde")), labels, logits)}
-    scores, target = setting_view("toy@toy-r", p, toy.SPECS, toy.R_MAP.digest())
-    assert target.tolist() == [0, 3, 2, 1]
-    assert scores.argmax(1).tolist() == [0, 3, 1, 1]
-
-
-def test_setting_view_max_over_members_by_hand():
-    """toy-o target 0 collects source classes 0 and 2: a max at column 2 predicts target 0."""
-    logits = np.zeros((2, 10), dtype=np.float16)
-    logits[0, 2] = 4
-    logits[0, 5] = 3
-    logits[1, 9] = 2
-    logits[1, 0] = 1
-    p = {"toy-o": Predictions("m", "toy-o", np.array(["x", "y"]), np.array([0, 2]), logits)}
-    scores, labels = setting_view("toy-o", p, toy.SPECS, toy.O_MAP.digest())
-    assert scores.tolist() == [[4, 3, 0], [1, 0, 2]]
-    assert scores.argmax(1).tolist() == labels.tolist()
 
 
 def rewrite(path, out, edit):
@@ -179,20 +150,29 @@ def test_swapped_predictions_with_rewritten_hashes_are_caught_by_recomputation(t
     assert "hash-mismatch" in v.codes()  # result rows still name the old predictions' hashes
 
 
+def edit_predictions(manifest, members, shift, change, scratch):
+    """Replace ``shift``'s predictions by ``change(keys, labels, logits)`` and fix the manifest's
+    hashes (the result rows keep theirs): the forger's best effort."""
+    import hashlib
+
+    rel = f"predictions/toy-net/{shift}.npz"
+    with np.load(io.BytesIO(members[rel]), allow_pickle=False) as z:
+        keys, labels, logits = change(z["keys"].copy(), z["labels"].copy(), z["logits"].copy())
+    p = Predictions("toy-net", shift, keys, labels, logits)
+    p.save(scratch / f"{shift}.npz")
+    members[rel] = (scratch / f"{shift}.npz").read_bytes()
+    manifest["files"][rel] = {
+        "sha256": hashlib.sha256(members[rel]).hexdigest(),
+        "size": len(members[rel]),
+    }
+    manifest["predictions"][shift].update(sha256=p.sha256(), n=len(p))
+
+
 def test_dropped_key_is_caught(bundle, tmp_path):
     def edit(manifest, members):
-        import hashlib
-
-        rel = "predictions/toy-net/toy-r.npz"
-        with np.load(io.BytesIO(members[rel]), allow_pickle=False) as z:
-            p = Predictions("toy-net", "toy-r", z["keys"][1:], z["labels"][1:], z["logits"][1:])
-        p.save(tmp_path / "r.npz")
-        members[rel] = (tmp_path / "r.npz").read_bytes()
-        manifest["files"][rel] = {
-            "sha256": hashlib.sha256(members[rel]).hexdigest(),
-            "size": len(members[rel]),
-        }
-        manifest["predictions"]["toy-r"].update(sha256=p.sha256(), n=11)
+        edit_predictions(
+            manifest, members, "toy-r", lambda k, y, z: (k[1:], y[1:], z[1:]), tmp_path
+        )
 
     v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
     assert (
@@ -205,23 +185,17 @@ def test_dropped_key_is_caught(bundle, tmp_path):
 
 
 def test_duplicate_key_is_caught(bundle, tmp_path):
-    def edit(manifest, members):
-        import hashlib
+    def duplicate(keys, labels, logits):
+        keys[1] = keys[0]
+        return keys, labels, logits
 
-        rel = "predictions/toy-net/toy-v2.npz"
-        with np.load(io.BytesIO(members[rel]), allow_pickle=False) as z:
-            keys = z["keys"].copy()
-            keys[1] = keys[0]
-            p = Predictions("toy-net", "toy-v2", keys, z["labels"], z["logits"])
-        p.save(tmp_path / "v2.npz")
-        members[rel] = (tmp_path / "v2.npz").read_bytes()
-        manifest["files"][rel] = {
-            "sha256": hashlib.sha256(members[rel]).hexdigest(),
-            "size": len(members[rel]),
-        }
-        manifest["predictions"]["toy-v2"]["sha256"] = p.sha256()
-
-    v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
+    v = check(
+        rewrite(
+            bundle,
+            tmp_path / "t.tar.gz",
+            lambda m, mem: edit_predictions(m, mem, "toy-v2", duplicate, tmp_path),
+        )
+    )
     assert messages(v, "duplicate-key") == [
         "toy-v2: 1 keys appear more than once (e.g. '0/img_0000.png')"
     ]
@@ -231,7 +205,7 @@ def test_missing_required_shift(bundle):
     v = validate_bundle(
         bundle,
         required=(*toy.SUITE, "toy-c"),
-        spec_lookup=lambda n: toy.lookup(n) if n != "toy-c" else toy.SPECS["toy"],
+        get_shift=lambda n: toy.get_shift(n if n != "toy-c" else "toy"),
     )
     assert messages(v, "missing-shift") == [
         "toy-c: required by the leaderboard but has no result row in the bundle"
@@ -259,7 +233,8 @@ def test_rows_must_agree_with_the_manifest_protocol(bundle, tmp_path):
 
     v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
     assert messages(v, "protocol-mismatch") == [
-        "toy-o: result row's version/protocol differ from the manifest's for toy-o"
+        "toy-o: result row's version/protocol differ from the manifest's for toy-o",
+        "toy@toy-o: result row's version/protocol differ from the manifest's for toy-o",
     ]
 
 
@@ -331,3 +306,72 @@ def raw_tar(out, entries, gz=True):
             tar.addfile(info, io.BytesIO(data))
     out.write_bytes(gzip.compress(buf.getvalue()) if gz else buf.getvalue())
     return out
+
+
+def test_rows_of_stale_predictions_are_left_out(tmp_path, run_dir, card):
+    """A rerun appends rows; only those scored from the predictions on disk are bundled."""
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    stale = json.loads(lines[1])
+    stale.update(predictions_sha256="0" * 64, metrics={"top1": 0.123})
+    (run_dir / "results.jsonl").write_text("\n".join([json.dumps(stale), *lines]) + "\n")
+    out = tmp_path / "sub.tar.gz"
+    write_bundle(run_dir, load_card(card), out)
+    _, members = unpack(out)
+    assert members["results.jsonl"].decode().splitlines() == lines
+    assert check(out).ok
+
+
+def test_class_map_shipped_with_the_data_needs_the_data(bundle, tmp_path):
+    """ObjectNet's map lives in the dataset's mapping files: without the data the rows that use
+    it cannot be recomputed, and say how to fix that; with the data they validate."""
+    v = validate_bundle(bundle, required=toy.SUITE, get_shift=toy.get_shift_late_map)
+    assert [str(f) for f in v.failures] == [
+        f"[needs-data] {s}: scored through a class map that ships with the toy-o dataset, not with the harness; "
+        "validate with --data-root DIR to recompute it"
+        for s in ("toy-o", "toy@toy-o")
+    ]
+    data = tmp_path / "data"
+    toy.write_dataset(data)
+    v = validate_bundle(
+        bundle, required=toy.SUITE, get_shift=toy.get_shift_late_map, data_root=data
+    )
+    assert v.ok, v.failures
+
+
+def _rehash(manifest, members, name):
+    import hashlib
+
+    manifest["files"][name] = {
+        "sha256": hashlib.sha256(members[name]).hexdigest(),
+        "size": len(members[name]),
+    }
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            '{"model": "toy-net", ',
+            "[malformed] results.jsonl line 2: malformed JSON at line 1 column 22: Expecting property name enclosed in double quotes",
+        ),
+        (
+            '{"model": "a", "model": "b"}',
+            "[malformed] results.jsonl line 2: duplicate key 'model'; each key may appear once",
+        ),
+        (
+            '{"top1": NaN}',
+            "[malformed] results.jsonl line 2: NaN is not valid JSON; write numbers as finite values",
+        ),
+        ('{"model": "toy-net"}', "[schema] results.jsonl line 2: not a result row ("),
+    ],
+)
+def test_malformed_results_lines(bundle, tmp_path, line, message):
+    def edit(manifest, members):
+        lines = members["results.jsonl"].decode().splitlines()
+        lines[1] = line
+        members["results.jsonl"] = ("\n".join(lines) + "\n").encode()
+        _rehash(manifest, members, "results.jsonl")
+
+    v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
+    assert any(str(f).startswith(message) for f in v.failures), v.failures
+    assert not v.ok

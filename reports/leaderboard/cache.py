@@ -1,0 +1,54 @@
+"""Validation results kept under ``SITE_DIR/.validation/``, so rebuilding the board after one
+new submission does not re-read every bundle.
+
+An entry is keyed by the bundle's sha256, the harness version, the required shifts and the data
+root, and written atomically; a changed bundle or harness simply misses. The cache lives in the
+maintainer's own output folder and is trusted; bundles never are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from reports.submission_validate import Failure, Score, Validation
+
+
+class ValidationCache:
+    def __init__(self, folder: Path, required: Sequence[str], data_root: Path | None) -> None:
+        self.folder = Path(folder)
+        self.key = {
+            "harness_version": __version__,
+            "required": list(required),
+            "data_root": str(data_root) if data_root else None,
+        }
+
+    def _path(self, sha: str) -> Path:
+        return self.folder / f"{sha}.json"
+
+    def get(self, path: Path, sha: str) -> Validation | None:
+        cached = self._path(sha)
+        try:
+            obj: dict[str, Any] = json.loads(cached.read_text())
+        except (OSError, ValueError):
+            return None
+        if obj.get("key") != self.key:
+            return None
+        v = Validation(Path(path), [Failure(c, m) for c, m in obj["failures"]], obj["manifest"])
+        v.scores = {s: Score(top1, n) for s, (top1, n) in obj["scores"].items()}
+        return v
+
+    def put(self, sha: str, v: Validation) -> None:
+        obj = {
+            "key": self.key,
+            "failures": [[f.code, f.message] for f in v.failures],
+            "manifest": v.manifest,
+            "scores": {s: [sc.top1, sc.n] for s, sc in v.scores.items()},
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(sha).with_suffix(".tmp")
+        tmp.write_text(json.dumps(obj))
+        tmp.replace(self._path(sha))
