@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +51,7 @@ class ModelSource:
     name: str
     identity: str
     build: Callable[[], Classifier]
+    provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # added to describe()
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ class Engine:
         self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
         preds, stats = predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
         verify(preds, manifest, classifier.num_classes)
-        stats["model"] = classifier.describe()
+        stats["model"] = {**classifier.describe(), **model.provenance}
         if self.world.is_main:
             self.run_dir.save_predictions(preds, cell_hash, stats)
         self.log.event(

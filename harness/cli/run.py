@@ -68,7 +68,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_wiseft)
 
     p = sub.add_parser("soup", help="model soups (uniform or greedy on held-out ID data), evaluated as cells")
-    p.add_argument("--ingredients", required=True, nargs="+", metavar="NAME:ARG", help="ingredient models")
+    p.add_argument("--model", dest="models", action="append", required=True, metavar="NAME:ARG", help="the architecture the ingredients load into")
+    p.add_argument("--ingredients", required=True, nargs="+", metavar="PATH", help="ingredient checkpoints (files or folders; safetensors or weights-only torch files)")
     p.add_argument("--recipe", choices=("uniform", "greedy"), default="uniform")
     p.add_argument("--held-out", help="held-out ID shift the greedy recipe selects on (never a reported shift)")
     add_engine_options(p)
@@ -164,12 +165,12 @@ def cmd_wiseft(args: argparse.Namespace) -> int:
     from harness.sweeps import wiseft_sources
 
     alphas = parse_alphas(args.alphas)
-    config = resolve_config(args, models=None)
+    config = resolve_config(args, models=(args.zeroshot, args.finetuned))
     return execute(config, wiseft_sources(args.zeroshot, args.finetuned, alphas, config.model_options()))
 
 
 def cmd_soup(args: argparse.Namespace) -> int:
     from harness.sweeps import soup_sources
 
-    config = resolve_config(args, models=None)
+    config = resolve_config(args)
     return execute(config, soup_sources(args.ingredients, args.recipe, args.held_out, config))
