@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from models.checkpoints import LazyStateDict
 
+
 def open_state(source) -> Mapping[str, torch.Tensor]:
     """A path (read lazily) or an in-memory state dict."""
     if isinstance(source, Mapping):
@@ -37,7 +38,7 @@ def _shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
 def check_compatible(states: Sequence[Mapping[str, torch.Tensor]], labels: Sequence[str]) -> None:
     """Identical key sets and shapes, or a ValueError naming the files and the first differences."""
     ref_keys = set(states[0])
-    for state, label in zip(states[1:], labels[1:]):
+    for state, label in zip(states[1:], labels[1:], strict=True):
         keys = set(state)
         if keys != ref_keys:
             missing = sorted(ref_keys - keys)
@@ -111,7 +112,7 @@ def average(sources: Sequence, progress: bool = False, desc: str = "averaging") 
             out[key] = first.clone()
             continue
         acc = first.to(torch.float64)
-        for state, label in zip(states[1:], labels[1:]):
+        for state, label in zip(states[1:], labels[1:], strict=True):
             acc += _finite(state[key], key, label).to(torch.float64)
         out[key] = (acc / n).to(torch.float32)
     return out

@@ -16,6 +16,8 @@ from harness import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.run",
+    "harness.cli.report",
+    "harness.cli.leaderboard",
 )
 
 
@@ -49,5 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shiftbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"shiftbench {args.command}: interrupted; completed work is kept, rerun to resume", file=sys.stderr)
+        print(
+            f"shiftbench {args.command}: interrupted; completed work is kept, rerun to resume",
+            file=sys.stderr,
+        )
         return 130

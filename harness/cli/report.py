@@ -1,0 +1,81 @@
+"""``shiftbench report``: effective robustness against the bundled testbed, as PDF and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+FORMATS = ("timm", "open_clip", "imagenet-testbed", "wiseft", "soups", "results", "shiftbench")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="fit ID-vs-OOD trends and report effective robustness (PDF + summary.json)",
+        description="Fit ID-vs-OOD trends on a baseline set and report effective robustness. With no "
+        "arguments, uses the bundled testbed of published results only.",
+    )
+    p.add_argument("inputs", nargs="*", type=Path, metavar="RUN_DIR_OR_RESULTS",
+                   help="run directories (with results.jsonl) or result files to place against the trend")
+    p.add_argument("--results", action="append", type=Path, default=[], metavar="FILE",
+                   help="a results file (timm CSV, open_clip CSV, imagenet-testbed CSV, WiSE-FT or model-soups JSONL, results.jsonl); repeatable")
+    p.add_argument("--format", choices=FORMATS, default=None, help="format of the inputs (default: detected per file)")
+    p.add_argument("--no-testbed", action="store_true", help="leave the bundled testbed out")
+    p.add_argument("--baseline", action="append", default=None, metavar="TAG",
+                   help="fit on models carrying this tag (repeatable: all must match; default: standard)")
+    p.add_argument("--baseline-source", action="append", default=[], metavar="SOURCE",
+                   help="restrict the baseline to these sources (e.g. imagenet-testbed)")
+    p.add_argument("--baseline-exclude", action="append", default=[], metavar="TEXT",
+                   help="leave models whose name contains TEXT out of the baseline")
+    p.add_argument("--baseline-min-id", type=float, default=None, metavar="ACC",
+                   help="leave models with ID accuracy below ACC (a fraction) out of the baseline")
+    p.add_argument("--transform", choices=("logit", "probit", "linear"), default="logit")
+    p.add_argument("--highlight", action="append", default=[], metavar="PATTERN",
+                   help="models to label: glob on the name, tag:TAG or source:SOURCE (default: tag:clip-zero-shot and your inputs)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap samples (default 1000)")
+    p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: imagenet-testbed's)")
+    p.add_argument("--split-imagenet-a", action="store_true",
+                   help="piecewise ImageNet-A fit split at 91.86%% ID accuracy on its classes, as imagenet-testbed does")
+    p.add_argument("--out", type=Path, default=Path("report.pdf"), help="PDF path (default report.pdf)")
+    p.add_argument("--json", type=Path, default=Path("summary.json"), help="summary path (default summary.json)")
+    p.add_argument("--png-dir", type=Path, default=None, help="also save every page as a PNG in this folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reports.analysis import BaselineRule
+    from reports.report import ReportConfig, run_report
+    from reports.trend import DEFAULT_SEED
+
+    if args.bootstrap < 0:
+        raise ValueError("--bootstrap must be >= 0")
+    if args.baseline_min_id is not None and not 0 <= args.baseline_min_id <= 1:
+        raise ValueError(f"--baseline-min-id {args.baseline_min_id} is not a fraction in [0, 1]")
+    rule = BaselineRule(
+        tags=tuple(args.baseline or ("standard",)),
+        sources=tuple(args.baseline_source),
+        exclude=tuple(args.baseline_exclude),
+        min_x=args.baseline_min_id,
+    )
+    cfg = ReportConfig(
+        inputs=[*args.inputs, *args.results],
+        fmt=args.format,
+        testbed=not args.no_testbed,
+        baseline=rule,
+        transform=args.transform,
+        highlight=args.highlight,
+        samples=args.bootstrap,
+        seed=DEFAULT_SEED if args.seed is None else args.seed,
+        split_imagenet_a=args.split_imagenet_a,
+        out=args.out,
+        json=args.json,
+        png_dir=args.png_dir,
+    )
+    summary = run_report(cfg)
+    fitted = len({(f["shift"], f["x_setting"], tuple(f["protocol"].items())) for f in summary["fits"]})
+    print(f"shiftbench report: {fitted} trends fitted, {len(summary['unfitted'])} groups without a baseline, "
+          f"{sum(m['highlighted'] for m in summary['models'])} highlighted model-shift pairs", file=sys.stderr)
+    print(f"wrote {args.out.resolve()} ({summary['pages']} pages)")
+    print(f"wrote {args.json.resolve()}")
+    return 0

@@ -1,0 +1,93 @@
+"""The two Classifier shapes every wrapper reduces to.
+
+``ImageHeadClassifier``: normalised image features times a linear head, which is how CLIP
+zero-shot heads (text embeddings times a logit scale, zero bias), WiSE-FT's
+``ImageClassifier`` and model soups' ``ModelWrapper(normalize=True)`` all score images.
+``ModuleClassifier``: a module that already outputs logits (timm, torchvision).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from harness.api import Classifier, PreprocessSpec
+
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda asked for but no CUDA device is available; use device=cpu")
+    return torch.device(name)
+
+
+class _TorchClassifier(Classifier):
+    def __init__(self, name: str, label_space: str, num_classes: int, preprocess_spec: PreprocessSpec,
+                 info: dict[str, Any], precision: str = "fp32", device: str = "cpu") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.name = name
+        self.label_space = label_space
+        self.num_classes = num_classes
+        self.preprocess_spec = preprocess_spec
+        self.precision = precision
+        self.device = resolve_device(device)
+        self.info = dict(info)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits(self, images: Any) -> torch.Tensor:
+        x = torch.as_tensor(images).to(self.device, torch.float32, non_blocking=True)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected images [B, 3, H, W], got {list(x.shape)}")
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                             enabled=self.precision == "bf16"):
+            out = self._forward(x)
+        return out.float()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label_space": self.label_space,
+            "num_classes": self.num_classes,
+            "precision": self.precision if self.precision == "fp32" else "bf16-autocast",
+            "preprocess": self.preprocess_spec.to_dict(),
+            **self.info,
+        }
+
+
+class ImageHeadClassifier(_TorchClassifier):
+    """``logits = normalize(encoder(x)) @ weight.T + bias``."""
+
+    def __init__(self, name: str, encoder: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor | None,
+                 preprocess_spec: PreprocessSpec, label_space: str, info: dict[str, Any],
+                 precision: str = "fp32", device: str = "cpu", normalize: bool = True) -> None:
+        super().__init__(name, label_space, int(weight.shape[0]), preprocess_spec, info, precision, device)
+        self.encoder = encoder.eval().to(self.device)
+        self.weight = weight.detach().float().to(self.device)
+        self.bias = None if bias is None else bias.detach().float().to(self.device)
+        self.normalize = normalize
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x).float()
+        return F.normalize(feats, dim=-1) if self.normalize else feats
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.features(x), self.weight, self.bias)
+
+
+class ModuleClassifier(_TorchClassifier):
+    """A module whose output already is ``[B, num_classes]`` logits."""
+
+    def __init__(self, name: str, module: torch.nn.Module, num_classes: int, preprocess_spec: PreprocessSpec,
+                 label_space: str, info: dict[str, Any], precision: str = "fp32", device: str = "cpu") -> None:
+        super().__init__(name, label_space, num_classes, preprocess_spec, info, precision, device)
+        self.module = module.eval().to(self.device)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)

@@ -1,0 +1,300 @@
+"""CLIP models from local files: zero-shot (``clip``) and fine-tuned image classifiers (``finetuned``).
+
+Any open_clip architecture (built-in name, or ``config=model.json`` for a custom one), weights
+from a local file (open_clip / OpenAI-style state dicts, WiSE-FT and model-soups state dicts,
+safetensors) or from the local Hugging Face cache (``pretrained=TAG``), fully offline.
+Preprocessing is resolved from the model (and the pretrained tag when given) and recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.api import PreprocessSpec
+from models.checkpoints import file_sha256, load_state_dict
+from models.classifiers import DEVICES, PRECISIONS, ImageHeadClassifier
+from models.options import Options
+
+# Where the CLIP weights sit inside image-classifier checkpoints, most specific first:
+# WiSE-FT ``ImageClassifier`` (image_encoder.model.*), model soups (model.*), plain open_clip.
+CLIP_PREFIXES = ("image_encoder.model.", "image_encoder.", "model.", "")
+HEAD_KEYS = ("classification_head.weight", "classification_head.bias")
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+
+
+def preprocess_spec_from_open_clip(cfg: dict[str, Any]) -> PreprocessSpec:
+    """open_clip's ``preprocess_cfg`` -> our PreprocessSpec (same geometry as its eval transform)."""
+    size = cfg.get("size", 224)
+    if isinstance(size, (tuple, list)):
+        if len(set(size)) != 1:
+            raise ValueError(f"non-square open_clip input size {size} is not supported")
+        size = size[0]
+    mode = cfg.get("resize_mode", "shortest")
+    if mode == "shortest":
+        resize_mode, crop = "shortest", "center"
+    elif mode == "squash":
+        resize_mode, crop = "squash", "none"
+    else:
+        raise ValueError(f"open_clip resize_mode {mode!r} is not supported (supported: shortest, squash)")
+    return PreprocessSpec(image_size=int(size), resize_size=int(size), resize_mode=resize_mode, crop=crop,
+                          interpolation=cfg.get("interpolation", "bicubic"),
+                          mean=tuple(float(v) for v in cfg.get("mean")), std=tuple(float(v) for v in cfg.get("std")))
+
+
+def register_config(path: Path) -> str:
+    """Make a model-config JSON (open_clip's format) known to open_clip; returns its name (the stem)."""
+    import open_clip
+
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable open_clip model config ({exc})") from exc
+    if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg.get("model_cfg", cfg)):
+        raise ValueError(f"{path}: an open_clip model config needs embed_dim, vision_cfg and text_cfg")
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def create_open_clip(arch: str, pretrained_tag: str | None = None):
+    """A randomly initialised open_clip model of ``arch`` with its preprocessing config (no download)."""
+    import open_clip
+
+    if open_clip.get_model_config(arch) is None:
+        import difflib
+
+        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown open_clip architecture {arch!r}.{hint} Pass config=model.json for a custom one")
+    force = None
+    if pretrained_tag:
+        tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained_tag)
+        if not tag_cfg:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            raise ValueError(f"open_clip has no pretrained tag {pretrained_tag!r} for {arch}; known: {', '.join(tags) or 'none'}")
+        force = {k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg}
+    quick_gelu = bool(pretrained_tag) and bool(open_clip.get_pretrained_cfg(arch, pretrained_tag).get("quick_gelu"))
+    import logging
+
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # silence "initialized randomly": weights come next
+    try:
+        model = open_clip.create_model(arch, pretrained=None, force_preprocess_cfg=force, force_quick_gelu=quick_gelu)
+    finally:
+        logging.getLogger().setLevel(level)
+    return model.eval()
+
+
+def hf_cached_weights(arch: str, tag: str) -> Path:
+    """The open_clip weights file for ``arch``/``tag`` in the local Hugging Face cache (no network)."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        raise ValueError(f"open_clip has no pretrained tag {tag!r} for {arch}; known: {', '.join(tags) or 'none'}")
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        raise FileNotFoundError(f"{arch}/{tag} is not distributed through the Hugging Face hub; pass weights=PATH")
+    # 'org/name/file.bin', or 'org/name/' for open_clip's default file names
+    repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
+    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    if filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    cache = os.environ.get("HF_HUB_CACHE") or None
+    for name in names:
+        hit = try_to_load_from_cache(repo, name, cache_dir=cache)
+        if isinstance(hit, str):
+            return Path(hit)
+    raise FileNotFoundError(
+        f"{arch}/{tag}: {repo}/{names[0]} is not in the local Hugging Face cache "
+        f"({cache or 'default HF_HUB_CACHE'}); download it once (huggingface-cli download {repo} {names[0]}) or pass weights=PATH")
+
+
+def fit_clip_state(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Small format differences between CLIP state dicts and the open_clip module."""
+    state = dict(state)
+    for key in ("logit_scale", "logit_bias"):
+        target = getattr(model, key, None)
+        if key in state and isinstance(target, torch.Tensor) and state[key].ndim != target.ndim:
+            state[key] = state[key].reshape(target.shape)
+    if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None and "logit_scale" in state:
+        state["logit_bias"] = torch.zeros_like(state["logit_scale"])
+    return state
+
+
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, arch: str, what: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the file and the architecture."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise ValueError(f"{source}: does not fit the {what} of open_clip architecture {arch!r} ({detail}); "
+                         "check the architecture name matches the checkpoint (--model NAME:ARCH)") from None
+
+
+@dataclass
+class ClassifierState:
+    """A checkpoint split into CLIP weights (open_clip names) and an optional linear head."""
+
+    clip: dict[str, torch.Tensor]
+    head_weight: torch.Tensor | None
+    head_bias: torch.Tensor | None
+
+    def visual(self) -> dict[str, torch.Tensor]:
+        return {k[len("visual."):]: v for k, v in self.clip.items() if k.startswith("visual.")}
+
+    def canonical(self) -> dict[str, torch.Tensor]:
+        """Image tower + head under fixed names: what WiSE-FT and soups interpolate for a classifier."""
+        if self.head_weight is None:
+            raise ValueError("no classification head")
+        bias = self.head_bias if self.head_bias is not None else torch.zeros(self.head_weight.shape[0])
+        out = {k: v for k, v in self.clip.items() if k.startswith("visual.")}
+        out[HEAD_KEYS[0]], out[HEAD_KEYS[1]] = self.head_weight, bias
+        return out
+
+
+def split_classifier_state(state: dict[str, torch.Tensor], source: str) -> ClassifierState:
+    """Find the CLIP weights under WiSE-FT / model-soups / plain prefixes, and the head."""
+    for prefix in CLIP_PREFIXES:
+        if any(k.startswith(prefix + "visual.") for k in state):
+            clip = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and k not in HEAD_KEYS}
+            return ClassifierState(clip, state.get(HEAD_KEYS[0]), state.get(HEAD_KEYS[1]))
+    sample = ", ".join(sorted(state)[:4])
+    raise ValueError(f"{source}: no CLIP image tower found (expected keys like visual.*, model.visual.* or "
+                     f"image_encoder.model.visual.*; found {sample} ...); is this a CLIP checkpoint?")
+
+
+def common_options(opts: Options) -> dict[str, Any]:
+    return {"precision": opts.choice("precision", PRECISIONS, "fp32"),
+            "device": opts.choice("device", DEVICES, "cpu")}
+
+
+def resolve_arch(arg: str, opts: Options) -> str:
+    config = opts.path("config", "open_clip model config JSON", required=False)
+    arch = register_config(config) if config is not None else arg
+    if not arch:
+        raise ValueError(f"model {opts.factory}: name the open_clip architecture, e.g. --model {opts.factory}:ViT-B-32")
+    return arch
+
+
+def clip_weights(arch: str, opts: Options) -> tuple[Path, str | None]:
+    weights = opts.path("weights", "CLIP checkpoint", required=False)
+    tag = opts.get("pretrained")
+    if weights is None and tag is None:
+        raise ValueError(f"model {opts.factory}:{arch}: pass weights=PATH (a checkpoint file) or pretrained=TAG "
+                         "(open_clip weights already in the local Hugging Face cache)")
+    return (weights if weights is not None else hf_cached_weights(arch, tag)), tag
+
+
+@dataclass
+class HeadOptions:
+    """What a zero-shot head is built from (read before any heavy work, so typos fail fast)."""
+
+    names_id: str
+    names: list[str]
+    templates_id: str
+    templates: list[str]
+    scale: float | None  # None: the model's learned exp(logit_scale), as WiSE-FT bakes into its heads
+    bf16: bool
+    cache: bool
+
+
+def head_options(opts: Options) -> HeadOptions:
+    from models.prompts import load_classnames, load_templates
+
+    names_id, names = load_classnames(opts.get("classnames", "imagenet-1k"))
+    templates_id, templates = load_templates(opts.get("templates", "openai-imagenet-80"))
+    scale = None if opts.get("scale", "model") == "model" else opts.float("scale", 100.0, lo=0.0)
+    return HeadOptions(names_id, names, templates_id, templates, scale,
+                       opts.bool("head_bf16", False), opts.bool("cache", True))
+
+
+def zeroshot_head(model, arch: str, weights_sha: str, ho: HeadOptions) -> tuple[torch.Tensor, float, dict[str, Any]]:
+    """Unit-norm class embeddings ``[C, D]``, the logit scale and the head's provenance."""
+    import open_clip
+
+    from models.zeroshot import cached_zeroshot_head, can_truncate
+
+    scale = ho.scale if ho.scale is not None else float(model.logit_scale.detach().float().exp().reshape(-1)[0])
+    head, info = cached_zeroshot_head(model, open_clip.get_tokenizer(arch), ho.names, ho.templates,
+                                      weights_id=weights_sha, arch=arch, bf16=ho.bf16, use_cache=ho.cache)
+    info.update(classnames=ho.names_id, templates=ho.templates_id, scale=scale,
+                scale_source="model" if ho.scale is None else "fixed", truncated_context=can_truncate(model))
+    return head, scale, info
+
+
+def label_space_for(opts: Options, num_classes: int) -> str:
+    default = "imagenet-1k" if num_classes == 1000 else None
+    names = opts.get("classnames")
+    if names and names != "imagenet-1k":
+        default = None
+    space = opts.get("label_space", default)
+    if space is None:
+        raise ValueError(f"model {opts.factory}: a {num_classes}-class head needs label_space=NAME "
+                         "(the label space of the shifts it is evaluated on)")
+    return space
+
+
+CLIP_OPTIONS = ("weights", "pretrained", "config", "classnames", "templates", "scale", "head_bf16", "cache",
+                "label_space", "precision", "device", "name")
+
+
+def clip(arg: str, **options: str) -> ImageHeadClassifier:
+    """``--model clip:ARCH``: zero-shot CLIP classifier from class names and templates."""
+    opts = Options("clip", options, CLIP_OPTIONS)
+    arch = resolve_arch(arg, opts)
+    weights, tag = clip_weights(arch, opts)
+    common = common_options(opts)
+    ho = head_options(opts)
+    label_space = label_space_for(opts, len(ho.names))
+    name = opts.get("name", f"clip:{arch}")
+    opts.done()
+    model = create_open_clip(arch, tag)
+    state = split_classifier_state(load_state_dict(weights), str(weights))
+    load_into(model, fit_clip_state(model, state.clip), str(weights), arch, "CLIP model")
+    sha = file_sha256(weights)
+    head, scale, head_info = zeroshot_head(model, arch, sha, ho)
+    info = {"arch": arch, "weights": str(weights), "weights_sha256": sha, "pretrained_tag": tag,
+            "tags": ["clip", "zero-shot"], "alpha": None, "ingredients": None, "head": head_info}
+    return ImageHeadClassifier(name, model.visual, scale * head, None,
+                               preprocess_spec_from_open_clip(model.visual.preprocess_cfg), label_space, info, **common)
+
+
+FINETUNED_OPTIONS = ("weights", "pretrained", "config", "label_space", "precision", "device", "name")
+
+
+def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str):
+    """Image tower + head from canonical weights (``visual.*``, ``classification_head.*``)."""
+    model = create_open_clip(arch, tag)
+    visual = {k[len("visual."):]: v for k, v in canonical.items() if k.startswith("visual.")}
+    load_into(model.visual, visual, source, arch, "image tower")
+    return model.visual, canonical[HEAD_KEYS[0]], canonical[HEAD_KEYS[1]]
+
+
+def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
+    """``--model finetuned:ARCH``: a fine-tuned CLIP image encoder with its linear head."""
+    opts = Options("finetuned", options, FINETUNED_OPTIONS)
+    arch = resolve_arch(arg, opts)
+    weights = opts.path("weights", "fine-tuned checkpoint with classification_head.weight/bias")
+    tag = opts.get("pretrained")
+    common = common_options(opts)
+    state = split_classifier_state(load_state_dict(weights), str(weights))
+    if state.head_weight is None:
+        raise ValueError(f"{weights}: no classification_head.weight; for a CLIP checkpoint without a head use "
+                         f"--model clip:{arch} (zero-shot)")
+    visual, w, b = build_image_classifier(arch, state.canonical(), tag, str(weights))
+    label_space = label_space_for(opts, w.shape[0])
+    name = opts.get("name", f"finetuned:{arch}")
+    opts.done()
+    info = {"arch": arch, "weights": str(weights), "weights_sha256": file_sha256(weights), "pretrained_tag": tag,
+            "tags": ["clip", "fine-tuned"], "alpha": None, "ingredients": None,
+            "head": {"recipe": "linear head from checkpoint on L2-normalised image features"}}
+    return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),
+                               label_space, info, **common)

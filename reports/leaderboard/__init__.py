@@ -1,0 +1,118 @@
+"""``shiftbench leaderboard``: validate a folder of submission bundles, place the accepted ones
+against the baseline trend, rank them per protocol, and write the site::
+
+    SITE_DIR/index.html                         sortable tables, plots, rejected list
+    SITE_DIR/entries/<entry>.html               one page per accepted submission
+    SITE_DIR/plots/<protocol>/<shift>.png       per-shift scatter, entries labelled by rank
+    SITE_DIR/leaderboard.md, leaderboard.pdf, site.js
+
+Only files inside SITE_DIR are written, under names built from hashes, registered shift names
+and sanitised file names, never from submitted text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.api import ShiftSpec
+from reports.leaderboard.ranking import Entry, Table, build_tables
+from reports.leaderboard.trend import read_baseline
+from reports.submission import DEFAULT_REQUIRED_SHIFTS
+from reports.submission_validate import default_spec_lookup, validate_bundle
+
+BUNDLE_SUFFIX = ".tar.gz"
+
+
+@dataclass
+class Board:
+    tables: list[Table]
+    rejected: list[tuple[str, list[str]]]
+
+    @property
+    def accepted(self) -> list[Entry]:
+        return [e for t in self.tables for e in t.entries]
+
+
+def entry_id(path: Path) -> str:
+    """A unique, file-name-safe id: sanitised stem plus the bundle's hash prefix."""
+    stem = path.name[: -len(BUNDLE_SUFFIX)] if path.name.endswith(BUNDLE_SUFFIX) else path.stem
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:60] or "entry"
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return f"{safe}-{h.hexdigest()[:8]}"
+
+
+def collect(
+    submissions: Path,
+    required: Sequence[str],
+    data_root: Path | None,
+    spec_lookup: Callable[[str], ShiftSpec],
+    progress: bool = True,
+):
+    """(accepted [(entry id, Validation)], rejected [(file name, reasons)])."""
+    from tqdm import tqdm
+
+    submissions = Path(submissions)
+    if not submissions.is_dir():
+        raise FileNotFoundError(
+            f"{submissions}: no such folder of submissions (*.tar.gz from `shiftbench submit`)"
+        )
+    files = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
+    accepted, rejected = [], []
+    for path in tqdm(files, desc="validating submissions", unit="bundle", disable=not progress):
+        if not path.name.endswith(BUNDLE_SUFFIX):
+            rejected.append(
+                (path.name, [f"[not-a-bundle] not a {BUNDLE_SUFFIX} submission bundle"])
+            )
+            continue
+        v = validate_bundle(path, required=required, data_root=data_root, spec_lookup=spec_lookup)
+        if v.ok:
+            accepted.append((entry_id(path), v))
+        else:
+            rejected.append((path.name, [str(f) for f in v.failures]))
+    return accepted, rejected
+
+
+def build_leaderboard(
+    submissions: Path,
+    out: Path,
+    required: Sequence[str] = DEFAULT_REQUIRED_SHIFTS,
+    baselines: Sequence[Path] = (),
+    data_root: Path | None = None,
+    spec_lookup: Callable[[str], ShiftSpec] = default_spec_lookup,
+    progress: bool = True,
+) -> Board:
+    """Validate, rank and write the whole site into ``out``."""
+    from tqdm import tqdm
+
+    from reports.leaderboard.html import SITE_JS, entry_html, index_html, plot_path, write_text
+    from reports.leaderboard.markdown import leaderboard_md
+    from reports.leaderboard.pdf import write_pdf
+    from reports.leaderboard.plots import write_scatter
+
+    specs = {name: spec_lookup(name) for name in required}
+    baseline = read_baseline(baselines)
+    accepted, rejected = collect(submissions, required, data_root, spec_lookup, progress)
+    tables = build_tables(accepted, required, specs, baseline)
+    board = Board(tables, rejected)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(t, s) for t in tables for s in t.ood_shifts]
+    for t, s in tqdm(jobs, desc="drawing plots", unit="plot", disable=not progress):
+        write_scatter(t, s, out / plot_path(t, s))
+    for t in tables:
+        for e in t.entries:
+            write_text(out / "entries" / f"{e.id}.html", entry_html(t, e))
+    shutil.copyfile(SITE_JS, out / "site.js")
+    write_text(out / "leaderboard.md", leaderboard_md(tables, rejected))
+    write_pdf(out / "leaderboard.pdf", tables, rejected)
+    write_text(out / "index.html", index_html(tables, rejected))
+    return board

@@ -1,0 +1,91 @@
+"""``shiftbench report`` as a function: inputs -> analysis -> summary.json and report.pdf."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import __version__
+from reports import importers
+from reports.analysis import BaselineRule, analyse, highlight_mask
+from reports.summary import CLIPPING_RULE, build_summary, write_json
+from reports.table import Row
+from reports.trend import DEFAULT_SAMPLES, DEFAULT_SEED
+
+BUNDLED_SOURCES = {
+    "timm": "huggingface/pytorch-image-models results/ @ aa4b585 (Apache-2.0)",
+    "open_clip": "mlfoundations/open_clip docs/openclip_results.csv @ 89fb801 (MIT)",
+    "imagenet-testbed": "modestyachts/imagenet-testbed robustness_top1s.csv @ 0170eec (MIT)",
+}
+DEFAULT_HIGHLIGHT = ("tag:clip-zero-shot",)
+
+
+@dataclass
+class ReportConfig:
+    inputs: Sequence[Path] = ()
+    fmt: str | None = None
+    testbed: bool = True
+    baseline: BaselineRule = field(default_factory=BaselineRule)
+    transform: str = "logit"
+    highlight: Sequence[str] = ()
+    samples: int = DEFAULT_SAMPLES
+    seed: int = DEFAULT_SEED
+    split_imagenet_a: bool = False
+    out: Path | None = Path("report.pdf")
+    json: Path | None = Path("summary.json")
+    png_dir: Path | None = None
+
+
+def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
+    """Bundled testbed (unless disabled) plus every input; returns rows and the user sources."""
+    rows: list[Row] = []
+    if cfg.testbed:
+        from reports.testbed import load_testbed
+
+        rows += load_testbed()
+    user: set[str] = set()
+    for path in cfg.inputs:
+        new = importers.load(Path(path), cfg.fmt)
+        if not new:
+            raise ValueError(f"{path}: no accuracies found")
+        user |= {r.source for r in new}
+        rows += new
+    if not rows:
+        raise ValueError("nothing to report: no inputs and the bundled testbed is disabled")
+    return rows, user
+
+
+def run_report(cfg: ReportConfig) -> dict:
+    """Do the whole report; returns the summary object."""
+    rows, user_sources = load_rows(cfg)
+    transforms = ("logit", "probit") if cfg.transform in ("logit", "probit") else (cfg.transform, "logit", "probit")
+    groups = analyse(rows, cfg.baseline, transforms, cfg.transform, cfg.samples, cfg.seed, cfg.split_imagenet_a)
+    highlight = list(cfg.highlight) or [*DEFAULT_HIGHLIGHT, *(f"source:{s}" for s in sorted(user_sources))]
+    highlighted = {p.name for g in groups for p, h in zip(g.points, highlight_mask(g.points, highlight), strict=True) if h}
+    counts = Counter(r.source for r in rows)
+    sources = {s: counts[s] for s in sorted(counts)}
+    summary = build_summary(groups, rule=cfg.baseline, transform=cfg.transform, samples=cfg.samples, seed=cfg.seed,
+                            highlighted=highlighted, sources=sources, version=__version__)
+    summary["highlight"] = highlight
+    summary["inputs"] = [str(p) for p in cfg.inputs]
+    if cfg.json:
+        write_json(summary, cfg.json)
+    if cfg.out:
+        from reports.pdf import write_pdf
+
+        meta = {
+            "version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "sources": {s: f"{n} rows; " + BUNDLED_SOURCES.get(s, "your input") for s, n in sources.items()},
+            "baseline": cfg.baseline.describe(),
+            "transform": cfg.transform,
+            "clipping": CLIPPING_RULE,
+            "samples": cfg.samples,
+            "seed": cfg.seed,
+            "highlight": highlight,
+        }
+        summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, user_sources, cfg.png_dir)
+    return summary

@@ -1,0 +1,1 @@
+"""JSON Schemas of the submission card and bundle manifest (package data)."""

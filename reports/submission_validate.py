@@ -1,0 +1,485 @@
+"""Checks a submission bundle without trusting it: schema, hashes, counts, keys, protocols, and
+every claimed metric recomputed from the bundled predictions (and, given the data, against the
+dataset's own keys and labels). Each failure is one line with a code tests and tools can match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.api import ClassMap, Predictions, Result, ShiftSpec, id_view_setting
+from reports.safe_archive import DEFAULT_LIMITS, BundleError, Limits, read_bundle, read_npz
+from reports.strict_parse import loads_jsonl
+from reports.submission import (
+    DEFAULT_REQUIRED_SHIFTS,
+    FORMAT_VERSION,
+    MANIFEST,
+    RESULTS,
+    parse_manifest,
+    schema_errors,
+    sha256_bytes,
+)
+
+RECOMPUTED = ("top1", "top5")
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+@dataclass
+class Score:
+    """A setting's recomputed outcome: per-example correctness on its examples."""
+
+    correct: np.ndarray  # [n] bool, top-1
+
+    @property
+    def n(self) -> int:
+        return len(self.correct)
+
+    @property
+    def top1(self) -> float:
+        return float(self.correct.mean()) if self.n else float("nan")
+
+
+@dataclass
+class Validation:
+    path: Path
+    failures: list[Failure] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Score] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def fail(self, code: str, message: str) -> None:
+        self.failures.append(Failure(code, message))
+
+    def codes(self) -> list[str]:
+        return [f.code for f in self.failures]
+
+
+def default_spec_lookup(name: str) -> ShiftSpec:
+    from harness.registry import get_shift
+
+    return get_shift(name).spec
+
+
+def protocol_key(manifest: Mapping[str, Any], shifts: Iterable[str]) -> tuple[str, str]:
+    """(digest, label) of the shifts' versions and protocol tags: entries compare only within one."""
+    chosen = {s: manifest["shifts"][s] for s in sorted(shifts) if s in manifest.get("shifts", {})}
+    canon = {s: [e["version"], sorted(e["protocol"].items())] for s, e in chosen.items()}
+    digest = hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:12]
+    parts = []
+    for s, e in chosen.items():
+        tags = ",".join(f"{k}={v}" for k, v in sorted(e["protocol"].items()))
+        parts.append(f"{s} {e['version']}" + (f" [{tags}]" if tags else ""))
+    return digest, "; ".join(parts)
+
+
+def setting_view(
+    setting: str,
+    preds: Mapping[str, Predictions],
+    specs: Mapping[str, ShiftSpec],
+    class_map_digest: str | None,
+):
+    """(scores [n, C'], labels [n]) that ``setting`` is scored on.
+
+    ``a@b`` is shift ``a`` restricted to the source classes of ``b``'s class map, relabelled into
+    ``b``'s targets; logits are projected whenever the row says a class map was used."""
+    if "@" in setting:
+        id_shift, ood_shift = setting.split("@", 1)
+        cmap = specs[ood_shift].class_map
+        if cmap is None:
+            raise ValueError(f"{setting}: {ood_shift} has no class map, so it has no ID view")
+        p = preds[id_shift]
+        s2t = cmap.source_to_target()
+        lookup = np.full(max(max(s2t), int(p.labels.max(initial=0))) + 1, -1, dtype=np.int64)
+        lookup[list(s2t)] = list(s2t.values())
+        target = lookup[np.asarray(p.labels, dtype=np.int64)]
+        mask = target >= 0
+        return cmap.project(np.asarray(p.logits)[mask]), target[mask]
+    p = preds[setting]
+    cmap: ClassMap | None = specs[setting].class_map
+    logits = np.asarray(p.logits, dtype=np.float32)
+    if class_map_digest is not None and cmap is not None:
+        logits = cmap.project(logits)
+    return logits, np.asarray(p.labels, dtype=np.int64)
+
+
+def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Whether each label is among the k highest scores (ties: lower index first, like argmax)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return (order == labels[:, None]).any(axis=1)
+
+
+def _fmt_n(n: int) -> str:
+    return f"{n:,}"
+
+
+class _Check:
+    """One validation run; methods append failures and never raise on bad bundle content."""
+
+    def __init__(
+        self,
+        v: Validation,
+        required: Sequence[str],
+        spec_lookup: Callable[[str], ShiftSpec],
+        limits: Limits,
+    ):
+        self.v = v
+        self.required = list(required)
+        self.spec_lookup = spec_lookup
+        self.limits = limits
+        self.specs: dict[str, ShiftSpec] = {}
+        self.preds: dict[str, Predictions] = {}
+        self.rows: list[Result] = []
+
+    def run(self, data_root: Path | None) -> None:
+        try:
+            members = read_bundle(self.v.path, self.limits)
+        except BundleError as exc:
+            return self.v.fail(exc.code, str(exc))
+        if not self.manifest(members):
+            return
+        self.files(members)
+        self.load_specs()
+        self.load_predictions(members)
+        self.load_rows(members)
+        self.required_shifts()
+        self.rows_consistent()
+        if data_root is not None:
+            self.against_data(Path(data_root))
+
+    def manifest(self, members: dict[str, bytes]) -> bool:
+        if MANIFEST not in members:
+            self.v.fail(
+                "schema", f"{MANIFEST} missing; the bundle was not written by `shiftbench submit`"
+            )
+            return False
+        try:
+            m = parse_manifest(members[MANIFEST])
+        except ValueError as exc:
+            self.v.fail("malformed", str(exc))
+            return False
+        if isinstance(m.get("format_version"), int) and m["format_version"] != FORMAT_VERSION:
+            self.v.fail(
+                "format-version",
+                f"{MANIFEST}: format version {m['format_version']} is not supported (this harness reads {FORMAT_VERSION}); upgrade shiftbench",
+            )
+            return False
+        errors = schema_errors(m, "bundle")
+        for line in errors:
+            self.v.fail("schema", f"{MANIFEST}: {line}")
+        self.v.manifest = m
+        return not errors
+
+    def files(self, members: dict[str, bytes]) -> None:
+        listed = self.v.manifest["files"]
+        for name in sorted(set(members) - set(listed) - {MANIFEST}):
+            self.v.fail("unlisted-member", f"member {name!r} is not listed in {MANIFEST}; refused")
+        for name, entry in sorted(listed.items()):
+            if name not in members:
+                self.v.fail("missing-member", f"{name}: listed in {MANIFEST} but not in the bundle")
+            elif (
+                sha256_bytes(members[name]) != entry["sha256"]
+                or len(members[name]) != entry["size"]
+            ):
+                self.v.fail(
+                    "hash-mismatch",
+                    f"{name}: sha256 differs from {MANIFEST} (file edited or swapped)",
+                )
+
+    def load_specs(self) -> None:
+        """Versions must match this harness (sizes and class maps depend on them); protocol tags
+        may differ (e.g. ObjectNet's 113-way head), which puts the entry in its own table."""
+        for name in sorted(set(self.v.manifest["shifts"]) | set(self.required)):
+            try:
+                self.specs[name] = self.spec_lookup(name)
+            except ValueError as exc:
+                self.v.fail("unknown-shift", str(exc))
+        for name, entry in sorted(self.v.manifest["shifts"].items()):
+            spec = self.specs.get(name)
+            if spec is None:
+                continue
+            if entry["version"] != spec.version:
+                self.v.fail(
+                    "protocol-mismatch",
+                    f"{name}: evaluated as version {entry['version']} but the benchmark uses {spec.version}; rerun with this harness",
+                )
+            if entry["expected_size"] != spec.expected_size:
+                self.v.fail(
+                    "count-mismatch",
+                    f"{name}: manifest expects {_fmt_n(entry['expected_size'])} examples but the shift has {_fmt_n(spec.expected_size)}",
+                )
+
+    def load_predictions(self, members: dict[str, bytes]) -> None:
+        m = self.v.manifest
+        for shift, entry in sorted(m["predictions"].items()):
+            path = entry["path"]
+            if shift not in m["shifts"]:
+                self.v.fail(
+                    "schema",
+                    f"{path}: predictions for {shift}, which the manifest's shifts do not list",
+                )
+                continue
+            if path not in members or path not in m["files"]:
+                self.v.fail(
+                    "missing-member",
+                    f"{path}: predictions for {shift} listed but not in the bundle",
+                )
+                continue
+            try:
+                arrays = read_npz(members[path], path, self.limits.max_member)
+                header = json.loads(str(arrays.pop("header")))
+                meta = {k[5:]: arrays.pop(k) for k in list(arrays) if k.startswith("meta.")}
+                preds = Predictions(
+                    header["model"],
+                    header["shift"],
+                    arrays["keys"],
+                    arrays["labels"],
+                    arrays["logits"],
+                    meta,
+                )
+            except BundleError as exc:
+                self.v.fail(exc.code, str(exc))
+                continue
+            except (KeyError, ValueError, TypeError) as exc:
+                self.v.fail("corrupt", f"{path}: not a predictions file ({exc})")
+                continue
+            if preds.model != m["model"] or preds.shift != shift:
+                self.v.fail(
+                    "hash-mismatch",
+                    f"{path}: holds {preds.model!r} on {preds.shift!r}, not {m['model']!r} on {shift!r} (file swapped)",
+                )
+            if preds.sha256() != entry["sha256"]:
+                self.v.fail(
+                    "hash-mismatch",
+                    f"{path}: content sha256 differs from {MANIFEST} (predictions edited or swapped)",
+                )
+            if preds.logits.ndim != 2 or preds.labels.ndim != 1:
+                self.v.fail("corrupt", f"{path}: logits must be [N, C] and labels [N]")
+                continue
+            n, expected = len(preds), m["shifts"][shift]["expected_size"]
+            if n != entry["n"]:
+                self.v.fail(
+                    "count-mismatch",
+                    f"{path}: holds {_fmt_n(n)} predictions but {MANIFEST} says {_fmt_n(entry['n'])}",
+                )
+            if n != expected:
+                self.v.fail(
+                    "count-mismatch",
+                    f"{shift}: {_fmt_n(n)} predictions but the shift has {_fmt_n(expected)} examples (keys dropped or added)",
+                )
+            keys = np.asarray(preds.keys).astype(str)
+            uniq, counts = np.unique(keys, return_counts=True)
+            if len(uniq) != n:
+                dup = uniq[counts > 1]
+                self.v.fail(
+                    "duplicate-key",
+                    f"{shift}: {len(dup)} keys appear more than once (e.g. {str(dup[0])!r})",
+                )
+            spec = self.specs.get(shift)
+            if (
+                spec is not None
+                and len(preds.labels)
+                and (preds.labels.min() < 0 or preds.labels.max() >= spec.num_classes)
+            ):
+                self.v.fail("label-range", f"{shift}: labels outside 0..{spec.num_classes - 1}")
+                continue
+            self.preds[shift] = preds
+
+    def load_rows(self, members: dict[str, bytes]) -> None:
+        if RESULTS not in members:
+            return
+        try:
+            raw = loads_jsonl(members[RESULTS], RESULTS)
+        except ValueError as exc:
+            return self.v.fail("malformed", str(exc))
+        seen = set()
+        for i, row in enumerate(raw, 1):
+            try:
+                r = Result.from_dict(row) if isinstance(row, dict) else None
+            except (TypeError, ValueError) as exc:
+                self.v.fail("schema", f"{RESULTS} line {i}: not a result row ({exc})")
+                continue
+            if r is None:
+                self.v.fail("schema", f"{RESULTS} line {i}: not a JSON object")
+                continue
+            if r.model != self.v.manifest["model"]:
+                self.v.fail(
+                    "schema",
+                    f"{RESULTS} line {i}: model {r.model!r} is not the submitted {self.v.manifest['model']!r}",
+                )
+                continue
+            if r.setting in seen:
+                self.v.fail(
+                    "duplicate-row", f"{RESULTS} line {i}: setting {r.setting!r} appears twice"
+                )
+                continue
+            seen.add(r.setting)
+            self.rows.append(r)
+
+    def required_shifts(self) -> None:
+        settings = {r.setting for r in self.rows}
+        for shift in self.required:
+            spec = self.specs.get(shift)
+            if shift not in self.v.manifest["predictions"] or shift not in settings:
+                self.v.fail(
+                    "missing-shift",
+                    f"{shift}: required by the leaderboard but has no {'predictions' if shift in settings else 'result row'} in the bundle",
+                )
+            if spec is not None and spec.id_reference:
+                ref = (
+                    id_view_setting(spec.id_reference, shift)
+                    if spec.class_map is not None
+                    else spec.id_reference
+                )
+                if ref not in settings:
+                    self.v.fail(
+                        "missing-shift",
+                        f"{shift}: its ID reference {ref!r} has no result row in the bundle",
+                    )
+
+    def rows_consistent(self) -> None:
+        m = self.v.manifest
+        for r in self.rows:
+            entry = m["shifts"].get(r.shift)
+            if entry is None:
+                self.v.fail(
+                    "schema",
+                    f"{RESULTS}: {r.setting} scores shift {r.shift!r}, which the manifest does not list",
+                )
+                continue
+            if r.shift_version != entry["version"] or dict(r.protocol) != dict(entry["protocol"]):
+                self.v.fail(
+                    "protocol-mismatch",
+                    f"{r.setting}: result row's version/protocol differ from the manifest's for {r.shift}",
+                )
+            if r.predictions_sha256 != m["predictions"].get(r.shift, {}).get("sha256"):
+                self.v.fail(
+                    "hash-mismatch",
+                    f"{r.setting}: result row's predictions_sha256 is not the bundled {r.shift} predictions' hash",
+                )
+            self.recompute(r)
+
+    def recompute(self, r: Result) -> None:
+        ood = r.setting.split("@", 1)[-1]
+        if r.shift not in self.preds or ood not in self.specs or r.shift not in self.specs:
+            return  # the missing pieces already failed
+        spec = self.specs[ood]
+        expected_digest = spec.class_map.digest() if spec.class_map is not None else None
+        if "@" in r.setting and r.class_map != expected_digest:
+            self.v.fail(
+                "protocol-mismatch",
+                f"{r.setting}: scored with class map {r.class_map} but {ood}'s is {expected_digest}",
+            )
+            return
+        if "@" not in r.setting and r.class_map is not None and r.class_map != expected_digest:
+            self.v.fail(
+                "protocol-mismatch",
+                f"{r.setting}: scored with class map {r.class_map} but {ood}'s is {expected_digest}",
+            )
+            return
+        try:
+            scores, labels = setting_view(r.setting, self.preds, self.specs, r.class_map)
+        except ValueError as exc:
+            return self.v.fail("protocol-mismatch", str(exc))
+        n = len(labels)
+        if r.n != n:
+            self.v.fail(
+                "count-mismatch",
+                f"{r.setting}: row claims n={_fmt_n(r.n)} but the predictions give {_fmt_n(n)} examples",
+            )
+            return
+        if "@" not in r.setting and r.n != r.n_expected:
+            self.v.fail(
+                "count-mismatch",
+                f"{r.setting}: row scored {_fmt_n(r.n)} of {_fmt_n(r.n_expected)} expected examples",
+            )
+        if n == 0:
+            return
+        if labels.max() >= scores.shape[1]:
+            self.v.fail(
+                "label-range", f"{r.setting}: labels exceed the {scores.shape[1]} scored classes"
+            )
+            return
+        correct = topk_correct(scores, labels, 1)
+        self.v.scores[r.setting] = Score(correct)
+        for name, claimed in sorted(r.metrics.items()):
+            if name not in RECOMPUTED:
+                self.v.fail(
+                    "not-recomputable",
+                    f"{r.setting}: metric {name!r} cannot be recomputed by this validator; submit top1/top5 only",
+                )
+                continue
+            k = int(name[3:])
+            got = (
+                correct
+                if k == 1
+                else topk_correct(scores, labels, k)
+                if scores.shape[1] >= k
+                else None
+            )
+            if got is None:
+                self.v.fail(
+                    "metric-mismatch", f"{r.setting}: {name} claimed for {scores.shape[1]} classes"
+                )
+                continue
+            hits = int(got.sum())
+            if not isinstance(claimed, (int, float)) or abs(float(claimed) - hits / n) > 0.5 / n:
+                self.v.fail(
+                    "metric-mismatch",
+                    f"{r.setting}: claimed {name} {claimed!r} but the predictions give {hits / n:.6f} ({_fmt_n(hits)} of {_fmt_n(n)})",
+                )
+
+    def against_data(self, root: Path) -> None:
+        from harness.registry import get_shift
+
+        for shift, preds in sorted(self.preds.items()):
+            truth = {ex.key: int(ex.label) for ex in get_shift(shift).examples(root)}
+            keys = [str(k) for k in preds.keys]
+            missing = sorted(set(truth) - set(keys))
+            extra = sorted(set(keys) - set(truth))
+            if missing or extra:
+                sample = ", ".join(repr(k) for k in (missing + extra)[:3])
+                self.v.fail(
+                    "key-mismatch",
+                    f"{shift}: keys differ from the dataset under {root}: {len(missing)} missing, {len(extra)} unknown (e.g. {sample})",
+                )
+            wrong = sum(
+                1
+                for k, y in zip(keys, preds.labels.tolist(), strict=True)
+                if k in truth and truth[k] != y
+            )
+            if wrong:
+                self.v.fail(
+                    "label-mismatch",
+                    f"{shift}: {wrong} bundled labels disagree with the dataset's ground truth",
+                )
+
+
+def validate_bundle(
+    path: Path,
+    required: Sequence[str] = DEFAULT_REQUIRED_SHIFTS,
+    data_root: Path | None = None,
+    spec_lookup: Callable[[str], ShiftSpec] = default_spec_lookup,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Validation:
+    """Every check on one bundle; ``Validation.ok`` is true only when nothing failed."""
+    v = Validation(Path(path))
+    _Check(v, required, spec_lookup, limits).run(data_root)
+    return v

@@ -1,0 +1,1 @@
+"""Package data: class lists the datasets themselves do not ship."""

@@ -1,0 +1,124 @@
+"""Any user dataset: ``folder`` (torchvision ImageFolder layout) and ``wds`` (CLIP_benchmark shards).
+
+For these two the data root *is* the dataset folder. ``folder`` reads ``<root>/<class>/<image>``
+with classes in sorted-name order (ImageFolder's convention: label = index of the folder name in
+sorted order, so a folder ``10`` sorts before ``2``; name classes accordingly). ``wds`` reads
+``<root>/<split>/nshards.txt`` shards with ``<root>/classnames.txt``. Class counts and names come
+from the data, so :meth:`spec_for` gives the complete spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from harness.api import ShiftSpec
+from shifts import wds
+from shifts.base import DatasetShift, Location, Record, folder_records, list_dir
+from shifts.imagenet_meta import imagenet_templates
+
+
+class _UserShift(DatasetShift):
+    def templates(self) -> list[str]:
+        return list(imagenet_templates())  # CLIP_benchmark's fallback for unknown datasets
+
+    def _check_label(self, label: int, where: str) -> None:
+        if label < 0:
+            raise ValueError(f"{where}: negative label {label}")
+
+
+class ImageFolderShift(_UserShift):
+    spec = ShiftSpec(
+        name="folder",
+        version="user",
+        family="user",
+        label_space="folder",
+        num_classes=0,
+        expected_size=0,
+        protocol={"labels": "sorted folder names (ImageFolder)"},
+    )
+
+    def candidates(self, root: Path) -> list[Location]:
+        return [Location("folder", Path(root))]
+
+    def classes(self, dataset_dir: Path) -> list[str]:
+        dirs, files = list_dir(dataset_dir)
+        if not dirs:
+            raise FileNotFoundError(
+                f"{dataset_dir}: no class folders; the folder shift reads <root>/<class>/<image>"
+            )
+        if files:
+            raise ValueError(
+                f"{dataset_dir / files[0]}: unexpected file next to the class folders; move it out"
+            )
+        return dirs
+
+    def index(self, dataset_dir: Path, split: str) -> list[Record]:
+        names = self.classes(dataset_dir)
+        return folder_records(
+            dataset_dir, names, range(len(names)), f"folder dataset {dataset_dir}"
+        )
+
+    def classnames(self, root: Path | None = None) -> list[str]:
+        if root is None:
+            raise ValueError("a folder dataset's class names are its folder names: pass its root")
+        return [c.replace("_", " ") for c in self.classes(Path(root))]
+
+    def spec_for(self, root: Path) -> ShiftSpec:
+        root = Path(root)
+        n = len(self.index(root, "test"))
+        k = len(self.classes(root))
+        return replace(
+            self.spec,
+            name=f"folder:{root.name}",
+            label_space=f"folder:{root.name}",
+            num_classes=k,
+            expected_size=n,
+        )
+
+
+class WebDatasetShift(_UserShift):
+    spec = ShiftSpec(
+        name="wds",
+        version="user",
+        family="user",
+        label_space="wds",
+        num_classes=0,
+        expected_size=0,
+        splits=("test", "train", "val"),
+        protocol={"labels": "cls of each sample"},
+    )
+
+    def candidates(self, root: Path) -> list[Location]:
+        return [Location("wds", Path(root))]
+
+    def classnames(self, root: Path | None = None) -> list[str]:
+        if root is None:
+            raise ValueError("a webdataset's class names are in its classnames.txt: pass its root")
+        path = Path(root) / "classnames.txt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: CLIP_benchmark webdatasets list one class name per line there"
+            )
+        return wds.read_lines(path)
+
+    def templates_for(self, root: Path) -> list[str]:
+        path = Path(root) / "zeroshot_classification_templates.txt"
+        return wds.read_lines(path) if path.is_file() else self.templates()
+
+    def spec_for(self, root: Path, split: str | None = None) -> ShiftSpec:
+        root = Path(root)
+        split = self.resolve_split(split)
+        manifest = root / split / "manifest.json"
+        n = 0
+        if manifest.is_file():
+            import json
+
+            n = int(json.loads(manifest.read_text())["n"])
+        return replace(
+            self.spec,
+            name=f"wds:{root.name}",
+            label_space=f"wds:{root.name}",
+            num_classes=len(self.classnames(root)),
+            expected_size=n,
+        )

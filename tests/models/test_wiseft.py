@@ -1,0 +1,136 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CLIP, images, make_clip
+
+from harness.api import Predictions
+from models.checkpoints import save_safetensors
+from models.clip import clip, finetuned
+from models.wiseft import interpolate_logits, load_endpoints, parse_alphas, wiseft, wiseft_sweep
+
+
+def _head(seed, n=6):
+    g = torch.Generator().manual_seed(seed)
+    return {"classification_head.weight": torch.randn(n, TINY_CLIP["embed_dim"], generator=g),
+            "classification_head.bias": torch.randn(n, generator=g)}
+
+
+@pytest.fixture()
+def endpoints(tmp_path, tiny_arch, tiny_clip_state):
+    """WiSE-FT-layout zero-shot and fine-tuned checkpoints (different encoders and heads)."""
+    ft_state = make_clip(tiny_arch, 7).state_dict()
+    zs = {f"image_encoder.model.{k}": v for k, v in tiny_clip_state.items()} | _head(0)
+    ft = {f"image_encoder.model.{k}": v for k, v in ft_state.items()} | _head(1)
+    torch.save(zs, tmp_path / "zeroshot.pt")
+    torch.save(ft, tmp_path / "finetuned.pt")
+    return str(tmp_path / "zeroshot.pt"), str(tmp_path / "finetuned.pt")
+
+
+def test_alpha_endpoints_reproduce_the_models_bit_for_bit(tiny_arch, endpoints):
+    zs, ft = endpoints
+    x = images(3)
+    opts = dict(zeroshot=zs, finetuned=ft, label_space="toy-6")
+    at0 = wiseft(tiny_arch, alpha="0", **opts)
+    at1 = wiseft(tiny_arch, alpha="1", **opts)
+    assert torch.equal(at0.logits(x), finetuned(tiny_arch, weights=zs, label_space="toy-6").logits(x))
+    assert torch.equal(at1.logits(x), finetuned(tiny_arch, weights=ft, label_space="toy-6").logits(x))
+    d = at1.describe()
+    assert d["alpha"] == 1.0 and d["tags"] == ["clip", "wise-ft"] and d["mode"] == "full"
+    assert [i["role"] for i in d["ingredients"]] == ["zeroshot", "finetuned"]
+    assert all(len(i["sha256"]) == 64 for i in d["ingredients"])
+
+
+def test_half_is_the_manual_average_of_every_parameter_head_included(tiny_arch, endpoints, tiny_clip_state):
+    zs, ft = endpoints
+    ends, alpha = load_endpoints(tiny_arch, dict(zeroshot=zs, finetuned=ft, label_space="toy-6"))
+    assert alpha == 0.5
+    merged = ends.weights(0.5)
+    ft_state = make_clip(tiny_arch, 7).state_dict()
+    for key in ("visual.conv1.weight", "visual.proj", "visual.transformer.resblocks.0.attn.in_proj_weight"):
+        assert torch.equal(merged[key], 0.5 * tiny_clip_state[key] + 0.5 * ft_state[key])
+    for key, value in _head(0).items():
+        assert torch.equal(merged[key], 0.5 * value + 0.5 * _head(1)[key])
+    # alphas through a sweep load the endpoints once and agree with single constructions
+    x = images(2)
+    sweep = list(wiseft_sweep(tiny_arch, [0.25], zeroshot=zs, finetuned=ft, label_space="toy-6"))
+    single = wiseft(tiny_arch, alpha="0.25", zeroshot=zs, finetuned=ft, label_space="toy-6")
+    assert torch.equal(sweep[0].logits(x), single.logits(x))
+
+
+def test_zero_shot_endpoint_without_head_gets_the_text_head(tiny_arch, tiny_clip_state, tmp_path):
+    torch.save(tiny_clip_state, tmp_path / "clip.pt")  # plain CLIP weights
+    ft = {f"model.{k}": v for k, v in make_clip(tiny_arch, 7).state_dict().items()} | _head(1, n=3)
+    save_safetensors(ft, tmp_path / "ft.safetensors")
+    (tmp_path / "names.txt").write_text("cat\ndog\nmissile\n")
+    x = images(2)
+    opts = dict(templates="simple-imagenet-7", classnames=str(tmp_path / "names.txt"), label_space="toy-3")
+    at0 = wiseft(tiny_arch, alpha="0", zeroshot=str(tmp_path / "clip.pt"), finetuned=str(tmp_path / "ft.safetensors"), **opts)
+    zero_shot = clip(tiny_arch, weights=str(tmp_path / "clip.pt"), **opts)
+    assert torch.equal(at0.logits(x), zero_shot.logits(x))
+    assert at0.label_space == "toy-3" and at0.describe()["head"]["source"] == "zero-shot text tower"
+
+
+def test_encoder_only_patching_keeps_the_zero_shot_head(tiny_arch, endpoints):
+    zs, ft = endpoints
+    ends, _ = load_endpoints(tiny_arch, dict(zeroshot=zs, finetuned=ft, mode="encoder", label_space="toy-6"))
+    merged = ends.weights(0.7)
+    for key, value in _head(0).items():
+        assert torch.equal(merged[key], value)
+    assert not torch.equal(merged["visual.proj"], ends.zeroshot["visual.proj"])
+    assert ends.at(0.7).describe()["tags"] == ["clip", "wise-ft", "patching"]
+
+
+def test_linear_probe_logit_interpolation_equals_weight_interpolation(tiny_arch, tiny_clip_state, tmp_path):
+    # same frozen encoder, different heads: WiSE-FT of a linear classifier
+    zs = tiny_clip_state | _head(0)
+    ft = tiny_clip_state | _head(1)
+    save_safetensors(zs, tmp_path / "zs.safetensors")
+    save_safetensors(ft, tmp_path / "ft.safetensors")
+    opts = dict(zeroshot=str(tmp_path / "zs.safetensors"), finetuned=str(tmp_path / "ft.safetensors"), label_space="toy-6")
+    x = images(5)
+    keys = np.array([f"img{i}.jpg" for i in range(5)])
+    labels = np.arange(5) % 6
+
+    def preds(clf, order):
+        return Predictions(clf.name, "toy", keys[order], labels[order], clf.logits(x).numpy()[order].astype(np.float16))
+
+    p_zs = preds(wiseft(tiny_arch, alpha="0", **opts), np.arange(5))
+    p_ft = preds(wiseft(tiny_arch, alpha="1", **opts), np.array([3, 1, 4, 0, 2]))  # stored in another order
+    for alpha in (0.3, 0.5):
+        by_weights = wiseft(tiny_arch, alpha=str(alpha), **opts).logits(x).numpy()
+        by_logits = interpolate_logits(p_zs, p_ft, alpha)
+        assert list(by_logits.keys) == list(keys)
+        np.testing.assert_allclose(by_logits.logits.astype(np.float32), by_weights, atol=2e-2, rtol=2e-3)
+        # and exactly (1 - a) * z + a * f in float32 on the same stored logits, matched by key
+        f = p_ft.logits[np.argsort([3, 1, 4, 0, 2])].astype(np.float32)
+        manual = (1 - alpha) * p_zs.logits.astype(np.float32) + alpha * f
+        assert np.array_equal(by_logits.logits, manual.astype(np.float16))
+    assert np.array_equal(interpolate_logits(p_zs, p_ft, 0.0).logits, p_zs.logits)
+    bad = Predictions("other", "toy", keys, labels, np.zeros((5, 7), np.float16))
+    with pytest.raises(ValueError, match="not the same head"):
+        interpolate_logits(p_zs, bad, 0.5)
+
+
+def test_mismatched_checkpoints_are_refused(tiny_arch, endpoints, tmp_path):
+    zs, _ = endpoints
+    wide_cfg = dict(TINY_CLIP, vision_cfg=dict(TINY_CLIP["vision_cfg"], width=48))
+    (tmp_path / "tiny-wide.json").write_text(json.dumps(wide_cfg))
+    from models.clip import register_config
+
+    wide = make_clip(register_config(tmp_path / "tiny-wide.json"), 0).state_dict()
+    torch.save({f"model.{k}": v for k, v in wide.items()} | _head(1), tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match="has shape"):
+        wiseft(tiny_arch, zeroshot=zs, finetuned=str(tmp_path / "wide.pt"), label_space="toy-6")
+    with pytest.raises(ValueError, match=r"option alpha='2'"):
+        wiseft(tiny_arch, zeroshot=zs, finetuned=zs, alpha="2", label_space="toy-6")
+
+
+def test_parse_alphas():
+    assert parse_alphas("0:1:0.1") == [round(i / 10, 10) for i in range(11)]
+    assert parse_alphas("1,0.5,0,0.5") == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="must be in"):
+        parse_alphas("0:2:0.5")
+    with pytest.raises(ValueError, match="expected start:stop:step"):
+        parse_alphas("a:b")

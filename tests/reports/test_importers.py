@@ -1,0 +1,167 @@
+"""Importers on real rows of each format, unit conversion at the boundary, and bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.api import Result
+from reports import importers
+from reports.table import Row
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "data" / "published"
+
+
+def _by(rows, model, setting) -> Row:
+    (row,) = [r for r in rows if r.model == model and r.setting == setting]
+    return row
+
+
+def _head(src: Path, dst: Path, keep) -> Path:
+    """Copy the header and the rows of ``src`` whose first field is in ``keep`` (real rows, real layout)."""
+    lines = src.read_text().splitlines()
+    dst.write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if ln.split(",", 1)[0] in keep]) + "\n")
+    return dst
+
+
+def test_timm_percent_to_fraction_and_sizes(tmp_path):
+    keep = {"resnet50.a1_in1k", "convnext_xlarge.fb_in22k_ft_in1k", "eva_giant_patch14_336.clip_ft_in1k"}
+    f = _head(PUBLISHED / "timm/results-imagenet.csv", tmp_path / "results-imagenet.csv", keep)
+    rows = importers.load(f)
+    assert importers.detect_format(f) == "timm"
+    r = _by(rows, "resnet50.a1_in1k@288px", "imagenet")
+    assert r.accuracy == pytest.approx(0.8124) and r.n == 50_000 and r.tags == ("standard",)
+    assert _by(rows, "resnet50.a1_in1k@224px", "imagenet").accuracy == pytest.approx(0.80382)
+    # a model at two image sizes becomes two models; "1,013.01" param counts do not disturb parsing
+    assert _by(rows, "convnext_xlarge.fb_in22k_ft_in1k@288px", "imagenet").accuracy == pytest.approx(0.87378)
+    assert _by(rows, "convnext_xlarge.fb_in22k_ft_in1k@224px", "imagenet").accuracy == pytest.approx(0.8697)
+    assert _by(rows, "eva_giant_patch14_336.clip_ft_in1k", "imagenet").tags == ("clip", "more-data")
+
+
+def test_timm_clean_file_is_the_id_view_on_200_classes(tmp_path):
+    f = _head(PUBLISHED / "timm/results-imagenet-r-clean.csv", tmp_path / "results-imagenet-r-clean.csv", {"resnet50.a1_in1k"})
+    r = _by(importers.load(f), "resnet50.a1_in1k@288px", "imagenet@imagenet-r")
+    assert (r.setting, r.accuracy, r.n) == ("imagenet@imagenet-r", pytest.approx(0.9431), 10_000)
+
+
+def test_open_clip_fractions_and_objectnet_protocol(tmp_path):
+    lines = (PUBLISHED / "open_clip/openclip_results.csv").read_text().splitlines()
+    f = tmp_path / "openclip_results.csv"
+    f.write_text("\n".join([lines[0]] + [ln for ln in lines if ln.startswith("ViT-B-32,openai,")]) + "\n")
+    rows = importers.load(f)
+    assert importers.detect_format(f) == "open_clip"
+    m = "clip:ViT-B-32@openai"
+    assert _by(rows, m, "imagenet").accuracy == 0.6332
+    assert _by(rows, m, "imagenet-sketch").accuracy == 0.4229
+    assert _by(rows, m, "imagenetv2-matched-frequency").accuracy == 0.5592
+    assert _by(rows, m, "imagenet-a").accuracy == 0.3155
+    assert _by(rows, m, "imagenet-r").accuracy == 0.6933
+    obj = _by(rows, m, "objectnet")
+    assert obj.accuracy == 0.4431 and dict(obj.protocol) == {"version": "1.0", "head": "objectnet-113-names"}
+    assert "clip-zero-shot" in obj.tags and "standard" not in obj.tags
+
+
+def test_testbed_columns_types_and_protocols(tmp_path):
+    src = PUBLISHED / "imagenet_testbed"
+    f = _head(src / "robustness_top1s.csv", tmp_path / "robustness_top1s.csv", {"resnet50", "FixResNeXt101_32x48d_v2"})
+    (tmp_path / "model_types.json").write_text((src / "model_types.json").read_text())
+    rows = importers.load(f)
+    assert importers.detect_format(f) == "imagenet-testbed"
+    r = _by(rows, "resnet50", "imagenet")
+    assert r.accuracy == pytest.approx(0.761300048828125) and r.tags == ("standard",)
+    v2 = _by(rows, "resnet50", "imagenetv2-matched-frequency")
+    assert v2.accuracy == pytest.approx(0.63209999) and dict(v2.protocol) == {"format": "format-val"}
+    a = _by(rows, "resnet50", "imagenet-a")
+    assert a.accuracy == 0.0 and a.n == 7_500
+    obj = _by(rows, "resnet50", "objectnet")
+    assert obj.n == 18_514 and dict(obj.protocol) == {"version": "1.0-beta", "head": "imagenet-1k-max"}
+    assert _by(rows, "resnet50", "imagenet@objectnet").accuracy == pytest.approx(0.7886400604)
+    assert _by(rows, "resnet50", "imagenet@imagenet-r").accuracy == pytest.approx(0.921199984)
+    assert _by(rows, "resnet50", "imagenet-sketch").n == 50_000
+    assert _by(rows, "FixResNeXt101_32x48d_v2", "imagenet").tags == ("more-data",)
+
+
+def test_testbed_without_types_is_untyped(tmp_path):
+    f = _head(PUBLISHED / "imagenet_testbed/robustness_top1s.csv", tmp_path / "top1.csv", {"resnet50"})
+    assert {r.tags for r in importers.load(f)} == {("untyped",)}
+
+
+def test_wiseft_results_db(tmp_path):
+    f = tmp_path / "results.jsonl"
+    base = {"model": "ViT-B/32", "train_dataset": "ImageNet", "load": ["zs.pt", "ft.pt"], "template": "openai_imagenet_template"}
+    rows = [
+        {**base, "alpha": [0.0], "ImageNet:top1": 0.6332, "ImageNetV2:top1": 0.5592, "ImageNetR:top1": 0.6933, "ObjectNet:top1": 0.4431},
+        {**base, "alpha": [0.5], "ImageNet:top1": 0.79, "ImageNetV2:top1": 0.68, "ImageNetR:top1": 0.70, "ImageNetA:top1": 0.3},
+    ]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert importers.detect_format(f) == "wiseft"
+    out = importers.load(f)
+    zs = _by(out, "ViT-B/32 alpha=0.0", "imagenet")
+    assert zs.accuracy == 0.6332 and "clip-zero-shot" in zs.tags
+    assert _by(out, "ViT-B/32 alpha=0.5", "imagenet-a").accuracy == 0.3
+    assert "wiseft" in _by(out, "ViT-B/32 alpha=0.5", "imagenet").tags
+    assert dict(_by(out, "ViT-B/32 alpha=0.0", "objectnet").protocol)["head"] == "imagenet-1k-max"
+
+
+def test_model_soups_jsonl(tmp_path):
+    f = tmp_path / "greedy_soup_results.jsonl"
+    f.write_text(json.dumps({"model_name": "greedy_soup", "ImageNet2p": 0.83, "ImageNet": 0.8103, "ImageNetV2": 0.7098,
+                             "ImageNetSketch": 0.5297, "ImageNetR": 0.7236, "ObjectNet": 0.5254, "ImageNetA": 0.5082}) + "\n")
+    assert importers.detect_format(f) == "soups"
+    rows = importers.load(f)
+    assert {r.setting for r in rows} == {"imagenet", "imagenetv2-matched-frequency", "imagenet-sketch", "imagenet-r", "objectnet", "imagenet-a"}
+    assert _by(rows, "greedy_soup", "imagenet-sketch").accuracy == 0.5297
+    assert "soup" in _by(rows, "greedy_soup", "imagenet").tags
+
+
+def _result(model, setting, top1, n, tags=("zero-shot", "clip"), **kw) -> Result:
+    shift = setting.split("@")[-1] if "@" in setting else setting
+    return Result(model=model, setting=setting, shift=shift, shift_version=kw.pop("version", "1"), n=n, n_expected=n,
+                  metrics={"top1": top1, "top5": min(1.0, top1 + 0.1)}, provenance={"model": {"name": model, "tags": list(tags)}}, **kw)
+
+
+def test_run_directory_results_jsonl(tmp_path):
+    run = tmp_path / "b32"
+    run.mkdir()
+    res = [
+        _result("clip:ViT-B-32@openai", "imagenet", 0.6333, 50_000),
+        _result("clip:ViT-B-32@openai", "imagenet@imagenet-r", 0.85, 10_000),
+        _result("clip:ViT-B-32@openai", "imagenet-r", 0.6934, 30_000),
+        _result("clip:ViT-B-32@openai", "objectnet", 0.44, 18_574, version="1.0", protocol={"head": "imagenet-1k-max", "crop": "border-2px"}),
+    ]
+    (run / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in res))
+    assert importers.detect_format(run) == "results"
+    rows = importers.load(run)
+    r = _by(rows, "clip:ViT-B-32@openai", "imagenet@imagenet-r")
+    assert (r.source, r.accuracy, r.n, r.tags) == ("run:b32", 0.85, 10_000, ("clip", "zero-shot"))
+    assert _by(rows, "clip:ViT-B-32@openai", "objectnet").protocol_key() == (("head", "imagenet-1k-max"), ("version", "1.0"))
+
+
+@pytest.mark.parametrize(
+    "name,text,match",
+    [
+        ("results-imagenet.csv", "model,img_size,top1\nresnet50.a1_in1k,224,180.5\n", r"outside \[0, 100\]"),
+        ("results-imagenet.csv", "model,img_size,top1\nresnet50.a1_in1k,224,0.8124\nresnet18.a1_in1k,224,0.71\n", "holds fractions"),
+        ("results-imagenet.csv", "model,img_size,top5\nresnet50.a1_in1k,224,95.1\n", "unknown results format"),
+        ("results-whatever.csv", "model,img_size,top1\nresnet50.a1_in1k,224,80.1\n", "cannot tell the setting"),
+        ("oc.csv", "name,pretrained,ImageNet 1k\nViT-B-32,openai,0.6\n", r"lacks columns \['ImageNet v2'"),
+        ("soup.jsonl", '{"model_name": "m", "ImageNet": 81.03}\n', "looks like percent"),
+        ("soup.jsonl", '{"model_name": "m", "ImageNet": 0.8}\nnot json\n', r"soup.jsonl:2: not valid JSON"),
+        ("notes.txt", "hello\n", "unknown results format"),
+    ],
+)
+def test_bad_input_is_a_clear_error_naming_the_file(tmp_path, name, text, match):
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(ValueError, match=match) as exc:
+        importers.load(f)
+    assert name in str(exc.value) or "format" in str(exc.value)
+
+
+def test_missing_path_and_unknown_format(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        importers.load(tmp_path / "nope.csv")
+    f = tmp_path / "x.csv"
+    f.write_text("a\n")
+    with pytest.raises(ValueError, match="unknown format 'xls'"):
+        importers.load(f, "xls")
