@@ -1,11 +1,10 @@
 """The predict loop: one model over one shift -> verified ``Predictions`` (exactly once).
 
-Two passes over the shift. The manifest pass reads keys, labels and metadata in the
-shift's own order without decoding pixels (the transform returns None before PIL decodes),
-so counts are checked before any model time is spent. The image pass decodes each example
-in exactly one (rank, worker) shard — the transform counts calls and decodes only its own
-indices — or reads the decoded-image cache; every logit row is written at its example's
-index and the result is checked for holes and duplicates.
+Two passes over the shift's ``lazy_examples``. The manifest pass reads keys, labels and
+metadata in the shift's own order without decoding pixels, so counts are checked before any
+model time is spent. The image pass decodes each example in exactly one (rank, worker)
+shard, or reads the decoded-image cache; every logit row is written at its example's index
+and the result is checked for holes and duplicates.
 """
 
 from __future__ import annotations
@@ -53,10 +52,6 @@ class Manifest:
         return h.hexdigest()
 
 
-def _no_decode(_image: Any) -> None:
-    return None
-
-
 def resolve_split(shift: Shift, split: str | None) -> str:
     split = split or shift.spec.default_split
     if split not in shift.spec.splits:
@@ -69,7 +64,7 @@ def read_manifest(shift: Shift, root: Path, split: str) -> Manifest:
     keys: list[str] = []
     labels: list[int] = []
     columns: dict[str, list[Any]] = {}
-    for ex in shift.examples(root, _no_decode, split):
+    for ex in shift.lazy_examples(root, split):
         if not columns and not keys:
             columns = {name: [] for name in ex.meta}
         if set(ex.meta) != set(columns):
@@ -115,25 +110,11 @@ def check_manifest(manifest: Manifest, shift: Shift) -> None:
         raise ValueError(f"shift {spec.name!r}: label {bad} outside [0, {spec.num_classes})")
 
 
-class _ShardTransform:
-    """Decodes only the examples of one shard and tags each with its index.
-
-    The shift calls the transform once per example in order, so the call count is the
-    example's index; other shards' images are never decoded (PIL opens lazily)."""
-
-    def __init__(self, geo: Callable[[Any], torch.Tensor], shard: int, nshards: int) -> None:
-        self.geo, self.shard, self.nshards, self.count = geo, shard, nshards, 0
-
-    def __call__(self, image: Any) -> tuple[int, torch.Tensor] | None:
-        index = self.count
-        self.count += 1
-        if index % self.nshards != self.shard:
-            return None
-        return index, self.geo(image)
-
-
 class DecodeStream(torch.utils.data.IterableDataset):
-    """(index, uint8 image) for this rank's share of a shift, split again across workers."""
+    """(index, uint8 image) for this rank's share of a shift, split again across workers.
+
+    Example ``i`` belongs to shard ``i % (ranks * workers)``; a shard decodes only its own
+    images (``LazyExample.load``), so each image is decoded exactly once overall."""
 
     def __init__(self, shift: Shift, root: Path, split: str, spec: PreprocessSpec, world: World) -> None:
         self.shift, self.root, self.split, self.spec, self.world = shift, root, split, spec, world
@@ -141,10 +122,11 @@ class DecodeStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        transform = _ShardTransform(geometry(self.spec), self.world.rank * nw + wid, self.world.size * nw)
-        for ex in self.shift.examples(self.root, transform, self.split):
-            if ex.image is not None:
-                yield ex.image
+        shard, nshards = self.world.rank * nw + wid, self.world.size * nw
+        geo = geometry(self.spec)
+        for index, ex in enumerate(self.shift.lazy_examples(self.root, self.split)):
+            if index % nshards == shard:
+                yield index, geo(ex.load())
 
 
 def _collate(items: list[tuple[int, torch.Tensor]]) -> tuple[np.ndarray, torch.Tensor]:

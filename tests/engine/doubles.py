@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.api import Classifier, ClassMap, Example, PreprocessSpec, Shift, ShiftSpec
+from harness.api import Classifier, ClassMap, Example, LazyExample, PreprocessSpec, Shift, ShiftSpec
 
 # (label, encoded prediction) per image, in file order.
 TOY_ITEMS = [(0, 0), (0, 1), (1, 1), (1, 1), (2, 2), (2, 0), (3, 3), (3, 0)]
@@ -65,6 +65,27 @@ class FolderShift(Shift):
                 with Image.open(path) as img:
                     image = transform(img) if transform else img.convert("RGB")
                 yield Example(image, label, f"{folder}/{path.name}", {"colour_g": int(path.stem[-2:])})
+
+    def lazy_examples(self, root, split=None) -> Iterator[LazyExample]:
+        """Deferred decoding, counting decodes in ``$TOY_DECODE_LOG`` when set."""
+        for ex in self.examples(root, lambda img: None, split):
+            path = Path(root) / self.folder / ex.key
+            yield LazyExample(ex.key, ex.label, ex.meta, lambda path=path: _decode(path))
+
+
+class EagerFolderShift(FolderShift):
+    """The same reader relying on the default ``Shift.lazy_examples`` (decodes eagerly)."""
+
+    lazy_examples = Shift.lazy_examples
+
+
+def _decode(path: Path) -> Image.Image:
+    log = os.environ.get("TOY_DECODE_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{path.name}\n")
+    with Image.open(path) as img:
+        return img.convert("RGB")
 
 
 def toy_shift() -> FolderShift:

@@ -200,7 +200,9 @@ def test_rescore_rederives_rows_and_refuses_changed_predictions(tmp_path, data):
         rescore(run_dir, get_shift=get_shift)
 
 
-def test_two_decode_workers_predict_each_example_exactly_once(tmp_path, data):
+def test_two_decode_workers_decode_and_predict_each_example_exactly_once(tmp_path, data, monkeypatch):
+    decodes = tmp_path / "decodes.log"
+    monkeypatch.setenv("TOY_DECODE_LOG", str(decodes))
     one = ColourNet()
     run(make_config(tmp_path, data, shifts=("toy",)), source(one))
     two = ColourNet()
@@ -209,6 +211,24 @@ def test_two_decode_workers_predict_each_example_exactly_once(tmp_path, data):
     b = Predictions.load(RunDir(tmp_path / "run2").predictions_path("colour-net", "toy"))
     assert a.sha256() == b.sha256()
     assert sum(two.calls) == 8
+    # Two runs, each decoding the 8 images once: no worker decoded another's share.
+    assert sorted(decodes.read_text().split()) == sorted([f"img{i:02d}.png" for i in range(8)] * 2)
+
+
+def test_readers_without_lazy_decoding_give_the_same_predictions(tmp_path, data):
+    from doubles import EagerFolderShift
+
+    def eager(name):
+        shift = get_shift(name)
+        return EagerFolderShift(shift.spec, shift.int_labels, shift.folder)
+
+    config = make_config(tmp_path, data, workers=2)
+    Engine(config, get_shift=eager).run([source(ColourNet())])
+    run(make_config(tmp_path, data, run_dir=str(tmp_path / "lazy")), source(ColourNet()))
+    for shift in ("toy", "toy-sub"):
+        a = Predictions.load(RunDir(tmp_path / "run").predictions_path("colour-net", shift))
+        b = Predictions.load(RunDir(tmp_path / "lazy").predictions_path("colour-net", shift))
+        assert a.sha256() == b.sha256()
 
 
 class AutocastSensitiveNet(ColourNet):
