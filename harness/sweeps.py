@@ -144,7 +144,7 @@ class Soup:
 def held_out_score(engine: Engine, source: ModelSource, held_out: str) -> float:
     """Runs (or reuses) ``source`` on the held-out shift and returns its main metric."""
     engine.run([source])
-    metric = engine.get_shift(held_out).spec.main_metric
+    metric = engine.spec(held_out).main_metric
     cell = engine.config.cell_hash(source.identity, held_out)
     for row in engine.run_dir.read_results():
         if row.model == source.name and row.setting == held_out and row.provenance.get("config_hash") == cell:
@@ -165,10 +165,9 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         return [soup.of("soup(uniform)", files, {"recipe": "uniform"})]
     if not held_out:
         raise ValueError("--recipe greedy needs --held-out SHIFT (held-out ID data, e.g. imagenet-heldout)")
-    from harness.registry import get_shift
-    from harness.run import plan_tasks
+    from harness.run import plan_tasks, registry_specs
 
-    reported = {t.shift for t in plan_tasks(config.shifts, get_shift)}
+    reported = {t.shift for t in plan_tasks(config.shifts, registry_specs(config.data_root))}
     if held_out in reported:
         raise ValueError(
             f"--held-out {held_out} is also reported (directly or as an ID reference of {', '.join(config.shifts)}); "
