@@ -193,6 +193,7 @@ class Engine:
         if not self.world.is_main:
             self.log = RunLog(config.json, quiet=True)
         self.summary: list[dict[str, Any]] = []
+        self._agreement_checked: set[str] = set()  # reduced precision is checked once per model
 
     def get_shift(self, name: str) -> Shift:
         if name not in self._shifts:
@@ -283,7 +284,7 @@ class Engine:
             workers=cfg.workers,
             device=cfg.device,
             precision=cfg.precision,
-            agreement_sample=cfg.agreement_sample,
+            agreement_sample=0 if model.identity in self._agreement_checked else cfg.agreement_sample,
             min_agreement=cfg.min_agreement,
             cache_dir=cfg.cache_dir,
             progress=cfg.progress and not cfg.json,
@@ -292,6 +293,7 @@ class Engine:
         self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
         preds, stats = predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
         verify(preds, manifest, classifier.num_classes)
+        self._agreement_checked.add(model.identity)
         stats["model"] = {**classifier.describe(), **model.provenance}
         if self.world.is_main:
             self.run_dir.save_predictions(preds, cell_hash, stats)
