@@ -8,7 +8,8 @@ declare its own; nothing is registered by import side effect.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -32,6 +33,20 @@ class Registry(Generic[T]):
         if prior is not None and prior is not target and prior != target:
             raise ValueError(f"{self.kind} {name!r} is registered twice: {prior} and {target}")
         self._targets[name] = target
+
+    @contextmanager
+    def scoped(self, targets: Mapping[str, str | T]) -> Iterator[None]:
+        """Register ``targets`` for the duration of a ``with`` block, then restore the registry.
+
+        For tests and embedding: registrations made this way never leak into other users."""
+        self._scan()
+        saved_targets, saved_loaded = dict(self._targets), dict(self._loaded)
+        try:
+            for name, target in targets.items():
+                self.add(name, target)
+            yield
+        finally:
+            self._targets, self._loaded = saved_targets, saved_loaded
 
     def _scan(self) -> None:
         if self._scanned:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -159,15 +160,23 @@ def colour_net_factory(arg: str, **options: str) -> ColourNet:
     return LoggedColourNet(name=f"colour-net:{arg}", bias=float(options.get("bias", 0.0)))
 
 
+@contextmanager
+def registered():
+    """Make the toy shifts and ``colour:ARG`` visible to the command line inside the block."""
+    from harness import registry
+
+    with registry.shifts.scoped(SHIFTS), registry.models.scoped(MODELS):
+        yield
+
+
 def register() -> None:
-    """Make the toy shifts and ``colour:ARG`` visible to the command line (idempotent)."""
+    """Register the doubles for the rest of the process (subprocess entry points only)."""
     from harness import registry
 
     for name, factory in SHIFTS.items():
         registry.shifts.add(name, factory)
-    registry.models.add("colour", colour_net_factory)
-    registry.models.add("linear", linear_net_factory)
-
+    for name, factory in MODELS.items():
+        registry.models.add(name, factory)
 
 
 class LinearNet(torch.nn.Module, Classifier):
@@ -205,6 +214,7 @@ def toy_heldout_shift() -> FolderShift:
 
 
 SHIFTS["toy-heldout"] = toy_heldout_shift
+MODELS = {"colour": colour_net_factory, "linear": linear_net_factory}
 
 
 def mean_rgb(root: Path, shift: str) -> tuple[list[str], np.ndarray]:

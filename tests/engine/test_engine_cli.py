@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from doubles import register, write_toy_data
+from doubles import registered, write_toy_data
 
 from harness.api import Predictions
 from harness.cli import main
@@ -21,9 +21,9 @@ RUN_CLI = str(Path(__file__).parent / "run_cli.py")
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
-    register()
-    return write_toy_data(tmp_path / "data")
+def data(tmp_path: Path):
+    with registered():
+        yield write_toy_data(tmp_path / "data")
 
 
 def run_args(data: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from doubles import LINEAR_WEIGHTS, mean_rgb, register, write_toy_data
+from doubles import LINEAR_WEIGHTS, mean_rgb, registered, write_toy_data
 from safetensors.torch import save_file
 
 from harness.api import Predictions
@@ -17,9 +17,9 @@ from harness.store import RunDir
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> Path:
-    register()
-    return write_toy_data(tmp_path / "data")
+def data(tmp_path: Path):
+    with registered():
+        yield write_toy_data(tmp_path / "data")
 
 
 def common(data: Path, run_dir: Path) -> list[str]:

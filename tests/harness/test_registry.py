@@ -32,3 +32,13 @@ def test_message_without_matches_lists_known_names():
     msg = unknown_name_message("shift", "zzz", ["imagenet", "objectnet"])
     assert "Did you mean" not in msg
     assert "imagenet, objectnet" in msg
+
+
+def test_scoped_registration_is_undone_after_the_block():
+    reg = Registry("shift")
+    reg.add("kept", "os:sep")
+    with reg.scoped({"temp": "os:pathsep", "kept": "os:sep"}):
+        assert reg.get("temp") == __import__("os").pathsep
+    assert reg.names() == ["kept"]
+    with pytest.raises(KeyError):
+        reg.get("temp")

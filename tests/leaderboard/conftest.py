@@ -7,8 +7,8 @@ from harness import registry
 @pytest.fixture(scope="session", autouse=True)
 def toy_shifts_registered():
     """Register the toy shifts the way a plugin would, so CLI paths resolve them."""
-    for name in toy.SUITE:
-        registry.shifts.add(name, _factory(name))
+    with registry.shifts.scoped({name: _factory(name) for name in toy.SUITE}):
+        yield
 
 
 def _factory(name):
