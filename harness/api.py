@@ -140,6 +140,15 @@ class Example(NamedTuple):
     meta: Mapping[str, Any]
 
 
+class LazyExample(NamedTuple):
+    """An example whose image is decoded only when ``load()`` is called (PIL image out)."""
+
+    key: str
+    label: int
+    meta: Mapping[str, Any]
+    load: Callable[[], Any]
+
+
 class Shift(abc.ABC):
     """A dataset reader: a spec plus its examples read from the dataset's own layout."""
 
@@ -148,6 +157,22 @@ class Shift(abc.ABC):
     @abc.abstractmethod
     def examples(self, root: Path, transform: Callable | None = None, split: str | None = None) -> Iterator[Example]:
         """Yield every example of ``split`` under ``root``; ``transform`` maps the PIL image."""
+
+    def spec_for(self, root: Path) -> ShiftSpec:
+        """The spec completed from the data under ``root`` (e.g. a class map read from the
+        dataset's own mapping files); the default is ``spec``."""
+        return self.spec
+
+    def expected_size(self, split: str | None = None) -> int | None:
+        """Published size of ``split`` (None when unknown); the default knows the default split."""
+        return self.spec.expected_size if split in (None, self.spec.default_split) else None
+
+    def lazy_examples(self, root: Path, split: str | None = None) -> Iterator[LazyExample]:
+        """Same examples, same order, without decoding: the engine reads keys and labels, and
+        each (rank, worker) shard decodes only its own images. Readers that can defer decoding
+        should override this; the default decodes every image eagerly through ``examples``."""
+        for ex in self.examples(root, None, split):
+            yield LazyExample(ex.key, ex.label, ex.meta, lambda image=ex.image: image)
 
 
 @dataclass(frozen=True)

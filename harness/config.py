@@ -55,6 +55,7 @@ class RunConfig:
     executor: str = "local"
     json: bool = False
     progress: bool = True
+    allow_incomplete: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -1,11 +1,10 @@
 """The predict loop: one model over one shift -> verified ``Predictions`` (exactly once).
 
-Two passes over the shift. The manifest pass reads keys, labels and metadata in the
-shift's own order without decoding pixels (the transform returns None before PIL decodes),
-so counts are checked before any model time is spent. The image pass decodes each example
-in exactly one (rank, worker) shard — the transform counts calls and decodes only its own
-indices — or reads the decoded-image cache; every logit row is written at its example's
-index and the result is checked for holes and duplicates.
+Two passes over the shift's ``lazy_examples``. The manifest pass reads keys, labels and
+metadata in the shift's own order without decoding pixels, so counts are checked before any
+model time is spent. The image pass decodes each example in exactly one (rank, worker)
+shard, or reads the decoded-image cache; every logit row is written at its example's index
+and the result is checked for holes and duplicates.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import Classifier, Predictions, PreprocessSpec, Shift
+from harness.api import Classifier, Predictions, PreprocessSpec, Shift, ShiftSpec
 from harness.cache import ImageCache, cache_key
 from harness.distributed import World
 from harness.transforms import geometry, normalize
@@ -53,10 +52,6 @@ class Manifest:
         return h.hexdigest()
 
 
-def _no_decode(_image: Any) -> None:
-    return None
-
-
 def resolve_split(shift: Shift, split: str | None) -> str:
     split = split or shift.spec.default_split
     if split not in shift.spec.splits:
@@ -64,14 +59,14 @@ def resolve_split(shift: Shift, split: str | None) -> str:
     return split
 
 
-def read_manifest(shift: Shift, root: Path, split: str) -> Manifest:
-    """One pass over the shift's examples without decoding images."""
+def read_manifest(shift: Shift, root: Path, split: str, name: str | None = None) -> Manifest:
+    """One pass over the shift's examples without decoding images (``name``: as registered)."""
     keys: list[str] = []
     labels: list[int] = []
     columns: dict[str, list[Any]] = {}
-    for ex in shift.examples(root, _no_decode, split):
+    for ex in shift.lazy_examples(root, split):
         if not columns and not keys:
-            columns = {name: [] for name in ex.meta}
+            columns = {field_name: [] for field_name in ex.meta}
         if set(ex.meta) != set(columns):
             raise ValueError(
                 f"shift {shift.spec.name!r}: example {ex.key!r} has metadata fields {sorted(ex.meta)}, "
@@ -79,14 +74,14 @@ def read_manifest(shift: Shift, root: Path, split: str) -> Manifest:
             )
         keys.append(str(ex.key))
         labels.append(int(ex.label))
-        for name, value in ex.meta.items():
-            columns[name].append(value)
+        for field_name, value in ex.meta.items():
+            columns[field_name].append(value)
     meta = {}
-    for name, values in columns.items():
+    for field_name, values in columns.items():
         col = np.asarray(values)
-        meta[name] = col.astype(str) if col.dtype == object else col
+        meta[field_name] = col.astype(str) if col.dtype == object else col
     return Manifest(
-        shift=shift.spec.name,
+        shift=name or shift.spec.name,
         version=shift.spec.version,
         split=split,
         root=str(Path(root).resolve()),
@@ -96,44 +91,31 @@ def read_manifest(shift: Shift, root: Path, split: str) -> Manifest:
     )
 
 
-def check_manifest(manifest: Manifest, shift: Shift) -> None:
+def check_manifest(manifest: Manifest, spec: ShiftSpec, expected: int | None, allow_incomplete: bool = False) -> None:
     """Incomplete or mislabelled data is an error before any model runs."""
-    spec = shift.spec
     n = len(manifest)
-    if n != spec.expected_size:
+    if expected is not None and n != expected and not allow_incomplete:
         raise ValueError(
-            f"shift {spec.name!r} under {manifest.root}: {n} examples in split {manifest.split!r}, "
-            f"expected {spec.expected_size}; the data is incomplete or not the expected version "
-            f"(see `shiftbench check-data`)"
+            f"shift {manifest.shift!r} under {manifest.root}: {n} examples in split {manifest.split!r}, "
+            f"expected {expected}; the data is incomplete or not the expected version (see "
+            "`shiftbench check-data`), or pass --allow-incomplete to score what is there (recorded as n < n_expected)"
         )
+    if n == 0:
+        raise ValueError(f"shift {manifest.shift!r} under {manifest.root}: no examples in split {manifest.split!r}")
     if len(set(manifest.keys)) != n:
         seen: set[str] = set()
         dup = next(k for k in manifest.keys if k in seen or seen.add(k))
-        raise ValueError(f"shift {spec.name!r} under {manifest.root}: key {dup!r} occurs twice")
-    if n and (manifest.labels.min() < 0 or manifest.labels.max() >= spec.num_classes):
-        bad = int(manifest.labels[(manifest.labels < 0) | (manifest.labels >= spec.num_classes)][0])
-        raise ValueError(f"shift {spec.name!r}: label {bad} outside [0, {spec.num_classes})")
-
-
-class _ShardTransform:
-    """Decodes only the examples of one shard and tags each with its index.
-
-    The shift calls the transform once per example in order, so the call count is the
-    example's index; other shards' images are never decoded (PIL opens lazily)."""
-
-    def __init__(self, geo: Callable[[Any], torch.Tensor], shard: int, nshards: int) -> None:
-        self.geo, self.shard, self.nshards, self.count = geo, shard, nshards, 0
-
-    def __call__(self, image: Any) -> tuple[int, torch.Tensor] | None:
-        index = self.count
-        self.count += 1
-        if index % self.nshards != self.shard:
-            return None
-        return index, self.geo(image)
+        raise ValueError(f"shift {manifest.shift!r} under {manifest.root}: key {dup!r} occurs twice")
+    bad = (manifest.labels < 0) | (manifest.labels >= spec.num_classes)
+    if bad.any():
+        raise ValueError(f"shift {manifest.shift!r}: label {int(manifest.labels[bad][0])} outside [0, {spec.num_classes})")
 
 
 class DecodeStream(torch.utils.data.IterableDataset):
-    """(index, uint8 image) for this rank's share of a shift, split again across workers."""
+    """(index, uint8 image) for this rank's share of a shift, split again across workers.
+
+    Example ``i`` belongs to shard ``i % (ranks * workers)``; a shard decodes only its own
+    images (``LazyExample.load``), so each image is decoded exactly once overall."""
 
     def __init__(self, shift: Shift, root: Path, split: str, spec: PreprocessSpec, world: World) -> None:
         self.shift, self.root, self.split, self.spec, self.world = shift, root, split, spec, world
@@ -141,10 +123,11 @@ class DecodeStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        transform = _ShardTransform(geometry(self.spec), self.world.rank * nw + wid, self.world.size * nw)
-        for ex in self.shift.examples(self.root, transform, self.split):
-            if ex.image is not None:
-                yield ex.image
+        shard, nshards = self.world.rank * nw + wid, self.world.size * nw
+        geo = geometry(self.spec)
+        for index, ex in enumerate(self.shift.lazy_examples(self.root, self.split)):
+            if index % nshards == shard:
+                yield index, geo(ex.load())
 
 
 def _collate(items: list[tuple[int, torch.Tensor]]) -> tuple[np.ndarray, torch.Tensor]:
@@ -271,9 +254,8 @@ class PredictOptions:
     progress: bool = True
 
 
-def check_fits(classifier: Classifier, shift: Shift) -> None:
+def check_fits(classifier: Classifier, spec: ShiftSpec) -> None:
     """A model whose label space does not fit the shift is refused before predicting."""
-    spec = shift.spec
     if classifier.label_space != spec.label_space:
         raise ValueError(
             f"model {classifier.name!r} outputs label space {classifier.label_space!r} but shift "

@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +51,7 @@ class ModelSource:
     name: str
     identity: str
     build: Callable[[], Classifier]
+    provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # added to describe()
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,17 @@ class ScoreTask:
     view_of: str | None = None  # the OOD shift whose classes an ID view uses
 
 
-def plan_tasks(shifts: tuple[str, ...] | list[str], get_shift: Callable[[str], Shift]) -> list[ScoreTask]:
+SpecOf = Callable[[str], ShiftSpec]
+
+
+def plan_tasks(shifts: tuple[str, ...] | list[str], spec_of: SpecOf) -> list[ScoreTask]:
     """Requested shifts plus their ID references and ID views, each once, ID first."""
     tasks: dict[str, ScoreTask] = {}
     for name in shifts:
-        spec = get_shift(name).spec
+        spec = spec_of(name)
         ref = spec.id_reference
         if ref and ref != name:
-            get_shift(ref)  # unknown reference: fail at planning, not mid-run
+            spec_of(ref)  # unknown reference: fail at planning, not mid-run
             tasks.setdefault(ref, ScoreTask(ref, ref))
             if spec.class_map is not None:
                 view = id_view_setting(ref, name)
@@ -121,14 +125,14 @@ def _view_spec(ood: ShiftSpec, setting: str, n: int) -> ShiftSpec:
 
 
 def score_task(
-    task: ScoreTask, preds: Predictions, get_shift: Callable[[str], Shift], scorer: Any
+    task: ScoreTask, preds: Predictions, spec_of: SpecOf, scorer: Any
 ) -> tuple[Predictions, ShiftSpec, dict[str, float], dict[str, int]]:
     """Scores one task from its predictions; returns the predictions actually scored."""
-    spec = get_shift(task.shift).spec
+    spec = spec_of(task.shift)
     if task.view_of is None:
         metrics, groups = scorer.score(preds, spec)
         return preds, spec, metrics, groups
-    ood = get_shift(task.view_of).spec
+    ood = spec_of(task.view_of)
     assert ood.class_map is not None  # plan_tasks only makes views for shifts with a class map
     view = scorer.id_view(preds, ood.class_map, task.setting)
     vspec = _view_spec(ood, task.setting, len(view))
@@ -146,14 +150,15 @@ def make_result(
     groups: dict[str, int],
     sha: str,
     provenance: dict[str, Any],
+    n_expected: int | None = None,
 ) -> Result:
     return Result(
         model=model,
         setting=task.setting,
-        shift=shift_spec.name,
+        shift=task.shift,
         shift_version=shift_spec.version,
         n=len(scored),
-        n_expected=scored_spec.expected_size,
+        n_expected=len(scored) if task.view_of or n_expected is None else n_expected,
         metrics={k: float(v) for k, v in metrics.items()},
         class_map=scored_spec.class_map.digest() if scored_spec.class_map else None,
         protocol=dict(scored_spec.protocol),
@@ -181,33 +186,50 @@ class Engine:
         self.scorer = scorer if scorer is not None else default_scorer()
         self._get_shift = get_shift or registry_get_shift
         self._shifts: dict[str, Shift] = {}
+        self._specs: dict[str, ShiftSpec] = {}
         self._manifests: dict[str, Any] = {}
         self.world = world or World.single()
         self.log = log or RunLog(config.json)
         if not self.world.is_main:
             self.log = RunLog(config.json, quiet=True)
         self.summary: list[dict[str, Any]] = []
+        self._agreement_checked: set[str] = set()  # reduced precision is checked once per model
 
     def get_shift(self, name: str) -> Shift:
         if name not in self._shifts:
             self._shifts[name] = self._get_shift(name)
         return self._shifts[name]
 
+    def spec(self, name: str) -> ShiftSpec:
+        """The shift's spec completed from the data (ObjectNet's class map comes from its files)."""
+        if name not in self._specs:
+            self._specs[name] = self.get_shift(name).spec_for(self.root)
+        return self._specs[name]
+
+    @property
+    def root(self) -> Path:
+        if not self.config.data_root:
+            raise ValueError("no --data-root given; point it at the folder holding the shifts' data")
+        return Path(self.config.data_root)
+
+    def expected_size(self, name: str) -> int | None:
+        from harness.predict import resolve_split
+
+        shift = self.get_shift(name)
+        return shift.expected_size(resolve_split(shift, self.config.split))
+
     def manifest(self, name: str) -> Any:
         from harness.predict import check_manifest, read_manifest, resolve_split
 
         if name not in self._manifests:
             shift = self.get_shift(name)
-            if not self.config.data_root:
-                raise ValueError("no --data-root given; point it at the folder holding the shifts' data")
-            root = Path(self.config.data_root)
-            m = read_manifest(shift, root, resolve_split(shift, self.config.split))
-            check_manifest(m, shift)
+            m = read_manifest(shift, self.root, resolve_split(shift, self.config.split), name)
+            check_manifest(m, self.spec(name), self.expected_size(name), self.config.allow_incomplete)
             self._manifests[name] = m
         return self._manifests[name]
 
     def run(self, models: list[ModelSource]) -> list[dict[str, Any]]:
-        tasks = plan_tasks(self.config.shifts, self.get_shift)
+        tasks = plan_tasks(self.config.shifts, self.spec)
         if self.world.is_main:
             self.run_dir.adopt_config(self.config)
         self.world.barrier()
@@ -240,7 +262,7 @@ class Engine:
             from harness.predict import check_fits
 
             for c in to_predict:
-                check_fits(classifier, self.get_shift(c))
+                check_fits(classifier, self.spec(c))
         for c in cells:
             preds = stored[c]
             if preds is None:
@@ -262,7 +284,7 @@ class Engine:
             workers=cfg.workers,
             device=cfg.device,
             precision=cfg.precision,
-            agreement_sample=cfg.agreement_sample,
+            agreement_sample=0 if model.identity in self._agreement_checked else cfg.agreement_sample,
             min_agreement=cfg.min_agreement,
             cache_dir=cfg.cache_dir,
             progress=cfg.progress and not cfg.json,
@@ -271,7 +293,8 @@ class Engine:
         self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
         preds, stats = predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
         verify(preds, manifest, classifier.num_classes)
-        stats["model"] = classifier.describe()
+        self._agreement_checked.add(model.identity)
+        stats["model"] = {**classifier.describe(), **model.provenance}
         if self.world.is_main:
             self.run_dir.save_predictions(preds, cell_hash, stats)
         self.log.event(
@@ -288,7 +311,7 @@ class Engine:
         sha = preds.sha256()
         rows = []
         for task in tasks:
-            scored, scored_spec, metrics, groups = score_task(task, preds, self.get_shift, self.scorer)
+            scored, scored_spec, metrics, groups = score_task(task, preds, self.spec, self.scorer)
             provenance = {
                 "harness_version": __version__,
                 "git_sha": git_sha(),
@@ -298,7 +321,7 @@ class Engine:
                 "precision": cfg.precision,
                 **{k: v for k, v in stats.items()},
             }
-            row = make_result(model.name, task, scored, self.get_shift(task.shift).spec, scored_spec, metrics, groups, sha, provenance)
+            row = make_result(model.name, task, scored, self.spec(task.shift), scored_spec, metrics, groups, sha, provenance, self.expected_size(task.shift))
             rows.append(row)
             self.summary.append({"model": model.name, "setting": task.setting, "status": "new", "n": row.n, **row.metrics, "images_per_s": stats.get("images_per_s")})
             self.log.event("scored", "", model=model.name, setting=task.setting, n=row.n, metrics=row.metrics)
@@ -324,17 +347,32 @@ def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1"
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def rescore(run_dir: RunDir, scorer: Any = None, get_shift: Callable[[str], Shift] | None = None) -> list[Result]:
+def registry_specs(data_root: str | Path) -> SpecOf:
+    """Specs of registered shifts, completed from the data under ``data_root``."""
+    from harness.registry import get_shift
+
+    cache: dict[str, ShiftSpec] = {}
+
+    def spec_of(name: str) -> ShiftSpec:
+        if name not in cache:
+            cache[name] = get_shift(name).spec_for(Path(data_root))
+        return cache[name]
+
+    return spec_of
+
+
+def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) -> list[Result]:
     """Re-derive every result row's metrics from its stored predictions (no model runs).
 
-    Refuses if a predictions file changed since it was scored."""
-    from harness.registry import get_shift as registry_get_shift
-
+    Specs come from the registry completed from the run's data root (class maps of some shifts
+    ship with the data). Refuses if a predictions file changed since it was scored."""
     scorer = scorer if scorer is not None else default_scorer()
-    get_shift = get_shift or registry_get_shift
     rows = run_dir.read_results()
     if not rows:
         raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
+    if spec_of is None:
+        config = run_dir.read_config()
+        spec_of = registry_specs(config.data_root if config else "")
     loaded: dict[tuple[str, str], Predictions] = {}
     out = []
     for row in rows:
@@ -353,8 +391,10 @@ def rescore(run_dir: RunDir, scorer: Any = None, get_shift: Callable[[str], Shif
                 raise ValueError(f"{run_dir.results_path}: setting {row.setting!r} does not belong to shift {row.shift!r}")
             view_of = row.setting[len(prefix) :]
         task = ScoreTask(row.setting, row.shift, view_of)
-        scored, scored_spec, metrics, groups = score_task(task, preds, get_shift, scorer)
-        out.append(make_result(row.model, task, scored, get_shift(row.shift).spec, scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance)))
+        scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
+        out.append(
+            make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance), row.n_expected)
+        )
     run_dir.write_results(out)
     return out
 

@@ -24,6 +24,7 @@ RUN_SETTINGS = (
     "executor",
     "json",
     "progress",
+    "allow_incomplete",
 )
 
 
@@ -44,6 +45,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agreement-sample", type=int, help="images re-run in fp32 to check bf16/fp16 (default 64)")
     p.add_argument("--min-agreement", type=float, help="minimum top-1 agreement with fp32 on that sample (default 0.95)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--allow-incomplete", action="store_true", default=None, help="score a shift whose data has fewer (or more) examples than published; rows keep n and n_expected")
     p.add_argument("--executor", choices=("local", "ray"), help="run cells here (default) or on a Ray cluster")
     p.add_argument("--json", action="store_true", default=None, help="JSON lines on stdout instead of bars and a table")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
@@ -68,7 +70,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_wiseft)
 
     p = sub.add_parser("soup", help="model soups (uniform or greedy on held-out ID data), evaluated as cells")
-    p.add_argument("--ingredients", required=True, nargs="+", metavar="NAME:ARG", help="ingredient models")
+    p.add_argument("--model", dest="models", action="append", required=True, metavar="NAME:ARG", help="the architecture the ingredients load into")
+    p.add_argument("--ingredients", required=True, nargs="+", metavar="PATH", help="ingredient checkpoints (files or folders; safetensors or weights-only torch files)")
     p.add_argument("--recipe", choices=("uniform", "greedy"), default="uniform")
     p.add_argument("--held-out", help="held-out ID shift the greedy recipe selects on (never a reported shift)")
     add_engine_options(p)
@@ -94,10 +97,16 @@ def execute(config: Any, sources: list[Any]) -> int:
     """Print the config, run every model's cells, print the summary."""
     from harness.distributed import World
     from harness.predict import resolve_device
-    from harness.registry import get_shift
-    from harness.run import Engine, RunLog, all_metric_names, plan_tasks, summary_table
+    from harness.run import (
+        Engine,
+        RunLog,
+        all_metric_names,
+        plan_tasks,
+        registry_specs,
+        summary_table,
+    )
 
-    plan_tasks(config.shifts, get_shift)  # unknown shift names fail before anything is printed
+    plan_tasks(config.shifts, registry_specs(config.data_root))  # unknown names fail before anything is printed
     log = RunLog(config.json)
     world = World.from_env(resolve_device(config.device).type)
     if world.is_main:
@@ -164,12 +173,12 @@ def cmd_wiseft(args: argparse.Namespace) -> int:
     from harness.sweeps import wiseft_sources
 
     alphas = parse_alphas(args.alphas)
-    config = resolve_config(args, models=None)
+    config = resolve_config(args, models=(args.zeroshot, args.finetuned))
     return execute(config, wiseft_sources(args.zeroshot, args.finetuned, alphas, config.model_options()))
 
 
 def cmd_soup(args: argparse.Namespace) -> int:
     from harness.sweeps import soup_sources
 
-    config = resolve_config(args, models=None)
+    config = resolve_config(args)
     return execute(config, soup_sources(args.ingredients, args.recipe, args.held_out, config))

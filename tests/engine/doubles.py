@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from harness.api import Classifier, ClassMap, Example, PreprocessSpec, Shift, ShiftSpec
+from harness.api import Classifier, ClassMap, Example, LazyExample, PreprocessSpec, Shift, ShiftSpec
 
 # (label, encoded prediction) per image, in file order.
 TOY_ITEMS = [(0, 0), (0, 1), (1, 1), (1, 1), (2, 2), (2, 0), (3, 3), (3, 0)]
@@ -49,12 +50,13 @@ def write_toy_data(root: Path, size: int = 16, n_toy: int | None = None) -> Path
 class FolderShift(Shift):
     """Class folders under ``root/<name>``; ``int_labels`` reads the label from the folder name."""
 
-    def __init__(self, spec: ShiftSpec, int_labels: bool) -> None:
+    def __init__(self, spec: ShiftSpec, int_labels: bool, folder: str | None = None) -> None:
         self.spec = spec
         self.int_labels = int_labels
+        self.folder = folder or spec.name
 
     def examples(self, root, transform=None, split=None) -> Iterator[Example]:
-        base = Path(root) / self.spec.name
+        base = Path(root) / self.folder
         if not base.is_dir():
             raise FileNotFoundError(f"{self.spec.name} not found under {base}")
         folders = sorted(p.name for p in base.iterdir() if p.is_dir())
@@ -64,6 +66,27 @@ class FolderShift(Shift):
                 with Image.open(path) as img:
                     image = transform(img) if transform else img.convert("RGB")
                 yield Example(image, label, f"{folder}/{path.name}", {"colour_g": int(path.stem[-2:])})
+
+    def lazy_examples(self, root, split=None) -> Iterator[LazyExample]:
+        """Deferred decoding, counting decodes in ``$TOY_DECODE_LOG`` when set."""
+        for ex in self.examples(root, lambda img: None, split):
+            path = Path(root) / self.folder / ex.key
+            yield LazyExample(ex.key, ex.label, ex.meta, lambda path=path: _decode(path))
+
+
+class EagerFolderShift(FolderShift):
+    """The same reader relying on the default ``Shift.lazy_examples`` (decodes eagerly)."""
+
+    lazy_examples = Shift.lazy_examples
+
+
+def _decode(path: Path) -> Image.Image:
+    log = os.environ.get("TOY_DECODE_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{path.name}\n")
+    with Image.open(path) as img:
+        return img.convert("RGB")
 
 
 def toy_shift() -> FolderShift:
@@ -142,7 +165,7 @@ def registered():
     """Make the toy shifts and ``colour:ARG`` visible to the command line inside the block."""
     from harness import registry
 
-    with registry.shifts.scoped(SHIFTS), registry.models.scoped({"colour": colour_net_factory}):
+    with registry.shifts.scoped(SHIFTS), registry.models.scoped(MODELS):
         yield
 
 
@@ -152,4 +175,52 @@ def register() -> None:
 
     for name, factory in SHIFTS.items():
         registry.shifts.add(name, factory)
-    registry.models.add("colour", colour_net_factory)
+    for name, factory in MODELS.items():
+        registry.models.add(name, factory)
+
+
+class LinearNet(torch.nn.Module, Classifier):
+    """Logits = W @ mean RGB + b: linear in the weights, so merged weights give merged logits."""
+
+    def __init__(self, weight: list[list[float]], bias: list[float], name: str = "linear") -> None:
+        super().__init__()
+        self.name, self.label_space, self.num_classes = name, "toy-4", 4
+        self.preprocess_spec = PreprocessSpec(image_size=16, resize_size=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        self.fc = torch.nn.Linear(3, 4)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor(weight))
+            self.fc.bias.copy_(torch.tensor(bias))
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc(images.mean(dim=(2, 3)))
+
+
+# Weights per name: rows are classes, columns mean R, G, B in [0, 1].
+LINEAR_WEIGHTS = {
+    "zs": ([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]], [0.0, 0.0, 0.0, 0.0]),
+    "ft": ([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, -1.0]], [0.1, 0.2, 0.3, 0.4]),
+}
+
+
+def linear_net_factory(arg: str, **options: str) -> LinearNet:
+    weight, bias = LINEAR_WEIGHTS.get(arg, LINEAR_WEIGHTS["zs"])
+    return LinearNet(weight, bias, name=f"linear:{arg}")
+
+
+def toy_heldout_shift() -> FolderShift:
+    """The toy images again under another name: held-out ID data for greedy soups."""
+    spec = ShiftSpec(name="toy-heldout", version="1", family="toy", label_space="toy-4", num_classes=4, expected_size=len(TOY_ITEMS), metrics=("top1",))
+    return FolderShift(spec, int_labels=True, folder="toy")
+
+
+SHIFTS["toy-heldout"] = toy_heldout_shift
+MODELS = {"colour": colour_net_factory, "linear": linear_net_factory}
+
+
+def mean_rgb(root: Path, shift: str) -> tuple[list[str], np.ndarray]:
+    """Keys and mean RGB in [0, 1] of each image of a toy shift, read independently of the engine."""
+    keys, rgb = [], []
+    for ex in get_shift(shift).examples(root):
+        keys.append(ex.key)
+        rgb.append(np.asarray(ex.image, dtype=np.float64).mean(axis=(0, 1)) / 255.0)
+    return keys, np.stack(rgb)

@@ -55,7 +55,7 @@ def rows_by_setting(run_dir: Path) -> dict:
 
 
 def test_plan_adds_the_id_reference_and_its_view_once():
-    tasks = plan_tasks(["toy-sub", "toy"], get_shift)
+    tasks = plan_tasks(["toy-sub", "toy"], lambda name: get_shift(name).spec)
     assert tasks == [ScoreTask("toy", "toy"), ScoreTask("toy@toy-sub", "toy", view_of="toy-sub"), ScoreTask("toy-sub", "toy-sub")]
 
 
@@ -141,6 +141,10 @@ def test_incomplete_data_fails_before_the_model_is_loaded(tmp_path):
         run(make_config(tmp_path, data), source(ColourNet(), builds))
     assert builds == []
     assert not (tmp_path / "run" / "predictions").exists()
+    run(make_config(tmp_path, data, allow_incomplete=True), source(ColourNet()))
+    rows = rows_by_setting(tmp_path / "run")
+    assert (rows["toy"].n, rows["toy"].n_expected) == (7, 8)
+    assert rows["toy"].metrics == {"top1": 5 / 7, "top2": 6 / 7}  # item 7 (a miss) is the one absent
 
 
 def test_a_model_with_another_label_space_is_refused_before_predicting(tmp_path, data):
@@ -188,7 +192,7 @@ def test_rescore_rederives_rows_and_refuses_changed_predictions(tmp_path, data):
     run_dir = RunDir(tmp_path / "run")
     good = run_dir.results_path.read_text()
     run_dir.results_path.write_text(good.replace('"top1": 0.625', '"top1": 0.9'))
-    rows = rescore(run_dir, get_shift=get_shift)
+    rows = rescore(run_dir, spec_of=lambda name: get_shift(name).spec)
     assert {r.setting: r.metrics["top1"] for r in rows} == {"toy": 5 / 8, "toy@toy-sub": 3 / 4, "toy-sub": 2 / 4}
     assert run_dir.results_path.read_text() == good
 
@@ -197,10 +201,12 @@ def test_rescore_rederives_rows_and_refuses_changed_predictions(tmp_path, data):
     p.logits[0, 0] = 5
     p.save(path)
     with pytest.raises(ValueError, match="changed since it was scored"):
-        rescore(run_dir, get_shift=get_shift)
+        rescore(run_dir, spec_of=lambda name: get_shift(name).spec)
 
 
-def test_two_decode_workers_predict_each_example_exactly_once(tmp_path, data):
+def test_two_decode_workers_decode_and_predict_each_example_exactly_once(tmp_path, data, monkeypatch):
+    decodes = tmp_path / "decodes.log"
+    monkeypatch.setenv("TOY_DECODE_LOG", str(decodes))
     one = ColourNet()
     run(make_config(tmp_path, data, shifts=("toy",)), source(one))
     two = ColourNet()
@@ -209,6 +215,24 @@ def test_two_decode_workers_predict_each_example_exactly_once(tmp_path, data):
     b = Predictions.load(RunDir(tmp_path / "run2").predictions_path("colour-net", "toy"))
     assert a.sha256() == b.sha256()
     assert sum(two.calls) == 8
+    # Two runs, each decoding the 8 images once: no worker decoded another's share.
+    assert sorted(decodes.read_text().split()) == sorted([f"img{i:02d}.png" for i in range(8)] * 2)
+
+
+def test_readers_without_lazy_decoding_give_the_same_predictions(tmp_path, data):
+    from doubles import EagerFolderShift
+
+    def eager(name):
+        shift = get_shift(name)
+        return EagerFolderShift(shift.spec, shift.int_labels, shift.folder)
+
+    config = make_config(tmp_path, data, workers=2)
+    Engine(config, get_shift=eager).run([source(ColourNet())])
+    run(make_config(tmp_path, data, run_dir=str(tmp_path / "lazy")), source(ColourNet()))
+    for shift in ("toy", "toy-sub"):
+        a = Predictions.load(RunDir(tmp_path / "run").predictions_path("colour-net", shift))
+        b = Predictions.load(RunDir(tmp_path / "lazy").predictions_path("colour-net", shift))
+        assert a.sha256() == b.sha256()
 
 
 class AutocastSensitiveNet(ColourNet):

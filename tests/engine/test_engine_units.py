@@ -150,3 +150,20 @@ def test_summary_table_shows_percent_and_status():
         "m      imagenet    10  50.00  123    new",
         "m      imagenet-r                    skipped",
     ]
+
+
+def test_ray_executor_without_ray_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from harness.ray_executor import _import_ray
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ValueError, match=r"--executor ray needs Ray: pip install 'shiftbench\[ray\]'"):
+        _import_ray()

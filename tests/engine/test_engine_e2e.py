@@ -1,0 +1,70 @@
+"""End to end on the real ImageNet and ImageNet-R readers (fixtures in their raw layouts):
+run -> score -> report, with exact numbers worked out by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from harness import registry
+from harness.api import Classifier, PreprocessSpec
+from harness.cli import main
+from harness.store import RunDir
+
+
+class PrefersLowIndex(torch.nn.Module, Classifier):
+    """logits[j] = -j for every image: always predicts ImageNet class 0, then 1, 2, ..."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name, self.label_space, self.num_classes = "low-index", "imagenet-1k", 1000
+        self.preprocess_spec = PreprocessSpec(image_size=16, resize_size=16)
+
+    def logits(self, images):
+        return -torch.arange(1000, dtype=torch.float32).expand(len(images), 1000)
+
+
+def low_index_factory(arg: str, **options: str) -> PrefersLowIndex:
+    return PrefersLowIndex()
+
+
+@pytest.mark.slow
+def test_run_score_report_on_imagenet_and_imagenet_r_fixtures(tmp_path):
+    from shifts.fixtures import write_imagenet_r, write_imagenet_val
+
+    data = tmp_path / "data"
+    write_imagenet_val(data, per_class=1)  # 1000 images, one per class
+    write_imagenet_r(data, per_class=1)  # 200 images, one per R class
+    run_dir = tmp_path / "run"
+    args = ["run", "--model", "low:x", "--shifts", "imagenet-r", "--data-root", str(data), "--run-dir", str(run_dir),
+            "--workers", "0", "--no-cache", "--no-progress", "--batch-size", "256"]  # fmt: skip
+    with registry.models.scoped({"low": low_index_factory}):
+        # The fixture holds 1 image per class, not the published 50,000 / 30,000.
+        assert main(args) == 2
+        assert main([*args, "--allow-incomplete"]) == 0
+    rows = {r.setting: r for r in RunDir(run_dir).read_results()}
+    assert set(rows) == {"imagenet", "imagenet@imagenet-r", "imagenet-r"}
+    # ImageNet: only class 0's image is top-1, classes 0..4 are top-5.
+    assert rows["imagenet"].metrics == {"top1": 1 / 1000, "top5": 5 / 1000}
+    assert (rows["imagenet"].n, rows["imagenet"].n_expected) == (1000, 50_000)
+    # ImageNet-R: logits projected onto R's 200 ImageNet indices (ascending), so R class 0 wins.
+    assert rows["imagenet-r"].metrics == {"top1": 1 / 200, "top5": 5 / 200}
+    assert (rows["imagenet-r"].n, rows["imagenet-r"].n_expected) == (200, 30_000)
+    # The ID reference on R's classes: ImageNet's 200 images of those classes, same projection.
+    assert rows["imagenet@imagenet-r"].metrics == {"top1": 1 / 200, "top5": 5 / 200}
+    assert rows["imagenet@imagenet-r"].n == 200
+    assert rows["imagenet-r"].class_map == rows["imagenet@imagenet-r"].class_map is not None
+    preds = np.load(RunDir(run_dir).predictions_path("low:x", "imagenet"), allow_pickle=False)
+    assert preds["logits"].shape == (1000, 1000) and preds["labels"].tolist() == sorted(preds["labels"].tolist())
+
+    before = (run_dir / "results.jsonl").read_text()
+    assert main(["score", str(run_dir)]) == 0
+    assert (run_dir / "results.jsonl").read_text() == before
+
+    summary = tmp_path / "summary.json"
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report.pdf"), "--json", str(summary), "--bootstrap", "20"]) == 0
+    assert (tmp_path / "report.pdf").stat().st_size > 0
+    assert "low:x" in json.dumps(json.loads(summary.read_text()))
