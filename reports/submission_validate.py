@@ -364,8 +364,6 @@ class _Check:
 
     def recompute(self, r: Result, view_of: str | None) -> None:
         """Score the row's predictions through the engine's own scoring path and compare."""
-        from types import SimpleNamespace
-
         from harness import metrics
         from harness.run import ScoreTask, score_task
 
@@ -392,7 +390,7 @@ class _Check:
             scored, spec, got, groups = score_task(
                 task,
                 self.preds[r.shift],
-                lambda name: SimpleNamespace(spec=self.specs[name]),
+                self.specs.__getitem__,
                 metrics,
             )
         except ValueError as exc:
