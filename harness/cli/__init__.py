@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.leaderboard",
     "harness.cli.data",
     "harness.cli.merge",
+    "harness.cli.ensemble",
 )
 
 

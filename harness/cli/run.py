@@ -167,17 +167,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return execute(config, models_from_config(config))
 
 
+def print_rows(rows: list[Any], as_json: bool) -> None:
+    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent)."""
+    for row in rows:
+        if as_json:
+            print(row.to_json())
+        else:
+            metrics = "  ".join(f"{k}={100 * v:.2f}" for k, v in sorted(row.metrics.items()))
+            print(f"{row.model}  {row.setting}  n={row.n}  {metrics}")
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from harness.run import rescore
     from harness.store import RunDir
 
     rows = rescore(RunDir(args.run_dir))
-    for row in rows:
-        if args.json:
-            print(row.to_json())
-        else:
-            metrics = "  ".join(f"{k}={100 * v:.2f}" for k, v in sorted(row.metrics.items()))
-            print(f"{row.model}  {row.setting}  n={row.n}  {metrics}")
+    print_rows(rows, args.json)
     if not args.json:
         print(f"rescored {len(rows)} rows in {RunDir(args.run_dir).results_path}", file=sys.stderr)
     return 0

@@ -1,0 +1,95 @@
+"""Output-space ensembles of models already in a run directory, from their stored predictions.
+
+No model is run: for every shift on which each member has predictions, the members' logits are
+averaged by key (``models.ensembles.ensemble_predictions``), stored as the ensemble's own cell
+and scored on every setting the members were scored on (ID views included), so the ensemble
+is reported, submitted and rescored like any other model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from harness import __version__
+from harness.api import Predictions, Result
+from harness.run import (
+    RunLog,
+    ScoreTask,
+    default_scorer,
+    git_sha,
+    make_result,
+    registry_specs,
+    score_task,
+)
+from harness.store import RunDir
+
+
+def ensemble_name(members: list[str]) -> str:
+    return "ensemble(" + "+".join(members) + ")"
+
+
+def _member_predictions(run_dir: RunDir, rows: list[Result], model: str, shift: str) -> Predictions | None:
+    """The member's stored predictions on ``shift`` if they are the ones its rows were scored from."""
+    shas = {r.predictions_sha256 for r in rows if r.model == model and r.shift == shift}
+    path = run_dir.predictions_path(model, shift)
+    if not shas or not path.exists():
+        return None
+    preds = Predictions.load(path)
+    if preds.sha256() not in shas:
+        raise ValueError(f"{path}: changed since {model} was scored on {shift}; rerun that cell first")
+    return preds
+
+
+def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = None, log: RunLog | None = None) -> list[Result]:
+    """Adds the ensemble's predictions and rows to ``run_dir``; returns the new rows."""
+    log = log or RunLog()
+    if len(members) < 2 or len(set(members)) != len(members):
+        raise ValueError("an ensemble needs at least two different --members")
+    rows = run_dir.read_results()
+    models = {r.model for r in rows}
+    missing = [m for m in members if m not in models]
+    if missing:
+        known = ", ".join(sorted(models)) or "none"
+        raise ValueError(f"{run_dir.results_path}: no results for {', '.join(missing)} (models there: {known})")
+    name = label or ensemble_name(members)
+    if name in members:
+        raise ValueError(f"--label {name!r} is one of the members; choose another name")
+    from models.ensembles import ensemble_predictions
+
+    config = run_dir.read_config()
+    spec_of = registry_specs(config.data_root if config else "")
+    scorer = default_scorer()
+    shifts = sorted({r.shift for r in rows if r.model == members[0]})
+    new: list[Result] = []
+    for shift in shifts:
+        preds = [_member_predictions(run_dir, rows, m, shift) for m in members]
+        if any(p is None for p in preds):
+            lacking = [m for m, p in zip(members, preds, strict=True) if p is None]
+            log.event("ensemble_skipped", f"{shift}: no predictions of {', '.join(lacking)}; skipped", shift=shift, members=lacking)
+            continue
+        combined = ensemble_predictions(preds, model=name)  # type: ignore[arg-type]
+        member_shas = [p.sha256() for p in preds]  # type: ignore[union-attr]
+        cell_hash = hashlib.sha256(json.dumps(member_shas).encode()).hexdigest()[:16]
+        sha = run_dir.save_predictions(combined, cell_hash, {"ensemble_of": members})
+        settings = sorted({(r.setting, r.shift) for r in rows if r.model == members[0] and r.shift == shift})
+        member_rows = {r.setting: r for r in rows if r.model == members[0] and r.shift == shift}
+        for setting, _ in settings:
+            view_of = setting[len(shift) + 1 :] if setting != shift else None
+            task = ScoreTask(setting, shift, view_of)
+            scored, scored_spec, metrics, groups = score_task(task, combined, spec_of, scorer)
+            provenance: dict[str, Any] = {
+                "harness_version": __version__,
+                "git_sha": git_sha(),
+                "config_hash": cell_hash,
+                "model": {"method": "ensemble", "members": members, "members_sha256": member_shas},
+            }
+            new.append(
+                make_result(name, task, scored, spec_of(shift), scored_spec, metrics, groups, sha, provenance, member_rows[setting].n_expected)
+            )
+            log.event("scored", "", model=name, setting=setting, n=len(scored), metrics=metrics)
+    if not new:
+        raise ValueError(f"{run_dir.path}: no shift has predictions of every member ({', '.join(members)})")
+    run_dir.append_results(new)
+    return new
