@@ -236,7 +236,12 @@ class Engine:
         from harness.predict import resolve_split
 
         shift = self.get_shift(name)
-        return shift.expected_size(resolve_split(shift, self.config.split))
+        split = resolve_split(shift, self.config.split)
+        if split == shift.spec.default_split:
+            size = self.spec(name).expected_size  # completed from the data (a user folder's own count)
+        else:
+            size = shift.expected_size(split)
+        return size if size else None  # 0: unknown (a webdataset without its manifest)
 
     def manifest(self, name: str) -> Any:
         from harness.predict import check_manifest, read_manifest, resolve_split

@@ -18,6 +18,11 @@ from shifts.base import DatasetShift, Location, Record, folder_records, list_dir
 from shifts.imagenet_meta import imagenet_templates
 
 
+def user_metrics(num_classes: int) -> tuple[str, ...]:
+    """Top-5 only where there are more than five classes to choose from."""
+    return ("top1", "top5") if num_classes > 5 else ("top1",)
+
+
 class _UserShift(DatasetShift):
     def templates(self) -> list[str]:
         return list(imagenet_templates())  # CLIP_benchmark's fallback for unknown datasets
@@ -74,6 +79,7 @@ class ImageFolderShift(_UserShift):
             label_space=f"folder:{root.name}",
             num_classes=k,
             expected_size=n,
+            metrics=user_metrics(k),
         )
 
 
@@ -115,10 +121,12 @@ class WebDatasetShift(_UserShift):
             import json
 
             n = int(json.loads(manifest.read_text())["n"])
+        k = len(self.classnames(root))
         return replace(
             self.spec,
             name=f"wds:{root.name}",
             label_space=f"wds:{root.name}",
-            num_classes=len(self.classnames(root)),
-            expected_size=n,
+            num_classes=k,
+            expected_size=n,  # 0 without a manifest: unknown, so the engine checks no count
+            metrics=user_metrics(k),
         )

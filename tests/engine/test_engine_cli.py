@@ -141,3 +141,17 @@ def test_two_gloo_processes_split_a_shift_and_gather_it_exactly_once(tmp_path, d
     rows = dist.read_results()
     assert [r.setting for r in rows] == ["toy", "toy@toy-sub", "toy-sub"]
     assert rows[0].provenance["world_size"] == 2
+
+
+def test_a_user_folder_is_complete_by_its_own_count(tmp_path):
+    """``folder`` has no published size: its spec, completed from the data, says how many to expect."""
+    from shifts.fixtures import write_folder
+
+    data = tmp_path / "images"
+    write_folder(data, per_class=2)
+    run_dir = tmp_path / "run"
+    args = ["run", "--model", "fake:a", "--model-arg", "num_classes=4", "--model-arg", "label_space=folder:images",
+            "--shifts", "folder", "--data-root", str(data), "--run-dir", str(run_dir), "--workers", "0", "--no-cache", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    (row,) = RunDir(run_dir).read_results()
+    assert (row.setting, row.n, row.n_expected) == ("folder", 8, 8)
