@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,12 @@ def _storage_error(path: Path, exc: OSError) -> ValueError:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file + fsync + rename."""
+    """Write ``text`` to ``path`` via a temp file + fsync + rename.
+
+    The temp name is unique per writer, so processes sharing a run directory (Ray tasks,
+    torchrun ranks) never rename each other's half-written files."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "w") as fh:
             fh.write(text)
