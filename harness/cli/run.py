@@ -155,7 +155,23 @@ def execute(config: Any, sources: list[Any]) -> int:
             log.event("summary", rows=summary)
         else:
             print(summary_table(summary, all_metric_names(summary)))
+        return alarm_near_chance(config, {s.name for s in sources}, log)
     return 0
+
+
+def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
+    """Exit status 3 (results kept) when a shift is at chance next to a healthy ID reference."""
+    from harness.run import registry_specs
+    from harness.sanity import near_chance
+    from harness.store import RunDir
+
+    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models]
+    messages = near_chance(rows, registry_specs(config.data_root))
+    for message in messages:
+        log.event("near_chance", f"WARNING: {message}", detail=message)
+        if config.json:
+            print(f"WARNING: {message}", file=sys.stderr)
+    return 3 if messages else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
