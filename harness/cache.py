@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,15 @@ class CacheWriter:
         self.shape = shape
         self.filled = np.zeros(shape[0], dtype=bool)
         cache.dir.mkdir(parents=True, exist_ok=True)
-        self.array: np.memmap | None = np.memmap(self.tmp_path, dtype=np.uint8, mode="w+", shape=shape)
+        # Reserve the whole entry now: a full disk is an OSError here, not a SIGBUS when a
+        # page of a sparse memory map is first written.
+        try:
+            with open(self.tmp_path, "wb") as fh:
+                os.posix_fallocate(fh.fileno(), 0, int(np.prod(shape)))
+        except OSError:
+            self.tmp_path.unlink(missing_ok=True)
+            raise
+        self.array: np.memmap | None = np.memmap(self.tmp_path, dtype=np.uint8, mode="r+", shape=shape)
 
     def put(self, indices: np.ndarray, images: np.ndarray) -> None:
         assert self.array is not None, "cache entry already committed"

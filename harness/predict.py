@@ -112,6 +112,14 @@ def check_manifest(manifest: Manifest, spec: ShiftSpec, expected: int | None, al
         raise ValueError(f"shift {manifest.shift!r}: label {int(manifest.labels[bad][0])} outside [0, {spec.num_classes})")
 
 
+@dataclass(frozen=True)
+class DecodeFailure:
+    """An image a loader worker could not decode, sent on as data so the main process raises
+    one clear line (an exception raised in a worker arrives wrapped in its traceback)."""
+
+    message: str
+
+
 class DecodeStream(torch.utils.data.IterableDataset):
     """(index, uint8 image) for this rank's share of a shift, split again across workers.
 
@@ -128,7 +136,11 @@ class DecodeStream(torch.utils.data.IterableDataset):
         geo = geometry(self.spec)
         for index, ex in enumerate(self.shift.lazy_examples(self.root, self.split)):
             if index % nshards == shard:
-                yield index, self.payload(ex, geo)
+                try:
+                    yield index, self.payload(ex, geo)
+                except (ValueError, OSError) as exc:
+                    message = str(exc) if ex.key in str(exc) else f"image {ex.key!r}: {type(exc).__name__}: {exc}"
+                    yield index, DecodeFailure(message)
 
     def payload(self, ex: LazyExample, geo: Callable[[Any], torch.Tensor]) -> torch.Tensor:
         return geo(ex.load())
@@ -141,12 +153,16 @@ class EncodedStream(DecodeStream):
         return worker_payload(ex, geo)
 
 
-def _collate(items: list[tuple[int, torch.Tensor]]) -> tuple[np.ndarray, torch.Tensor]:
-    return np.asarray([i for i, _ in items], dtype=np.int64), torch.stack([img for _, img in items])
+def _collate(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor | DecodeFailure]:
+    indices = np.asarray([i for i, _ in items], dtype=np.int64)
+    failure = next((p for _, p in items if isinstance(p, DecodeFailure)), None)
+    return indices, failure or torch.stack([img for _, img in items])
 
 
-def _collate_payloads(items: list[tuple[int, torch.Tensor]]) -> tuple[np.ndarray, list[torch.Tensor]]:
-    return np.asarray([i for i, _ in items], dtype=np.int64), [p for _, p in items]
+def _collate_payloads(items: list[tuple[int, Any]]) -> tuple[np.ndarray, list[torch.Tensor] | DecodeFailure]:
+    indices = np.asarray([i for i, _ in items], dtype=np.int64)
+    failure = next((p for _, p in items if isinstance(p, DecodeFailure)), None)
+    return indices, failure or [p for _, p in items]
 
 
 def decoded_batches(
@@ -160,7 +176,10 @@ def decoded_batches(
         pin_memory=pin,
         prefetch_factor=4 if workers else None,
     )
-    yield from loader
+    for indices, images in loader:
+        if isinstance(images, DecodeFailure):
+            raise ValueError(images.message)
+        yield indices, images
 
 
 def device_decoded_batches(stream: EncodedStream, decoder: BatchDecoder, batch_size: int, workers: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
@@ -341,7 +360,13 @@ def predict(
     cache = ImageCache(options.cache_dir) if options.cache_dir else None
     key = cache_key(manifest.digest(), spec, label) if cache else ""
     cached = cache.open(key, n, size) if cache else None
-    writer = cache.writer(key, n, size) if cache is not None and cached is None and world.size == 1 else None
+    writer, cache_note = None, None
+    if cache is not None and cached is None and world.size == 1:
+        try:
+            writer = cache.writer(key, n, size)
+        except OSError as exc:  # the cache only saves time: run without it
+            cache_note = f"not written: cannot reserve {n * 3 * size * size:,} bytes in {cache.dir} ({exc.strerror or exc})"
+            print(f"image cache {cache_note}; predicting without it", file=sys.stderr)
     batch_decoder = None
     if cached is not None:
         batches = cached_batches(cached, world, options.batch_size)
@@ -428,6 +453,8 @@ def predict(
         "device": str(device),
         "world_size": world.size,
     }
+    if cache_note is not None:
+        stats["cache"] = cache_note
     if batch_decoder is not None:
         counts = world.sum_counts([batch_decoder.on_device, batch_decoder.with_pil])
         stats["decoded_on_device"], stats["decoded_with_pil"] = counts
