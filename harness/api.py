@@ -141,12 +141,17 @@ class Example(NamedTuple):
 
 
 class LazyExample(NamedTuple):
-    """An example whose image is decoded only when ``load()`` is called (PIL image out)."""
+    """An example whose image is decoded only when ``load()`` is called (PIL image out).
+
+    ``encoded``, where a reader can offer it, returns the image file's bytes such that
+    ``load()`` is exactly PIL's decode of them converted to RGB (no crop or other change in
+    between); the engine then may decode JPEGs in batches on the GPU. None: use ``load``."""
 
     key: str
     label: int
     meta: Mapping[str, Any]
     load: Callable[[], Any]
+    encoded: Callable[[], bytes] | None = None
 
 
 class Shift(abc.ABC):

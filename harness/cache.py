@@ -4,8 +4,8 @@ An entry holds every image of one shift split after ``harness.transforms.geometr
 (resize + crop, before normalisation) as one ``[N, 3, S, S]`` uint8 array, so the second
 model with the same geometry, every WiSE-FT alpha and every soup candidate skip JPEG
 decoding. The key is the dataset manifest (shift, version, split, data root, every key and
-label in order) plus the geometry fields of the ``PreprocessSpec`` — normalisation is not
-part of it, so models differing only in mean/std share an entry.
+label in order), the geometry fields of the ``PreprocessSpec`` and the JPEG decoder —
+normalisation is not part of it, so models differing only in mean/std share an entry.
 
 Layout: ``<cache_dir>/<key>.u8`` (raw array) and ``<key>.json`` (shape, manifest digest),
 the json written last: an entry without it is incomplete and is rebuilt.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,13 @@ def geometry_key(spec: PreprocessSpec) -> dict[str, object]:
     return {k: d[k] for k in GEOMETRY_FIELDS}
 
 
-def cache_key(manifest_digest: str, spec: PreprocessSpec) -> str:
-    payload = json.dumps({"manifest": manifest_digest, "geometry": geometry_key(spec)}, sort_keys=True)
+def cache_key(manifest_digest: str, spec: PreprocessSpec, decoder: str = "pil") -> str:
+    """``decoder`` (``harness.gpu_decode.decoder_label``) is part of the key: another JPEG
+    decoder gives slightly different pixels, so entries never mix decoders."""
+    entry: dict[str, object] = {"manifest": manifest_digest, "geometry": geometry_key(spec)}
+    if decoder != "pil":  # PIL entries keep the key they had before decoders were chosen
+        entry["decoder"] = decoder
+    payload = json.dumps(entry, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -71,7 +77,15 @@ class CacheWriter:
         self.shape = shape
         self.filled = np.zeros(shape[0], dtype=bool)
         cache.dir.mkdir(parents=True, exist_ok=True)
-        self.array: np.memmap | None = np.memmap(self.tmp_path, dtype=np.uint8, mode="w+", shape=shape)
+        # Reserve the whole entry now: a full disk is an OSError here, not a SIGBUS when a
+        # page of a sparse memory map is first written.
+        try:
+            with open(self.tmp_path, "wb") as fh:
+                os.posix_fallocate(fh.fileno(), 0, int(np.prod(shape)))
+        except OSError:
+            self.tmp_path.unlink(missing_ok=True)
+            raise
+        self.array: np.memmap | None = np.memmap(self.tmp_path, dtype=np.uint8, mode="r+", shape=shape)
 
     def put(self, indices: np.ndarray, images: np.ndarray) -> None:
         assert self.array is not None, "cache entry already committed"

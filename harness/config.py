@@ -22,6 +22,7 @@ import tomllib
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXECUTORS = ("local", "ray")
+DECODERS = ("auto", "pil", "torchvision")  # see harness.gpu_decode
 
 # Settings that change predictions; a run directory refuses a config that differs in these.
 # A model's own options are part of its cell hash instead, so one directory holds models
@@ -92,12 +93,15 @@ class RunConfig:
     json: bool = False
     progress: bool = True
     allow_incomplete: bool = False
+    decoder: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.workers < 0:

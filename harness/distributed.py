@@ -55,6 +55,16 @@ class World:
         dist.all_gather_object(flags, bool(ok))
         return all(flags)
 
+    def sum_counts(self, counts: list[int]) -> list[int]:
+        """Element-wise totals of every rank's counts, on every rank."""
+        if self.size == 1:
+            return list(counts)
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.size
+        dist.all_gather_object(gathered, list(counts))
+        return [sum(c) for c in zip(*gathered, strict=True)]
+
     def gather_by_index(
         self, indices: np.ndarray, logits: np.ndarray, n: int, agreement: tuple[int, int, float] | None = None
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, float] | None]:

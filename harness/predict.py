@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import Classifier, Predictions, PreprocessSpec, Shift, ShiftSpec
+from harness.api import Classifier, LazyExample, Predictions, PreprocessSpec, Shift, ShiftSpec
 from harness.cache import ImageCache, cache_key
 from harness.distributed import World
+from harness.gpu_decode import BatchDecoder, choose_decoder, decoder_label, worker_payload
 from harness.transforms import geometry, normalize
 
 
@@ -111,6 +112,14 @@ def check_manifest(manifest: Manifest, spec: ShiftSpec, expected: int | None, al
         raise ValueError(f"shift {manifest.shift!r}: label {int(manifest.labels[bad][0])} outside [0, {spec.num_classes})")
 
 
+@dataclass(frozen=True)
+class DecodeFailure:
+    """An image a loader worker could not decode, sent on as data so the main process raises
+    one clear line (an exception raised in a worker arrives wrapped in its traceback)."""
+
+    message: str
+
+
 class DecodeStream(torch.utils.data.IterableDataset):
     """(index, uint8 image) for this rank's share of a shift, split again across workers.
 
@@ -127,25 +136,57 @@ class DecodeStream(torch.utils.data.IterableDataset):
         geo = geometry(self.spec)
         for index, ex in enumerate(self.shift.lazy_examples(self.root, self.split)):
             if index % nshards == shard:
-                yield index, geo(ex.load())
+                try:
+                    yield index, self.payload(ex, geo)
+                except (ValueError, OSError) as exc:
+                    message = str(exc) if ex.key in str(exc) else f"image {ex.key!r}: {type(exc).__name__}: {exc}"
+                    yield index, DecodeFailure(message)
+
+    def payload(self, ex: LazyExample, geo: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+        return geo(ex.load())
 
 
-def _collate(items: list[tuple[int, torch.Tensor]]) -> tuple[np.ndarray, torch.Tensor]:
-    return np.asarray([i for i, _ in items], dtype=np.int64), torch.stack([img for _, img in items])
+class EncodedStream(DecodeStream):
+    """The same shards, handing baseline JPEGs over as bytes for ``gpu_decode.BatchDecoder``."""
+
+    def payload(self, ex: LazyExample, geo: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+        return worker_payload(ex, geo)
+
+
+def _collate(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor | DecodeFailure]:
+    indices = np.asarray([i for i, _ in items], dtype=np.int64)
+    failure = next((p for _, p in items if isinstance(p, DecodeFailure)), None)
+    return indices, failure or torch.stack([img for _, img in items])
+
+
+def _collate_payloads(items: list[tuple[int, Any]]) -> tuple[np.ndarray, list[torch.Tensor] | DecodeFailure]:
+    indices = np.asarray([i for i, _ in items], dtype=np.int64)
+    failure = next((p for _, p in items if isinstance(p, DecodeFailure)), None)
+    return indices, failure or [p for _, p in items]
 
 
 def decoded_batches(
-    shift: Shift, root: Path, split: str, spec: PreprocessSpec, world: World, batch_size: int, workers: int, pin: bool
-) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    stream: DecodeStream, batch_size: int, workers: int, pin: bool, collate: Callable = _collate
+) -> Iterator[tuple[np.ndarray, Any]]:
     loader = torch.utils.data.DataLoader(
-        DecodeStream(shift, root, split, spec, world),
+        stream,
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         pin_memory=pin,
         prefetch_factor=4 if workers else None,
     )
-    yield from loader
+    for indices, images in loader:
+        if isinstance(images, DecodeFailure):
+            raise ValueError(images.message)
+        yield indices, images
+
+
+def device_decoded_batches(stream: EncodedStream, decoder: BatchDecoder, batch_size: int, workers: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Workers read bytes (or PIL-decode what the batched decoder cannot take); each batch's
+    JPEGs are decoded together on the decoder's device."""
+    for idx, payloads in decoded_batches(stream, batch_size, workers, False, _collate_payloads):
+        yield idx, decoder(idx, payloads)
 
 
 def cached_batches(array: np.ndarray, world: World, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
@@ -252,6 +293,7 @@ class PredictOptions:
     min_agreement: float = 0.95
     cache_dir: str = ""
     progress: bool = True
+    decoder: str = "auto"  # auto | pil | torchvision (harness.gpu_decode.choose_decoder)
 
 
 def check_fits(classifier: Classifier, spec: ShiftSpec) -> None:
@@ -312,16 +354,31 @@ def predict(
     spec = classifier.preprocess_spec
     n, size = len(manifest), spec.image_size
     start = time.perf_counter()
+    decoder = choose_decoder(options.decoder, device, spec, model_name)
+    label = decoder_label(decoder, device)
 
     cache = ImageCache(options.cache_dir) if options.cache_dir else None
-    key = cache_key(manifest.digest(), spec) if cache else ""
+    key = cache_key(manifest.digest(), spec, label) if cache else ""
     cached = cache.open(key, n, size) if cache else None
-    writer = cache.writer(key, n, size) if cache is not None and cached is None and world.size == 1 else None
+    writer, cache_note = None, None
+    if cache is not None and cached is None and world.size == 1:
+        try:
+            writer = cache.writer(key, n, size)
+        except OSError as exc:  # the cache only saves time: run without it
+            cache_note = f"not written: cannot reserve {n * 3 * size * size:,} bytes in {cache.dir} ({exc.strerror or exc})"
+            print(f"image cache {cache_note}; predicting without it", file=sys.stderr)
+    batch_decoder = None
     if cached is not None:
         batches = cached_batches(cached, world, options.batch_size)
         source = "cache"
+    elif decoder == "torchvision":
+        batch_decoder = BatchDecoder(spec, device, manifest.keys)
+        stream = EncodedStream(shift, root, manifest.split, spec, world)
+        batches = device_decoded_batches(stream, batch_decoder, options.batch_size, options.workers)
+        source = "decode"
     else:
-        batches = decoded_batches(shift, root, manifest.split, spec, world, options.batch_size, options.workers, device.type == "cuda")
+        stream = DecodeStream(shift, root, manifest.split, spec, world)
+        batches = decoded_batches(stream, options.batch_size, options.workers, device.type == "cuda")
         source = "decode"
 
     forward = BackoffForward(make_forward(classifier, device, options.precision), options.batch_size)
@@ -344,7 +401,7 @@ def predict(
     try:
         for idx, images in batches:
             if writer is not None:
-                writer.put(idx, images.numpy())
+                writer.put(idx, images.cpu().numpy())
             logits = forward(images)
             if logits.shape != (len(idx), classifier.num_classes):
                 raise ValueError(
@@ -391,10 +448,16 @@ def predict(
         "elapsed_s": round(elapsed, 3),
         "images_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
         "source": source,
+        "decoder": label,
         "batch_size": forward.batch_size,
         "device": str(device),
         "world_size": world.size,
     }
+    if cache_note is not None:
+        stats["cache"] = cache_note
+    if batch_decoder is not None:
+        counts = world.sum_counts([batch_decoder.on_device, batch_decoder.with_pil])
+        stats["decoded_on_device"], stats["decoded_with_pil"] = counts
     if agreement is not None:
         agree, total, max_diff = agreement
         stats["fp32_agreement"] = agree / total

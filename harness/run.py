@@ -233,6 +233,8 @@ class Engine:
         return Path(self.config.data_root)
 
     def expected_size(self, name: str) -> int | None:
+        """Published size of the split; for the default split, as completed from the data
+        (a user ``folder`` dataset's size is what its folders hold)."""
         from harness.predict import resolve_split
 
         shift = self.get_shift(name)
@@ -313,6 +315,7 @@ class Engine:
             min_agreement=cfg.min_agreement,
             cache_dir=cfg.cache_dir,
             progress=cfg.progress and not cfg.json,
+            decoder=cfg.decoder,
         )
         manifest = self.manifest(shift)
         self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
@@ -324,7 +327,7 @@ class Engine:
             self.run_dir.save_predictions(preds, cell_hash, stats)
         self.log.event(
             "cell_predicted",
-            f"{model.name} | {shift}: {len(preds)} images in {stats['elapsed_s']:.1f}s ({stats['images_per_s']} img/s, {stats['source']})",
+            f"{model.name} | {shift}: {len(preds)} images in {stats['elapsed_s']:.1f}s ({stats['images_per_s']} img/s, {stats['source']}, {stats['decoder']})",
             model=model.name,
             shift=shift,
             **{k: v for k, v in stats.items() if k != "model"},

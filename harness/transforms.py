@@ -31,34 +31,37 @@ def _interpolation(name: str) -> Image.Resampling:
         raise ValueError(f"unknown interpolation {name!r}; use one of {sorted(_PIL_INTERPOLATION)}") from None
 
 
+def resized_size(width: int, height: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """(width, height) after the spec's resize, with torchvision's rounding for an int size."""
+    if spec.resize_mode == "squash":
+        return spec.resize_size, spec.resize_size
+    if spec.resize_mode != "shortest":
+        raise ValueError(f"unknown resize_mode {spec.resize_mode!r}; use 'shortest' or 'squash'")
+    if min(width, height) == spec.resize_size:
+        return width, height
+    if width <= height:
+        return spec.resize_size, int(spec.resize_size * height / width)
+    return int(spec.resize_size * width / height), spec.resize_size
+
+
+def crop_origin(width: int, height: int, size: int) -> tuple[int, int]:
+    """(left, top) of a centre crop, with torchvision.transforms.functional.center_crop rounding."""
+    return int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
+
+
 def resize_and_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """RGB, resize as the spec says, crop to ``image_size`` (PIL in, PIL out)."""
     img = img.convert("RGB")
     interp = _interpolation(spec.interpolation)
-    if spec.resize_mode == "squash":
-        img = img.resize((spec.resize_size, spec.resize_size), interp)
-    elif spec.resize_mode == "shortest":
-        w, h = img.size
-        short = min(w, h)
-        if short != spec.resize_size:
-            # Same rounding as torchvision.transforms.functional.resize with an int size.
-            if w <= h:
-                new_w, new_h = spec.resize_size, int(spec.resize_size * h / w)
-            else:
-                new_w, new_h = int(spec.resize_size * w / h), spec.resize_size
-            img = img.resize((new_w, new_h), interp)
-    else:
-        raise ValueError(f"unknown resize_mode {spec.resize_mode!r}; use 'shortest' or 'squash'")
+    target = resized_size(*img.size, spec)
+    if target != img.size or spec.resize_mode == "squash":
+        img = img.resize(target, interp)
     if spec.crop == "center":
         size = spec.image_size
-        w, h = img.size
-        # torchvision.transforms.functional.center_crop rounding.
-        left = int(round((w - size) / 2.0))
-        top = int(round((h - size) / 2.0))
+        left, top = crop_origin(*img.size, size)
         if left < 0 or top < 0:
             img = _pad_to(img, size)
-            w, h = img.size
-            left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+            left, top = crop_origin(*img.size, size)
         img = img.crop((left, top, left + size, top + size))
     elif spec.crop != "none":
         raise ValueError(f"unknown crop {spec.crop!r}; use 'center' or 'none'")

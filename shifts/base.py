@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from harness.api import Example, Shift, ShiftSpec
+from harness.api import Example, LazyExample, Shift, ShiftSpec
 from shifts import wds
 from shifts.images import BadImageError, DeferredImage, crop_border, decode_image, is_image_file
 
@@ -30,6 +30,10 @@ class Record:
     label: int
     path: Path
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+# key, label, metadata, decode (RGB, before the border crop), the image file's bytes
+RawExample = tuple[str, int, Mapping[str, Any], Callable[[], Image.Image], Callable[[], bytes]]
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class DatasetShift(Shift):
             raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
         split = self.resolve_split(split)
         loc = self.locate(root, split, form)
-        for key, label, meta, load in self._raw(loc, split, part or (0, 1)):
+        for key, label, meta, load, _ in self._raw(loc, split, part or (0, 1)):
             img = DeferredImage(lambda load=load: self.prepare(load()))
             try:
                 out = transform(img) if transform else img.materialize()
@@ -174,20 +178,38 @@ class DatasetShift(Shift):
                 continue
             yield Example(out, label, key, meta)
 
-    def _raw(
-        self, loc: Location, split: str, part: tuple[int, int]
-    ) -> Iterator[tuple[str, int, Mapping[str, Any], Callable[[], Image.Image]]]:
+    def lazy_examples(self, root: Path, split: str | None = None) -> Iterator[LazyExample]:
+        """The split's examples in :meth:`examples`' order, nothing decoded until ``load()``:
+        the engine's manifest pass reads only keys and labels, and each loader worker decodes
+        only its own share. ``encoded`` (the file's bytes, for batched GPU JPEG decoding) is
+        offered only when no border crop changes the image after decoding."""
+        split = self.resolve_split(split)
+        loc = self.locate(root, split)
+        for key, label, meta, load, encoded in self._raw(loc, split, (0, 1)):
+            yield LazyExample(
+                key,
+                label,
+                meta,
+                lambda load=load: self.prepare(load()),
+                None if self.border_crop else encoded,
+            )
+
+    def _raw(self, loc: Location, split: str, part: tuple[int, int]) -> Iterator[RawExample]:
         i, n = part
         if loc.form == "folder":
             for r in self.index(loc.path, split)[i::n]:
-                yield r.key, r.label, r.meta, (lambda r=r: decode_image(r.path, r.key, str(r.path)))
+                yield (
+                    r.key,
+                    r.label,
+                    r.meta,
+                    (lambda r=r: decode_image(r.path, r.key, str(r.path))),
+                    r.path.read_bytes,
+                )
             return
         for path in wds.shard_paths(loc.path / split)[i::n]:
             yield from self._shard_raw(path)
 
-    def _shard_raw(
-        self, path: Path
-    ) -> Iterator[tuple[str, int, Mapping[str, Any], Callable[[], Image.Image]]]:
+    def _shard_raw(self, path: Path) -> Iterator[RawExample]:
         for s in wds.read_shard(path):
             where = f"{path} sample {s.key!r}"
             self._check_label(s.label, where)
@@ -196,6 +218,7 @@ class DatasetShift(Shift):
                 s.label,
                 s.meta,
                 (lambda s=s, where=where: decode_image(s.image, s.key, where)),
+                (lambda s=s: s.image),
             )
 
     def _check_label(self, label: int, where: str) -> None:

@@ -230,3 +230,9 @@ def mean_rgb(root: Path, shift: str) -> tuple[list[str], np.ndarray]:
         keys.append(ex.key)
         rgb.append(np.asarray(ex.image, dtype=np.float64).mean(axis=(0, 1)) / 255.0)
     return keys, np.stack(rgb)
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    """Every file under a run directory (relative path -> bytes), to show a failure changed nothing."""
+    run_dir = Path(run_dir)
+    return {str(f.relative_to(run_dir)): f.read_bytes() for f in sorted(run_dir.rglob("*")) if f.is_file() and f.name != ".lock"}

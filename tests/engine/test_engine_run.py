@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from doubles import ColourNet, get_shift, write_toy_data
+from doubles import ColourNet, get_shift, snapshot, write_toy_data
 
 from harness.api import Predictions
 from harness.config import RunConfig
@@ -128,19 +128,25 @@ def test_predicted_but_unscored_cells_are_scored_from_disk(tmp_path, data):
 
 def test_a_run_dir_from_another_configuration_is_refused(tmp_path, data):
     run(make_config(tmp_path, data), source(ColourNet()))
-    config_before = (tmp_path / "run" / "config.json").read_text()
+    before = snapshot(tmp_path / "run")
+    builds: list = []
     with pytest.raises(ValueError, match=r"another configuration \(precision: 'fp32' -> 'bf16'\)"):
-        run(make_config(tmp_path, data, precision="bf16"), source(ColourNet()))
-    assert (tmp_path / "run" / "config.json").read_text() == config_before
+        run(make_config(tmp_path, data, precision="bf16"), source(ColourNet(name="other"), builds))
+    assert builds == []
+    assert snapshot(tmp_path / "run") == before
 
 
 def test_incomplete_data_fails_before_the_model_is_loaded(tmp_path):
-    data = write_toy_data(tmp_path / "data", n_toy=7)
+    data = write_toy_data(tmp_path / "data")
+    run(make_config(tmp_path, data), source(ColourNet(name="earlier")))
+    before = snapshot(tmp_path / "run")
+    (data / "toy" / "3" / "img07.png").unlink()
     builds: list = []
     with pytest.raises(ValueError, match=r"shift 'toy' under .*: 7 examples in split 'test', expected 8"):
         run(make_config(tmp_path, data), source(ColourNet(), builds))
     assert builds == []
-    assert not (tmp_path / "run" / "predictions").exists()
+    assert snapshot(tmp_path / "run") == before
+    assert not (tmp_path / "run" / "predictions" / "colour-net").exists()
     run(make_config(tmp_path, data, allow_incomplete=True), source(ColourNet()))
     rows = rows_by_setting(tmp_path / "run")
     assert (rows["toy"].n, rows["toy"].n_expected) == (7, 8)
@@ -148,10 +154,17 @@ def test_incomplete_data_fails_before_the_model_is_loaded(tmp_path):
 
 
 def test_a_model_with_another_label_space_is_refused_before_predicting(tmp_path, data):
-    net = ColourNet(label_space="imagenet-1k")
+    run(make_config(tmp_path, data), source(ColourNet()))
+    before = snapshot(tmp_path / "run")
+    net = ColourNet(name="imagenet-model", label_space="imagenet-1k")
     with pytest.raises(ValueError, match="outputs label space 'imagenet-1k' but shift 'toy' needs 'toy-4'"):
         run(make_config(tmp_path, data), source(net))
     assert net.calls == []
+    narrow = ColourNet(name="narrow", num_classes=3)  # toy needs 4 outputs
+    with pytest.raises(ValueError, match="model 'narrow' has 3 outputs but shift 'toy' needs at least 4"):
+        run(make_config(tmp_path, data), source(narrow))
+    assert narrow.calls == []
+    assert snapshot(tmp_path / "run") == before
 
 
 class NaNNet(ColourNet):
@@ -165,10 +178,11 @@ def test_nan_logits_fail_the_cell_and_keep_finished_cells(tmp_path, data):
     config = make_config(tmp_path, data, shifts=("toy",))
     run(config, source(ColourNet()))
     before = (tmp_path / "run" / "results.jsonl").read_text()
+    files = snapshot(tmp_path / "run")
     with pytest.raises(ValueError, match=r"non-finite logit .* for example '0/img00.png'"):
         run(config, source(NaNNet(name="nan-net")))
     assert (tmp_path / "run" / "results.jsonl").read_text() == before
-    assert not RunDir(tmp_path / "run").predictions_path("nan-net", "toy").exists()
+    assert snapshot(tmp_path / "run") == files
 
 
 def test_full_disk_is_a_clear_error_that_loses_nothing(tmp_path, data, monkeypatch):
@@ -179,10 +193,12 @@ def test_full_disk_is_a_clear_error_that_loses_nothing(tmp_path, data, monkeypat
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    files = snapshot(tmp_path / "run")
     monkeypatch.setattr(np, "savez", no_space)
     with pytest.raises(ValueError, match="disk full while writing .*toy.npz; free space and rerun"):
         run(config, source(ColourNet(name="second")))
     assert (tmp_path / "run" / "results.jsonl").read_text() == before
+    assert snapshot(tmp_path / "run") == files
     assert not list((tmp_path / "run").rglob("*.tmp"))
 
 
