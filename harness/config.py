@@ -94,6 +94,7 @@ class RunConfig:
     progress: bool = True
     allow_incomplete: bool = False
     decoder: str = "auto"
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -126,7 +127,7 @@ class RunConfig:
 
     def cell_hash(self, model: str, shift: str) -> str:
         """Hash of what determines one (model, shift) cell's predictions."""
-        payload = json.dumps({**self.identity(), "model": model, "shift": shift}, sort_keys=True)
+        payload = json.dumps({**self.identity(), "model": model, "shift": shift, "skip_bad_images": self.skip_bad_images}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def model_options(self) -> dict[str, str]:
