@@ -46,19 +46,22 @@ def _build(spec: str, options: dict[str, str]) -> Classifier:
 
 
 class WiseFT:
-    """Endpoints loaded once; ``classifier(alpha)`` reloads the shared module's weights."""
+    """Endpoints loaded once; ``classifier(alpha)`` reloads the shared module's weights.
 
-    def __init__(self, zeroshot: str, finetuned: str, options: dict[str, str]) -> None:
-        self.zeroshot, self.finetuned, self.options = zeroshot, finetuned, options
+    Each endpoint has its own factory options (e.g. its own ``weights=``)."""
+
+    def __init__(self, zeroshot: str, finetuned: str, zeroshot_options: dict[str, str], finetuned_options: dict[str, str]) -> None:
+        self.zeroshot, self.finetuned = zeroshot, finetuned
+        self.zeroshot_options, self.finetuned_options = zeroshot_options, finetuned_options
         self._model: Classifier | None = None
         self._states: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
 
     def _endpoints(self) -> tuple[Classifier, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
         if self._model is None or self._states is None:
-            zs = _build(self.zeroshot, self.options)
+            zs = _build(self.zeroshot, self.zeroshot_options)
             zs_state = {k: v.detach().clone() for k, v in _module(zs, "--zeroshot").state_dict().items()}
             del zs
-            ft = _build(self.finetuned, self.options)
+            ft = _build(self.finetuned, self.finetuned_options)
             ft_state = {k: v.detach().clone() for k, v in _module(ft, "--finetuned").state_dict().items()}
             self._model, self._states = ft, (zs_state, ft_state)
         return self._model, self._states
@@ -78,11 +81,17 @@ def wiseft_name(alpha: float) -> str:
     return f"wiseft(alpha={alpha:g})"
 
 
-def wiseft_sources(zeroshot: str, finetuned: str, alphas: list[float], options: dict[str, str]) -> list[ModelSource]:
-    """One cell per alpha; alpha 0 is the zero-shot model, 1 the fine-tuned one (exactly)."""
-    sweep = WiseFT(zeroshot, finetuned, options)
+def wiseft_sources(
+    zeroshot: str, finetuned: str, alphas: list[float], zeroshot_options: dict[str, str], finetuned_options: dict[str, str] | None = None
+) -> list[ModelSource]:
+    """One cell per alpha; alpha 0 is the zero-shot model, 1 the fine-tuned one (exactly).
+
+    ``finetuned_options`` defaults to ``zeroshot_options`` (one set of options for both)."""
+    finetuned_options = zeroshot_options if finetuned_options is None else finetuned_options
+    sweep = WiseFT(zeroshot, finetuned, zeroshot_options, finetuned_options)
     sources = []
     for alpha in alphas:
+        options: Any = zeroshot_options if finetuned_options == zeroshot_options else [zeroshot_options, finetuned_options]
         identity = json.dumps({"wiseft": [zeroshot, finetuned], "alpha": alpha, "options": options}, sort_keys=True)
         sources.append(ModelSource(wiseft_name(alpha), identity, lambda a=alpha: sweep.classifier(a), sweep.provenance(alpha)))
     return sources

@@ -65,6 +65,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("wiseft", help="WiSE-FT: evaluate weight interpolations of a zero-shot and a fine-tuned model")
     p.add_argument("--zeroshot", required=True, metavar="NAME:ARG", help="the zero-shot model")
     p.add_argument("--finetuned", required=True, metavar="NAME:ARG", help="the fine-tuned model")
+    p.add_argument("--zeroshot-arg", dest="zeroshot_args", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for the zero-shot model only, over --model-arg (repeatable), e.g. weights=zs.pt")
+    p.add_argument("--finetuned-arg", dest="finetuned_args", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for the fine-tuned model only, over --model-arg (repeatable), e.g. weights=ft.pt")
     p.add_argument("--alphas", default="0:1:0.1", help="START:STOP:STEP (inclusive) or a comma list (default 0:1:0.1)")
     add_engine_options(p)
     p.set_defaults(func=cmd_wiseft)
@@ -169,12 +173,26 @@ def parse_alphas(text: str) -> list[float]:
     return alphas
 
 
+def endpoint_options(flag: str, pairs: list[str], shared: dict[str, str]) -> dict[str, str]:
+    """``--model-arg`` options overridden by one endpoint's own ``KEY=VALUE`` options."""
+    own = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {pair!r} must look like KEY=VALUE, e.g. {flag} weights=model.safetensors")
+        own[key] = value
+    return {**shared, **own}
+
+
 def cmd_wiseft(args: argparse.Namespace) -> int:
     from harness.sweeps import wiseft_sources
 
     alphas = parse_alphas(args.alphas)
     config = resolve_config(args, models=(args.zeroshot, args.finetuned))
-    return execute(config, wiseft_sources(args.zeroshot, args.finetuned, alphas, config.model_options()))
+    shared = config.model_options()
+    zs_options = endpoint_options("--zeroshot-arg", args.zeroshot_args, shared)
+    ft_options = endpoint_options("--finetuned-arg", args.finetuned_args, shared)
+    return execute(config, wiseft_sources(args.zeroshot, args.finetuned, alphas, zs_options, ft_options))
 
 
 def cmd_soup(args: argparse.Namespace) -> int:

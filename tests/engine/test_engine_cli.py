@@ -141,3 +141,24 @@ def test_two_gloo_processes_split_a_shift_and_gather_it_exactly_once(tmp_path, d
     rows = dist.read_results()
     assert [r.setting for r in rows] == ["toy", "toy@toy-sub", "toy-sub"]
     assert rows[0].provenance["world_size"] == 2
+
+
+def test_wiseft_endpoint_options_override_the_shared_model_args():
+    from harness.cli.run import endpoint_options
+
+    shared = {"config": "tiny.json", "weights": "shared.pt"}
+    assert endpoint_options("--zeroshot-arg", ["weights=zs.pt", "templates=t=1.txt"], shared) == {
+        "config": "tiny.json", "weights": "zs.pt", "templates": "t=1.txt"}  # fmt: skip
+    assert endpoint_options("--finetuned-arg", [], shared) == shared
+    with pytest.raises(ValueError, match=r"--finetuned-arg 'weights' must look like KEY=VALUE"):
+        endpoint_options("--finetuned-arg", ["weights"], shared)
+
+
+def test_wiseft_cells_hash_each_endpoints_own_options():
+    from harness.sweeps import wiseft_sources
+
+    same = wiseft_sources("m:zs", "m:ft", [0.5], {"w": "a"})
+    split = wiseft_sources("m:zs", "m:ft", [0.5], {"w": "a"}, {"w": "b"})
+    other = wiseft_sources("m:zs", "m:ft", [0.5], {"w": "a"}, {"w": "c"})
+    assert same[0].identity == wiseft_sources("m:zs", "m:ft", [0.5], {"w": "a"}, {"w": "a"})[0].identity
+    assert len({same[0].identity, split[0].identity, other[0].identity}) == 3
