@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,7 +24,42 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 EXECUTORS = ("local", "ray")
 
 # Settings that change predictions; a run directory refuses a config that differs in these.
-IDENTITY_FIELDS = ("model_args", "split", "precision", "seed")
+# A model's own options are part of its cell hash instead, so one directory holds models
+# built with different weights.
+IDENTITY_FIELDS = ("split", "precision", "seed")
+
+# The option that names a model in results instead of its NAME:ARG; never passed to factories.
+LABEL_OPTION = "label"
+
+
+def parse_model_entry(entry: str) -> tuple[str, dict[str, str]]:
+    """``"NAME:ARG key=value ..."`` -> ``("NAME:ARG", {key: value})``.
+
+    A model entry carries that model's own options, so ``--model a --model-arg weights=x
+    --model b --model-arg weights=y`` and a config file's ``models = ["a weights=x", ...]``
+    say the same thing. Values with spaces are shell-quoted.
+    """
+    try:
+        spec, *args = shlex.split(entry)
+    except ValueError as exc:
+        raise ValueError(f"model {entry!r}: {exc}") from None
+    except TypeError:
+        raise ValueError(f"model {entry!r} must be a string") from None
+    if not spec or "=" in spec:
+        raise ValueError(f"model {entry!r} must start with NAME:ARG, e.g. clip:ViT-B-32 weights=/ckpt/b32.pt")
+    return spec, _options(args, f"model {spec!r}")
+
+
+def model_entry(spec: str, args: list[str] | tuple[str, ...]) -> str:
+    """The entry ``parse_model_entry`` reads back: ``NAME:ARG`` followed by its options."""
+    return shlex.join([spec, *args])
+
+
+def _options(args: list[str] | tuple[str, ...], where: str) -> dict[str, str]:
+    for arg in args:
+        if "=" not in arg or arg.startswith("="):
+            raise ValueError(f"{where}: option {arg!r} must look like key=value")
+    return dict(arg.split("=", 1) for arg in args)
 
 
 def default_cache_dir() -> str:
@@ -68,9 +104,9 @@ class RunConfig:
             raise ValueError(f"workers must be 0 or more, got {self.workers}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement is a fraction in [0, 1], got {self.min_agreement}")
-        for arg in self.model_args:
-            if "=" not in arg:
-                raise ValueError(f"model argument {arg!r} must look like key=value")
+        _options(self.model_args, "--model-arg")
+        for entry in self.models:
+            parse_model_entry(entry)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,7 +126,17 @@ class RunConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def model_options(self) -> dict[str, str]:
-        return dict(arg.split("=", 1) for arg in self.model_args)
+        """The options every model gets (``--model-arg`` before any ``--model``)."""
+        return _options(self.model_args, "--model-arg")
+
+    def model_specs(self) -> list[tuple[str, dict[str, str]]]:
+        """Each model's ``NAME:ARG`` and options: the shared ones, overridden by its own."""
+        shared = self.model_options()
+        out = []
+        for entry in self.models:
+            spec, own = parse_model_entry(entry)
+            out.append((spec, {**shared, **own}))
+        return out
 
     def describe(self) -> str:
         """Printed at the start of a run: every setting, one per line."""

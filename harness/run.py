@@ -24,7 +24,7 @@ from typing import Any, Protocol, TextIO
 
 from harness import __version__
 from harness.api import Classifier, ClassMap, Predictions, Result, Shift, ShiftSpec, id_view_setting
-from harness.config import RunConfig
+from harness.config import LABEL_OPTION, RunConfig
 from harness.distributed import World
 from harness.store import RunDir
 
@@ -81,13 +81,33 @@ def plan_tasks(shifts: tuple[str, ...] | list[str], spec_of: SpecOf) -> list[Sco
 
 
 def model_from_spec(spec: str, options: dict[str, str]) -> ModelSource:
-    """``NAME:ARG`` (``--model``) plus ``--model-arg`` options -> a lazily built model."""
+    """``NAME:ARG`` (``--model``) plus its options -> a lazily built model.
+
+    The option ``label`` names the model in results and files instead of ``NAME:ARG`` (two
+    fine-tuned checkpoints of one architecture need two names); factories never see it.
+    """
     from harness.registry import get_model_factory
 
     name, _, arg = spec.partition(":")
     factory = get_model_factory(name)  # unknown names fail now, with suggestions
-    identity = json.dumps({"model": spec, "options": options}, sort_keys=True)
-    return ModelSource(name=spec, identity=identity, build=lambda: factory(arg, **options))
+    factory_options = {k: v for k, v in options.items() if k != LABEL_OPTION}
+    identity = json.dumps({"model": spec, "options": factory_options}, sort_keys=True)
+    label = options.get(LABEL_OPTION) or spec
+    return ModelSource(name=label, identity=identity, build=lambda: factory(arg, **factory_options))
+
+
+def models_from_config(config: RunConfig) -> list[ModelSource]:
+    """The config's models, refusing two that would share a name in results."""
+    sources: dict[str, ModelSource] = {}
+    for spec, options in config.model_specs():
+        source = model_from_spec(spec, options)
+        if source.name in sources and sources[source.name].identity != source.identity:
+            raise ValueError(
+                f"two models are both named {source.name!r} but differ in their options; "
+                "give each its own --model-arg label=NAME after its --model"
+            )
+        sources.setdefault(source.name, source)
+    return list(sources.values())
 
 
 @functools.lru_cache(maxsize=1)

@@ -39,29 +39,30 @@ def _load(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str)
 
 
 def _build(spec: str, options: dict[str, str]) -> Classifier:
+    from harness.config import LABEL_OPTION
     from harness.registry import get_model_factory
 
     name, _, arg = spec.partition(":")
-    return get_model_factory(name)(arg, **options)
+    return get_model_factory(name)(arg, **{k: v for k, v in options.items() if k != LABEL_OPTION})
 
 
 class WiseFT:
     """Endpoints loaded once; ``classifier(alpha)`` reloads the shared module's weights.
 
-    Each endpoint has its own factory options (e.g. its own ``weights=``)."""
+    Each endpoint is ``(NAME:ARG, options)``: the zero-shot and the fine-tuned model are
+    usually built from different checkpoints (and often different factories)."""
 
-    def __init__(self, zeroshot: str, finetuned: str, zeroshot_options: dict[str, str], finetuned_options: dict[str, str]) -> None:
+    def __init__(self, zeroshot: tuple[str, dict[str, str]], finetuned: tuple[str, dict[str, str]]) -> None:
         self.zeroshot, self.finetuned = zeroshot, finetuned
-        self.zeroshot_options, self.finetuned_options = zeroshot_options, finetuned_options
         self._model: Classifier | None = None
         self._states: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
 
     def _endpoints(self) -> tuple[Classifier, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
         if self._model is None or self._states is None:
-            zs = _build(self.zeroshot, self.zeroshot_options)
+            zs = _build(*self.zeroshot)
             zs_state = {k: v.detach().clone() for k, v in _module(zs, "--zeroshot").state_dict().items()}
             del zs
-            ft = _build(self.finetuned, self.finetuned_options)
+            ft = _build(*self.finetuned)
             ft_state = {k: v.detach().clone() for k, v in _module(ft, "--finetuned").state_dict().items()}
             self._model, self._states = ft, (zs_state, ft_state)
         return self._model, self._states
@@ -70,11 +71,19 @@ class WiseFT:
         from models.merging import interpolate
 
         model, (zs, ft) = self._endpoints()
-        _load(_module(model, "wiseft"), interpolate(zs, ft, alpha, labels=(self.zeroshot, self.finetuned)), "wiseft")
+        labels = (self.zeroshot[0], self.finetuned[0])
+        _load(_module(model, "wiseft"), interpolate(zs, ft, alpha, labels=labels), "wiseft")
         return model
 
     def provenance(self, alpha: float) -> dict[str, Any]:
-        return {"method": "wiseft", "alpha": alpha, "zeroshot": self.zeroshot, "finetuned": self.finetuned}
+        return {
+            "method": "wiseft",
+            "alpha": alpha,
+            "zeroshot": self.zeroshot[0],
+            "finetuned": self.finetuned[0],
+            "zeroshot_options": self.zeroshot[1],
+            "finetuned_options": self.finetuned[1],
+        }
 
 
 def wiseft_name(alpha: float) -> str:
@@ -82,17 +91,13 @@ def wiseft_name(alpha: float) -> str:
 
 
 def wiseft_sources(
-    zeroshot: str, finetuned: str, alphas: list[float], zeroshot_options: dict[str, str], finetuned_options: dict[str, str] | None = None
+    zeroshot: tuple[str, dict[str, str]], finetuned: tuple[str, dict[str, str]], alphas: list[float]
 ) -> list[ModelSource]:
-    """One cell per alpha; alpha 0 is the zero-shot model, 1 the fine-tuned one (exactly).
-
-    ``finetuned_options`` defaults to ``zeroshot_options`` (one set of options for both)."""
-    finetuned_options = zeroshot_options if finetuned_options is None else finetuned_options
-    sweep = WiseFT(zeroshot, finetuned, zeroshot_options, finetuned_options)
+    """One cell per alpha; alpha 0 is the zero-shot model, 1 the fine-tuned one (exactly)."""
+    sweep = WiseFT(zeroshot, finetuned)
     sources = []
     for alpha in alphas:
-        options: Any = zeroshot_options if finetuned_options == zeroshot_options else [zeroshot_options, finetuned_options]
-        identity = json.dumps({"wiseft": [zeroshot, finetuned], "alpha": alpha, "options": options}, sort_keys=True)
+        identity = json.dumps({"wiseft": [list(zeroshot), list(finetuned)], "alpha": alpha}, sort_keys=True)
         sources.append(ModelSource(wiseft_name(alpha), identity, lambda a=alpha: sweep.classifier(a), sweep.provenance(alpha)))
     return sources
 
@@ -169,7 +174,7 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
     if len(config.models) != 1:
         raise ValueError("a soup needs exactly one --model NAME:ARG giving the architecture the ingredients load into")
     files = ingredient_files(ingredients)
-    soup = Soup(config.models[0], config.model_options())
+    soup = Soup(*config.model_specs()[0])
     if recipe == "uniform":
         return [soup.of("soup(uniform)", files, {"recipe": "uniform"})]
     if not held_out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -28,13 +29,42 @@ RUN_SETTINGS = (
 )
 
 
+def _tagged(kind: str) -> Any:
+    """``--model`` and ``--model-arg`` share one list, in command-line order."""
+    return lambda value: (kind, value)
+
+
+def split_model_items(items: list[tuple[str, str]] | None) -> tuple[list[str] | None, list[str] | None]:
+    """Ordered ``--model``/``--model-arg`` -> (model entries with their own options, shared options).
+
+    An option belongs to the nearest ``--model`` before it; options before any ``--model``
+    go to every model. ``None`` means "not given", so a config file's values stand.
+    """
+    from harness.config import model_entry
+
+    shared: list[str] = []
+    models: list[tuple[str, list[str]]] = []
+    for kind, value in items or []:
+        if kind == "model":
+            models.append((value, []))
+        elif models:
+            models[-1][1].append(value)
+        else:
+            shared.append(value)
+    entries = [model_entry(spec, args) for spec, args in models]
+    return entries or None, shared or None
+
+
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs models (defaults live in RunConfig)."""
     p.add_argument("--shifts", help="comma-separated shift names, e.g. imagenet,imagenet-r")
     p.add_argument("--data-root", help="folder holding the shifts' data")
     p.add_argument("--run-dir", help="where predictions and results.jsonl go (resumable)")
     p.add_argument("--config", help="TOML or JSON file of settings (command line wins)")
-    p.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE", help="option passed to every model factory")
+    p.add_argument(
+        "--model-arg", dest="model_items", action="append", type=_tagged("arg"), metavar="KEY=VALUE",
+        help="option for the model named by the --model before it (before any --model: for every model); label=NAME names it in results",
+    )
     p.add_argument("--split", help="split to evaluate (default: each shift's default split)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision (default fp32); checked against fp32 on a sample")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
@@ -53,7 +83,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="predict models on shifts, verify, score, append results.jsonl")
-    p.add_argument("--model", dest="models", action="append", metavar="NAME:ARG", help="model to evaluate (repeatable)")
+    p.add_argument("--model", dest="model_items", action="append", type=_tagged("model"), metavar="NAME:ARG", help="model to evaluate (repeatable)")
     add_engine_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -64,17 +94,15 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("wiseft", help="WiSE-FT: evaluate weight interpolations of a zero-shot and a fine-tuned model")
     p.add_argument("--zeroshot", required=True, metavar="NAME:ARG", help="the zero-shot model")
+    p.add_argument("--zeroshot-arg", action="append", default=[], metavar="KEY=VALUE", help="option for the zero-shot model only")
     p.add_argument("--finetuned", required=True, metavar="NAME:ARG", help="the fine-tuned model")
-    p.add_argument("--zeroshot-arg", dest="zeroshot_args", action="append", default=[], metavar="KEY=VALUE",
-                   help="option for the zero-shot model only, over --model-arg (repeatable), e.g. weights=zs.pt")
-    p.add_argument("--finetuned-arg", dest="finetuned_args", action="append", default=[], metavar="KEY=VALUE",
-                   help="option for the fine-tuned model only, over --model-arg (repeatable), e.g. weights=ft.pt")
+    p.add_argument("--finetuned-arg", action="append", default=[], metavar="KEY=VALUE", help="option for the fine-tuned model only")
     p.add_argument("--alphas", default="0:1:0.1", help="START:STOP:STEP (inclusive) or a comma list (default 0:1:0.1)")
     add_engine_options(p)
     p.set_defaults(func=cmd_wiseft)
 
     p = sub.add_parser("soup", help="model soups (uniform or greedy on held-out ID data), evaluated as cells")
-    p.add_argument("--model", dest="models", action="append", required=True, metavar="NAME:ARG", help="the architecture the ingredients load into")
+    p.add_argument("--model", dest="model_items", action="append", type=_tagged("model"), metavar="NAME:ARG", help="the architecture the ingredients load into")
     p.add_argument("--ingredients", required=True, nargs="+", metavar="PATH", help="ingredient checkpoints (files or folders; safetensors or weights-only torch files)")
     p.add_argument("--recipe", choices=("uniform", "greedy"), default="uniform")
     p.add_argument("--held-out", help="held-out ID shift the greedy recipe selects on (never a reported shift)")
@@ -86,6 +114,7 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
     from harness.config import resolve
 
     cli = {name: getattr(args, name, None) for name in RUN_SETTINGS}
+    cli["models"], cli["model_args"] = split_model_items(getattr(args, "model_items", None))
     if getattr(args, "no_cache", False):
         cli["cache_dir"] = ""
     cli.update(overrides)
@@ -130,13 +159,12 @@ def execute(config: Any, sources: list[Any]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.run import model_from_spec
+    from harness.run import models_from_config
 
     config = resolve_config(args)
     if not config.models:
         raise ValueError("no --model given (nor models in the config file)")
-    options = config.model_options()
-    return execute(config, [model_from_spec(m, options) for m in config.models])
+    return execute(config, models_from_config(config))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -173,26 +201,16 @@ def parse_alphas(text: str) -> list[float]:
     return alphas
 
 
-def endpoint_options(flag: str, pairs: list[str], shared: dict[str, str]) -> dict[str, str]:
-    """``--model-arg`` options overridden by one endpoint's own ``KEY=VALUE`` options."""
-    own = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} {pair!r} must look like KEY=VALUE, e.g. {flag} weights=model.safetensors")
-        own[key] = value
-    return {**shared, **own}
-
-
 def cmd_wiseft(args: argparse.Namespace) -> int:
+    from harness.config import model_entry
     from harness.sweeps import wiseft_sources
 
     alphas = parse_alphas(args.alphas)
-    config = resolve_config(args, models=(args.zeroshot, args.finetuned))
-    shared = config.model_options()
-    zs_options = endpoint_options("--zeroshot-arg", args.zeroshot_args, shared)
-    ft_options = endpoint_options("--finetuned-arg", args.finetuned_args, shared)
-    return execute(config, wiseft_sources(args.zeroshot, args.finetuned, alphas, zs_options, ft_options))
+    zeroshot = model_entry(args.zeroshot, args.zeroshot_arg)
+    finetuned = model_entry(args.finetuned, args.finetuned_arg)
+    config = resolve_config(args)
+    config = dataclasses.replace(config, models=(zeroshot, finetuned))
+    return execute(config, wiseft_sources(*config.model_specs(), alphas))
 
 
 def cmd_soup(args: argparse.Namespace) -> int:

@@ -47,6 +47,11 @@ def write_toy_data(root: Path, size: int = 16, n_toy: int | None = None) -> Path
     return root
 
 
+def engine_flags(data: Path, run_dir: Path) -> list[str]:
+    """Command-line options for a quiet, cache-free, in-process run over the toy data."""
+    return ["--data-root", str(data), "--run-dir", str(run_dir), "--workers", "0", "--no-cache", "--no-progress"]
+
+
 class FolderShift(Shift):
     """Class folders under ``root/<name>``; ``int_labels`` reads the label from the folder name."""
 
@@ -203,7 +208,8 @@ LINEAR_WEIGHTS = {
 
 
 def linear_net_factory(arg: str, **options: str) -> LinearNet:
-    weight, bias = LINEAR_WEIGHTS.get(arg, LINEAR_WEIGHTS["zs"])
+    """``linear:zs``, or ``linear:ANY`` with the option ``weights=zs|ft`` (a checkpoint stand-in)."""
+    weight, bias = LINEAR_WEIGHTS.get(options.get("weights", arg), LINEAR_WEIGHTS["zs"])
     return LinearNet(weight, bias, name=f"linear:{arg}")
 
 

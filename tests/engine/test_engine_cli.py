@@ -144,21 +144,24 @@ def test_two_gloo_processes_split_a_shift_and_gather_it_exactly_once(tmp_path, d
 
 
 def test_wiseft_endpoint_options_override_the_shared_model_args():
-    from harness.cli.run import endpoint_options
+    from harness.config import RunConfig, model_entry
 
-    shared = {"config": "tiny.json", "weights": "shared.pt"}
-    assert endpoint_options("--zeroshot-arg", ["weights=zs.pt", "templates=t=1.txt"], shared) == {
-        "config": "tiny.json", "weights": "zs.pt", "templates": "t=1.txt"}  # fmt: skip
-    assert endpoint_options("--finetuned-arg", [], shared) == shared
-    with pytest.raises(ValueError, match=r"--finetuned-arg 'weights' must look like KEY=VALUE"):
-        endpoint_options("--finetuned-arg", ["weights"], shared)
+    zs = model_entry("m:zs", ["weights=zs.pt", "templates=t=1.txt"])
+    config = RunConfig(models=(zs, model_entry("m:ft", [])), model_args=("config=tiny.json", "weights=shared.pt"), cache_dir="")
+    assert config.model_specs() == [
+        ("m:zs", {"config": "tiny.json", "weights": "zs.pt", "templates": "t=1.txt"}),
+        ("m:ft", {"config": "tiny.json", "weights": "shared.pt"}),
+    ]
+    with pytest.raises(ValueError, match=r"option 'weights' must look like key=value"):
+        RunConfig(models=(model_entry("m:ft", ["weights"]),), cache_dir="")
 
 
 def test_wiseft_cells_hash_each_endpoints_own_options():
     from harness.sweeps import wiseft_sources
 
-    same = wiseft_sources("m:zs", "m:ft", [0.5], {"w": "a"})
-    split = wiseft_sources("m:zs", "m:ft", [0.5], {"w": "a"}, {"w": "b"})
-    other = wiseft_sources("m:zs", "m:ft", [0.5], {"w": "a"}, {"w": "c"})
-    assert same[0].identity == wiseft_sources("m:zs", "m:ft", [0.5], {"w": "a"}, {"w": "a"})[0].identity
-    assert len({same[0].identity, split[0].identity, other[0].identity}) == 3
+    def identity(zs_options, ft_options):
+        return wiseft_sources(("m:zs", zs_options), ("m:ft", ft_options), [0.5])[0].identity
+
+    same = identity({"w": "a"}, {"w": "a"})
+    assert same == identity({"w": "a"}, {"w": "a"})
+    assert len({same, identity({"w": "a"}, {"w": "b"}), identity({"w": "a"}, {"w": "c"})}) == 3

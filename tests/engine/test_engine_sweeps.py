@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from doubles import LINEAR_WEIGHTS, mean_rgb, registered, write_toy_data
+from doubles import LINEAR_WEIGHTS, engine_flags, mean_rgb, registered, write_toy_data
 from safetensors.torch import save_file
 
 from harness.api import Predictions
@@ -22,10 +22,6 @@ def data(tmp_path: Path):
         yield write_toy_data(tmp_path / "data")
 
 
-def common(data: Path, run_dir: Path) -> list[str]:
-    return ["--data-root", str(data), "--run-dir", str(run_dir), "--workers", "0", "--no-cache", "--no-progress"]
-
-
 def expected_logits(data: Path, weight, bias) -> np.ndarray:
     _, rgb = mean_rgb(data, "toy")
     return rgb @ np.asarray(weight, dtype=np.float64).T + np.asarray(bias, dtype=np.float64)
@@ -34,7 +30,7 @@ def expected_logits(data: Path, weight, bias) -> np.ndarray:
 def test_wiseft_makes_one_cell_per_alpha_with_interpolated_weights(tmp_path, data, capsys):
     run_dir = tmp_path / "wiseft"
     args = ["wiseft", "--zeroshot", "linear:zs", "--finetuned", "linear:ft", "--alphas", "0:1:0.5", "--shifts", "toy"]
-    assert main([*args, *common(data, run_dir)]) == 0
+    assert main([*args, *engine_flags(data, run_dir)]) == 0
     store = RunDir(run_dir)
     rows = store.read_results()
     assert [r.model for r in rows] == ["wiseft(alpha=0)", "wiseft(alpha=0.5)", "wiseft(alpha=1)"]
@@ -49,7 +45,7 @@ def test_wiseft_makes_one_cell_per_alpha_with_interpolated_weights(tmp_path, dat
 
     # Rerunning with a finer grid predicts only the new alphas.
     capsys.readouterr()
-    assert main([*args[:-4], "--alphas", "0:1:0.25", "--shifts", "toy", *common(data, run_dir)]) == 0
+    assert main([*args[:-4], "--alphas", "0:1:0.25", "--shifts", "toy", *engine_flags(data, run_dir)]) == 0
     table = capsys.readouterr().out.splitlines()[1:]
     assert [line.split()[0] + " " + line.split()[-1] for line in table] == [
         "wiseft(alpha=0) skipped", "wiseft(alpha=0.25) new", "wiseft(alpha=0.5) skipped", "wiseft(alpha=0.75) new", "wiseft(alpha=1) skipped",
@@ -68,7 +64,7 @@ def test_uniform_soup_averages_every_ingredient(tmp_path, data):
     for i, (w, b) in enumerate(ws):
         save_ingredient(folder / f"m{i}.safetensors", w, b)
     run_dir = tmp_path / "soup"
-    assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--recipe", "uniform", "--shifts", "toy", *common(data, run_dir)]) == 0
+    assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--recipe", "uniform", "--shifts", "toy", *engine_flags(data, run_dir)]) == 0
     store = RunDir(run_dir)
     (row,) = store.read_results()
     assert row.model == "soup(uniform)"
@@ -108,7 +104,7 @@ def test_greedy_soup_selects_on_held_out_data_and_records_its_decisions(tmp_path
             kept, best = [*kept, n], s
 
     run_dir = tmp_path / "greedy"
-    base = ["soup", "--model", "linear:zs", "--ingredients", str(folder), "--recipe", "greedy", "--shifts", "toy-sub", *common(data, run_dir)]
+    base = ["soup", "--model", "linear:zs", "--ingredients", str(folder), "--recipe", "greedy", "--shifts", "toy-sub", *engine_flags(data, run_dir)]
     assert main(base) == 2  # greedy without --held-out
     assert main([*base, "--held-out", "toy"]) == 2  # toy is toy-sub's ID reference: reported
     assert main([*base, "--held-out", "toy-heldout"]) == 0
