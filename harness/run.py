@@ -52,6 +52,7 @@ class ModelSource:
     identity: str
     build: Callable[[], Classifier]
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # added to describe()
+    describe: Callable[[Classifier], Mapping[str, Any]] | None = None  # overrides describe() once built
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,7 @@ class Engine:
         preds, stats = predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
         verify(preds, manifest, classifier.num_classes)
         self._agreement_checked.add(model.identity)
-        stats["model"] = {**classifier.describe(), **model.provenance}
+        stats["model"] = {**classifier.describe(), **model.provenance, **(model.describe(classifier) if model.describe else {})}
         if self.world.is_main:
             self.run_dir.save_predictions(preds, cell_hash, stats)
         self.log.event(

@@ -38,6 +38,26 @@ def _load(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str)
         raise ValueError(f"{what}: merged weights do not fit the model ({str(exc).splitlines()[0]})") from None
 
 
+def merged_description(classifier: Classifier, tags: list[str]) -> dict[str, Any]:
+    """What a merged model's ``describe()`` must say instead of its base's: its own tags and the
+    hash of the weights actually loaded (not the base model's weights file)."""
+    from models.checkpoints import state_dict_sha256
+
+    state = _module(classifier, "merged model").state_dict()
+    return {"tags": tags, "weights": None, "weights_sha256": state_dict_sha256(state)}
+
+
+def wiseft_tags(zeroshot_tags: list[str], finetuned_tags: list[str], alpha: float) -> list[str]:
+    """alpha 0 is the zero-shot model and 1 the fine-tuned one (their own tags); in between,
+    both endpoints' tags but ``zero-shot``/``fine-tuned``, plus ``wise-ft``."""
+    if alpha == 0.0:
+        return list(zeroshot_tags)
+    if alpha == 1.0:
+        return list(finetuned_tags)
+    both = dict.fromkeys(t for t in (*zeroshot_tags, *finetuned_tags) if t not in ("zero-shot", "fine-tuned"))
+    return [*both, "wise-ft"]
+
+
 def _build(spec: str, options: dict[str, str]) -> Classifier:
     from harness.config import LABEL_OPTION
     from harness.registry import get_model_factory
@@ -56,15 +76,18 @@ class WiseFT:
         self.zeroshot, self.finetuned = zeroshot, finetuned
         self._model: Classifier | None = None
         self._states: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
+        self._tags: tuple[list[str], list[str]] = ([], [])
 
     def _endpoints(self) -> tuple[Classifier, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
         if self._model is None or self._states is None:
             zs = _build(*self.zeroshot)
             zs_state = {k: v.detach().clone() for k, v in _module(zs, "--zeroshot").state_dict().items()}
+            zs_tags = list(zs.describe().get("tags", []))
             del zs
             ft = _build(*self.finetuned)
             ft_state = {k: v.detach().clone() for k, v in _module(ft, "--finetuned").state_dict().items()}
             self._model, self._states = ft, (zs_state, ft_state)
+            self._tags = (zs_tags, list(ft.describe().get("tags", [])))
         return self._model, self._states
 
     def classifier(self, alpha: float) -> Classifier:
@@ -85,6 +108,9 @@ class WiseFT:
             "finetuned_options": self.finetuned[1],
         }
 
+    def describe(self, alpha: float, classifier: Classifier) -> dict[str, Any]:
+        return merged_description(classifier, wiseft_tags(*self._tags, alpha))
+
 
 def wiseft_name(alpha: float) -> str:
     return f"wiseft(alpha={alpha:g})"
@@ -98,7 +124,9 @@ def wiseft_sources(
     sources = []
     for alpha in alphas:
         identity = json.dumps({"wiseft": [list(zeroshot), list(finetuned)], "alpha": alpha}, sort_keys=True)
-        sources.append(ModelSource(wiseft_name(alpha), identity, lambda a=alpha: sweep.classifier(a), sweep.provenance(alpha)))
+        sources.append(
+            ModelSource(wiseft_name(alpha), identity, lambda a=alpha: sweep.classifier(a), sweep.provenance(alpha), lambda c, a=alpha: sweep.describe(a, c))
+        )
     return sources
 
 
@@ -146,13 +174,22 @@ class Soup:
         from models.checkpoints import load_state_dict
 
         identity = json.dumps({"base": self.base, "ingredient": file_identity(path), "options": self.options}, sort_keys=True)
-        return ModelSource(f"ingredient({path.stem})", identity, lambda: self.classifier(load_state_dict(path)), {"ingredient": str(path)})
+        return ModelSource(
+            f"ingredient({path.stem})", identity, lambda: self.classifier(load_state_dict(path)), {"ingredient": str(path)}, self.describe
+        )
+
+    def describe(self, classifier: Classifier, soup: bool = False) -> dict[str, Any]:
+        """The base's tags (plus ``soup``) and the hash of the weights loaded into it."""
+        tags = list(classifier.describe().get("tags", []))
+        return merged_description(classifier, [*tags, "soup"] if soup and "soup" not in tags else tags)
 
     def of(self, name: str, files: list[Path], extra: dict[str, Any]) -> ModelSource:
         from models.merging import average
 
         identity = json.dumps({"base": self.base, "soup": [file_identity(f) for f in files], "options": self.options}, sort_keys=True)
-        return ModelSource(name, identity, lambda: self.classifier(average(files)), {"ingredients": [str(f) for f in files], **extra})
+        return ModelSource(
+            name, identity, lambda: self.classifier(average(files)), {"ingredients": [str(f) for f in files], **extra}, lambda c: self.describe(c, soup=True)
+        )
 
 
 def held_out_score(engine: Engine, source: ModelSource, held_out: str) -> float:
@@ -205,7 +242,7 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         tried.append(name)
         names = [*kept, name]
         identity = json.dumps({"base": soup.base, "soup": [file_identity(by_name[n]) for n in names], "options": soup.options}, sort_keys=True)
-        source = ModelSource(f"candidate({'+'.join(names)})", identity, lambda: soup.classifier(state), {"candidate": names})
+        source = ModelSource(f"candidate({'+'.join(names)})", identity, lambda: soup.classifier(state), {"candidate": names}, lambda c: soup.describe(c, soup=True))
         score = held_out_score(engine, source, held_out)
         if score > best[0]:
             kept.append(name)

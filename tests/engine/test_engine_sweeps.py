@@ -42,6 +42,13 @@ def test_wiseft_makes_one_cell_per_alpha_with_interpolated_weights(tmp_path, dat
         np.testing.assert_allclose(preds.logits.astype(np.float64), want, atol=2e-3)
     assert rows[1].provenance["model"]["alpha"] == 0.5
     assert rows[1].provenance["model"]["zeroshot"] == "linear:zs"
+    # each alpha records the hash of the weights it loaded, not the fine-tuned endpoint's
+    from models.checkpoints import state_dict_sha256
+
+    for row, alpha in zip(rows, (0.0, 0.5, 1.0), strict=True):
+        w = (1 - alpha) * torch.tensor(LINEAR_WEIGHTS["zs"][0]) + alpha * torch.tensor(LINEAR_WEIGHTS["ft"][0])
+        b = (1 - alpha) * torch.tensor(LINEAR_WEIGHTS["zs"][1]) + alpha * torch.tensor(LINEAR_WEIGHTS["ft"][1])
+        assert row.provenance["model"]["weights_sha256"] == state_dict_sha256({"fc.weight": w, "fc.bias": b})
 
     # Rerunning with a finer grid predicts only the new alphas.
     capsys.readouterr()
@@ -116,3 +123,12 @@ def test_greedy_soup_selects_on_held_out_data_and_records_its_decisions(tmp_path
     rows = {(r.model, r.setting) for r in RunDir(run_dir).read_results()}
     assert ("soup(greedy)", "toy-sub") in rows and ("soup(greedy)", "toy") in rows
     assert {s for m, s in rows if m.startswith(("ingredient(", "candidate("))} == {"toy-heldout"}
+
+
+def test_wiseft_cells_are_tagged_as_what_they_are():
+    from harness.sweeps import wiseft_tags
+
+    zs, ft = ["clip", "zero-shot"], ["clip", "fine-tuned", "in1k"]
+    assert wiseft_tags(zs, ft, 0.0) == ["clip", "zero-shot"]  # the zero-shot model itself
+    assert wiseft_tags(zs, ft, 1.0) == ["clip", "fine-tuned", "in1k"]
+    assert wiseft_tags(zs, ft, 0.3) == ["clip", "in1k", "wise-ft"]
