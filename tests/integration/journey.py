@@ -142,6 +142,7 @@ class Journey:
     soup: Path
     logs: dict[str, str]
     refused: tuple[int, str, str] = (0, "", "")
+    published: dict[str, object] = dataclasses.field(default_factory=dict)  # each shift's real spec
 
     def common(self) -> list[str]:
         return ["--data-root", str(self.data), "--workers", "0", "--no-progress", "--batch-size", "500",
@@ -161,6 +162,17 @@ def build(root: Path) -> Journey:
     j = Journey(root, data, ckpt, {}, root / "runs" / "clip", root / "runs" / "wilds", root / "runs" / "ft",
                 root / "runs" / "wiseft", root / "runs" / "soup", {})  # fmt: skip
     return j
+
+
+def publish(j: Journey) -> None:
+    """Report, submit, validate and build the leaderboard site (after ``run_all``)."""
+    j.logs["report"] = ok("report", j.run, j.wiseft, "--out", j.root / "report" / "report.pdf",
+                          "--json", j.root / "report" / "summary.json", "--bootstrap", "50")  # fmt: skip
+    (j.root / "model.toml").write_text(CARD)
+    j.logs["submit"] = ok("submit", j.run, "--card", j.root / "model.toml", "--out", j.root / "submissions" / "tiny.tar.gz",
+                          "--data-root", j.data)  # fmt: skip
+    j.logs["validate"] = ok("validate", j.root / "submissions" / "tiny.tar.gz", "--data-root", j.data)
+    j.logs["leaderboard"] = ok("leaderboard", j.root / "submissions", "--out", j.root / "site", "--data-root", j.data)
 
 
 def run_all(j: Journey) -> None:

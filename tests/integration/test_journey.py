@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from journey import IMAGENET_SHIFTS, build, cli, fixture_sizes, run_all  # noqa: E402
+from journey import (  # noqa: E402
+    IMAGENET_SHIFTS,
+    OOD_SHIFTS,
+    build,
+    cli,
+    fixture_sizes,
+    publish,
+    run_all,
+    shift_classes,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +33,14 @@ def journey(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SHIFTBENCH_CACHE", str(root / "cache"))
         j = build(root)
+        j.published = {name: cls.spec for name, cls in shift_classes().items()}
         # With the published sizes (50,000 ImageNet images...), the fixture is incomplete: refused.
         j.refused = cli("run", "--model", "fake:x", "--shifts", "imagenet-r", "--run-dir", root / "runs" / "refused",
                         *j.common())  # fmt: skip
         with fixture_sizes(j.data) as sizes:
             j.sizes = sizes
             run_all(j)
+            publish(j)
             yield j
 
 
@@ -272,3 +283,91 @@ def test_greedy_soup_refuses_to_select_on_a_reported_shift(journey):
                          journey.root / "runs" / "bad-soup", *journey.common())  # fmt: skip
     assert status == 2 and "--held-out imagenet is also reported" in err
     assert not (journey.root / "runs" / "bad-soup").exists()
+
+
+# -- 4. report against the testbed ----------------------------------------------------------------
+
+#: The testbed's name of each setting the engine writes.
+TESTBED_NAME = {"imagenetv2": "imagenetv2-matched-frequency", "imagenet-sketch": "imagenet-sketch",
+                "imagenet-r": "imagenet-r", "imagenet-a": "imagenet-a", "objectnet": "objectnet"}  # fmt: skip
+#: The ID reference each OOD shift is paired with: its same-class view where it has one.
+ID_OF = {"imagenetv2": "imagenet", "imagenet-sketch": "imagenet", "imagenet-r": "imagenet@imagenet-r",
+         "imagenet-a": "imagenet@imagenet-a", "objectnet": "imagenet@objectnet"}  # fmt: skip
+
+
+def logit(p: float) -> float:
+    return float(np.log(p) - np.log1p(-p))
+
+
+def test_report_places_the_run_against_the_testbed_trend(journey):
+    summary = json.loads((journey.root / "report" / "summary.json").read_text())
+    rows = by_setting(journey.run, "clip:tiny-clip")
+    mine = {m["shift"]: m for m in summary["models"] if m["model"] == "clip:tiny-clip" and m["source"] == "run:clip"}
+    assert sorted(mine) == sorted(TESTBED_NAME.values())
+    for shift, name in TESTBED_NAME.items():
+        m = mine[name]
+        assert m["highlighted"] and "clip-zero-shot" in m["tags"]
+        assert m["x_setting"] == ID_OF[shift]
+        assert (m["ood_acc"], m["ood_n"]) == (rows[shift]["metrics"]["top1"], rows[shift]["n"])
+        assert (m["id_acc"], m["id_n"]) == (rows[ID_OF[shift]]["metrics"]["top1"], rows[ID_OF[shift]]["n"])
+        fits = [f for f in summary["fits"] if (f["shift"], f["x_setting"], f["protocol"], f["transform"])
+                == (m["shift"], m["x_setting"], m["protocol"], "logit")]  # fmt: skip
+        if shift == "objectnet":  # ObjectNet-1.0 with the border crop: the testbed only has 1.0-beta
+            assert fits == [] and m["effective_robustness"] is None
+            continue
+        (fit,) = fits
+        assert fit["n"] >= 3 and not any(b.startswith("run:") for b in fit["baseline_models"])
+        # clip half an example from 0 and 1, then ER = y - logit^-1(slope * logit(x) + intercept)
+        x = min(max(m["id_acc"], 0.5 / m["id_n"]), 1 - 0.5 / m["id_n"])
+        trend = 1 / (1 + np.exp(-(fit["slope"] * logit(x) + fit["intercept"])))
+        assert m["effective_robustness"] == pytest.approx(m["ood_acc"] - trend, abs=1e-9)
+
+
+def test_report_tags_wiseft_cells_by_what_they_are(journey):
+    summary = json.loads((journey.root / "report" / "summary.json").read_text())
+    tags = {m["model"]: m["tags"] for m in summary["models"] if m["source"] == "run:wiseft"}
+    assert "clip-zero-shot" in tags["wiseft(alpha=0)"] and "fine-tuned" not in tags["wiseft(alpha=0)"]
+    assert "wise-ft" in tags["wiseft(alpha=0.5)"] and "clip-zero-shot" not in tags["wiseft(alpha=0.5)"]
+    assert "fine-tuned" in tags["wiseft(alpha=1)"]
+
+
+def test_report_pdf_opens_and_names_the_highlighted_model(journey):
+    from pypdf import PdfReader
+
+    reader = PdfReader(journey.root / "report" / "report.pdf")
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    assert len(reader.pages) == json.loads((journey.root / "report" / "summary.json").read_text())["pages"]
+    assert "clip:tiny-clip" in text and "wiseft(alpha=0.5)" in text
+
+
+# -- 5. submit, validate, leaderboard ------------------------------------------------------------
+
+
+def test_leaderboard_entry_shows_the_runs_accuracies(journey):
+    rows = by_setting(journey.run, "clip:tiny-clip")
+    assert journey.logs["validate"].endswith(": OK: clip:tiny-clip, 9 settings recomputed\n")
+    site = journey.root / "site"
+    (validation,) = (site / ".validation").glob("*.json")
+    scores = json.loads(validation.read_text())["scores"]
+    assert scores == {s: [r["metrics"]["top1"], r["n"]] for s, r in rows.items()}
+    table = [line for line in (site / "leaderboard.md").read_text().splitlines() if "Tiny CLIP zero-shot" in line]
+    (line,) = table
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[-6:] == [f"{100 * rows[s]['metrics']['top1']:.2f}" for s in ("imagenet", "imagenetv2", "imagenet-r",
+                                                                               "imagenet-sketch", "imagenet-a", "objectnet")]  # fmt: skip
+    (entry,) = (site / "entries").glob("*.html")
+    html = entry.read_text()
+    for shift in OOD_SHIFTS:
+        ood, ref = rows[shift], rows[ID_OF[shift]]
+        cells = (f'<td class="t">{shift}</td><td class="t">{ID_OF[shift]}</td><td>{100 * ref["metrics"]["top1"]:.2f}</td>'
+                 f'<td>{ref["n"]:,}</td><td>{100 * ood["metrics"]["top1"]:.2f}</td><td>{ood["n"]:,}</td>')  # fmt: skip
+        assert cells in html
+
+
+def test_the_bundle_fails_against_the_published_sizes(journey, monkeypatch):
+    for name, cls in shift_classes().items():
+        monkeypatch.setattr(cls, "spec", journey.published[name])
+    status, out, _ = cli("validate", journey.root / "submissions" / "tiny.tar.gz", "--data-root", journey.data)
+    assert status == 1
+    assert ": [count-mismatch] imagenet-sketch: manifest expects 1,000 examples but the shift has 50,889\n" in out
+    assert ": [count-mismatch] objectnet: manifest expects 113 examples but the shift has 18,574\n" in out
