@@ -180,6 +180,7 @@ def run_all(j: Journey) -> None:
     zs = ["--model-arg", f"weights={j.ckpt['zs']}", "--model-arg", f"templates={j.ckpt['templates']}"]
     j.logs["run"] = ok("run", "--model", "clip:tiny-clip", *j.clip_args(), *zs, "--shifts", ",".join(OOD_SHIFTS),
                        "--run-dir", j.run, "--json", *j.common())  # fmt: skip
+    j.logs["results-before-score"] = (j.run / "results.jsonl").read_text()
     j.logs["score"] = ok("score", j.run)
     j.logs["rerun"] = ok("run", "--model", "clip:tiny-clip", *j.clip_args(), *zs, "--shifts", ",".join(OOD_SHIFTS),
                          "--run-dir", j.run, "--json", *j.common())  # fmt: skip
@@ -194,3 +195,6 @@ def run_all(j: Journey) -> None:
     j.logs["soup"] = ok("soup", "--model", "finetuned:tiny-clip", *j.clip_args(), "--model-arg", f"weights={j.ckpt['ft']}",
                         "--ingredients", j.ckpt["ingredients"], "--recipe", "greedy", "--held-out", "imagenet-heldout",
                         "--shifts", "imagenet-r", "--run-dir", j.soup, *j.common())  # fmt: skip
+    for name, run_dir in (("wilds", j.wilds), ("wiseft", j.wiseft), ("soup", j.soup)):
+        j.logs[f"{name}-before-score"] = (run_dir / "results.jsonl").read_text()
+        ok("score", run_dir)

@@ -212,7 +212,9 @@ def test_a_wilds_shift_runs_with_its_own_metrics(journey):
 
 def test_score_rederives_identical_rows_and_a_rerun_reuses_every_cell(journey):
     before = rows_of(journey.run)
-    assert journey.logs["score"] == "" or "clip:tiny-clip" in journey.logs["score"]
+    assert (journey.run / "results.jsonl").read_text() == journey.logs["results-before-score"]
+    for name, run_dir in (("wilds", journey.wilds), ("wiseft", journey.wiseft), ("soup", journey.soup)):
+        assert (run_dir / "results.jsonl").read_text() == journey.logs[f"{name}-before-score"], name
     events = [json.loads(line) for line in journey.logs["rerun"].splitlines() if line.startswith("{")]
     kinds = [e["event"] for e in events]
     assert "model_skipped" in kinds and not {"cell_start", "cell_predicted", "scored"} & set(kinds)
