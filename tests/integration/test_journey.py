@@ -275,7 +275,13 @@ def test_greedy_soup_decisions_follow_the_held_out_scores(journey):
     assert best > max(singles.values())
     soup = by_setting(journey.soup, "soup(greedy)")
     assert sorted(soup) == ["imagenet", "imagenet-r", "imagenet@imagenet-r"]
-    assert [Path(p).stem for p in soup["imagenet-r"]["provenance"]["model"]["ingredients"]] == kept
+    described = soup["imagenet-r"]["provenance"]["model"]
+    assert [Path(p).stem for p in described["ingredients"]] == kept
+    # the soup describes itself, not the base model whose module it was loaded into
+    from models.checkpoints import file_sha256
+
+    assert "soup" in described["tags"] and described["weights"] is None
+    assert described["weights_sha256"] not in {file_sha256(f) for f in journey.ckpt["ingredients"].iterdir()}
 
 
 def test_greedy_soup_refuses_to_select_on_a_reported_shift(journey):
