@@ -157,25 +157,72 @@ def file_identity(path: Path) -> list[Any]:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
+def checkpoint_names(model_keys: list[str], state_keys: list[str], source: str) -> dict[str, str]:
+    """For each of the model's parameter names, the checkpoint's name for it: the same name, or
+    the one name ending in ``.<name>`` (model soups save ``model.visual.*``, WiSE-FT
+    ``image_encoder.model.visual.*``; a text tower or other extra keys are left out)."""
+    present = set(state_keys)
+    out = {}
+    for key in model_keys:
+        if key in present:
+            out[key] = key
+            continue
+        hits = [k for k in state_keys if k.endswith("." + key)]
+        if len(hits) != 1:
+            found = "no parameter" if not hits else f"{len(hits)} parameters ({', '.join(hits[:3])})"
+            raise ValueError(
+                f"{source}: {found} for the model's {key!r}; soup ingredients must be checkpoints of the --model architecture"
+            )
+        out[key] = hits[0]
+    return out
+
+
+class Renamed(Mapping[str, torch.Tensor]):
+    """A checkpoint seen under the model's parameter names; tensors are read on access."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor], names: dict[str, str]) -> None:
+        self.state, self.names = state, names
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.state[self.names[key]]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 class Soup:
-    """The base model (architecture) with merged weights loaded; built lazily."""
+    """The base model (architecture) with merged weights loaded; built lazily. Ingredients are
+    read under the base model's parameter names, whatever prefix their files use."""
 
     def __init__(self, base: str, options: dict[str, str]) -> None:
         self.base, self.options = base, options
         self._model: Classifier | None = None
 
-    def classifier(self, state: Mapping[str, torch.Tensor]) -> Classifier:
+    def _base(self) -> Classifier:
         if self._model is None:
             self._model = _build(self.base, self.options)
-        _load(_module(self._model, "soup"), state, "soup")
         return self._model
 
-    def ingredient(self, path: Path) -> ModelSource:
-        from models.checkpoints import load_state_dict
+    def view(self, path: Path) -> Renamed:
+        """The ingredient file, lazily, under the base model's names."""
+        from models.checkpoints import LazyStateDict
 
+        state = LazyStateDict(path)
+        keys = list(_module(self._base(), "soup").state_dict())
+        return Renamed(state, checkpoint_names(keys, list(state), str(path)))
+
+    def classifier(self, state: Mapping[str, torch.Tensor]) -> Classifier:
+        model = self._base()
+        _load(_module(model, "soup"), {k: state[k] for k in state}, "soup")
+        return model
+
+    def ingredient(self, path: Path) -> ModelSource:
         identity = json.dumps({"base": self.base, "ingredient": file_identity(path), "options": self.options}, sort_keys=True)
         return ModelSource(
-            f"ingredient({path.stem})", identity, lambda: self.classifier(load_state_dict(path)), {"ingredient": str(path)}, self.describe
+            f"ingredient({path.stem})", identity, lambda: self.classifier(self.view(path)), {"ingredient": str(path)}, self.describe
         )
 
     def describe(self, classifier: Classifier, soup: bool = False) -> dict[str, Any]:
@@ -188,7 +235,11 @@ class Soup:
 
         identity = json.dumps({"base": self.base, "soup": [file_identity(f) for f in files], "options": self.options}, sort_keys=True)
         return ModelSource(
-            name, identity, lambda: self.classifier(average(files)), {"ingredients": [str(f) for f in files], **extra}, lambda c: self.describe(c, soup=True)
+            name,
+            identity,
+            lambda: self.classifier(average([self.view(f) for f in files])),
+            {"ingredients": [str(f) for f in files], **extra},
+            lambda c: self.describe(c, soup=True),
         )
 
 
@@ -249,7 +300,7 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
             best[0] = score
         return score
 
-    _, record = greedy_soup({n: by_name[n] for n in order}, scores, evaluate_next, held_out)
+    _, record = greedy_soup({n: soup.view(by_name[n]) for n in order}, scores, evaluate_next, held_out)
     if record.accepted != kept:
         raise AssertionError(f"greedy soup bookkeeping diverged: {record.accepted} vs {kept}")
     path = Path(config.run_dir) / "soups" / "greedy.json"
