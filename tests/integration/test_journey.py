@@ -370,6 +370,11 @@ def test_leaderboard_entry_shows_the_runs_accuracies(journey):
         cells = (f'<td class="t">{shift}</td><td class="t">{ID_OF[shift]}</td><td>{100 * ref["metrics"]["top1"]:.2f}</td>'
                  f'<td>{ref["n"]:,}</td><td>{100 * ood["metrics"]["top1"]:.2f}</td><td>{ood["n"]:,}</td>')  # fmt: skip
         assert cells in html
+    # Report and leaderboard place the model against the same testbed trend: same ER (in pp).
+    summary = json.loads((journey.root / "report" / "summary.json").read_text())
+    er = {m["shift"]: m["effective_robustness"] for m in summary["models"] if m["source"] == "run:clip"}
+    for shift in ("imagenetv2", "imagenet-r", "imagenet-sketch", "imagenet-a"):
+        assert f'<td>{100 * er[TESTBED_NAME[shift]]:.2f} <span class="ci">' in html.split(f'<td class="t">{shift}</td>')[1]
 
 
 def test_the_bundle_fails_against_the_published_sizes(journey, monkeypatch):
