@@ -54,6 +54,7 @@ class ModelSource:
     identity: str
     build: Callable[[], Classifier]
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # added to describe()
+    describe: Callable[[Classifier], Mapping[str, Any]] | None = None  # overrides describe() once built
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ class Engine:
             self.log.event("images_skipped", f"{model.name} | {shift}: {len(skipped)} undecodable images left out (recorded in the results)", model=model.name, shift=shift, keys=sorted(skipped))
         verify(preds, manifest.without(np.asarray([i for i, k in enumerate(manifest.keys) if k in skipped], dtype=np.int64)), classifier.num_classes)
         self._agreement_checked.add(model.identity)
-        stats["model"] = {**classifier.describe(), **model.provenance}
+        stats["model"] = {**classifier.describe(), **model.provenance, **(model.describe(classifier) if model.describe else {})}
         if self.world.is_main:
             self.run_dir.save_predictions(preds, cell_hash, stats)
         self.log.event(

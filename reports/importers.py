@@ -295,7 +295,8 @@ def normalise_engine_row(setting: str, version: str, protocol: Mapping[str, str]
 
     ``imagenetv2`` is the matched-frequency variant (its other variants are not report settings:
     None); ``objectnet-names`` is ObjectNet through a 113-way name head; a CLIP model tagged
-    ``zero-shot`` is also ``clip-zero-shot``."""
+    ``zero-shot`` is also ``clip-zero-shot``; the models' ``wise-ft`` is the report's ``wiseft``
+    (the tag WiSE-FT's own result files get)."""
     proto = {k: ENGINE_VALUES.get(k, {}).get(str(v), str(v)) for k, v in protocol.items()}
     if setting == "imagenetv2" and version not in ("", "imagenetv2-matched-frequency"):
         return None
@@ -305,6 +306,8 @@ def normalise_engine_row(setting: str, version: str, protocol: Mapping[str, str]
     tags = list(tags)
     if "clip" in tags and "zero-shot" in tags:
         tags.append("clip-zero-shot")
+    if "wise-ft" in tags and "wiseft" not in tags:
+        tags.append("wiseft")
     return setting, proto, tags
 
 

@@ -199,3 +199,18 @@ def test_missing_path_and_unknown_format(tmp_path):
     f.write_text("a\n")
     with pytest.raises(ValueError, match="unknown format 'xls'"):
         importers.load(f, "xls")
+
+
+def test_engine_rows_speak_the_reports_vocabulary():
+    from reports.importers import normalise_engine_row
+
+    assert normalise_engine_row("imagenetv2", "imagenetv2-matched-frequency", {}, ["fake"]) == (
+        "imagenetv2-matched-frequency", {}, ["fake"])  # fmt: skip
+    assert normalise_engine_row("imagenetv2", "imagenetv2-top-images", {}, []) is None
+    setting, proto, tags = normalise_engine_row(
+        "objectnet", "1.0", {"projection": "max over mapped ImageNet logits", "crop": "border 2px per side"}, ["clip", "zero-shot"]
+    )
+    assert (setting, proto) == ("objectnet", {"projection": "max", "crop": "border-2px", "version": "1.0"})
+    assert tags == ["clip", "zero-shot", "clip-zero-shot"]
+    # a WiSE-FT cell of the engine (models tag it wise-ft) carries the tag WiSE-FT's files get
+    assert normalise_engine_row("imagenet-r", "1.0", {}, ["clip", "wise-ft"])[2] == ["clip", "wise-ft", "wiseft"]
