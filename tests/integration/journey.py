@@ -30,8 +30,10 @@ TINY_CLIP = {
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
+NAMES_HEAD = "clip:tiny-clip@objectnet-names"
 CARD = """\
 name = "Tiny CLIP zero-shot"
+run_model = "clip:tiny-clip"
 architecture = "tiny-clip (ViT, 1 layer, width 32)"
 parameters = 1600000
 pretraining_data = "none (random weights)"
@@ -49,7 +51,7 @@ def shift_classes() -> dict[str, type]:
     """The registered reader class of each shift whose published size the fixture replaces."""
     from harness.registry import shifts
 
-    return {name: shifts.get(name) for name in (*IMAGENET_SHIFTS, "iwildcam")}
+    return {name: shifts.get(name) for name in (*IMAGENET_SHIFTS, "objectnet-names", "iwildcam")}
 
 
 @contextlib.contextmanager
@@ -182,8 +184,15 @@ def run_all(j: Journey) -> None:
                        "--run-dir", j.run, "--json", *j.common())  # fmt: skip
     j.logs["results-before-score"] = (j.run / "results.jsonl").read_text()
     j.logs["score"] = ok("score", j.run)
+    j.logs["results-after-score"] = (j.run / "results.jsonl").read_text()
     j.logs["rerun"] = ok("run", "--model", "clip:tiny-clip", *j.clip_args(), *zs, "--shifts", ",".join(OOD_SHIFTS),
                          "--run-dir", j.run, "--json", *j.common())  # fmt: skip
+    j.logs["results-after-rerun"] = (j.run / "results.jsonl").read_text()
+    # open_clip's ObjectNet protocol: a 113-way head from ObjectNet's class names, as another model
+    # of the same run directory (it cannot score ImageNet; the report lends it its weights' row).
+    j.logs["names"] = ok("run", "--model", "clip:tiny-clip", *j.clip_args(), *zs, "--model-arg",
+                         f"classnames=objectnet:{j.data / 'objectnet-1.0' / 'mappings'}", "--model-arg", "label_space=objectnet-113",
+                         "--model-arg", f"label={NAMES_HEAD}", "--shifts", "objectnet-names", "--run-dir", j.run, *j.common())  # fmt: skip
     j.logs["wilds"] = ok("run", "--model", "fake:wilds", "--model-arg", "num_classes=182", "--model-arg",
                          "label_space=iwildcam-182", "--shifts", "iwildcam", "--run-dir", j.wilds, *j.common())  # fmt: skip
     j.logs["finetuned"] = ok("run", "--model", "finetuned:tiny-clip", *j.clip_args(), "--model-arg", f"weights={j.ckpt['ft']}",

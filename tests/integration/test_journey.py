@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from journey import (  # noqa: E402
     IMAGENET_SHIFTS,
+    NAMES_HEAD,
     OOD_SHIFTS,
     build,
     cli,
@@ -188,6 +189,16 @@ def test_objectnet_is_scored_through_the_class_map_read_from_its_mapping_files(j
     assert rows["objectnet"]["protocol"]["crop"] == "border 2px per side"
 
 
+def test_objectnet_with_a_113_way_name_head_is_scored_without_projection(journey):
+    (row,) = [r for r in rows_of(journey.run) if r["model"] == NAMES_HEAD]
+    folders, _ = objectnet_classes(journey.data)
+    p = load_predictions(journey.run, NAMES_HEAD, "objectnet-names")
+    labels = [folders.index(folder_of(k)) for k in p["keys"]]
+    assert p["logits"].shape == (113, 113) and list(p["labels"]) == labels
+    assert (row["setting"], row["class_map"], row["n"]) == ("objectnet-names", None, 113)
+    assert row["metrics"]["top1"] == top1(p["logits"].astype(np.float32), labels)
+
+
 def test_a_wilds_shift_runs_with_its_own_metrics(journey):
     from shifts.fixtures import IWILDCAM_ROWS
 
@@ -211,8 +222,7 @@ def test_a_wilds_shift_runs_with_its_own_metrics(journey):
 
 
 def test_score_rederives_identical_rows_and_a_rerun_reuses_every_cell(journey):
-    before = rows_of(journey.run)
-    assert (journey.run / "results.jsonl").read_text() == journey.logs["results-before-score"]
+    assert journey.logs["results-after-score"] == journey.logs["results-before-score"]
     for name, run_dir in (("wilds", journey.wilds), ("wiseft", journey.wiseft), ("soup", journey.soup)):
         assert (run_dir / "results.jsonl").read_text() == journey.logs[f"{name}-before-score"], name
     events = [json.loads(line) for line in journey.logs["rerun"].splitlines() if line.startswith("{")]
@@ -220,7 +230,7 @@ def test_score_rederives_identical_rows_and_a_rerun_reuses_every_cell(journey):
     assert "model_skipped" in kinds and not {"cell_start", "cell_predicted", "scored"} & set(kinds)
     (summary,) = [e for e in events if e["event"] == "summary"]
     assert {r["status"] for r in summary["rows"]} == {"skipped"} and len(summary["rows"]) == 9
-    assert rows_of(journey.run) == before
+    assert journey.logs["results-after-rerun"] == journey.logs["results-after-score"]
     first = [json.loads(line) for line in journey.logs["run"].splitlines() if line.startswith("{")]
     # ImageNet was predicted once although three ID views and three OOD shifts use it.
     assert sorted(e["shift"] for e in first if e["event"] == "cell_predicted") == sorted(IMAGENET_SHIFTS)
@@ -329,6 +339,19 @@ def test_report_places_the_run_against_the_testbed_trend(journey):
         x = min(max(m["id_acc"], 0.5 / m["id_n"]), 1 - 0.5 / m["id_n"])
         trend = 1 / (1 + np.exp(-(fit["slope"] * logit(x) + fit["intercept"])))
         assert m["effective_robustness"] == pytest.approx(m["ood_acc"] - trend, abs=1e-9)
+
+
+def test_report_pairs_the_113_way_head_with_its_weights_imagenet_accuracy(journey):
+    summary = json.loads((journey.root / "report" / "summary.json").read_text())
+    (names,) = [m for m in summary["models"] if m["model"] == NAMES_HEAD]
+    rows = rows_of(journey.run)
+    (inet,) = [r for r in rows if r["model"] == "clip:tiny-clip" and r["setting"] == "imagenet"]
+    (on,) = [r for r in rows if r["model"] == NAMES_HEAD]
+    assert (names["shift"], names["x_setting"]) == ("objectnet", "imagenet")
+    assert (names["id_acc"], names["ood_acc"]) == (inet["metrics"]["top1"], on["metrics"]["top1"])
+    assert names["protocol"]["head"] == "objectnet-113-names"  # never in a table with the max projection
+    assert names["effective_robustness"] is None
+    assert not any(NAMES_HEAD in u for u in summary["unpaired"])
 
 
 def test_report_tags_wiseft_cells_by_what_they_are(journey):
