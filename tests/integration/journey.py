@@ -30,9 +30,11 @@ TINY_CLIP = {
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
+NAMES_HEAD = "clip:journey-clip@objectnet-names"
 CARD = """\
 name = "Tiny CLIP zero-shot"
-architecture = "tiny-clip (ViT, 1 layer, width 32)"
+run_model = "clip:journey-clip"
+architecture = "journey-clip (ViT, 1 layer, width 32)"
 parameters = 1600000
 pretraining_data = "none (random weights)"
 finetuning_data = "none"
@@ -49,7 +51,7 @@ def shift_classes() -> dict[str, type]:
     """The registered reader class of each shift whose published size the fixture replaces."""
     from harness.registry import shifts
 
-    return {name: shifts.get(name) for name in (*IMAGENET_SHIFTS, "iwildcam")}
+    return {name: shifts.get(name) for name in (*IMAGENET_SHIFTS, "objectnet-names", "iwildcam")}
 
 
 @contextlib.contextmanager
@@ -95,19 +97,19 @@ def write_checkpoints(folder: Path, data: Path) -> dict[str, Path]:
     from models.clip import create_open_clip, finetuned, register_config
 
     folder.mkdir(parents=True)
-    config = folder / "tiny-clip.json"
+    config = folder / "journey-clip.json"
     config.write_text(json.dumps(TINY_CLIP))
     register_config(config)
     torch.manual_seed(0)
-    zs = create_open_clip("tiny-clip")
+    zs = create_open_clip("journey-clip")
     save_file({k: v.contiguous() for k, v in zs.state_dict().items()}, str(folder / "zs.safetensors"))
     torch.manual_seed(1)
-    tower = {k: v.contiguous() for k, v in create_open_clip("tiny-clip").state_dict().items() if k.startswith("visual.")}
+    tower = {k: v.contiguous() for k, v in create_open_clip("journey-clip").state_dict().items() if k.startswith("visual.")}
     g = torch.Generator().manual_seed(100)
     random_head = {"classification_head.weight": torch.randn(1000, 16, generator=g),
                    "classification_head.bias": torch.zeros(1000)}  # fmt: skip
     save_file(tower | random_head, str(folder / "probe.safetensors"))
-    clf = finetuned("tiny-clip", weights=str(folder / "probe.safetensors"))
+    clf = finetuned("journey-clip", weights=str(folder / "probe.safetensors"))
     keys = (data / "imagenet" / "heldout_keys.txt").read_text().split()[:HELD_OUT_CLASSES]
     (data / "imagenet" / "heldout_keys.txt").write_text("".join(k + "\n" for k in keys))
     transform = eval_transform(clf.preprocess_spec)
@@ -178,21 +180,28 @@ def publish(j: Journey) -> None:
 def run_all(j: Journey) -> None:
     """Every step of docs/workflow.md, in order (the published sizes replaced by the fixture's)."""
     zs = ["--model-arg", f"weights={j.ckpt['zs']}", "--model-arg", f"templates={j.ckpt['templates']}"]
-    j.logs["run"] = ok("run", "--model", "clip:tiny-clip", *j.clip_args(), *zs, "--shifts", ",".join(OOD_SHIFTS),
+    j.logs["run"] = ok("run", "--model", "clip:journey-clip", *j.clip_args(), *zs, "--shifts", ",".join(OOD_SHIFTS),
                        "--run-dir", j.run, "--json", *j.common())  # fmt: skip
     j.logs["results-before-score"] = (j.run / "results.jsonl").read_text()
     j.logs["score"] = ok("score", j.run)
-    j.logs["rerun"] = ok("run", "--model", "clip:tiny-clip", *j.clip_args(), *zs, "--shifts", ",".join(OOD_SHIFTS),
+    j.logs["results-after-score"] = (j.run / "results.jsonl").read_text()
+    j.logs["rerun"] = ok("run", "--model", "clip:journey-clip", *j.clip_args(), *zs, "--shifts", ",".join(OOD_SHIFTS),
                          "--run-dir", j.run, "--json", *j.common())  # fmt: skip
+    j.logs["results-after-rerun"] = (j.run / "results.jsonl").read_text()
+    # open_clip's ObjectNet protocol: a 113-way head from ObjectNet's class names, as another model
+    # of the same run directory (it cannot score ImageNet; the report lends it its weights' row).
+    j.logs["names"] = ok("run", "--model", "clip:journey-clip", *j.clip_args(), *zs, "--model-arg",
+                         f"classnames=objectnet:{j.data / 'objectnet-1.0' / 'mappings'}", "--model-arg", "label_space=objectnet-113",
+                         "--model-arg", f"label={NAMES_HEAD}", "--shifts", "objectnet-names", "--run-dir", j.run, *j.common())  # fmt: skip
     j.logs["wilds"] = ok("run", "--model", "fake:wilds", "--model-arg", "num_classes=182", "--model-arg",
                          "label_space=iwildcam-182", "--shifts", "iwildcam", "--run-dir", j.wilds, *j.common())  # fmt: skip
-    j.logs["finetuned"] = ok("run", "--model", "finetuned:tiny-clip", *j.clip_args(), "--model-arg", f"weights={j.ckpt['ft']}",
+    j.logs["finetuned"] = ok("run", "--model", "finetuned:journey-clip", *j.clip_args(), "--model-arg", f"weights={j.ckpt['ft']}",
                              "--shifts", "imagenet-r", "--run-dir", j.finetuned, *j.common())  # fmt: skip
-    j.logs["wiseft"] = ok("wiseft", "--zeroshot", "clip:tiny-clip", "--finetuned", "finetuned:tiny-clip", *j.clip_args(),
+    j.logs["wiseft"] = ok("wiseft", "--zeroshot", "clip:journey-clip", "--finetuned", "finetuned:journey-clip", *j.clip_args(),
                           "--zeroshot-arg", f"weights={j.ckpt['zs']}", "--zeroshot-arg", f"templates={j.ckpt['templates']}",
                           "--finetuned-arg", f"weights={j.ckpt['ft']}", "--alphas", "0,0.5,1", "--shifts", "imagenet-r",
                           "--run-dir", j.wiseft, *j.common())  # fmt: skip
-    j.logs["soup"] = ok("soup", "--model", "finetuned:tiny-clip", *j.clip_args(), "--model-arg", f"weights={j.ckpt['ft']}",
+    j.logs["soup"] = ok("soup", "--model", "finetuned:journey-clip", *j.clip_args(), "--model-arg", f"weights={j.ckpt['ft']}",
                         "--ingredients", j.ckpt["ingredients"], "--recipe", "greedy", "--held-out", "imagenet-heldout",
                         "--shifts", "imagenet-r", "--run-dir", j.soup, *j.common())  # fmt: skip
     for name, run_dir in (("wilds", j.wilds), ("wiseft", j.wiseft), ("soup", j.soup)):

@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from journey import (  # noqa: E402
     IMAGENET_SHIFTS,
+    NAMES_HEAD,
     OOD_SHIFTS,
     build,
     cli,
@@ -159,9 +160,9 @@ def test_published_sizes_refuse_the_fixture_before_any_model_loads(journey):
 
 
 def test_run_pairs_every_ood_shift_with_its_id_view_and_scores_as_the_datasets_define(journey):
-    rows = by_setting(journey.run, "clip:tiny-clip")
+    rows = by_setting(journey.run, "clip:journey-clip")
     assert sorted(rows) == sorted([*IMAGENET_SHIFTS, "imagenet@imagenet-r", "imagenet@imagenet-a", "imagenet@objectnet"])
-    want = expected_top1(journey.data, journey.run, "clip:tiny-clip")
+    want = expected_top1(journey.data, journey.run, "clip:journey-clip")
     assert {s: (r["metrics"]["top1"], r["n"]) for s, r in rows.items()} == want
     # The fixture holds one image per class: 1000 ImageNet classes, 200 of R/A, ObjectNet's 113
     # folders that overlap ImageNet (not its extra folders) collecting 125 ImageNet classes.
@@ -180,12 +181,22 @@ def test_objectnet_is_scored_through_the_class_map_read_from_its_mapping_files(j
 
     folders, members = objectnet_classes(journey.data)
     from_files = ClassMap("objectnet-113", "imagenet-1k", tuple(folders), tuple(map(tuple, members)), "max")
-    rows = by_setting(journey.run, "clip:tiny-clip")
+    rows = by_setting(journey.run, "clip:journey-clip")
     assert rows["objectnet"]["class_map"] == rows["imagenet@objectnet"]["class_map"] == from_files.digest()
     # The fixture's mapping files list labels in reverse and give 12 classes two ImageNet ids:
     # the scores above used exactly those 125 ids (a many-to-one map, max over each class's ids).
     assert sum(len(m) == 2 for m in members) == 12
     assert rows["objectnet"]["protocol"]["crop"] == "border 2px per side"
+
+
+def test_objectnet_with_a_113_way_name_head_is_scored_without_projection(journey):
+    (row,) = [r for r in rows_of(journey.run) if r["model"] == NAMES_HEAD]
+    folders, _ = objectnet_classes(journey.data)
+    p = load_predictions(journey.run, NAMES_HEAD, "objectnet-names")
+    labels = [folders.index(folder_of(k)) for k in p["keys"]]
+    assert p["logits"].shape == (113, 113) and list(p["labels"]) == labels
+    assert (row["setting"], row["class_map"], row["n"]) == ("objectnet-names", None, 113)
+    assert row["metrics"]["top1"] == top1(p["logits"].astype(np.float32), labels)
 
 
 def test_a_wilds_shift_runs_with_its_own_metrics(journey):
@@ -211,8 +222,7 @@ def test_a_wilds_shift_runs_with_its_own_metrics(journey):
 
 
 def test_score_rederives_identical_rows_and_a_rerun_reuses_every_cell(journey):
-    before = rows_of(journey.run)
-    assert (journey.run / "results.jsonl").read_text() == journey.logs["results-before-score"]
+    assert journey.logs["results-after-score"] == journey.logs["results-before-score"]
     for name, run_dir in (("wilds", journey.wilds), ("wiseft", journey.wiseft), ("soup", journey.soup)):
         assert (run_dir / "results.jsonl").read_text() == journey.logs[f"{name}-before-score"], name
     events = [json.loads(line) for line in journey.logs["rerun"].splitlines() if line.startswith("{")]
@@ -220,7 +230,7 @@ def test_score_rederives_identical_rows_and_a_rerun_reuses_every_cell(journey):
     assert "model_skipped" in kinds and not {"cell_start", "cell_predicted", "scored"} & set(kinds)
     (summary,) = [e for e in events if e["event"] == "summary"]
     assert {r["status"] for r in summary["rows"]} == {"skipped"} and len(summary["rows"]) == 9
-    assert rows_of(journey.run) == before
+    assert journey.logs["results-after-rerun"] == journey.logs["results-after-score"]
     first = [json.loads(line) for line in journey.logs["run"].splitlines() if line.startswith("{")]
     # ImageNet was predicted once although three ID views and three OOD shifts use it.
     assert sorted(e["shift"] for e in first if e["event"] == "cell_predicted") == sorted(IMAGENET_SHIFTS)
@@ -233,20 +243,20 @@ def test_wiseft_endpoints_equal_the_zero_shot_and_fine_tuned_models(journey):
     rows = rows_of(journey.wiseft)
     assert sorted({r["model"] for r in rows}) == ["wiseft(alpha=0)", "wiseft(alpha=0.5)", "wiseft(alpha=1)"]
     for shift in ("imagenet", "imagenet-r"):
-        zs = load_predictions(journey.run, "clip:tiny-clip", shift)
-        ft = load_predictions(journey.finetuned, "finetuned:tiny-clip", shift)
+        zs = load_predictions(journey.run, "clip:journey-clip", shift)
+        ft = load_predictions(journey.finetuned, "finetuned:journey-clip", shift)
         at = {a: load_predictions(journey.wiseft, f"wiseft(alpha={a})", shift) for a in ("0", "0.5", "1")}
         assert all(np.array_equal(p["keys"], zs["keys"]) for p in (ft, *at.values()))
         assert np.array_equal(at["0"]["logits"], zs["logits"])
         assert np.array_equal(at["1"]["logits"], ft["logits"])
         assert not np.array_equal(at["0.5"]["logits"], zs["logits"])
         assert not np.array_equal(at["0.5"]["logits"], ft["logits"])
-    zs_rows, ft_rows = by_setting(journey.run, "clip:tiny-clip"), by_setting(journey.finetuned, "finetuned:tiny-clip")
+    zs_rows, ft_rows = by_setting(journey.run, "clip:journey-clip"), by_setting(journey.finetuned, "finetuned:journey-clip")
     for setting in ("imagenet", "imagenet@imagenet-r", "imagenet-r"):
         assert by_setting(journey.wiseft, "wiseft(alpha=0)")[setting]["metrics"] == zs_rows[setting]["metrics"]
         assert by_setting(journey.wiseft, "wiseft(alpha=1)")[setting]["metrics"] == ft_rows[setting]["metrics"]
     half = by_setting(journey.wiseft, "wiseft(alpha=0.5)")["imagenet-r"]["provenance"]["model"]
-    assert (half["alpha"], half["zeroshot"], half["finetuned"]) == (0.5, "clip:tiny-clip", "finetuned:tiny-clip")
+    assert (half["alpha"], half["zeroshot"], half["finetuned"]) == (0.5, "clip:journey-clip", "finetuned:journey-clip")
 
 
 def test_greedy_soup_decisions_follow_the_held_out_scores(journey):
@@ -285,7 +295,7 @@ def test_greedy_soup_decisions_follow_the_held_out_scores(journey):
 
 
 def test_greedy_soup_refuses_to_select_on_a_reported_shift(journey):
-    status, _, err = cli("soup", "--model", "finetuned:tiny-clip", *journey.clip_args(), "--model-arg",
+    status, _, err = cli("soup", "--model", "finetuned:journey-clip", *journey.clip_args(), "--model-arg",
                          f"weights={journey.ckpt['ft']}", "--ingredients", journey.ckpt["ingredients"], "--recipe",
                          "greedy", "--held-out", "imagenet", "--shifts", "imagenet-r", "--run-dir",
                          journey.root / "runs" / "bad-soup", *journey.common())  # fmt: skip
@@ -309,8 +319,8 @@ def logit(p: float) -> float:
 
 def test_report_places_the_run_against_the_testbed_trend(journey):
     summary = json.loads((journey.root / "report" / "summary.json").read_text())
-    rows = by_setting(journey.run, "clip:tiny-clip")
-    mine = {m["shift"]: m for m in summary["models"] if m["model"] == "clip:tiny-clip" and m["source"] == "run:clip"}
+    rows = by_setting(journey.run, "clip:journey-clip")
+    mine = {m["shift"]: m for m in summary["models"] if m["model"] == "clip:journey-clip" and m["source"] == "run:clip"}
     assert sorted(mine) == sorted(TESTBED_NAME.values())
     for shift, name in TESTBED_NAME.items():
         m = mine[name]
@@ -331,6 +341,19 @@ def test_report_places_the_run_against_the_testbed_trend(journey):
         assert m["effective_robustness"] == pytest.approx(m["ood_acc"] - trend, abs=1e-9)
 
 
+def test_report_pairs_the_113_way_head_with_its_weights_imagenet_accuracy(journey):
+    summary = json.loads((journey.root / "report" / "summary.json").read_text())
+    (names,) = [m for m in summary["models"] if m["model"] == NAMES_HEAD]
+    rows = rows_of(journey.run)
+    (inet,) = [r for r in rows if r["model"] == "clip:journey-clip" and r["setting"] == "imagenet"]
+    (on,) = [r for r in rows if r["model"] == NAMES_HEAD]
+    assert (names["shift"], names["x_setting"]) == ("objectnet", "imagenet")
+    assert (names["id_acc"], names["ood_acc"]) == (inet["metrics"]["top1"], on["metrics"]["top1"])
+    assert names["protocol"]["head"] == "objectnet-113-names"  # never in a table with the max projection
+    assert names["effective_robustness"] is None
+    assert not any(NAMES_HEAD in u for u in summary["unpaired"])
+
+
 def test_report_tags_wiseft_cells_by_what_they_are(journey):
     summary = json.loads((journey.root / "report" / "summary.json").read_text())
     tags = {m["model"]: m["tags"] for m in summary["models"] if m["source"] == "run:wiseft"}
@@ -345,15 +368,15 @@ def test_report_pdf_opens_and_names_the_highlighted_model(journey):
     reader = PdfReader(journey.root / "report" / "report.pdf")
     text = "\n".join(page.extract_text() for page in reader.pages)
     assert len(reader.pages) == json.loads((journey.root / "report" / "summary.json").read_text())["pages"]
-    assert "clip:tiny-clip" in text and "wiseft(alpha=0.5)" in text
+    assert "clip:journey-clip" in text and "wiseft(alpha=0.5)" in text
 
 
 # -- 5. submit, validate, leaderboard ------------------------------------------------------------
 
 
 def test_leaderboard_entry_shows_the_runs_accuracies(journey):
-    rows = by_setting(journey.run, "clip:tiny-clip")
-    assert journey.logs["validate"].endswith(": OK: clip:tiny-clip, 9 settings recomputed\n")
+    rows = by_setting(journey.run, "clip:journey-clip")
+    assert journey.logs["validate"].endswith(": OK: clip:journey-clip, 9 settings recomputed\n")
     site = journey.root / "site"
     (validation,) = (site / ".validation").glob("*.json")
     scores = json.loads(validation.read_text())["scores"]
