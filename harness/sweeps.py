@@ -254,6 +254,10 @@ def held_out_score(engine: Engine, source: ModelSource, held_out: str) -> float:
     raise ValueError(f"no {held_out} result for {source.name} after running it")
 
 
+# Factories that need weights= to build a model; a soup's base borrows its first ingredient's.
+WEIGHTED_FACTORIES = frozenset({"clip", "finetuned", "timm", "torchvision"})
+
+
 def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, config: RunConfig) -> list[ModelSource]:
     """The soup to report: uniform over all ingredients, or greedy on ``held_out``.
 
@@ -262,7 +266,10 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
     if len(config.models) != 1:
         raise ValueError("a soup needs exactly one --model NAME:ARG giving the architecture the ingredients load into")
     files = ingredient_files(ingredients)
-    soup = Soup(*config.model_specs()[0])
+    base, options = config.model_specs()[0]
+    if base.partition(":")[0] in WEIGHTED_FACTORIES and "weights" not in options:
+        options = {**options, "weights": str(files[0])}  # any ingredient builds the architecture
+    soup = Soup(base, options)
     if recipe == "uniform":
         return [soup.of("soup(uniform)", files, {"recipe": "uniform"})]
     if not held_out:

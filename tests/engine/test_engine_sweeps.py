@@ -164,3 +164,19 @@ def test_an_ingredient_of_another_architecture_is_a_one_line_error(tmp_path, dat
         f"{folder / 'm1.safetensors'}: 2 parameters (a.fc.weight, b.fc.weight) for the model's 'fc.weight'; "
         "soup ingredients must be checkpoints of the --model architecture"
     ) in capsys.readouterr().err
+
+
+def test_a_soup_base_without_weights_is_built_from_the_first_ingredient(tmp_path):
+    from harness.config import RunConfig
+    from harness.sweeps import soup_sources
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for i in range(2):
+        save_ingredient(folder / f"m{i}.safetensors", *LINEAR_WEIGHTS["zs"])
+    config = RunConfig(models=("finetuned:ViT-B-32",), shifts=("toy",), cache_dir="")
+    (source,) = soup_sources([str(folder)], "uniform", None, config)
+    assert json.loads(source.identity)["options"] == {"weights": str(folder / "m0.safetensors")}
+    own = RunConfig(models=("finetuned:ViT-B-32 weights=/ckpt/base.pt",), shifts=("toy",), cache_dir="")
+    (source,) = soup_sources([str(folder)], "uniform", None, own)
+    assert json.loads(source.identity)["options"] == {"weights": "/ckpt/base.pt"}

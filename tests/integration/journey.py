@@ -201,7 +201,7 @@ def run_all(j: Journey) -> None:
                           "--zeroshot-arg", f"weights={j.ckpt['zs']}", "--zeroshot-arg", f"templates={j.ckpt['templates']}",
                           "--finetuned-arg", f"weights={j.ckpt['ft']}", "--alphas", "0,0.5,1", "--shifts", "imagenet-r",
                           "--run-dir", j.wiseft, *j.common())  # fmt: skip
-    j.logs["soup"] = ok("soup", "--model", "finetuned:journey-clip", *j.clip_args(), "--model-arg", f"weights={j.ckpt['ft']}",
+    j.logs["soup"] = ok("soup", "--model", "finetuned:journey-clip", *j.clip_args(),
                         "--ingredients", j.ckpt["ingredients"], "--recipe", "greedy", "--held-out", "imagenet-heldout",
                         "--shifts", "imagenet-r", "--run-dir", j.soup, *j.common())  # fmt: skip
     for name, run_dir in (("wilds", j.wilds), ("wiseft", j.wiseft), ("soup", j.soup)):
