@@ -42,7 +42,8 @@ def test_a_full_disk_while_writing_results_keeps_the_old_rows_and_the_rerun_scor
     real_fsync = os.fsync
 
     def full_for_results(fd):
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("results.jsonl.tmp"):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if name.startswith("results.jsonl.") and name.endswith(".tmp"):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
