@@ -137,10 +137,11 @@ class DecodeStream(torch.utils.data.IterableDataset):
         for index, ex in enumerate(self.shift.lazy_examples(self.root, self.split)):
             if index % nshards == shard:
                 try:
-                    yield index, self.payload(ex, geo)
+                    item = self.payload(ex, geo)
                 except (ValueError, OSError) as exc:
                     message = str(exc) if ex.key in str(exc) else f"image {ex.key!r}: {type(exc).__name__}: {exc}"
-                    yield index, DecodeFailure(message)
+                    item = DecodeFailure(message)
+                yield index, item
 
     def payload(self, ex: LazyExample, geo: Callable[[Any], torch.Tensor]) -> torch.Tensor:
         return geo(ex.load())
@@ -153,16 +154,15 @@ class EncodedStream(DecodeStream):
         return worker_payload(ex, geo)
 
 
-def _collate(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor | DecodeFailure]:
-    indices = np.asarray([i for i, _ in items], dtype=np.int64)
-    failure = next((p for _, p in items if isinstance(p, DecodeFailure)), None)
-    return indices, failure or torch.stack([img for _, img in items])
-
-
 def _collate_payloads(items: list[tuple[int, Any]]) -> tuple[np.ndarray, list[torch.Tensor] | DecodeFailure]:
     indices = np.asarray([i for i, _ in items], dtype=np.int64)
     failure = next((p for _, p in items if isinstance(p, DecodeFailure)), None)
     return indices, failure or [p for _, p in items]
+
+
+def _collate(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor | DecodeFailure]:
+    indices, payloads = _collate_payloads(items)
+    return indices, payloads if isinstance(payloads, DecodeFailure) else torch.stack(payloads)
 
 
 def decoded_batches(
