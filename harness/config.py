@@ -13,12 +13,16 @@ import hashlib
 import json
 import os
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXECUTORS = ("local", "ray")
@@ -94,6 +98,7 @@ class RunConfig:
     progress: bool = True
     allow_incomplete: bool = False
     decoder: str = "auto"
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -126,7 +131,7 @@ class RunConfig:
 
     def cell_hash(self, model: str, shift: str) -> str:
         """Hash of what determines one (model, shift) cell's predictions."""
-        payload = json.dumps({**self.identity(), "model": model, "shift": shift}, sort_keys=True)
+        payload = json.dumps({**self.identity(), "model": model, "shift": shift, "skip_bad_images": self.skip_bad_images}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def model_options(self) -> dict[str, str]:

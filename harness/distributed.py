@@ -57,18 +57,30 @@ class World:
 
     def sum_counts(self, counts: list[int]) -> list[int]:
         """Element-wise totals of every rank's counts, on every rank."""
+        return [sum(c) for c in zip(*self.gather_objects(list(counts)), strict=True)]
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
         if self.size == 1:
-            return list(counts)
+            return [obj]
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * self.size
-        dist.all_gather_object(gathered, list(counts))
-        return [sum(c) for c in zip(*gathered, strict=True)]
+        dist.all_gather_object(gathered, obj)
+        return gathered
 
     def gather_by_index(
-        self, indices: np.ndarray, logits: np.ndarray, n: int, agreement: tuple[int, int, float] | None = None
+        self,
+        indices: np.ndarray,
+        logits: np.ndarray,
+        n: int,
+        agreement: tuple[int, int, float] | None = None,
+        absent: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, float] | None]:
-        """All ranks' rows in example order, checked exactly-once; agreement counts summed."""
+        """All ranks' rows in example order, checked exactly-once; agreement counts summed.
+
+        ``absent``: indices deliberately left out (skipped images); each example is then
+        either predicted or absent, exactly once."""
         parts = [(indices, logits, agreement)]
         if self.size > 1:
             import torch.distributed as dist
@@ -78,7 +90,7 @@ class World:
             parts = gathered
         all_idx = np.concatenate([p[0] for p in parts]).astype(np.int64)
         all_logits = np.concatenate([p[1] for p in parts]) if all_idx.size else np.zeros((0, logits.shape[1]), logits.dtype)
-        check_exactly_once(all_idx, n)
+        check_exactly_once(all_idx if absent is None else np.concatenate([all_idx, absent.astype(np.int64)]), n)
         order = np.argsort(all_idx, kind="stable")
         agreements = [p[2] for p in parts if p[2] is not None]
         total = None

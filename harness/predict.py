@@ -10,6 +10,7 @@ and the result is checked for holes and duplicates.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import queue
@@ -45,6 +46,19 @@ class Manifest:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def without(self, indices: np.ndarray) -> Manifest:
+        """The manifest less the examples at ``indices`` (images left out as undecodable)."""
+        if not len(indices):
+            return self
+        keep = np.ones(len(self), dtype=bool)
+        keep[indices] = False
+        return dataclasses.replace(
+            self,
+            keys=[k for k, kept in zip(self.keys, keep, strict=True) if kept],
+            labels=self.labels[keep],
+            meta={name: column[keep] for name, column in self.meta.items()},
+        )
 
     def digest(self) -> str:
         h = hashlib.sha256(json.dumps([self.shift, self.version, self.split, self.root]).encode())
@@ -118,6 +132,8 @@ class DecodeFailure:
     one clear line (an exception raised in a worker arrives wrapped in its traceback)."""
 
     message: str
+    index: int = -1
+    key: str = ""
 
 
 class DecodeStream(torch.utils.data.IterableDataset):
@@ -140,7 +156,7 @@ class DecodeStream(torch.utils.data.IterableDataset):
                     item = self.payload(ex, geo)
                 except (ValueError, OSError) as exc:
                     message = str(exc) if ex.key in str(exc) else f"image {ex.key!r}: {type(exc).__name__}: {exc}"
-                    item = DecodeFailure(message)
+                    item = DecodeFailure(message, index, str(ex.key))
                 yield index, item
 
     def payload(self, ex: LazyExample, geo: Callable[[Any], torch.Tensor]) -> torch.Tensor:
@@ -154,20 +170,26 @@ class EncodedStream(DecodeStream):
         return worker_payload(ex, geo)
 
 
-def _collate_payloads(items: list[tuple[int, Any]]) -> tuple[np.ndarray, list[torch.Tensor] | DecodeFailure]:
-    indices = np.asarray([i for i, _ in items], dtype=np.int64)
-    failure = next((p for _, p in items if isinstance(p, DecodeFailure)), None)
-    return indices, failure or [p for _, p in items]
+def _split_failures(items: list[tuple[int, Any]]) -> tuple[np.ndarray, list[Any], list[DecodeFailure]]:
+    good = [(i, p) for i, p in items if not isinstance(p, DecodeFailure)]
+    failures = [p for _, p in items if isinstance(p, DecodeFailure)]
+    return np.asarray([i for i, _ in good], dtype=np.int64), [p for _, p in good], failures
 
 
-def _collate(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor | DecodeFailure]:
-    indices, payloads = _collate_payloads(items)
-    return indices, payloads if isinstance(payloads, DecodeFailure) else torch.stack(payloads)
+def _collate(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor | None, list[DecodeFailure]]:
+    indices, images, failures = _split_failures(items)
+    return indices, torch.stack(images) if images else None, failures
+
+
+def _collate_payloads(items: list[tuple[int, Any]]) -> tuple[np.ndarray, list[torch.Tensor], list[DecodeFailure]]:
+    return _split_failures(items)
 
 
 def decoded_batches(
-    stream: DecodeStream, batch_size: int, workers: int, pin: bool, collate: Callable = _collate
+    stream: DecodeStream, batch_size: int, workers: int, pin: bool, collate: Callable = _collate, skipped: list[DecodeFailure] | None = None
 ) -> Iterator[tuple[np.ndarray, Any]]:
+    """Decoded batches; an image that cannot be decoded is an error naming it, or, given a
+    ``skipped`` list (``--skip-bad-images``), is recorded there and left out."""
     loader = torch.utils.data.DataLoader(
         stream,
         batch_size=batch_size,
@@ -176,16 +198,24 @@ def decoded_batches(
         pin_memory=pin,
         prefetch_factor=4 if workers else None,
     )
-    for indices, images in loader:
-        if isinstance(images, DecodeFailure):
-            raise ValueError(images.message)
-        yield indices, images
+    for indices, images, failures in loader:
+        if failures:
+            if skipped is None:
+                raise ValueError(
+                    f"{failures[0].message}; replace the file, or pass --skip-bad-images to leave such images out "
+                    "(each is recorded and counted in the results)"
+                )
+            skipped.extend(failures)
+        if len(indices):
+            yield indices, images
 
 
-def device_decoded_batches(stream: EncodedStream, decoder: BatchDecoder, batch_size: int, workers: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+def device_decoded_batches(
+    stream: EncodedStream, decoder: BatchDecoder, batch_size: int, workers: int, skipped: list[DecodeFailure] | None = None
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Workers read bytes (or PIL-decode what the batched decoder cannot take); each batch's
     JPEGs are decoded together on the decoder's device."""
-    for idx, payloads in decoded_batches(stream, batch_size, workers, False, _collate_payloads):
+    for idx, payloads in decoded_batches(stream, batch_size, workers, False, _collate_payloads, skipped):
         yield idx, decoder(idx, payloads)
 
 
@@ -294,6 +324,7 @@ class PredictOptions:
     cache_dir: str = ""
     progress: bool = True
     decoder: str = "auto"  # auto | pil | torchvision (harness.gpu_decode.choose_decoder)
+    skip_bad_images: bool = False  # leave undecodable images out, recording each key
 
 
 def check_fits(classifier: Classifier, spec: ShiftSpec) -> None:
@@ -368,17 +399,18 @@ def predict(
             cache_note = f"not written: cannot reserve {n * 3 * size * size:,} bytes in {cache.dir} ({exc.strerror or exc})"
             print(f"image cache {cache_note}; predicting without it", file=sys.stderr)
     batch_decoder = None
+    skipped: list[DecodeFailure] | None = [] if options.skip_bad_images else None
     if cached is not None:
         batches = cached_batches(cached, world, options.batch_size)
         source = "cache"
     elif decoder == "torchvision":
         batch_decoder = BatchDecoder(spec, device, manifest.keys)
         stream = EncodedStream(shift, root, manifest.split, spec, world)
-        batches = device_decoded_batches(stream, batch_decoder, options.batch_size, options.workers)
+        batches = device_decoded_batches(stream, batch_decoder, options.batch_size, options.workers, skipped)
         source = "decode"
     else:
         stream = DecodeStream(shift, root, manifest.split, spec, world)
-        batches = decoded_batches(stream, options.batch_size, options.workers, device.type == "cuda")
+        batches = decoded_batches(stream, options.batch_size, options.workers, device.type == "cuda", skipped=skipped)
         source = "decode"
 
     forward = BackoffForward(make_forward(classifier, device, options.precision), options.batch_size)
@@ -423,7 +455,12 @@ def predict(
     finally:
         bar.close()
     if writer is not None:
-        writer.commit()
+        if skipped:
+            writer.abort()  # a cache entry with holes would be read as complete
+        else:
+            writer.commit()
+    skipped_all = world.gather_objects(sorted((f.index, f.key) for f in skipped or []))
+    skipped_pairs = sorted(pair for part in skipped_all for pair in part)
 
     indices = np.concatenate(parts_idx) if parts_idx else np.zeros(0, dtype=np.int64)
     logits = np.concatenate(parts_logits) if parts_logits else np.zeros((0, classifier.num_classes), np.float32)
@@ -433,16 +470,18 @@ def predict(
         pos = {int(i): k for k, i in enumerate(indices)}
         low = logits[[pos[int(i)] for i in np.concatenate(sample_idx)]]
         agreement = (int((ref.argmax(1) == low.argmax(1)).sum()), len(ref), float(np.abs(ref - low).max()))
-    indices, logits, agreement = world.gather_by_index(indices, logits, n, agreement)
+    absent = np.asarray([i for i, _ in skipped_pairs], dtype=np.int64)
+    indices, logits, agreement = world.gather_by_index(indices, logits, n, agreement, absent=absent)
+    kept = manifest.without(absent)
 
     elapsed = time.perf_counter() - start
     preds = Predictions(
         model=model_name,
         shift=manifest.shift,
-        keys=np.asarray(manifest.keys, dtype=str),
-        labels=manifest.labels,
+        keys=np.asarray(kept.keys, dtype=str),
+        labels=kept.labels,
         logits=logits.astype(np.float16),
-        meta=dict(manifest.meta),
+        meta=dict(kept.meta),
     )
     stats: dict[str, Any] = {
         "elapsed_s": round(elapsed, 3),
@@ -455,6 +494,9 @@ def predict(
     }
     if cache_note is not None:
         stats["cache"] = cache_note
+    if skipped is not None:
+        stats["skipped_images"] = len(skipped_pairs)
+        stats["skipped_keys"] = [key for _, key in skipped_pairs]
     if batch_decoder is not None:
         counts = world.sum_counts([batch_decoder.on_device, batch_decoder.with_pil])
         stats["decoded_on_device"], stats["decoded_with_pil"] = counts

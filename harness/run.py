@@ -22,6 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TextIO
 
+import numpy as np
+
 from harness import __version__
 from harness.api import Classifier, ClassMap, Predictions, Result, Shift, ShiftSpec, id_view_setting
 from harness.config import LABEL_OPTION, RunConfig
@@ -52,6 +54,7 @@ class ModelSource:
     identity: str
     build: Callable[[], Classifier]
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # added to describe()
+    describe: Callable[[Classifier], Mapping[str, Any]] | None = None  # overrides describe() once built
 
 
 @dataclass(frozen=True)
@@ -316,13 +319,17 @@ class Engine:
             cache_dir=cfg.cache_dir,
             progress=cfg.progress and not cfg.json,
             decoder=cfg.decoder,
+            skip_bad_images=cfg.skip_bad_images,
         )
         manifest = self.manifest(shift)
         self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
         preds, stats = predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
-        verify(preds, manifest, classifier.num_classes)
+        skipped = set(stats.get("skipped_keys", ()))
+        if skipped:
+            self.log.event("images_skipped", f"{model.name} | {shift}: {len(skipped)} undecodable images left out (recorded in the results)", model=model.name, shift=shift, keys=sorted(skipped))
+        verify(preds, manifest.without(np.asarray([i for i, k in enumerate(manifest.keys) if k in skipped], dtype=np.int64)), classifier.num_classes)
         self._agreement_checked.add(model.identity)
-        stats["model"] = {**classifier.describe(), **model.provenance}
+        stats["model"] = {**classifier.describe(), **model.provenance, **(model.describe(classifier) if model.describe else {})}
         if self.world.is_main:
             self.run_dir.save_predictions(preds, cell_hash, stats)
         self.log.event(

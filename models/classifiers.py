@@ -4,6 +4,10 @@
 zero-shot heads (text embeddings times a logit scale, zero bias), WiSE-FT's
 ``ImageClassifier`` and model soups' ``ModelWrapper(normalize=True)`` all score images.
 ``ModuleClassifier``: a module that already outputs logits (timm, torchvision).
+
+Both are ``torch.nn.Module``s whose ``state_dict()`` uses the checkpoint's own parameter names
+(``visual.*`` and ``classification_head.weight/bias``; the timm/torchvision module's keys), so the
+engine's WiSE-FT and soup sweeps can merge weights and load them back into one instance.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class _TorchClassifier(Classifier):
+class _TorchClassifier(torch.nn.Module, Classifier):
     def __init__(self, name: str, label_space: str, num_classes: int, preprocess_spec: PreprocessSpec,
                  info: dict[str, Any], precision: str = "fp32", device: str = "cpu") -> None:
+        torch.nn.Module.__init__(self)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.name = name
@@ -62,19 +67,39 @@ class _TorchClassifier(Classifier):
 
 
 class ImageHeadClassifier(_TorchClassifier):
-    """``logits = normalize(encoder(x)) @ weight.T + bias``."""
+    """``logits = normalize(visual(x)) @ weight.T + bias``.
+
+    Parameters live under the canonical checkpoint names ``visual.*`` and
+    ``classification_head.weight`` / ``.bias``; a head given without a bias (CLIP zero-shot)
+    gets a zero bias, which leaves the logits unchanged and lets it merge with fine-tuned heads.
+    """
 
     def __init__(self, name: str, encoder: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor | None,
                  preprocess_spec: PreprocessSpec, label_space: str, info: dict[str, Any],
                  precision: str = "fp32", device: str = "cpu", normalize: bool = True) -> None:
         super().__init__(name, label_space, int(weight.shape[0]), preprocess_spec, info, precision, device)
-        self.encoder = encoder.eval().to(self.device)
-        self.weight = weight.detach().float().to(self.device)
-        self.bias = None if bias is None else bias.detach().float().to(self.device)
+        self.visual = encoder.eval().to(self.device)
+        head = torch.nn.Linear(int(weight.shape[1]), int(weight.shape[0]), device=self.device)
+        with torch.no_grad():
+            head.weight.copy_(weight.detach().float())
+            head.bias.copy_(bias.detach().float() if bias is not None else torch.zeros(int(weight.shape[0])))
+        self.classification_head = head.requires_grad_(False)
         self.normalize = normalize
 
+    @property
+    def encoder(self) -> torch.nn.Module:
+        return self.visual
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.classification_head.weight
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.classification_head.bias
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(x).float()
+        feats = self.visual(x).float()
         return F.normalize(feats, dim=-1) if self.normalize else feats
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,3 +116,10 @@ class ModuleClassifier(_TorchClassifier):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped module's own keys (as in its checkpoint), not ``module.*``."""
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.module.load_state_dict(state_dict, strict=strict, assign=assign)

@@ -90,6 +90,29 @@ def create_open_clip(arch: str, pretrained_tag: str | None = None):
     return model.eval()
 
 
+def check_activation(model, weights: str | Path, arch: str) -> None:
+    """Refuse a TorchScript release whose activation differs from the architecture built for it.
+
+    OpenAI's CLIP archives were trained with QuickGELU; open_clip's plain configs (``ViT-B-32``)
+    use GELU, and loading one into the other runs without error while costing accuracy."""
+    from models.torchscript import archive_uses_quick_gelu, is_torchscript_archive
+
+    if not is_torchscript_archive(weights):
+        return
+    archive_quick = archive_uses_quick_gelu(weights)
+    model_quick = any(type(m).__name__ == "QuickGELU" for m in model.modules())
+    if archive_quick == model_quick:
+        return
+    if archive_quick:
+        fix = (f"use --model ...:{arch}-quickgelu, or --model-arg pretrained=openai, so the model is built "
+               "with QuickGELU as the weights were trained")
+    else:
+        fix = "use the architecture without -quickgelu (and no pretrained tag that forces it), matching the archive"
+    raise ValueError(f"{weights}: the archive's model uses {'QuickGELU' if archive_quick else 'GELU'} but open_clip's "
+                     f"{arch} is built with {'QuickGELU' if model_quick else 'GELU'}, which runs but silently loses "
+                     f"accuracy; {fix}")
+
+
 def hf_cached_weights(arch: str, tag: str) -> Path:
     """The open_clip weights file for ``arch``/``tag`` in the local Hugging Face cache (no network)."""
     import open_clip
@@ -247,6 +270,7 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     name = opts.get("name", f"clip:{arch}")
     opts.done()
     model = create_open_clip(arch, tag)
+    check_activation(model, weights, arch)
     state = split_classifier_state(load_state_dict(weights), str(weights))
     load_into(model, fit_clip_state(model, state.clip), weights, f"the CLIP model of open_clip architecture {arch!r}")
     sha = file_sha256(weights)
@@ -263,6 +287,7 @@ FINETUNED_OPTIONS = ("weights", "pretrained", "config", "label_space", "precisio
 def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str):
     """Image tower + head from canonical weights (``visual.*``, ``classification_head.*``)."""
     model = create_open_clip(arch, tag)
+    check_activation(model, source, arch)
     visual = {k[len("visual."):]: v for k, v in canonical.items() if k.startswith("visual.")}
     load_into(model.visual, visual, source, f"the image tower of open_clip architecture {arch!r}")
     return model.visual, canonical[HEAD_KEYS[0]], canonical[HEAD_KEYS[1]]

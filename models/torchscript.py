@@ -47,6 +47,15 @@ def is_torchscript_archive(path: str | Path) -> bool:
         return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in zf.namelist())
 
 
+def archive_uses_quick_gelu(path: str | Path) -> bool:
+    """Whether the archive's modules include a ``QuickGELU`` class, as OpenAI's CLIP releases do.
+
+    Read from the class references in ``data.pkl`` (text, nothing is unpickled)."""
+    with zipfile.ZipFile(path) as zf:
+        pkl = next((n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+        return pkl is not None and re.search(rb"\bQuickGELU\b", zf.read(pkl)) is not None
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, fh, zf: zipfile.ZipFile, root: str, source: Path) -> None:
         super().__init__(fh)

@@ -23,6 +23,7 @@ from models.classifiers import ImageHeadClassifier
 from models.clip import (
     HEAD_KEYS,
     build_image_classifier,
+    check_activation,
     common_options,
     create_open_clip,
     fit_clip_state,
@@ -118,6 +119,7 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     opts.done()
     if ho is not None:
         model = create_open_clip(arch, tag)
+        check_activation(model, zs_path, arch)
         load_into(model, fit_clip_state(model, zs.clip), zs_path, f"the CLIP model of open_clip architecture {arch!r}")
         head, scale, head_info = zeroshot_head(model, arch, zs_sha, ho)
         zs.head_weight, zs.head_bias = scale * head, torch.zeros(head.shape[0])

@@ -8,6 +8,7 @@ unit range is an error naming the file, never silently rescaled.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -295,7 +296,8 @@ def normalise_engine_row(setting: str, version: str, protocol: Mapping[str, str]
 
     ``imagenetv2`` is the matched-frequency variant (its other variants are not report settings:
     None); ``objectnet-names`` is ObjectNet through a 113-way name head; a CLIP model tagged
-    ``zero-shot`` is also ``clip-zero-shot``."""
+    ``zero-shot`` is also ``clip-zero-shot``; the models' ``wise-ft`` is the report's ``wiseft``
+    (the tag WiSE-FT's own result files get)."""
     proto = {k: ENGINE_VALUES.get(k, {}).get(str(v), str(v)) for k, v in protocol.items()}
     if setting == "imagenetv2" and version not in ("", "imagenetv2-matched-frequency"):
         return None
@@ -305,16 +307,23 @@ def normalise_engine_row(setting: str, version: str, protocol: Mapping[str, str]
     tags = list(tags)
     if "clip" in tags and "zero-shot" in tags:
         tags.append("clip-zero-shot")
+    if "wise-ft" in tags and "wiseft" not in tags:
+        tags.append("wiseft")
     return setting, proto, tags
 
 
 def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
-    """The engine's ``results.jsonl`` (``harness.api.Result`` rows); tags from ``provenance.model.tags``."""
+    """The engine's ``results.jsonl`` (``harness.api.Result`` rows); tags from ``provenance.model.tags``.
+
+    An ``objectnet-names`` row comes from a model with a 113-way head, which cannot score
+    ImageNet; as open_clip does, it is paired with the ImageNet accuracy of the same weights'
+    1000-way head: the model of the same file with the same ``weights_sha256`` and architecture
+    and an ImageNet row lends its ImageNet row to the 113-way model."""
     from harness.api import Result
 
     path = Path(path)
     source = source or f"run:{path.parent.name}"
-    rows = []
+    results = []
     for line, obj in enumerate(_read_jsonl(path), start=1):
         try:
             res = Result.from_dict(obj)
@@ -322,6 +331,13 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
             raise ValueError(f"{path}:{line}: not a result row ({exc})") from None
         if "top1" not in res.metrics:
             raise ValueError(f"{path}:{line}: result for {res.model!r} on {res.setting!r} has no 'top1' metric")
+        results.append((line, res))
+    owners = names_head_owners(res for _, res in results)
+    imagenet = {res.model: (line, res) for line, res in results if res.setting == "imagenet"}
+    results += [(imagenet[o][0], dataclasses.replace(imagenet[o][1], model=m, provenance=_with_tags(imagenet[o][1], t)))
+                for m, (o, t) in owners.items()]  # fmt: skip
+    rows = []
+    for line, res in results:
         acc = _fraction(res.metrics["top1"], 1, f"{path}:{line}", "metrics.top1")
         model_info = (res.provenance or {}).get("model") or {}
         norm = normalise_engine_row(res.setting, res.shift_version or "", res.protocol or {}, model_info.get("tags") or ())
@@ -330,6 +346,38 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
         setting, protocol, tags = norm
         rows.append(make_row(source, res.model, setting, acc, res.n or None, protocol, tags))
     return rows
+
+
+def _weights_key(res) -> tuple[str, str] | None:
+    info = (res.provenance or {}).get("model") or {}
+    sha = info.get("weights_sha256")
+    return (str(sha), str(info.get("arch"))) if sha else None
+
+
+def _with_tags(res, tags: list[str]) -> dict:
+    return {**(res.provenance or {}), "model": {**((res.provenance or {}).get("model") or {}), "tags": tags}}
+
+
+def names_head_owners(results: Iterable) -> dict[str, tuple[str, list[str]]]:
+    """Model of an ``objectnet-names`` row -> (the one model with the same weights that has an
+    ImageNet row, the names model's tags); models with their own ImageNet row, or no unique
+    match, are left alone (and reported as unpaired)."""
+    results = list(results)
+    with_imagenet: dict[tuple[str, str], set[str]] = {}
+    for res in results:
+        key = _weights_key(res)
+        if res.setting == "imagenet" and key is not None:
+            with_imagenet.setdefault(key, set()).add(res.model)
+    own = {m for models in with_imagenet.values() for m in models}
+    out = {}
+    for res in results:
+        key = _weights_key(res)
+        if res.setting == "objectnet-names" and res.model not in own and key is not None:
+            owners = with_imagenet.get(key, set())
+            if len(owners) == 1:
+                tags = list(((res.provenance or {}).get("model") or {}).get("tags") or ())
+                out[res.model] = (next(iter(owners)), tags)
+    return out
 
 
 def read_run_dir(folder: Path) -> list[Row]:

@@ -72,8 +72,6 @@ def run_report(cfg: ReportConfig) -> dict:
     summary["highlight"] = highlight
     summary["inputs"] = [str(p) for p in cfg.inputs]
     summary["unpaired"] = unpaired(rows)
-    if cfg.json:
-        write_json(summary, cfg.json)
     if cfg.out:
         from reports.pdf import write_pdf
 
@@ -90,4 +88,6 @@ def run_report(cfg: ReportConfig) -> dict:
             "unpaired": summary["unpaired"],
         }
         summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, user_sources, cfg.png_dir)
+    if cfg.json:  # after the PDF, so that the file records its page count
+        write_json(summary, cfg.json)
     return summary

@@ -128,9 +128,9 @@ class _Check:
         self.load_specs()
         self.load_predictions(members)
         self.load_rows(members)
-        self.required_shifts()
         if data_root is not None:
             self.against_data(Path(data_root))
+        self.required_shifts()  # after the data completed the specs (ObjectNet: imagenet@objectnet)
         self.rows_consistent()
 
     def manifest(self, members: dict[str, bytes]) -> bool:

@@ -27,6 +27,7 @@ RUN_SETTINGS = (
     "progress",
     "allow_incomplete",
     "decoder",
+    "skip_bad_images",
 )
 
 
@@ -80,6 +81,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-agreement", type=float, help="minimum top-1 agreement with fp32 on that sample (default 0.95)")
     p.add_argument("--seed", type=int)
     p.add_argument("--allow-incomplete", action="store_true", default=None, help="score a shift whose data has fewer (or more) examples than published; rows keep n and n_expected")
+    p.add_argument("--skip-bad-images", action="store_true", default=None, help="leave out images that cannot be decoded; each key is recorded in the results and n counts only the rest")
     p.add_argument("--executor", choices=("local", "ray"), help="run cells here (default) or on a Ray cluster")
     p.add_argument("--json", action="store_true", default=None, help="JSON lines on stdout instead of bars and a table")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")

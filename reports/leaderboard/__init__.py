@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.api import Shift
+from harness.api import Shift, ShiftSpec
 from reports.leaderboard.cache import ValidationCache
 from reports.leaderboard.ranking import Entry, Table, build_tables
 from reports.leaderboard.trend import read_baseline
@@ -96,6 +96,20 @@ def collect(
     return accepted, rejected
 
 
+def completed_specs(
+    required: Sequence[str], get_shift: Callable[[str], Shift], data_root: Path | None
+) -> dict[str, ShiftSpec]:
+    """The required shifts' specs, completed from the data when there is a data root: ObjectNet's
+    class map ships with the dataset, and without it ObjectNet would be paired with full ImageNet
+    instead of its same-class view ``imagenet@objectnet``. (Without a data root, bundles that use
+    such a map are rejected as ``needs-data`` anyway.)"""
+    specs = {}
+    for name in required:
+        shift = get_shift(name)
+        specs[name] = shift.spec_for(Path(data_root)) if data_root is not None else shift.spec
+    return specs
+
+
 def build_leaderboard(
     submissions: Path,
     out: Path,
@@ -114,7 +128,7 @@ def build_leaderboard(
     from reports.leaderboard.pdf import write_pdf
     from reports.leaderboard.plots import write_scatter
 
-    specs = {name: get_shift(name).spec for name in required}
+    specs = completed_specs(required, get_shift, data_root)
     baseline = read_baseline(baselines) if baselines else None
     out = Path(out)
     cache = ValidationCache(out / ".validation", required, data_root)

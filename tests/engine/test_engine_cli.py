@@ -155,3 +155,27 @@ def test_a_user_folder_is_complete_by_its_own_count(tmp_path):
     assert main(args) == 0
     (row,) = RunDir(run_dir).read_results()
     assert (row.setting, row.n, row.n_expected) == ("folder", 8, 8)
+
+
+def test_wiseft_endpoint_options_override_the_shared_model_args():
+    from harness.config import RunConfig, model_entry
+
+    zs = model_entry("m:zs", ["weights=zs.pt", "templates=t=1.txt"])
+    config = RunConfig(models=(zs, model_entry("m:ft", [])), model_args=("config=tiny.json", "weights=shared.pt"), cache_dir="")
+    assert config.model_specs() == [
+        ("m:zs", {"config": "tiny.json", "weights": "zs.pt", "templates": "t=1.txt"}),
+        ("m:ft", {"config": "tiny.json", "weights": "shared.pt"}),
+    ]
+    with pytest.raises(ValueError, match=r"option 'weights' must look like key=value"):
+        RunConfig(models=(model_entry("m:ft", ["weights"]),), cache_dir="")
+
+
+def test_wiseft_cells_hash_each_endpoints_own_options():
+    from harness.sweeps import wiseft_sources
+
+    def identity(zs_options, ft_options):
+        return wiseft_sources(("m:zs", zs_options), ("m:ft", ft_options), [0.5])[0].identity
+
+    same = identity({"w": "a"}, {"w": "a"})
+    assert same == identity({"w": "a"}, {"w": "a"})
+    assert len({same, identity({"w": "a"}, {"w": "b"}), identity({"w": "a"}, {"w": "c"})}) == 3

@@ -13,6 +13,7 @@ from test_gpu_decode import PatchNet, baseline, write_folder_dataset
 
 from harness import cache as cache_module
 from harness import store
+from harness.api import Predictions
 from harness.config import RunConfig
 from harness.run import Engine, ModelSource
 from harness.store import RunDir
@@ -102,3 +103,34 @@ def test_a_corrupt_image_in_a_loader_worker_is_one_line_naming_the_file(tmp_path
     # The failed pass published no cache entry and left no partial file.
     assert len(list((tmp_path / "cache").glob("*.u8"))) == 1
     assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("decoder", ["pil", "torchvision"])
+def test_skip_bad_images_leaves_them_out_and_records_each_key(tmp_path, decoder):
+    def evaluate(data: Path, run_dir: Path, **kw) -> Engine:
+        config = RunConfig(
+            shifts=("folder",), data_root=str(data), run_dir=str(run_dir), batch_size=4, workers=2,
+            cache_dir=str(tmp_path / "cache"), progress=False, decoder=decoder, **kw,
+        )  # fmt: skip
+        net = PatchNet(f"folder:{data.name}")
+        Engine(config, get_shift=lambda name: ImageFolderShift()).run([ModelSource(net.name, net.name, lambda: net)])
+
+    clean = write_folder_dataset(tmp_path / "clean" / "photos")
+    evaluate(clean, tmp_path / "reference")
+    (reference,) = RunDir(tmp_path / "reference").read_results()
+
+    data = write_folder_dataset(tmp_path / "photos")
+    good = baseline(64, 48, 7)
+    (data / "class1" / "zz_truncated.jpg").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=r"zz_truncated.jpg: cannot decode image.*pass --skip-bad-images"):
+        evaluate(data, tmp_path / "run")
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+    evaluate(data, tmp_path / "run", skip_bad_images=True)
+    (row,) = RunDir(tmp_path / "run").read_results()
+    assert (row.n, row.n_expected) == (reference.n, reference.n + 1)
+    assert row.provenance["skipped_images"] == 1
+    assert row.provenance["skipped_keys"] == ["class1/zz_truncated.jpg"]
+    assert row.metrics == reference.metrics  # the other images score exactly as without the bad one
+    preds = Predictions.load(RunDir(tmp_path / "run").predictions_path("patch-net", "folder"))
+    assert "class1/zz_truncated.jpg" not in preds.keys.tolist() and len(preds) == reference.n

@@ -42,6 +42,13 @@ def test_wiseft_makes_one_cell_per_alpha_with_interpolated_weights(tmp_path, dat
         np.testing.assert_allclose(preds.logits.astype(np.float64), want, atol=2e-3)
     assert rows[1].provenance["model"]["alpha"] == 0.5
     assert rows[1].provenance["model"]["zeroshot"] == "linear:zs"
+    # each alpha records the hash of the weights it loaded, not the fine-tuned endpoint's
+    from models.checkpoints import state_dict_sha256
+
+    for row, alpha in zip(rows, (0.0, 0.5, 1.0), strict=True):
+        w = (1 - alpha) * torch.tensor(LINEAR_WEIGHTS["zs"][0]) + alpha * torch.tensor(LINEAR_WEIGHTS["ft"][0])
+        b = (1 - alpha) * torch.tensor(LINEAR_WEIGHTS["zs"][1]) + alpha * torch.tensor(LINEAR_WEIGHTS["ft"][1])
+        assert row.provenance["model"]["weights_sha256"] == state_dict_sha256({"fc.weight": w, "fc.bias": b})
 
     # Rerunning with a finer grid predicts only the new alphas.
     capsys.readouterr()
@@ -116,3 +123,60 @@ def test_greedy_soup_selects_on_held_out_data_and_records_its_decisions(tmp_path
     rows = {(r.model, r.setting) for r in RunDir(run_dir).read_results()}
     assert ("soup(greedy)", "toy-sub") in rows and ("soup(greedy)", "toy") in rows
     assert {s for m, s in rows if m.startswith(("ingredient(", "candidate("))} == {"toy-heldout"}
+
+
+def test_wiseft_cells_are_tagged_as_what_they_are():
+    from harness.sweeps import wiseft_tags
+
+    zs, ft = ["clip", "zero-shot"], ["clip", "fine-tuned", "in1k"]
+    assert wiseft_tags(zs, ft, 0.0) == ["clip", "zero-shot"]  # the zero-shot model itself
+    assert wiseft_tags(zs, ft, 1.0) == ["clip", "fine-tuned", "in1k"]
+    assert wiseft_tags(zs, ft, 0.3) == ["clip", "in1k", "wise-ft"]
+
+
+def test_soup_ingredients_saved_under_a_prefix_load_under_the_models_names(tmp_path, data):
+    """Model soups save ``model.*`` (with the text tower), WiSE-FT ``image_encoder.model.*``: each
+    ingredient is read under the base model's names, extra keys left out."""
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    ws = [LINEAR_WEIGHTS["zs"], LINEAR_WEIGHTS["ft"]]
+    for i, (w, b) in enumerate(ws):
+        prefix = ("model.", "image_encoder.model.")[i]
+        save_file({f"{prefix}fc.weight": torch.tensor(w), f"{prefix}fc.bias": torch.tensor(b),
+                   f"{prefix}text.weight": torch.ones(2)}, str(folder / f"m{i}.safetensors"))  # fmt: skip
+    run_dir = tmp_path / "soup"
+    assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--shifts", "toy", *engine_flags(data, run_dir)]) == 0
+    preds = Predictions.load(RunDir(run_dir).predictions_path("soup(uniform)", "toy"))
+    w = np.mean([np.asarray(w) for w, _ in ws], axis=0)
+    b = np.mean([np.asarray(b) for _, b in ws], axis=0)
+    np.testing.assert_allclose(preds.logits.astype(np.float64), expected_logits(data, w, b), atol=2e-3)
+
+
+def test_an_ingredient_of_another_architecture_is_a_one_line_error(tmp_path, data, capsys):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    save_ingredient(folder / "m0.safetensors", *LINEAR_WEIGHTS["zs"])
+    save_file({"a.fc.weight": torch.zeros(4, 3), "b.fc.weight": torch.zeros(4, 3), "fc.bias": torch.zeros(4)},
+              str(folder / "m1.safetensors"))  # fmt: skip
+    run_dir = tmp_path / "soup"
+    assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--shifts", "toy", *engine_flags(data, run_dir)]) == 2
+    assert (
+        f"{folder / 'm1.safetensors'}: 2 parameters (a.fc.weight, b.fc.weight) for the model's 'fc.weight'; "
+        "soup ingredients must be checkpoints of the --model architecture"
+    ) in capsys.readouterr().err
+
+
+def test_a_soup_base_without_weights_is_built_from_the_first_ingredient(tmp_path):
+    from harness.config import RunConfig
+    from harness.sweeps import soup_sources
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for i in range(2):
+        save_ingredient(folder / f"m{i}.safetensors", *LINEAR_WEIGHTS["zs"])
+    config = RunConfig(models=("finetuned:ViT-B-32",), shifts=("toy",), cache_dir="")
+    (source,) = soup_sources([str(folder)], "uniform", None, config)
+    assert json.loads(source.identity)["options"] == {"weights": str(folder / "m0.safetensors")}
+    own = RunConfig(models=("finetuned:ViT-B-32 weights=/ckpt/base.pt",), shifts=("toy",), cache_dir="")
+    (source,) = soup_sources([str(folder)], "uniform", None, own)
+    assert json.loads(source.identity)["options"] == {"weights": "/ckpt/base.pt"}

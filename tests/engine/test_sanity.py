@@ -11,6 +11,7 @@ SPECS = {
     "imagenet-r": ShiftSpec("imagenet-r", "1", "imagenet", "imagenet-1k", 200, 30_000, class_map=R_MAP, id_reference="imagenet"),
     "imagenetv2": ShiftSpec("imagenetv2", "1", "imagenet", "imagenet-1k", 1000, 10_000, id_reference="imagenet"),
     "toy": ShiftSpec("toy", "1", "toy", "toy-4", 4, 400, id_reference="imagenet"),
+    "imagenet-a": ShiftSpec("imagenet-a", "1", "imagenet", "imagenet-1k", 200, 7_500, class_map=R_MAP, id_reference="imagenet"),
 }
 
 
@@ -40,6 +41,11 @@ def test_healthy_random_tiny_and_few_class_results_are_not_flagged():
     assert near_chance([row("imagenet", 0.001), row("imagenetv2", 0.001, n=10_000)], SPECS.__getitem__) == []  # random weights
     assert near_chance([row("imagenet", 0.76), row("imagenetv2", 0.001, n=50)], SPECS.__getitem__) == []  # too few to call
     assert near_chance([row("imagenet", 0.76), row("toy", 0.25, n=400)], SPECS.__getitem__) == []  # 4 classes
+    # A barely working model (12% where chance is 0.1%) is not "far above chance".
+    assert near_chance([row("imagenet", 0.12), row("imagenetv2", 0.001, n=10_000)], SPECS.__getitem__) == []
+    # ImageNet-A is filtered to fool ResNet-50s: ~0% there next to 80% on its classes is expected.
+    a_rows = [row("imagenet", 0.76), row("imagenet@imagenet-a", 0.80, n=10_000), row("imagenet-a", 0.002, n=7_500)]
+    assert near_chance(a_rows, SPECS.__getitem__) == []
     other = [row("imagenet", 0.76, model="a"), row("imagenetv2", 0.001, n=10_000, model="b")]
     assert near_chance(other, SPECS.__getitem__) == []  # another model's reference does not count
 
@@ -55,6 +61,7 @@ def test_a_run_with_a_near_chance_shift_exits_3_and_keeps_its_results(tmp_path, 
     monkeypatch.setattr(sanity, "MIN_CLASSES", 2)
     monkeypatch.setattr(sanity, "MIN_EXAMPLES", 1)
     monkeypatch.setattr(sanity, "ID_FACTOR", 1.0)
+    monkeypatch.setattr(sanity, "ID_FLOOR", 0.0)
     monkeypatch.setattr(sanity, "OOD_FACTOR", 1.0)
     with registered():
         data = write_toy_data(tmp_path / "data")

@@ -226,6 +226,9 @@ class LateMapShift(ToyShift):
         self.spec = SPECS[self.spec.name]
         yield from super().examples(root, transform, split)
 
+    def spec_for(self, root: Path) -> ShiftSpec:
+        return SPECS[self.spec.name]
+
 
 def get_shift_late_map(name: str) -> ToyShift:
     return LateMapShift(name) if name == "toy-o" else get_shift(name)

@@ -252,3 +252,27 @@ def test_rebuild_reuses_validation_of_unchanged_bundles(site, tmp_path, monkeypa
         subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, fresh=True
     )
     assert calls == ["alpha.tar.gz", "alpha.tar.gz", "cheat.tar.gz"]
+
+
+def test_a_class_map_shipped_with_the_data_pairs_the_shift_with_its_same_class_view(tmp_path):
+    """ObjectNet's map comes from its mapping files: with --data-root the leaderboard completes the
+    spec from the data and pairs the shift with ``imagenet@objectnet`` (here ``toy@toy-o``), not
+    with full ImageNet."""
+    from reports.leaderboard import completed_specs
+    from reports.leaderboard.ranking import setting_pairs
+
+    data = tmp_path / "data"
+    toy.write_dataset(data)
+    without = completed_specs(toy.SUITE, toy.get_shift_late_map, None)
+    assert setting_pairs(toy.SUITE, without)["toy-o"] == "toy"  # the map is unknown without data
+    specs = completed_specs(toy.SUITE, toy.get_shift_late_map, data)
+    assert specs["toy-o"].class_map == toy.O_MAP
+    assert setting_pairs(toy.SUITE, specs) == {"toy-v2": "toy", "toy-r": "toy@toy-r", "toy-o": "toy@toy-o"}
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    run = toy.write_run(tmp_path / "run", {"net": (0.8, 1)})
+    write_bundle(run, load_card(toy.write_card(tmp_path / "m.toml", name="net")), subs / "net.tar.gz")
+    board = build_leaderboard(subs, tmp_path / "site", required=toy.SUITE, get_shift=toy.get_shift_late_map,
+                              data_root=data, progress=False)  # fmt: skip
+    (entry,) = board.accepted
+    assert entry.points["toy-o"].id_setting == "toy@toy-o"

@@ -375,3 +375,21 @@ def test_malformed_results_lines(bundle, tmp_path, line, message):
     v = check(rewrite(bundle, tmp_path / "t.tar.gz", edit))
     assert any(str(f).startswith(message) for f in v.failures), v.failures
     assert not v.ok
+
+
+def test_a_data_shipped_class_map_requires_the_same_class_id_row(bundle, tmp_path):
+    """With the data, toy-o (like ObjectNet) has a class map, so its ID reference is the view
+    ``toy@toy-o``: a bundle without that row is incomplete even though full ``toy`` is there."""
+
+    def drop_view(manifest, members):
+        lines = members["results.jsonl"].decode().splitlines()
+        kept = [x for x in lines if json.loads(x)["setting"] != "toy@toy-o"]
+        assert len(kept) == len(lines) - 1
+        members["results.jsonl"] = "".join(x + "\n" for x in kept).encode()
+        _rehash(manifest, members, "results.jsonl")
+
+    data = tmp_path / "data"
+    toy.write_dataset(data)
+    edited = rewrite(bundle, tmp_path / "no-view.tar.gz", drop_view)
+    v = validate_bundle(edited, required=toy.SUITE, get_shift=toy.get_shift_late_map, data_root=data)
+    assert [str(f) for f in v.failures] == ["[missing-shift] toy-o: its ID reference 'toy@toy-o' has no result row in the bundle"]

@@ -193,3 +193,24 @@ def test_openai_style_torchscript_archive_loads_without_running_it(tiny_arch, ti
     torch.save(tiny_clip_state, tmp_path / "tiny-sd.pt")
     from_state = clip(tiny_arch, weights=str(tmp_path / "tiny-sd.pt"), templates="simple-imagenet-7", scale="100")
     assert torch.equal(from_archive.logits(x), from_state.logits(x))
+
+
+def test_a_torchscript_release_built_with_the_other_activation_is_refused(tiny_arch, tmp_path):
+    """OpenAI's archives use QuickGELU; a GELU config runs them without error but loses accuracy."""
+    import open_clip
+
+    from models.clip import register_config
+
+    quick = tmp_path / "tiny-clip-quickgelu.json"
+    quick.write_text(json.dumps({**TINY_CLIP, "quick_gelu": True}))
+    register_config(quick)
+    model = make_clip("tiny-clip-quickgelu", 0)
+    tokens = open_clip.get_tokenizer("tiny-clip-quickgelu")(["a photo"])
+    torch.jit.trace(model, (images(1), tokens), strict=False, check_trace=False).save(str(tmp_path / "release.pt"))
+
+    with pytest.raises(ValueError, match=r"release.pt: the archive's model uses QuickGELU but open_clip's tiny-clip is built with GELU.*-quickgelu"):
+        clip(tiny_arch, weights=str(tmp_path / "release.pt"), templates="simple-imagenet-7")
+    ok = clip("tiny-clip-quickgelu", weights=str(tmp_path / "release.pt"), templates="simple-imagenet-7", scale="100")
+    torch.save(model.state_dict(), tmp_path / "release-sd.pt")
+    same = clip("tiny-clip-quickgelu", weights=str(tmp_path / "release-sd.pt"), templates="simple-imagenet-7", scale="100")
+    assert torch.equal(ok.logits(images(2)), same.logits(images(2)))

@@ -56,6 +56,15 @@ def test_timm_checkpoint_round_trips_with_its_pretrained_preprocessing(tmp_path)
     assert spec.mean == (0.5, 0.5, 0.5) and clf.describe()["tags"] == ["standard"]
     with pytest.raises(ValueError, match="does not fit timm architecture 'test_efficientnet'"):
         get_model_factory("timm")("test_efficientnet", weights=str(tmp_path / "test_resnet.safetensors"), label_space="toy-5")
+    # The engine merges weights through state_dict(): the module's own (checkpoint) names.
+    assert list(clf.state_dict()) == list(module.state_dict())
+    other = _timm_tiny()
+    with torch.no_grad():
+        for t in other.parameters():
+            t.mul_(0.5)
+    clf.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(clf.logits(x), other.eval()(x), atol=1e-5)
 
 
 def test_timm_preprocessing_matches_timm_transform():

@@ -137,3 +137,36 @@ def test_parse_alphas():
         parse_alphas("0:2:0.5")
     with pytest.raises(ValueError, match="expected start:stop:step"):
         parse_alphas("a:b")
+
+
+def test_classifiers_expose_checkpoint_names_so_the_engine_can_merge_them(tmp_path, tiny_arch, tiny_clip_state):
+    """The engine's `shiftbench wiseft` interpolates the two classifiers' state dicts and loads the
+    result into one of them: a zero-shot CLIP head (bias-free) and a fine-tuned classifier must have
+    the same parameter names, and the merge must equal `wiseft:` built from the checkpoints."""
+    from models.merging import interpolate
+
+    zs_path, ft_path = tmp_path / "zs.safetensors", tmp_path / "ft.safetensors"
+    save_safetensors(tiny_clip_state, zs_path)  # plain CLIP weights: no head
+    ft_state = {k: v for k, v in make_clip(tiny_arch, 7).state_dict().items() if k.startswith("visual.")}
+    save_safetensors(ft_state | _head(1, n=4), ft_path)
+    (tmp_path / "names.txt").write_text("cat\ndog\nfish\nbird\n")
+    (tmp_path / "templates.txt").write_text("a photo of a {}.\n")
+    common = dict(classnames=str(tmp_path / "names.txt"), label_space="toy-4", cache="false")
+    zs = clip(tiny_arch, weights=str(zs_path), templates=str(tmp_path / "templates.txt"), **common)
+    ft = finetuned(tiny_arch, weights=str(ft_path), label_space="toy-4")
+    zs_sd = {k: v.clone() for k, v in zs.state_dict().items()}
+    ft_sd = {k: v.clone() for k, v in ft.state_dict().items()}
+    assert sorted(zs_sd) == sorted(ft_sd)
+    assert {"classification_head.weight", "classification_head.bias"} <= set(zs_sd)
+    assert all(k.startswith(("visual.", "classification_head.")) for k in zs_sd)
+    assert torch.equal(zs_sd["classification_head.bias"], torch.zeros(4))  # a zero-shot head has no bias
+    x = images(3)
+    zs_logits, ft_logits = zs.logits(x), ft.logits(x)
+    reference = wiseft(tiny_arch, zeroshot=str(zs_path), finetuned=str(ft_path), alpha="0.25",
+                       templates=str(tmp_path / "templates.txt"), **common)
+    ft.load_state_dict(interpolate(zs_sd, ft_sd, 0.25), strict=True)
+    assert torch.allclose(ft.logits(x), reference.logits(x), atol=1e-5)
+    ft.load_state_dict(interpolate(zs_sd, ft_sd, 0.0), strict=True)
+    assert torch.equal(ft.logits(x), zs_logits)
+    ft.load_state_dict(ft_sd, strict=True)
+    assert torch.equal(ft.logits(x), ft_logits)

@@ -199,3 +199,43 @@ def test_missing_path_and_unknown_format(tmp_path):
     f.write_text("a\n")
     with pytest.raises(ValueError, match="unknown format 'xls'"):
         importers.load(f, "xls")
+
+
+def test_engine_rows_speak_the_reports_vocabulary():
+    from reports.importers import normalise_engine_row
+
+    assert normalise_engine_row("imagenetv2", "imagenetv2-matched-frequency", {}, ["fake"]) == (
+        "imagenetv2-matched-frequency", {}, ["fake"])  # fmt: skip
+    assert normalise_engine_row("imagenetv2", "imagenetv2-top-images", {}, []) is None
+    setting, proto, tags = normalise_engine_row(
+        "objectnet", "1.0", {"projection": "max over mapped ImageNet logits", "crop": "border 2px per side"}, ["clip", "zero-shot"]
+    )
+    assert (setting, proto) == ("objectnet", {"projection": "max", "crop": "border-2px", "version": "1.0"})
+    assert tags == ["clip", "zero-shot", "clip-zero-shot"]
+    # a WiSE-FT cell of the engine (models tag it wise-ft) carries the tag WiSE-FT's files get
+    assert normalise_engine_row("imagenet-r", "1.0", {}, ["clip", "wise-ft"])[2] == ["clip", "wise-ft", "wiseft"]
+
+
+def test_a_113_way_objectnet_head_is_paired_with_its_weights_imagenet_accuracy(tmp_path):
+    """open_clip's ObjectNet protocol: a zero-shot head from ObjectNet's 113 class names cannot
+    score ImageNet, so its point takes the ImageNet accuracy of the same weights' 1000-way head."""
+    from harness.api import Result
+    from reports.importers import read_results_jsonl
+
+    def row(model, setting, top1, sha, n):
+        proto = {"head": "objectnet-113 class names", "projection": "none"} if setting == "objectnet-names" else {}
+        info = {"weights_sha256": sha, "arch": "ViT-B-32", "tags": ["clip", "zero-shot"]}
+        return Result(model, setting, setting, "1.0", n, n, {"top1": top1}, None, proto, {}, "x", {"model": info})
+
+    rows = [row("b32", "imagenet", 0.5, "aa", 1000), row("b32-names", "objectnet-names", 0.4, "aa", 113),
+            row("other-names", "objectnet-names", 0.1, "bb", 113)]  # fmt: skip
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(r.to_json() + "\n" for r in rows))
+    got = {(r.model, r.setting): r for r in read_results_jsonl(path, "run:x")}
+    assert sorted(got) == [("b32", "imagenet"), ("b32-names", "imagenet"), ("b32-names", "objectnet"),
+                           ("other-names", "objectnet")]  # fmt: skip
+    assert (got["b32-names", "imagenet"].accuracy, got["b32-names", "imagenet"].n) == (0.5, 1000)
+    assert dict(got["b32-names", "objectnet"].protocol)["head"] == "objectnet-113-names"
+    assert got["b32-names", "objectnet"].accuracy == 0.4 and "clip-zero-shot" in got["b32-names", "imagenet"].tags
+    # no weights with an ImageNet row: nothing is lent, the point stays unpaired
+    assert ("other-names", "imagenet") not in got

@@ -86,6 +86,7 @@ def test_cli_end_to_end_with_run_dir(tmp_path, capsys):
     text = [p.extract_text() for p in reader.pages]
     groups_shown = 3  # imagenet-r vs imagenet@imagenet-r, objectnet x2 protocols
     assert len(reader.pages) == 1 + 1 + groups_shown + 1
+    assert s["pages"] == len(reader.pages)  # summary.json records the PDF it came with
     assert "Effective robustness report" in text[0] and "objectnet-113-names" in text[0]
     assert "my-model" in text[1]
     assert any("No trend fitted" in t for t in text[2:-1])
