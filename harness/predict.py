@@ -153,10 +153,11 @@ class DecodeStream(torch.utils.data.IterableDataset):
         for index, ex in enumerate(self.shift.lazy_examples(self.root, self.split)):
             if index % nshards == shard:
                 try:
-                    yield index, self.payload(ex, geo)
+                    item = self.payload(ex, geo)
                 except (ValueError, OSError) as exc:
                     message = str(exc) if ex.key in str(exc) else f"image {ex.key!r}: {type(exc).__name__}: {exc}"
-                    yield index, DecodeFailure(message, index, str(ex.key))
+                    item = DecodeFailure(message, index, str(ex.key))
+                yield index, item
 
     def payload(self, ex: LazyExample, geo: Callable[[Any], torch.Tensor]) -> torch.Tensor:
         return geo(ex.load())

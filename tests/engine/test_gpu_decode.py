@@ -245,3 +245,45 @@ def test_readers_offer_file_bytes_only_when_decoding_is_all_there_is(tmp_path):
     bordered = {e.key: e for e in BorderedFolder().lazy_examples(data)}["class0/img00.jpg"]
     assert bordered.encoded is None
     assert bordered.load().size == (64 - 4, 48 - 4)
+
+
+def test_webdataset_shards_feed_the_batched_decoder_their_jpeg_samples(tmp_path):
+    from shifts import wds
+    from shifts.generic import WebDatasetShift
+
+    webp = encode(Image.fromarray(pattern(48, 40, 5)), "WEBP")
+    samples = [wds.ShardSample(f"s{i:07d}", i % 2, baseline(64, 48, 200 + i), "jpg") for i in range(5)]
+    samples.append(wds.ShardSample("s0000005", 1, webp, "webp"))
+    data = tmp_path / "shards"
+    wds.write_split(data, "test", samples, ["cat", "dog"], ["a photo of a {c}."], maxcount=4)
+    examples = list(WebDatasetShift().lazy_examples(data))
+    assert [ex.encoded() for ex in examples] == [s.image for s in samples]
+
+    def run(run_dir: str, decoder: str) -> Predictions:
+        config = RunConfig(shifts=("wds",), data_root=str(data), run_dir=str(tmp_path / run_dir), batch_size=4,
+                           workers=0, cache_dir="", progress=False, decoder=decoder)  # fmt: skip
+        net = PatchNet(f"wds:{data.name}", num_classes=2)
+        Engine(config, get_shift=lambda name: WebDatasetShift()).run([ModelSource(net.name, net.name, lambda: net)])
+        return Predictions.load(RunDir(tmp_path / run_dir).predictions_path(net.name, "wds"))
+
+    pil, batched = run("pil", "pil"), run("tv", "torchvision")
+    np.testing.assert_array_equal(batched.logits.argmax(1), pil.logits.argmax(1))
+    prov = RunDir(tmp_path / "tv").read_results()[0].provenance
+    assert (prov["decoded_on_device"], prov["decoded_with_pil"]) == (5, 1)
+
+
+def test_the_decoder_flag_reaches_the_cell_and_is_recorded(tmp_path, capsys):
+    from harness.cli import main
+
+    data = write_folder_dataset(tmp_path / "photos")
+    base = ["run", "--model", "fake:tiny", "--model-arg", "label_space=folder:photos", "--model-arg", "num_classes=5",
+            "--shifts", "folder", "--data-root", str(data), "--workers", "0", "--no-cache", "--no-progress"]  # fmt: skip
+    assert main([*base, "--run-dir", str(tmp_path / "tv"), "--decoder", "torchvision"]) == 0
+    assert main([*base, "--run-dir", str(tmp_path / "auto")]) == 0
+    assert RunDir(tmp_path / "tv").read_results()[0].provenance["decoder"] == "torchvision:cpu"
+    assert RunDir(tmp_path / "auto").read_results()[0].provenance["decoder"] == "pil"
+    config = tmp_path / "run.toml"
+    config.write_text('decoder = "nvjpeg"\n')
+    assert main([*base, "--run-dir", str(tmp_path / "bad"), "--config", str(config)]) == 2
+    assert not (tmp_path / "bad").exists()
+    assert "decoder must be one of auto, pil, torchvision, got 'nvjpeg'" in capsys.readouterr().err
