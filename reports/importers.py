@@ -291,6 +291,11 @@ ENGINE_VALUES = {
 }
 
 
+#: Protocol entry of an engine row scored on fewer images than the shift publishes
+#: (``--allow-incomplete`` or ``--skip-bad-images``): "n of n_expected".
+INCOMPLETE = "images"
+
+
 def normalise_engine_row(setting: str, version: str, protocol: Mapping[str, str], tags: Iterable[str]) -> tuple[str, dict[str, str], list[str]] | None:
     """Map an engine result onto the report's setting names, protocol values and tags.
 
@@ -344,6 +349,8 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
         if norm is None:
             continue
         setting, protocol, tags = norm
+        if res.n_expected and res.n < res.n_expected:
+            protocol = {**protocol, INCOMPLETE: f"{res.n} of {res.n_expected}"}
         rows.append(make_row(source, res.model, setting, acc, res.n or None, protocol, tags))
     return rows
 

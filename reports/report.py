@@ -34,6 +34,7 @@ class ReportConfig:
     samples: int = DEFAULT_SAMPLES
     seed: int = DEFAULT_SEED
     split_imagenet_a: bool = False
+    allow_incomplete: bool = False
     out: Path | None = Path("report.pdf")
     json: Path | None = Path("summary.json")
     png_dir: Path | None = None
@@ -51,6 +52,14 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
         new = importers.load(Path(path), cfg.fmt)
         if not new:
             raise ValueError(f"{path}: no accuracies found")
+        incomplete = [r for r in new if importers.INCOMPLETE in dict(r.protocol)]
+        if incomplete and not cfg.allow_incomplete:
+            listed = "; ".join(f"{r.model} on {r.setting}: {dict(r.protocol)[importers.INCOMPLETE]} images" for r in incomplete[:3])
+            more = f" and {len(incomplete) - 3} more" if len(incomplete) > 3 else ""
+            raise ValueError(
+                f"{path}: scored on fewer images than the shifts publish ({listed}{more}); such accuracies are not "
+                "comparable with the testbed's. Complete the data and rerun, or pass --allow-incomplete to report them"
+            )
         user |= {r.source for r in new}
         rows += new
     if not rows:

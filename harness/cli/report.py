@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: imagenet-testbed's)")
     p.add_argument("--split-imagenet-a", action="store_true",
                    help="piecewise ImageNet-A fit split at 91.86%% ID accuracy on its classes, as imagenet-testbed does")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="report run rows scored on fewer images than published (their protocol records 'images: n of N')")
     p.add_argument("--out", type=Path, default=Path("report.pdf"), help="PDF path (default report.pdf)")
     p.add_argument("--json", type=Path, default=Path("summary.json"), help="summary path (default summary.json)")
     p.add_argument("--png-dir", type=Path, default=None, help="also save every page as a PNG in this folder")
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         samples=args.bootstrap,
         seed=DEFAULT_SEED if args.seed is None else args.seed,
         split_imagenet_a=args.split_imagenet_a,
+        allow_incomplete=args.allow_incomplete,
         out=args.out,
         json=args.json,
         png_dir=args.png_dir,
