@@ -35,6 +35,16 @@ class World:
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
         return cls(dist.get_rank(), dist.get_world_size())
 
+    def close(self) -> None:
+        """Leave the process group together: without it, a rank exiting first can make the
+        other abort in gloo's shutdown."""
+        if self.size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0

@@ -156,13 +156,15 @@ def execute(config: Any, sources: list[Any]) -> int:
         summary = run_on_ray(config, sources, log)
     else:
         summary = Engine(config, log=log, world=world).run(sources)
+    status = 0
     if world.is_main:
         if config.json:
             log.event("summary", rows=summary)
         else:
             print(summary_table(summary, all_metric_names(summary)))
-        return alarm_near_chance(config, {s.name for s in sources}, log)
-    return 0
+        status = alarm_near_chance(config, {s.name for s in sources}, log)
+    world.close()
+    return status
 
 
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
