@@ -96,6 +96,8 @@ def tensor_geometry(img: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
         img = resize(img, [new_h, new_w], interpolation=mode, antialias=True)
     if spec.crop == "none":
         return img
+    if spec.crop != "center":
+        raise ValueError(f"unknown crop {spec.crop!r}; use 'center' or 'none'")
     size = spec.image_size
     left, top = crop_origin(new_w, new_h, size)
     if left < 0 or top < 0:  # the PIL path pads to the crop size, image centred
