@@ -17,6 +17,7 @@ import io
 import warnings
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -95,6 +96,8 @@ def tensor_geometry(img: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
         img = resize(img, [new_h, new_w], interpolation=mode, antialias=True)
     if spec.crop == "none":
         return img
+    if spec.crop != "center":
+        raise ValueError(f"unknown crop {spec.crop!r}; use 'center' or 'none'")
     size = spec.image_size
     left, top = crop_origin(new_w, new_h, size)
     if left < 0 or top < 0:  # the PIL path pads to the crop size, image centred
@@ -141,15 +144,20 @@ def decode_jpegs(data: Sequence[torch.Tensor], device: torch.device) -> list[tor
 
 
 class BatchDecoder:
-    """Worker payloads -> one uint8 ``[B, 3, S, S]`` batch on ``device``; counts what ran."""
+    """Worker payloads -> one uint8 ``[B, 3, S, S]`` batch on ``device``; counts what ran.
+
+    An image neither the batched decoder nor PIL can read is left out of the batch and listed
+    in ``failures`` as (index, message); the caller raises or skips it."""
 
     def __init__(self, spec: PreprocessSpec, device: torch.device, keys: Sequence[str]) -> None:
         self.spec, self.device, self.keys = spec, device, keys
         self.on_device = 0  # decoded by torchvision on the device
         self.with_pil = 0  # decoded by PIL (in a worker, or here after the decoder refused)
+        self.failures: list[tuple[int, str]] = []
         self._pil_geometry = geometry(spec)
 
-    def __call__(self, indices: Sequence[int], payloads: Sequence[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, indices: Sequence[int], payloads: Sequence[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor | None]:
+        """(indices of the images decoded, their batch or None if there are none)."""
         out: list[torch.Tensor | None] = [None] * len(payloads)
         encoded = [k for k, p in enumerate(payloads) if p.ndim == 1]
         for k, p in enumerate(payloads):
@@ -160,23 +168,24 @@ class BatchDecoder:
             images = decode_jpegs([payloads[k] for k in encoded], self.device)
             for k, img in zip(encoded, images, strict=True):
                 if img is None:
-                    out[k] = self._decode_with_pil(int(indices[k]), payloads[k]).to(self.device)
-                    self.with_pil += 1
+                    out[k] = self._decode_with_pil(int(indices[k]), payloads[k])
                 else:
                     out[k] = tensor_geometry(img, self.spec)
                     self.on_device += 1
-        return torch.stack(out)  # type: ignore[arg-type]
+        kept = [k for k, img in enumerate(out) if img is not None]
+        batch = torch.stack([out[k] for k in kept]) if kept else None  # type: ignore[misc]
+        return np.asarray([indices[k] for k in kept], dtype=np.int64), batch
 
-    def _decode_with_pil(self, index: int, data: torch.Tensor) -> torch.Tensor:
+    def _decode_with_pil(self, index: int, data: torch.Tensor) -> torch.Tensor | None:
         try:
             with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
                 img.load()
-                return self._pil_geometry(img)
+                decoded = self._pil_geometry(img)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise ValueError(
-                f"image {self.keys[index]!r}: cannot decode ({type(exc).__name__}: {exc}); "
-                "re-download or replace this file"
-            ) from exc
+            self.failures.append((index, f"image {self.keys[index]!r}: cannot decode ({type(exc).__name__}: {exc})"))
+            return None
+        self.with_pil += 1
+        return decoded.to(self.device)
 
 
 def choose_decoder(requested: str, device: torch.device, spec: PreprocessSpec, model: str) -> str:

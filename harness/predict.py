@@ -199,15 +199,20 @@ def decoded_batches(
         prefetch_factor=4 if workers else None,
     )
     for indices, images, failures in loader:
-        if failures:
-            if skipped is None:
-                raise ValueError(
-                    f"{failures[0].message}; replace the file, or pass --skip-bad-images to leave such images out "
-                    "(each is recorded and counted in the results)"
-                )
-            skipped.extend(failures)
+        _left_out(failures, skipped)
         if len(indices):
             yield indices, images
+
+
+def _left_out(failures: list[DecodeFailure], skipped: list[DecodeFailure] | None) -> None:
+    """Undecodable images: an error naming the first, or recorded in ``skipped``."""
+    if failures and skipped is None:
+        raise ValueError(
+            f"{failures[0].message}; replace the file, or pass --skip-bad-images to leave such images out "
+            "(each is recorded and counted in the results)"
+        )
+    if failures and skipped is not None:
+        skipped.extend(failures)
 
 
 def device_decoded_batches(
@@ -216,7 +221,12 @@ def device_decoded_batches(
     """Workers read bytes (or PIL-decode what the batched decoder cannot take); each batch's
     JPEGs are decoded together on the decoder's device."""
     for idx, payloads in decoded_batches(stream, batch_size, workers, False, _collate_payloads, skipped):
-        yield idx, decoder(idx, payloads)
+        kept, images = decoder(idx, payloads)
+        failures = [DecodeFailure(message, index, decoder.keys[index]) for index, message in decoder.failures]
+        decoder.failures.clear()
+        _left_out(failures, skipped)
+        if len(kept):
+            yield kept, images
 
 
 def cached_batches(array: np.ndarray, world: World, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:

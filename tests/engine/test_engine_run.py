@@ -303,3 +303,13 @@ def test_second_model_reads_decoded_images_from_the_cache(tmp_path, data):
     cached = Predictions.load(RunDir(tmp_path / "run").predictions_path("second", "toy"))
     np.testing.assert_array_equal(cached.logits[:, 0], [2, -58, -58, -58, -118, 2, -178, 2])
     assert rows["second"].metrics == rows["colour-net"].metrics
+
+
+def test_progress_bars_show_images_per_second_and_eta_on_stderr(tmp_path, data, capsys):
+    import re
+
+    run(make_config(tmp_path, data, shifts=("toy",), progress=True), source(ColourNet()))
+    captured = capsys.readouterr()
+    # tqdm's bar: description, count, [elapsed<remaining (the ETA), rate in img/s]
+    assert re.search(r"colour-net \| toy:\s+0%\|\s*\| 0/8 \[00:00<\?, \?img/s\]", captured.err)
+    assert "img/s" not in captured.out

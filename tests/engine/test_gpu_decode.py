@@ -116,7 +116,8 @@ def test_batch_decoder_matches_pil_and_falls_back_per_image(tmp_path):
     # Baseline JPEGs travel as bytes; the rest arrive decoded by PIL in the worker.
     assert [p.ndim for p in payloads] == [1, 1, 1, 3, 3, 3, 3]
     decoder = BatchDecoder(SPEC, torch.device("cpu"), [ex.key for ex in examples])
-    batch = decoder(np.arange(len(payloads)), payloads)
+    kept, batch = decoder(np.arange(len(payloads)), payloads)
+    assert kept.tolist() == list(range(len(files))) and decoder.failures == []
     assert batch.shape == (len(files), 3, 32, 32) and batch.dtype == torch.uint8
     assert (decoder.on_device, decoder.with_pil) == (3, 4)
     expected = torch.stack([pil(ex.load()) for ex in examples])
@@ -137,13 +138,30 @@ def test_an_image_the_decoder_refuses_is_decoded_with_pil_in_the_main_process(mo
     monkeypatch.setattr(gpu_decode, "decode_jpegs", refuse_second)
     decoder = BatchDecoder(SPEC, torch.device("cpu"), ["a", "b"])
     payloads = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in (good, bad)]
-    batch = decoder(np.arange(2), payloads)
-    assert (decoder.on_device, decoder.with_pil) == (1, 1)
+    kept, batch = decoder(np.arange(2), payloads)
+    assert kept.tolist() == [0, 1] and (decoder.on_device, decoder.with_pil) == (1, 1)
     np.testing.assert_array_equal(batch[1].numpy(), geometry(SPEC)(Image.open(io.BytesIO(bad))).numpy())
 
-    corrupt = torch.frombuffer(bytearray(b"\xff\xd8 not really a jpeg \xff\xd9"), dtype=torch.uint8)
-    with pytest.raises(ValueError, match=r"image 'b': cannot decode .*re-download or replace this file"):
-        BatchDecoder(SPEC, torch.device("cpu"), ["a", "b"])(np.arange(2), [payloads[0], corrupt])
+
+def bogus_sampling_factors() -> bytes:
+    """A baseline JPEG header that passes the sniff, but whose frame says a component has
+    sampling factors 0: torchvision's decoder and PIL both refuse it."""
+    data = bytearray(baseline(64, 48, 1))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 11] = 0x00  # first component's HiVi byte
+    return bytes(data)
+
+
+def test_an_image_neither_decoder_reads_is_left_out_and_reported():
+    bogus = bogus_sampling_factors()
+    assert jpeg_fallback_reason(bogus) is None
+    decoder = BatchDecoder(SPEC, torch.device("cpu"), ["a", "b", "c"])
+    payloads = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in (baseline(64, 48, 1), bogus, baseline(40, 56, 2))]
+    kept, batch = decoder(np.array([10, 11, 12]) - 10, payloads)
+    assert kept.tolist() == [0, 2] and batch.shape == (2, 3, 32, 32)
+    assert (decoder.on_device, decoder.with_pil) == (2, 0)
+    [(index, message)] = decoder.failures
+    assert index == 1 and message.startswith("image 'b': cannot decode (OSError: ")
 
 
 def test_auto_takes_the_batched_decoder_on_cuda_only_where_the_resize_is_reproduced():
@@ -287,3 +305,29 @@ def test_the_decoder_flag_reaches_the_cell_and_is_recorded(tmp_path, capsys):
     assert main([*base, "--run-dir", str(tmp_path / "bad"), "--config", str(config)]) == 2
     assert not (tmp_path / "bad").exists()
     assert "decoder must be one of auto, pil, torchvision, got 'nvjpeg'" in capsys.readouterr().err
+
+
+def test_skip_bad_images_covers_images_the_batched_path_cannot_read(tmp_path):
+    def evaluate(data: Path, run_dir: str, **kw) -> None:
+        config = RunConfig(shifts=("folder",), data_root=str(data), run_dir=str(tmp_path / run_dir), batch_size=4,
+                           workers=2, cache_dir="", progress=False, decoder="torchvision", **kw)  # fmt: skip
+        net = PatchNet(f"folder:{data.name}")
+        Engine(config, get_shift=lambda name: ImageFolderShift()).run([ModelSource(net.name, net.name, lambda: net)])
+
+    clean = write_folder_dataset(tmp_path / "clean" / "photos")
+    evaluate(clean, "reference")
+    (reference,) = RunDir(tmp_path / "reference").read_results()
+    data = write_folder_dataset(tmp_path / "photos")
+    (data / "class2" / "zz_bogus.jpg").write_bytes(bogus_sampling_factors())
+    with pytest.raises(ValueError) as err:
+        evaluate(data, "run")
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("image 'class2/zz_bogus.jpg': cannot decode (OSError: ")
+    assert str(err.value).endswith("pass --skip-bad-images to leave such images out (each is recorded and counted in the results)")
+
+    evaluate(data, "run", skip_bad_images=True)
+    (row,) = RunDir(tmp_path / "run").read_results()
+    assert (row.n, row.n_expected) == (14, 15)
+    assert row.provenance["skipped_keys"] == ["class2/zz_bogus.jpg"]
+    assert (row.provenance["decoded_on_device"], row.provenance["decoded_with_pil"]) == (10, 4)
+    assert row.metrics == reference.metrics
