@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_CLIP, images, make_clip
+from tiny_clip import TINY_CLIP, images, make_clip
 
 from harness.api import Classifier
 from models.checkpoints import save_safetensors

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import TINY_CLIP, images, make_clip
+from tiny_clip import TINY_CLIP, images, make_clip
 
 from models.checkpoints import save_safetensors
 from models.clip import finetuned

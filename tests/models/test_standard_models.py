@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import images
+from tiny_clip import images
 
 from harness.api import Classifier, Predictions
 from harness.registry import get_model_factory

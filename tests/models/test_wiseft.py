@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLIP, images, make_clip
+from tiny_clip import TINY_CLIP, images, make_clip
 
 from harness.api import Predictions
 from models.checkpoints import save_safetensors
