@@ -16,12 +16,12 @@ from harness import __version__
 from harness.api import Predictions, Result
 from harness.run import (
     RunLog,
-    ScoreTask,
     default_scorer,
     git_sha,
     make_result,
     registry_specs,
     score_task,
+    task_of_row,
 )
 from harness.store import RunDir
 
@@ -30,16 +30,18 @@ def ensemble_name(members: list[str]) -> str:
     return "ensemble(" + "+".join(members) + ")"
 
 
-def _member_predictions(run_dir: RunDir, rows: list[Result], model: str, shift: str) -> Predictions | None:
-    """The member's stored predictions on ``shift`` if they are the ones its rows were scored from."""
+def _member_predictions(run_dir: RunDir, rows: list[Result], model: str, shift: str) -> tuple[Predictions, str] | None:
+    """The member's stored predictions on ``shift`` and their sha256, if they are the ones its
+    rows were scored from."""
     shas = {r.predictions_sha256 for r in rows if r.model == model and r.shift == shift}
     path = run_dir.predictions_path(model, shift)
     if not shas or not path.exists():
         return None
     preds = Predictions.load(path)
-    if preds.sha256() not in shas:
+    sha = preds.sha256()
+    if sha not in shas:
         raise ValueError(f"{path}: changed since {model} was scored on {shift}; rerun that cell first")
-    return preds
+    return preds, sha
 
 
 def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = None, log: RunLog | None = None) -> list[Result]:
@@ -64,31 +66,29 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
     shifts = sorted({r.shift for r in rows if r.model == members[0]})
     new: list[Result] = []
     for shift in shifts:
-        preds = [_member_predictions(run_dir, rows, m, shift) for m in members]
-        if any(p is None for p in preds):
-            lacking = [m for m, p in zip(members, preds, strict=True) if p is None]
+        found = [_member_predictions(run_dir, rows, m, shift) for m in members]
+        if any(f is None for f in found):
+            lacking = [m for m, f in zip(members, found, strict=True) if f is None]
             log.event("ensemble_skipped", f"{shift}: no predictions of {', '.join(lacking)}; skipped", shift=shift, members=lacking)
             continue
-        combined = ensemble_predictions(preds, model=name)  # type: ignore[arg-type]
-        member_shas = [p.sha256() for p in preds]  # type: ignore[union-attr]
-        cell_hash = hashlib.sha256(json.dumps(member_shas).encode()).hexdigest()[:16]
+        preds, member_shas = zip(*found, strict=True)  # type: ignore[misc]
+        combined = ensemble_predictions(preds, model=name)
+        cell_hash = hashlib.sha256(json.dumps(list(member_shas)).encode()).hexdigest()[:16]
         sha = run_dir.save_predictions(combined, cell_hash, {"ensemble_of": members})
-        settings = sorted({(r.setting, r.shift) for r in rows if r.model == members[0] and r.shift == shift})
-        member_rows = {r.setting: r for r in rows if r.model == members[0] and r.shift == shift}
-        for setting, _ in settings:
-            view_of = setting[len(shift) + 1 :] if setting != shift else None
-            task = ScoreTask(setting, shift, view_of)
+        provenance: dict[str, Any] = {
+            "harness_version": __version__,
+            "git_sha": git_sha(),
+            "config_hash": cell_hash,
+            "model": {"method": "ensemble", "members": members, "members_sha256": list(member_shas)},
+        }
+        member_rows = sorted((r for r in rows if r.model == members[0] and r.shift == shift), key=lambda r: r.setting)
+        for row in member_rows:
+            task = task_of_row(row, run_dir.results_path)
             scored, scored_spec, metrics, groups = score_task(task, combined, spec_of, scorer)
-            provenance: dict[str, Any] = {
-                "harness_version": __version__,
-                "git_sha": git_sha(),
-                "config_hash": cell_hash,
-                "model": {"method": "ensemble", "members": members, "members_sha256": member_shas},
-            }
             new.append(
-                make_result(name, task, scored, spec_of(shift), scored_spec, metrics, groups, sha, provenance, member_rows[setting].n_expected)
+                make_result(name, task, scored, spec_of(shift), scored_spec, metrics, groups, sha, provenance, row.n_expected)
             )
-            log.event("scored", "", model=name, setting=setting, n=len(scored), metrics=metrics)
+            log.event("scored", "", model=name, setting=task.setting, n=len(scored), metrics=metrics)
     if not new:
         raise ValueError(f"{run_dir.path}: no shift has predictions of every member ({', '.join(members)})")
     run_dir.append_results(new)

@@ -396,6 +396,17 @@ def registry_specs(data_root: str | Path) -> SpecOf:
     return spec_of
 
 
+def task_of_row(row: Result, where: str | Path) -> ScoreTask:
+    """The scoring task a stored row came from: ``imagenet@imagenet-r`` is the ID view of
+    ``imagenet``'s predictions on ImageNet-R's classes."""
+    if row.setting == row.shift:
+        return ScoreTask(row.setting, row.shift)
+    prefix = row.shift + "@"
+    if not row.setting.startswith(prefix):
+        raise ValueError(f"{where}: setting {row.setting!r} does not belong to shift {row.shift!r}")
+    return ScoreTask(row.setting, row.shift, row.setting[len(prefix) :])
+
+
 def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) -> list[Result]:
     """Re-derive every result row's metrics from its stored predictions (no model runs).
 
@@ -419,13 +430,7 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
         preds = loaded[(row.model, row.shift)]
         if preds.sha256() != row.predictions_sha256:
             raise ValueError(f"{path}: changed since it was scored (sha256 differs); rerun the cell instead of rescoring")
-        view_of = None
-        if row.setting != row.shift:
-            prefix = row.shift + "@"
-            if not row.setting.startswith(prefix):
-                raise ValueError(f"{run_dir.results_path}: setting {row.setting!r} does not belong to shift {row.shift!r}")
-            view_of = row.setting[len(prefix) :]
-        task = ScoreTask(row.setting, row.shift, view_of)
+        task = task_of_row(row, run_dir.results_path)
         scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
         out.append(
             make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance), row.n_expected)
