@@ -33,7 +33,7 @@ def near_chance(rows: Iterable[Result], spec_of: Callable[[str], ShiftSpec], met
         spec = spec_of(row.shift)
         if spec.id_reference is None or spec.num_classes < MIN_CLASSES or row.n < MIN_EXAMPLES:
             continue
-        if row.shift in ADVERSARIALLY_FILTERED or spec.name in ADVERSARIALLY_FILTERED:
+        if row.shift in ADVERSARIALLY_FILTERED:
             continue
         view = by_setting.get((row.model, f"{spec.id_reference}@{row.shift}"))
         ref = view or by_setting.get((row.model, spec.id_reference))

@@ -287,7 +287,6 @@ FINETUNED_OPTIONS = ("weights", "pretrained", "config", "label_space", "precisio
 def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str):
     """Image tower + head from canonical weights (``visual.*``, ``classification_head.*``)."""
     model = create_open_clip(arch, tag)
-    check_activation(model, source, arch)
     visual = {k[len("visual."):]: v for k, v in canonical.items() if k.startswith("visual.")}
     load_into(model.visual, visual, source, f"the image tower of open_clip architecture {arch!r}")
     return model.visual, canonical[HEAD_KEYS[0]], canonical[HEAD_KEYS[1]]
