@@ -47,6 +47,14 @@ def write_toy_data(root: Path, size: int = 16, n_toy: int | None = None) -> Path
     return root
 
 
+def toy_config(data: Path, **settings):
+    """A quiet, cache-free ``RunConfig`` over the toy data (``toy-sub`` and its ID reference)."""
+    from harness.config import RunConfig
+
+    base = dict(shifts=("toy-sub",), data_root=str(data), workers=0, batch_size=3, cache_dir="", progress=False)
+    return RunConfig(**{**base, **settings})
+
+
 def engine_flags(data: Path, run_dir: Path) -> list[str]:
     """Command-line options for a quiet, cache-free, in-process run over the toy data."""
     return ["--data-root", str(data), "--run-dir", str(run_dir), "--workers", "0", "--no-cache", "--no-progress"]

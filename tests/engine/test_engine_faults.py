@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from doubles import ColourNet, get_shift, snapshot, write_toy_data
+from doubles import ColourNet, get_shift, snapshot, toy_config, write_toy_data
 from test_gpu_decode import PatchNet, baseline, write_folder_dataset
 
 from harness import cache as cache_module
@@ -21,8 +21,7 @@ from shifts.generic import ImageFolderShift
 
 
 def config_for(tmp_path: Path, data: Path, **kw) -> RunConfig:
-    base = dict(shifts=("toy",), data_root=str(data), run_dir=str(tmp_path / "run"), workers=0, batch_size=3, cache_dir="", progress=False)
-    return RunConfig(**{**base, **kw})
+    return toy_config(data, **{"run_dir": str(tmp_path / "run"), "shifts": ("toy",), **kw})
 
 
 def run(config: RunConfig, net: ColourNet, builds: list | None = None) -> None:

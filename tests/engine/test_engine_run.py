@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from doubles import ColourNet, get_shift, snapshot, write_toy_data
+from doubles import ColourNet, get_shift, snapshot, toy_config, write_toy_data
 
 from harness.api import Predictions
 from harness.config import RunConfig
@@ -23,18 +23,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def make_config(tmp_path: Path, data: Path, **kw) -> RunConfig:
-    base = dict(
-        models=(),
-        shifts=("toy-sub",),
-        data_root=str(data),
-        run_dir=str(tmp_path / "run"),
-        workers=0,
-        batch_size=3,
-        cache_dir="",
-        progress=False,
-    )
-    base.update(kw)
-    return RunConfig(**base)
+    return toy_config(data, **{"run_dir": str(tmp_path / "run"), **kw})
 
 
 def source(net: ColourNet, builds: list | None = None) -> ModelSource:

@@ -8,9 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
 import leaderboard_toy as toy  # noqa: E402
-from doubles import ColourNet, get_shift, write_toy_data  # noqa: E402
+from doubles import ColourNet, get_shift, toy_config, write_toy_data  # noqa: E402
 
-from harness.config import RunConfig  # noqa: E402
 from harness.run import Engine, ModelSource  # noqa: E402
 from reports.submission import load_card, write_bundle  # noqa: E402
 from reports.submission_validate import validate_bundle  # noqa: E402
@@ -20,16 +19,7 @@ from reports.submission_validate import validate_bundle  # noqa: E402
 def engine_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("engine")
     data = write_toy_data(root / "data")
-    config = RunConfig(
-        models=(),
-        shifts=("toy-sub",),
-        data_root=str(data),
-        run_dir=str(root / "run"),
-        workers=0,
-        batch_size=3,
-        cache_dir="",
-        progress=False,
-    )
+    config = toy_config(data, run_dir=str(root / "run"))
     net = ColourNet()
     Engine(config, get_shift=get_shift).run(
         [ModelSource(name=net.name, identity=net.name, build=lambda: net)]
