@@ -253,8 +253,14 @@ class Engine:
 
         if name not in self._manifests:
             shift = self.get_shift(name)
-            m = read_manifest(shift, self.root, resolve_split(shift, self.config.split), name)
-            check_manifest(m, self.spec(name), self.expected_size(name), self.config.allow_incomplete)
+            try:
+                m = read_manifest(shift, self.root, resolve_split(shift, self.config.split), name)
+                check_manifest(m, self.spec(name), self.expected_size(name), self.config.allow_incomplete)
+            except (FileNotFoundError, ValueError) as exc:
+                needed_by = [s for s in self.config.shifts if s != name and self.spec(s).id_reference == name]
+                if name in self.config.shifts or not needed_by:
+                    raise
+                raise type(exc)(f"{name} is the ID reference of {', '.join(needed_by)} and is evaluated with it: {exc}") from None
             self._manifests[name] = m
         return self._manifests[name]
 

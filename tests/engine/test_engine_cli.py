@@ -179,3 +179,14 @@ def test_wiseft_cells_hash_each_endpoints_own_options():
     same = identity({"w": "a"}, {"w": "a"})
     assert same == identity({"w": "a"}, {"w": "a"})
     assert len({same, identity({"w": "a"}, {"w": "b"}), identity({"w": "a"}, {"w": "c"})}) == 3
+
+
+def test_a_missing_id_reference_is_named_as_the_reference_of_the_shift_asked_for(tmp_path, data, capsys):
+    import shutil
+
+    shutil.rmtree(data / "toy")
+    args = ["run", "--model", "colour:a", "--shifts", "toy-sub", "--data-root", str(data), "--run-dir", str(tmp_path / "r"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("shiftbench run: error: toy is the ID reference of toy-sub and is evaluated with it: ")
+    assert str(data / "toy") in err
