@@ -207,10 +207,10 @@ def decoded_batches(
 def _left_out(failures: list[DecodeFailure], skipped: list[DecodeFailure] | None) -> None:
     """Undecodable images: an error naming the first, or recorded in ``skipped``."""
     if failures and skipped is None:
-        raise ValueError(
-            f"{failures[0].message}; replace the file, or pass --skip-bad-images to leave such images out "
-            "(each is recorded and counted in the results)"
-        )
+        message = failures[0].message
+        if "--skip-bad-images" not in message:  # the built-in readers already say so
+            message += "; replace the file, or pass --skip-bad-images to leave such images out (each is recorded and counted in the results)"
+        raise ValueError(message)
     if failures and skipped is not None:
         skipped.extend(failures)
 
