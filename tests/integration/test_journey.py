@@ -152,7 +152,8 @@ def test_published_sizes_refuse_the_fixture_before_any_model_loads(journey):
     status, _, err = journey.refused
     assert status == 2
     assert err.splitlines()[-1] == (
-        f"shiftbench run: error: shift 'imagenet' under {journey.data}: 1000 examples in split 'test', expected 50000; "
+        "shiftbench run: error: imagenet is the ID reference of imagenet-r and is evaluated with it: "
+        f"shift 'imagenet' under {journey.data}: 1000 examples in split 'test', expected 50000; "
         "the data is incomplete or not the expected version (see `shiftbench check-data`), or pass --allow-incomplete "
         "to score what is there (recorded as n < n_expected)"
     )
