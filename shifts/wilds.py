@@ -82,6 +82,15 @@ class WildsShift(DatasetShift):
 # -- iWildCam -------------------------------------------------------------------------------------
 
 IWILDCAM_SPLITS = ("train", "val", "test", "id_val", "id_test")
+#: Images per split, from the dataset table of the WILDS paper (Koh et al., arXiv:2012.07421,
+#: appendix); 203,029 labelled images in all.
+IWILDCAM_SIZES = {
+    "train": 129_809,
+    "val": 14_961,
+    "test": 42_791,
+    "id_val": 7_314,
+    "id_test": 8_154,
+}
 
 
 class IWildCam(WildsShift):
@@ -91,7 +100,7 @@ class IWildCam(WildsShift):
         family="wilds",
         label_space="iwildcam-182",
         num_classes=182,
-        expected_size=42_791,
+        expected_size=IWILDCAM_SIZES["test"],
         metrics=("top1", "macro_f1", "macro_recall"),
         main_metric="macro_f1",
         group_by=("location",),
@@ -103,6 +112,7 @@ class IWildCam(WildsShift):
         licence="CDLA-Permissive-1.0",
     )
     folder_names = ("iwildcam_v2.0", "wilds/iwildcam_v2.0")
+    expected_sizes = IWILDCAM_SIZES
     template_list = ("a photo of {c}.", "{c} in the wild.")
 
     def index(self, dataset_dir: Path, split: str) -> list[Record]:
@@ -158,6 +168,9 @@ class IWildCam(WildsShift):
 # -- FMoW ------------------------------------------------------------------------------------------
 
 FMOW_SPLITS = ("train", "id_val", "id_test", "val", "test")
+#: Images per split of the official ``time_after_2016`` split, from the WILDS paper's dataset
+#: table; 141,696 in all (rows of later years in the original train split are in none).
+FMOW_SIZES = {"train": 76_863, "id_val": 11_483, "id_test": 11_327, "val": 19_915, "test": 22_108}
 
 
 @cache
@@ -196,7 +209,7 @@ class FMoW(WildsShift):
         family="wilds",
         label_space="fmow-62",
         num_classes=62,
-        expected_size=22_108,
+        expected_size=FMOW_SIZES["test"],
         metrics=("top1", "acc:region", "worst_acc:region!Other", "acc:year", "worst_acc:year"),
         main_metric="worst_acc:region!Other",
         group_by=("region", "year"),
@@ -211,6 +224,7 @@ class FMoW(WildsShift):
         licence="FMoW Challenge Public License",
     )
     folder_names = ("fmow_v1.1", "wilds/fmow_v1.1")
+    expected_sizes = FMOW_SIZES
     metadata_file = "rgb_metadata.csv"
     template_list = (
         "satellite photo of a {c}.",
@@ -265,6 +279,8 @@ class FMoW(WildsShift):
 # -- Camelyon17 ------------------------------------------------------------------------------------
 
 CAMELYON_SPLITS = ("train", "id_val", "val", "test")
+#: Patches per split, from the WILDS paper's dataset table; 455,954 in all.
+CAMELYON_SIZES = {"train": 302_436, "id_val": 33_560, "val": 34_904, "test": 85_054}
 CAMELYON_OOD_HOSPITALS = {1: "val", 2: "test"}
 
 
@@ -275,7 +291,7 @@ class Camelyon17(WildsShift):
         family="wilds",
         label_space="camelyon17-2",
         num_classes=2,
-        expected_size=85_054,
+        expected_size=CAMELYON_SIZES["test"],
         metrics=("top1", "worst_acc:slide"),
         main_metric="top1",
         group_by=("hospital", "slide"),
@@ -288,6 +304,7 @@ class Camelyon17(WildsShift):
         licence="CC0-1.0",
     )
     folder_names = ("camelyon17_v1.0", "wilds/camelyon17_v1.0")
+    expected_sizes = CAMELYON_SIZES
     template_list = ("this is a photo of {c}",)
 
     def index(self, dataset_dir: Path, split: str) -> list[Record]:

@@ -52,8 +52,8 @@ def test_check_data_not_found_lists_where_it_looked(tmp_path, capsys, only_built
 def test_check_data_complete_when_expected_size_matches(tmp_path):
     fixtures.write_iwildcam(tmp_path)
     shift = get_shift("iwildcam")
-    report = check_shift(shift, tmp_path, "id_test")  # no published size: counted, not judged
-    assert report.complete and report.n == 1 and report.n_expected is None
+    report = check_shift(shift, tmp_path, "id_test")  # every WILDS split has a published size
+    assert not report.complete and report.problems == ["1 images, expected 8154"]
     with pytest.raises(ValueError, match="5 images, expected 42791"):
         require_complete(shift, tmp_path)
 
