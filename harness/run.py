@@ -224,9 +224,19 @@ class Engine:
         return self._shifts[name]
 
     def spec(self, name: str) -> ShiftSpec:
-        """The shift's spec completed from the data (ObjectNet's class map comes from its files)."""
+        """The shift's spec completed from the data (ObjectNet's class map comes from its files).
+
+        A split other than the default one is named in the protocol, so its rows are never
+        tabled or fitted with the official split's."""
+        from harness.predict import resolve_split
+
         if name not in self._specs:
-            self._specs[name] = self.get_shift(name).spec_for(self.root)
+            shift = self.get_shift(name)
+            spec = shift.spec_for(self.root)
+            split = resolve_split(shift, self.config.split)
+            if split != spec.default_split:
+                spec = dataclasses.replace(spec, protocol={**spec.protocol, "split": split})
+            self._specs[name] = spec
         return self._specs[name]
 
     @property

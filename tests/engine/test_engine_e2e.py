@@ -72,3 +72,34 @@ def test_run_score_report_on_imagenet_and_imagenet_r_fixtures(tmp_path):
     assert main([*report, "--allow-incomplete"]) == 0
     assert (tmp_path / "report.pdf").stat().st_size > 0
     assert "low:x" in json.dumps(json.loads(summary.read_text()))
+
+
+class PrefersSpeciesZero(torch.nn.Module, Classifier):
+    """A 182-way iWildCam head that always predicts class 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name, self.label_space, self.num_classes = "species-zero", "iwildcam-182", 182
+        self.preprocess_spec = PreprocessSpec(image_size=16, resize_size=16)
+
+    def logits(self, images):
+        return -torch.arange(182, dtype=torch.float32).expand(len(images), 182)
+
+
+def test_a_wilds_split_other_than_the_test_is_held_to_its_published_size(tmp_path):
+    from shifts.fixtures import write_iwildcam
+
+    data = tmp_path / "data"
+    train = write_iwildcam(data, "train")
+    assert sorted(y for _, y in train) == [0, 3]  # so a constant class-0 guess scores 1/2
+    run_dir = tmp_path / "run"
+    args = ["run", "--model", "zero:x", "--shifts", "iwildcam", "--split", "train", "--data-root", str(data),
+            "--run-dir", str(run_dir), "--workers", "0", "--no-cache", "--no-progress"]  # fmt: skip
+    with registry.models.scoped({"zero": lambda arg, **o: PrefersSpeciesZero()}):
+        assert main(args) == 2  # the fixture's train split is not the published 129,809 images
+        assert not (run_dir / "results.jsonl").exists()
+        assert main([*args, "--allow-incomplete"]) == 0
+    (row,) = RunDir(run_dir).read_results()
+    assert (row.setting, row.n, row.n_expected) == ("iwildcam", 2, 129_809)
+    assert row.metrics["top1"] == 0.5
+    assert row.protocol["split"] == "train"  # never tabled as the official OOD test
