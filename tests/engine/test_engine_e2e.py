@@ -16,15 +16,15 @@ from harness.store import RunDir
 
 
 class PrefersLowIndex(torch.nn.Module, Classifier):
-    """logits[j] = -j for every image: always predicts ImageNet class 0, then 1, 2, ..."""
+    """logits[j] = -j for every image: always predicts class 0, then 1, 2, ..."""
 
-    def __init__(self) -> None:
+    def __init__(self, label_space: str = "imagenet-1k", num_classes: int = 1000) -> None:
         super().__init__()
-        self.name, self.label_space, self.num_classes = "low-index", "imagenet-1k", 1000
+        self.name, self.label_space, self.num_classes = "low-index", label_space, num_classes
         self.preprocess_spec = PreprocessSpec(image_size=16, resize_size=16)
 
     def logits(self, images):
-        return -torch.arange(1000, dtype=torch.float32).expand(len(images), 1000)
+        return -torch.arange(self.num_classes, dtype=torch.float32).expand(len(images), self.num_classes)
 
 
 def low_index_factory(arg: str, **options: str) -> PrefersLowIndex:
@@ -74,18 +74,6 @@ def test_run_score_report_on_imagenet_and_imagenet_r_fixtures(tmp_path):
     assert "low:x" in json.dumps(json.loads(summary.read_text()))
 
 
-class PrefersSpeciesZero(torch.nn.Module, Classifier):
-    """A 182-way iWildCam head that always predicts class 0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.name, self.label_space, self.num_classes = "species-zero", "iwildcam-182", 182
-        self.preprocess_spec = PreprocessSpec(image_size=16, resize_size=16)
-
-    def logits(self, images):
-        return -torch.arange(182, dtype=torch.float32).expand(len(images), 182)
-
-
 def test_a_wilds_split_other_than_the_test_is_held_to_its_published_size(tmp_path):
     from shifts.fixtures import write_iwildcam
 
@@ -95,7 +83,7 @@ def test_a_wilds_split_other_than_the_test_is_held_to_its_published_size(tmp_pat
     run_dir = tmp_path / "run"
     args = ["run", "--model", "zero:x", "--shifts", "iwildcam", "--split", "train", "--data-root", str(data),
             "--run-dir", str(run_dir), "--workers", "0", "--no-cache", "--no-progress"]  # fmt: skip
-    with registry.models.scoped({"zero": lambda arg, **o: PrefersSpeciesZero()}):
+    with registry.models.scoped({"zero": lambda arg, **o: PrefersLowIndex("iwildcam-182", 182)}):
         assert main(args) == 2  # the fixture's train split is not the published 129,809 images
         assert not (run_dir / "results.jsonl").exists()
         assert main([*args, "--allow-incomplete"]) == 0
