@@ -16,12 +16,14 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 class BadImageError(ValueError):
     """An image that cannot be decoded; ``key`` identifies it for skip-and-record."""
 
-    def __init__(self, key: str, where: str, reason: str) -> None:
-        self.key = key
-        super().__init__(
-            f"{where}: cannot decode image ({reason}); re-download or replace this file, "
-            "or rerun with --skip-bad-images to skip it and record its key in the result"
-        )
+    SKIP_ADVICE = (
+        "re-download or replace this file, "
+        "or rerun with --skip-bad-images to skip it and record its key in the result"
+    )
+
+    def __init__(self, key: str, where: str, reason: str, advice: str = SKIP_ADVICE) -> None:
+        self.key, self.where, self.reason = key, where, reason
+        super().__init__(f"{where}: cannot decode image ({reason}); {advice}")
 
 
 def is_image_file(name: str) -> bool:

@@ -3,41 +3,72 @@
 Images keep their original encoded bytes (JPEG stays JPEG, PNG stays PNG), so decoding a packed
 sample gives exactly the pixels of the file; labels are in the shift's own label space, keys are
 the shift's stable keys and WILDS metadata rides along as ``json``. Every image is decoded once
-while packing, so a corrupt file stops the pack with its name.
+while packing, so a corrupt file stops the pack with its name; rerunning the pack after a
+crash or a fixed file resumes after the last finished shard.
 """
 
 from __future__ import annotations
 
 import io
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from shifts import wds
-from shifts.base import DatasetShift
-from shifts.images import decode_image
+from shifts.base import DatasetShift, Record
+from shifts.images import BadImageError, decode_image
 
 _EXT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 
 
 def _samples(
-    shift: DatasetShift, dataset_dir: Path, split: str, progress: bool
+    shift: DatasetShift, records: list[Record], split: str, done: int, progress: bool
 ) -> Iterator[wds.ShardSample]:
+    """The records from ``done`` on, each read and decoded once."""
     from tqdm import tqdm
 
-    records = shift.index(dataset_dir, split)
-    for r in tqdm(
-        records, desc=f"pack {shift.spec.name}/{split}", unit="img", disable=not progress
-    ):
+    rest = records[done:]
+    desc = f"pack {shift.spec.name}/{split}"
+    bar = tqdm(rest, desc=desc, unit="img", initial=done, total=len(records), disable=not progress)
+    for r in bar:
         data = r.path.read_bytes()
-        img = decode_image(data, r.key, str(r.path))
+        try:
+            img = decode_image(data, r.key, str(r.path))
+        except BadImageError as exc:
+            advice = (
+                "replace the file and rerun the same pack: it resumes after the shards it finished"
+            )
+            raise BadImageError(exc.key, exc.where, exc.reason, advice) from None
         ext = _EXT.get(r.path.suffix.lower())
         if ext is None:  # bmp/tiff/ppm: store losslessly as PNG
             buf = io.BytesIO()
             img.save(buf, format="PNG")
             data, ext = buf.getvalue(), "png"
         yield wds.ShardSample(r.key, r.label, data, ext, dict(r.meta))
+
+
+def check_written(
+    written: list[wds.WrittenShard], records: list[Record], maxcount: int, split_dir: Path
+) -> int:
+    """How many records the shards of an interrupted pack already hold; an error unless they
+    are exactly the first records in order, cut every ``maxcount``."""
+    done = 0
+    for i, w in enumerate(written):
+        want = records[done : done + maxcount]
+        labels = [r.label for r in want]
+        if w.keys != [r.key for r in want] or w.labels != labels:
+            raise ValueError(
+                f"{split_dir / w.entry['name']} holds other images than this pack writes there "
+                f"(another --maxcount, split or dataset?); delete {split_dir} or choose another --out"
+            )
+        done += len(want)
+        if len(want) < maxcount and i != len(written) - 1:
+            raise ValueError(
+                f"{split_dir}: shards after the last one are left over; delete {split_dir}"
+            )
+    return done
 
 
 def pack(
@@ -48,22 +79,36 @@ def pack(
     maxcount: int = 10_000,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Pack ``split`` of ``shift`` found under ``root`` (folder form) into ``out``; returns the manifest."""
+    """Pack ``split`` of ``shift`` found under ``root`` (folder form) into ``out``; returns the manifest.
+
+    An interrupted pack into the same ``out`` resumes after its last finished shard; the
+    result is byte for byte what an uninterrupted pack writes."""
     split = shift.resolve_split(split)
     loc = shift.locate(root, split, form="folder")
-    out = Path(out)
-    if (out / split / "nshards.txt").exists():
+    split_dir = Path(out) / split
+    if (split_dir / "nshards.txt").exists():
         raise ValueError(
-            f"{out / split} already holds shards; choose another --out or delete it first"
+            f"{split_dir} already holds shards; choose another --out or delete it first"
+        )
+    if maxcount < 1:
+        raise ValueError("maxcount must be at least 1")
+    records = shift.index(loc.path, split)
+    written = wds.written_shards(split_dir)
+    done = check_written(written, records, maxcount, split_dir)
+    if written and progress:
+        print(
+            f"resuming: {len(written)} shards ({done} images) already packed in {split_dir}",
+            file=sys.stderr,
         )
     manifest = wds.write_split(
         out,
         split,
-        _samples(shift, loc.path, split, progress),
+        _samples(shift, records, split, done, progress),
         classnames=shift.classnames(root),
         templates=shift.templates(),
         maxcount=maxcount,
+        written=written,
     )
     for name in shift.pack_copies:
-        shutil.copytree(loc.path / name, out / name, dirs_exist_ok=True)
+        shutil.copytree(loc.path / name, Path(out) / name, dirs_exist_ok=True)
     return manifest

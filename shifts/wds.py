@@ -210,6 +210,30 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class WrittenShard:
+    """A finished shard of an unfinished split: its manifest entry and what it holds."""
+
+    entry: dict[str, Any]
+    keys: list[str]
+    labels: list[int]
+
+
+def written_shards(split_dir: Path) -> list[WrittenShard]:
+    """Shards an interrupted :func:`write_split` left under their final names (``0.tar``,
+    ``1.tar``, ... up to the first missing one), each read whole; none once ``nshards.txt``
+    marks the split finished or where nothing was written."""
+    split_dir = Path(split_dir)
+    out: list[WrittenShard] = []
+    if (split_dir / "nshards.txt").exists():
+        return out
+    while (path := split_dir / f"{len(out)}.tar").is_file():
+        samples = list(read_shard(path))
+        entry = {"name": path.name, "count": len(samples), "sha256": sha256_file(path)}
+        out.append(WrittenShard(entry, [x.key for x in samples], [x.label for x in samples]))
+    return out
+
+
 def write_split(
     out_dir: Path,
     split: str,
@@ -217,11 +241,13 @@ def write_split(
     classnames: list[str],
     templates: list[str],
     maxcount: int = 10_000,
+    written: Iterable[WrittenShard] = (),
 ) -> dict[str, Any]:
     """Write ``samples`` as deterministic shards (fixed mtimes/owners, given order).
 
     Each shard and the manifest are written to a temporary name and renamed, so a crash never
-    leaves a half shard under a final name. Returns the manifest.
+    leaves a half shard under a final name. ``written``: the shards an interrupted write left
+    (:func:`written_shards`), which ``samples`` then continue. Returns the manifest.
     """
     if maxcount < 1:
         raise ValueError("maxcount must be at least 1")
@@ -230,6 +256,10 @@ def write_split(
     shards: list[dict[str, Any]] = []
     keys: list[str] = []
     labels: list[int] = []
+    for w in written:
+        shards.append(w.entry)
+        keys += w.keys
+        labels += w.labels
     tf: tarfile.TarFile | None = None
     tmp: Path | None = None
 
