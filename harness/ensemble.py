@@ -61,7 +61,7 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
     from models.ensembles import ensemble_predictions
 
     config = run_dir.read_config()
-    spec_of = registry_specs(config.data_root if config else "")
+    spec_of = registry_specs(config.data_root, config.split) if config else registry_specs("")
     scorer = default_scorer()
     shifts = sorted({r.shift for r in rows if r.model == members[0]})
     new: list[Result] = []

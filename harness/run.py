@@ -224,19 +224,9 @@ class Engine:
         return self._shifts[name]
 
     def spec(self, name: str) -> ShiftSpec:
-        """The shift's spec completed from the data (ObjectNet's class map comes from its files).
-
-        A split other than the default one is named in the protocol, so its rows are never
-        tabled or fitted with the official split's."""
-        from harness.predict import resolve_split
-
+        """The shift's spec completed from the data (ObjectNet's class map comes from its files)."""
         if name not in self._specs:
-            shift = self.get_shift(name)
-            spec = shift.spec_for(self.root)
-            split = resolve_split(shift, self.config.split)
-            if split != spec.default_split:
-                spec = dataclasses.replace(spec, protocol={**spec.protocol, "split": split})
-            self._specs[name] = spec
+            self._specs[name] = completed_spec(self.get_shift(name), self.root, self.config.split)
         return self._specs[name]
 
     @property
@@ -398,15 +388,28 @@ def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1"
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def registry_specs(data_root: str | Path) -> SpecOf:
-    """Specs of registered shifts, completed from the data under ``data_root``."""
+def completed_spec(shift: Shift, root: str | Path, split: str | None) -> ShiftSpec:
+    """The shift's spec completed from the data under ``root``. A split other than the
+    default one is named in the protocol, so its rows are never tabled or fitted with the
+    official split's."""
+    from harness.predict import resolve_split
+
+    spec = shift.spec_for(Path(root))
+    chosen = resolve_split(shift, split)
+    if chosen != spec.default_split:
+        spec = dataclasses.replace(spec, protocol={**spec.protocol, "split": chosen})
+    return spec
+
+
+def registry_specs(data_root: str | Path, split: str | None = None) -> SpecOf:
+    """Specs of registered shifts on ``split``, completed from the data under ``data_root``."""
     from harness.registry import get_shift
 
     cache: dict[str, ShiftSpec] = {}
 
     def spec_of(name: str) -> ShiftSpec:
         if name not in cache:
-            cache[name] = get_shift(name).spec_for(Path(data_root))
+            cache[name] = completed_spec(get_shift(name), data_root, split)
         return cache[name]
 
     return spec_of
@@ -434,7 +437,7 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
         raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
     if spec_of is None:
         config = run_dir.read_config()
-        spec_of = registry_specs(config.data_root if config else "")
+        spec_of = registry_specs(config.data_root, config.split) if config else registry_specs("")
     loaded: dict[tuple[str, str], Predictions] = {}
     out = []
     for row in rows:

@@ -276,7 +276,7 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         raise ValueError("--recipe greedy needs --held-out SHIFT (held-out ID data, e.g. imagenet-heldout)")
     from harness.run import plan_tasks, registry_specs
 
-    reported = {t.shift for t in plan_tasks(config.shifts, registry_specs(config.data_root))}
+    reported = {t.shift for t in plan_tasks(config.shifts, registry_specs(config.data_root, config.split))}
     if held_out in reported:
         raise ValueError(
             f"--held-out {held_out} is also reported (directly or as an ID reference of {', '.join(config.shifts)}); "

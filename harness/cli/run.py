@@ -145,7 +145,7 @@ def execute(config: Any, sources: list[Any]) -> int:
         summary_table,
     )
 
-    plan_tasks(config.shifts, registry_specs(config.data_root))  # unknown names fail before anything is printed
+    plan_tasks(config.shifts, registry_specs(config.data_root, config.split))  # unknown names fail before anything is printed
     log = RunLog(config.json)
     world = World.from_env(resolve_device(config.device).type)
     if world.is_main:
@@ -174,7 +174,7 @@ def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
     from harness.store import RunDir
 
     rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models]
-    messages = near_chance(rows, registry_specs(config.data_root))
+    messages = near_chance(rows, registry_specs(config.data_root, config.split))
     for message in messages:
         log.event("near_chance", f"WARNING: {message}", detail=message)
         if config.json:

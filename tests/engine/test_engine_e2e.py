@@ -91,3 +91,6 @@ def test_a_wilds_split_other_than_the_test_is_held_to_its_published_size(tmp_pat
     assert (row.setting, row.n, row.n_expected) == ("iwildcam", 2, 129_809)
     assert row.metrics["top1"] == 0.5
     assert row.protocol["split"] == "train"  # never tabled as the official OOD test
+    before = (run_dir / "results.jsonl").read_text()
+    assert main(["score", str(run_dir)]) == 0  # rescoring keeps the split in the protocol
+    assert (run_dir / "results.jsonl").read_text() == before
