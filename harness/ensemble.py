@@ -19,7 +19,7 @@ from harness.run import (
     default_scorer,
     git_sha,
     make_result,
-    registry_specs,
+    run_specs,
     score_task,
     task_of_row,
 )
@@ -60,8 +60,7 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
         raise ValueError(f"--label {name!r} is one of the members; choose another name")
     from models.ensembles import ensemble_predictions
 
-    config = run_dir.read_config()
-    spec_of = registry_specs(config.data_root, config.split) if config else registry_specs("")
+    spec_of = run_specs(run_dir.read_config())
     scorer = default_scorer()
     shifts = sorted({r.shift for r in rows if r.model == members[0]})
     new: list[Result] = []

@@ -415,6 +415,11 @@ def registry_specs(data_root: str | Path, split: str | None = None) -> SpecOf:
     return spec_of
 
 
+def run_specs(config: RunConfig | None) -> SpecOf:
+    """Specs as a run with ``config`` completes them: its data root and split (none: bare)."""
+    return registry_specs(config.data_root, config.split) if config else registry_specs("")
+
+
 def task_of_row(row: Result, where: str | Path) -> ScoreTask:
     """The scoring task a stored row came from: ``imagenet@imagenet-r`` is the ID view of
     ``imagenet``'s predictions on ImageNet-R's classes."""
@@ -436,8 +441,7 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
     if not rows:
         raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
     if spec_of is None:
-        config = run_dir.read_config()
-        spec_of = registry_specs(config.data_root, config.split) if config else registry_specs("")
+        spec_of = run_specs(run_dir.read_config())
     loaded: dict[tuple[str, str], Predictions] = {}
     out = []
     for row in rows:

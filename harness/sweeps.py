@@ -274,9 +274,9 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         return [soup.of("soup(uniform)", files, {"recipe": "uniform"})]
     if not held_out:
         raise ValueError("--recipe greedy needs --held-out SHIFT (held-out ID data, e.g. imagenet-heldout)")
-    from harness.run import plan_tasks, registry_specs
+    from harness.run import plan_tasks, run_specs
 
-    reported = {t.shift for t in plan_tasks(config.shifts, registry_specs(config.data_root, config.split))}
+    reported = {t.shift for t in plan_tasks(config.shifts, run_specs(config))}
     if held_out in reported:
         raise ValueError(
             f"--held-out {held_out} is also reported (directly or as an ID reference of {', '.join(config.shifts)}); "

@@ -141,11 +141,11 @@ def execute(config: Any, sources: list[Any]) -> int:
         RunLog,
         all_metric_names,
         plan_tasks,
-        registry_specs,
+        run_specs,
         summary_table,
     )
 
-    plan_tasks(config.shifts, registry_specs(config.data_root, config.split))  # unknown names fail before anything is printed
+    plan_tasks(config.shifts, run_specs(config))  # unknown names fail before anything is printed
     log = RunLog(config.json)
     world = World.from_env(resolve_device(config.device).type)
     if world.is_main:
@@ -169,12 +169,12 @@ def execute(config: Any, sources: list[Any]) -> int:
 
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
     """Exit status 3 (results kept) when a shift is at chance next to a healthy ID reference."""
-    from harness.run import registry_specs
+    from harness.run import run_specs
     from harness.sanity import near_chance
     from harness.store import RunDir
 
     rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models]
-    messages = near_chance(rows, registry_specs(config.data_root, config.split))
+    messages = near_chance(rows, run_specs(config))
     for message in messages:
         log.event("near_chance", f"WARNING: {message}", detail=message)
         if config.json:
