@@ -26,7 +26,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXECUTORS = ("local", "ray")
-DECODERS = ("auto", "pil", "torchvision")  # see harness.gpu_decode
+DECODERS = ("auto", "pil", "torchvision")  # see harness.engine.gpu_decode
 
 # Settings that change predictions; a run directory refuses a config that differs in these.
 # A model's own options are part of its cell hash instead, so one directory holds models

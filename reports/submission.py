@@ -153,7 +153,7 @@ def build_members(
     run_dir: Path, card: Mapping[str, Any], model: str | None = None
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest and member bytes of a bundle for one model of ``run_dir``."""
-    from harness.store import RunDir
+    from harness.engine.store import RunDir
 
     run = RunDir(run_dir)
     if not run.results_path.is_file():

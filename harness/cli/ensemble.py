@@ -17,9 +17,9 @@ def register(sub: Any) -> None:
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from harness.cli.run import print_rows
-    from harness.ensemble import ensemble_run_dir
-    from harness.run import RunLog
-    from harness.store import RunDir
+    from harness.engine.ensemble import ensemble_run_dir
+    from harness.engine.run import RunLog
+    from harness.engine.store import RunDir
 
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     run_dir = RunDir(args.run_dir)

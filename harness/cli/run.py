@@ -134,9 +134,9 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def execute(config: Any, sources: list[Any]) -> int:
     """Print the config, run every model's cells, print the summary."""
-    from harness.distributed import World
-    from harness.predict import resolve_device
-    from harness.run import (
+    from harness.engine.distributed import World
+    from harness.engine.predict import resolve_device
+    from harness.engine.run import (
         Engine,
         RunLog,
         all_metric_names,
@@ -151,7 +151,7 @@ def execute(config: Any, sources: list[Any]) -> int:
     if world.is_main:
         log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
     if config.executor == "ray":
-        from harness.ray_executor import run_on_ray
+        from harness.engine.ray_executor import run_on_ray
 
         summary = run_on_ray(config, sources, log)
     else:
@@ -169,9 +169,9 @@ def execute(config: Any, sources: list[Any]) -> int:
 
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
     """Exit status 3 (results kept) when a shift is at chance next to a healthy ID reference."""
-    from harness.run import run_specs
-    from harness.sanity import near_chance
-    from harness.store import RunDir
+    from harness.engine.run import run_specs
+    from harness.engine.sanity import near_chance
+    from harness.engine.store import RunDir
 
     rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models]
     messages = near_chance(rows, run_specs(config))
@@ -183,7 +183,7 @@ def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.run import models_from_config
+    from harness.engine.run import models_from_config
 
     config = resolve_config(args)
     if not config.models:
@@ -202,8 +202,8 @@ def print_rows(rows: list[Any], as_json: bool) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from harness.run import rescore
-    from harness.store import RunDir
+    from harness.engine.run import rescore
+    from harness.engine.store import RunDir
 
     rows = rescore(RunDir(args.run_dir))
     print_rows(rows, args.json)
@@ -232,7 +232,7 @@ def parse_alphas(text: str) -> list[float]:
 
 def cmd_wiseft(args: argparse.Namespace) -> int:
     from harness.config import model_entry
-    from harness.sweeps import wiseft_sources
+    from harness.engine.sweeps import wiseft_sources
 
     alphas = parse_alphas(args.alphas)
     zeroshot = model_entry(args.zeroshot, args.zeroshot_arg)
@@ -243,7 +243,7 @@ def cmd_wiseft(args: argparse.Namespace) -> int:
 
 
 def cmd_soup(args: argparse.Namespace) -> int:
-    from harness.sweeps import soup_sources
+    from harness.engine.sweeps import soup_sources
 
     config = resolve_config(args)
     return execute(config, soup_sources(args.ingredients, args.recipe, args.held_out, config))

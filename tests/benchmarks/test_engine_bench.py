@@ -36,8 +36,8 @@ from PIL import Image
 
 from harness.api import Classifier, Example, LazyExample, PreprocessSpec, Shift, ShiftSpec
 from harness.config import RunConfig
-from harness.predict import make_forward
-from harness.run import Engine, ModelSource
+from harness.engine.predict import make_forward
+from harness.engine.run import Engine, ModelSource
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # Images per shift (SHIFTBENCH_BENCH_IMAGES scales both, e.g. 10000 on a GPU machine).
@@ -227,8 +227,8 @@ def wiseft_sweep(tmp_path: Path, make_model, alphas: list[float], n: int = N_IMA
     first alpha decoding both shifts); ``cached_cells`` are the cells that read the cache
     (every alpha after the first), timed by the engine itself."""
     from harness import registry
-    from harness.store import RunDir
-    from harness.sweeps import wiseft_sources
+    from harness.engine.store import RunDir
+    from harness.engine.sweeps import wiseft_sources
 
     shifts = ("bench", "bench-b")
     root = write_jpegs(tmp_path / "data", n)

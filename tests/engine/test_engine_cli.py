@@ -15,7 +15,7 @@ from doubles import registered, write_toy_data
 
 from harness.api import Predictions
 from harness.cli import main
-from harness.store import RunDir
+from harness.engine.store import RunDir
 
 RUN_CLI = str(Path(__file__).parent / "run_cli.py")
 
@@ -171,7 +171,7 @@ def test_wiseft_endpoint_options_override_the_shared_model_args():
 
 
 def test_wiseft_cells_hash_each_endpoints_own_options():
-    from harness.sweeps import wiseft_sources
+    from harness.engine.sweeps import wiseft_sources
 
     def identity(zs_options, ft_options):
         return wiseft_sources(("m:zs", zs_options), ("m:ft", ft_options), [0.5])[0].identity

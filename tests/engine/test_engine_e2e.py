@@ -12,7 +12,7 @@ import torch
 from harness import registry
 from harness.api import Classifier, PreprocessSpec
 from harness.cli import main
-from harness.store import RunDir
+from harness.engine.store import RunDir
 
 
 class PrefersLowIndex(torch.nn.Module, Classifier):

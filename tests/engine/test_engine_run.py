@@ -13,8 +13,8 @@ from doubles import ColourNet, get_shift, snapshot, toy_config, write_toy_data
 
 from harness.api import Predictions
 from harness.config import RunConfig
-from harness.run import Engine, ModelSource, ScoreTask, plan_tasks, rescore
-from harness.store import RunDir
+from harness.engine.run import Engine, ModelSource, ScoreTask, plan_tasks, rescore
+from harness.engine.store import RunDir
 
 
 @pytest.fixture

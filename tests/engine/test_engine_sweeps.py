@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from harness.api import Predictions
 from harness.cli import main
-from harness.store import RunDir
+from harness.engine.store import RunDir
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_greedy_soup_selects_on_held_out_data_and_records_its_decisions(tmp_path
 
 
 def test_wiseft_cells_are_tagged_as_what_they_are():
-    from harness.sweeps import wiseft_tags
+    from harness.engine.sweeps import wiseft_tags
 
     zs, ft = ["clip", "zero-shot"], ["clip", "fine-tuned", "in1k"]
     assert wiseft_tags(zs, ft, 0.0) == ["clip", "zero-shot"]  # the zero-shot model itself
@@ -168,7 +168,7 @@ def test_an_ingredient_of_another_architecture_is_a_one_line_error(tmp_path, dat
 
 def test_a_soup_base_without_weights_is_built_from_the_first_ingredient(tmp_path):
     from harness.config import RunConfig
-    from harness.sweeps import soup_sources
+    from harness.engine.sweeps import soup_sources
 
     folder = tmp_path / "ckpts"
     folder.mkdir()

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from harness.api import PreprocessSpec
-from harness.cache import ImageCache, cache_key
 from harness.cli.run import parse_alphas
 from harness.config import RunConfig, read_config_file, resolve
-from harness.distributed import World, check_exactly_once
-from harness.predict import BackoffForward
-from harness.run import summary_table
+from harness.engine.cache import ImageCache, cache_key
+from harness.engine.distributed import World, check_exactly_once
+from harness.engine.predict import BackoffForward
+from harness.engine.run import summary_table
 
 
 def test_precedence_is_defaults_then_file_then_command_line(tmp_path):
@@ -155,7 +155,7 @@ def test_summary_table_shows_percent_and_status():
 def test_ray_executor_without_ray_is_a_clear_error(monkeypatch):
     import builtins
 
-    from harness.ray_executor import _import_ray
+    from harness.engine.ray_executor import _import_ray
 
     real_import = builtins.__import__
 

@@ -10,8 +10,8 @@ from doubles import TOY_ITEMS, TOY_SUB_ITEMS, engine_flags, registered, write_to
 
 from harness.api import Predictions
 from harness.cli import main
-from harness.run import rescore
-from harness.store import RunDir
+from harness.engine.run import rescore
+from harness.engine.store import RunDir
 
 
 @pytest.fixture

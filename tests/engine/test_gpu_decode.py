@@ -1,4 +1,4 @@
-"""Batched JPEG decoding (``harness.gpu_decode``), run on the CPU: the code a CUDA run uses,
+"""Batched JPEG decoding (``harness.engine.gpu_decode``), run on the CPU: the code a CUDA run uses,
 checked against the PIL path on fixture files, with PIL fallbacks for what it cannot take."""
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import torch
 from PIL import Image
 
 from harness.api import Classifier, LazyExample, Predictions, PreprocessSpec
-from harness.cache import cache_key
 from harness.config import RunConfig
-from harness.gpu_decode import (
+from harness.engine.cache import cache_key
+from harness.engine.gpu_decode import (
     BatchDecoder,
     choose_decoder,
     jpeg_fallback_reason,
     tensor_geometry,
     worker_payload,
 )
-from harness.run import Engine, ModelSource
-from harness.store import RunDir
+from harness.engine.run import Engine, ModelSource
+from harness.engine.store import RunDir
 from harness.transforms import geometry, resize_and_crop
 from shifts.generic import ImageFolderShift
 
@@ -127,7 +127,7 @@ def test_batch_decoder_matches_pil_and_falls_back_per_image(tmp_path):
 
 
 def test_an_image_the_decoder_refuses_is_decoded_with_pil_in_the_main_process(monkeypatch):
-    from harness import gpu_decode
+    from harness.engine import gpu_decode
 
     good, bad = baseline(64, 48, 1), baseline(40, 56, 2)
     real = gpu_decode.decode_jpegs

@@ -12,7 +12,7 @@ from harness.api import Predictions
 from harness.cli import main
 from harness.cli.run import split_model_items
 from harness.config import RunConfig, model_entry, parse_model_entry, resolve
-from harness.store import RunDir
+from harness.engine.store import RunDir
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.store import RunDir
+from harness.engine.store import RunDir
 
 ray = pytest.importorskip("ray", reason="the test extra installs ray; pip install -e '.[test]'")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.api import ClassMap, Result, ShiftSpec
-from harness.sanity import near_chance
+from harness.engine.sanity import near_chance
 
 R_MAP = ClassMap(name="r", source="imagenet-1k", targets=tuple(f"c{i}" for i in range(200)), members=tuple((i,) for i in range(200)))
 SPECS = {
@@ -53,9 +53,9 @@ def test_healthy_random_tiny_and_few_class_results_are_not_flagged():
 def test_a_run_with_a_near_chance_shift_exits_3_and_keeps_its_results(tmp_path, monkeypatch, capsys):
     from doubles import engine_flags, registered, write_toy_data
 
-    from harness import sanity
     from harness.cli import main
-    from harness.store import RunDir
+    from harness.engine import sanity
+    from harness.engine.store import RunDir
 
     # The toy shifts are too small for the alarm; lower its floors to see it fire end to end.
     monkeypatch.setattr(sanity, "MIN_CLASSES", 2)

@@ -54,7 +54,7 @@ def by_setting(run_dir: Path, model: str) -> dict[str, dict]:
 
 
 def load_predictions(run_dir: Path, model: str, shift: str) -> dict[str, np.ndarray]:
-    from harness.store import RunDir
+    from harness.engine.store import RunDir
 
     with np.load(RunDir(run_dir).predictions_path(model, shift), allow_pickle=False) as z:
         return {k: z[k] for k in ("keys", "labels", "logits")}

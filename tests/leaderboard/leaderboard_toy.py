@@ -166,7 +166,7 @@ def _row(model, setting, shift, p, top1, n, cmap, protocols=None) -> Result:
 
 
 def safe(model: str) -> str:
-    from harness.store import safe_name
+    from harness.engine.store import safe_name
 
     return safe_name(model)
 

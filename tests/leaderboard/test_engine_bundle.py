@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
 import leaderboard_toy as toy  # noqa: E402
 from doubles import ColourNet, get_shift, toy_config, write_toy_data  # noqa: E402
 
-from harness.run import Engine, ModelSource  # noqa: E402
+from harness.engine.run import Engine, ModelSource  # noqa: E402
 from reports.submission import load_card, write_bundle  # noqa: E402
 from reports.submission_validate import validate_bundle  # noqa: E402
 

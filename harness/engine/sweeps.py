@@ -19,8 +19,8 @@ import torch
 
 from harness.api import Classifier
 from harness.config import RunConfig
-from harness.run import Engine, ModelSource, RunLog
-from harness.store import atomic_write_text
+from harness.engine.run import Engine, ModelSource, RunLog
+from harness.engine.store import atomic_write_text
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -274,7 +274,7 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         return [soup.of("soup(uniform)", files, {"recipe": "uniform"})]
     if not held_out:
         raise ValueError("--recipe greedy needs --held-out SHIFT (held-out ID data, e.g. imagenet-heldout)")
-    from harness.run import plan_tasks, run_specs
+    from harness.engine.run import plan_tasks, run_specs
 
     reported = {t.shift for t in plan_tasks(config.shifts, run_specs(config))}
     if held_out in reported:

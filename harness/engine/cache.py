@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.api import PreprocessSpec
-from harness.store import atomic_write_text
+from harness.engine.store import atomic_write_text
 
 GEOMETRY_FIELDS = ("image_size", "resize_size", "resize_mode", "crop", "interpolation")
 
@@ -32,7 +32,7 @@ def geometry_key(spec: PreprocessSpec) -> dict[str, object]:
 
 
 def cache_key(manifest_digest: str, spec: PreprocessSpec, decoder: str = "pil") -> str:
-    """``decoder`` (``harness.gpu_decode.decoder_label``) is part of the key: another JPEG
+    """``decoder`` (``harness.engine.gpu_decode.decoder_label``) is part of the key: another JPEG
     decoder gives slightly different pixels, so entries never mix decoders."""
     entry: dict[str, object] = {"manifest": manifest_digest, "geometry": geometry_key(spec)}
     if decoder != "pil":  # PIL entries keep the key they had before decoders were chosen

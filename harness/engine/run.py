@@ -27,8 +27,8 @@ import numpy as np
 from harness import __version__
 from harness.api import Classifier, ClassMap, Predictions, Result, Shift, ShiftSpec, id_view_setting
 from harness.config import LABEL_OPTION, RunConfig
-from harness.distributed import World
-from harness.store import RunDir
+from harness.engine.distributed import World
+from harness.engine.store import RunDir
 
 
 class Scorer(Protocol):
@@ -238,7 +238,7 @@ class Engine:
     def expected_size(self, name: str) -> int | None:
         """Published size of the split; for the default split, as completed from the data
         (a user ``folder`` dataset's size is what its folders hold)."""
-        from harness.predict import resolve_split
+        from harness.engine.predict import resolve_split
 
         shift = self.get_shift(name)
         split = resolve_split(shift, self.config.split)
@@ -249,7 +249,7 @@ class Engine:
         return size if size else None  # 0: unknown (a webdataset without its manifest)
 
     def manifest(self, name: str) -> Any:
-        from harness.predict import check_manifest, read_manifest, resolve_split
+        from harness.engine.predict import check_manifest, read_manifest, resolve_split
 
         if name not in self._manifests:
             shift = self.get_shift(name)
@@ -295,7 +295,7 @@ class Engine:
 
             torch.manual_seed(cfg.seed)
             classifier = model.build()
-            from harness.predict import check_fits
+            from harness.engine.predict import check_fits
 
             for c in to_predict:
                 check_fits(classifier, self.spec(c))
@@ -312,7 +312,7 @@ class Engine:
             self.world.barrier()
 
     def _predict(self, model: ModelSource, classifier: Classifier, shift: str, cell_hash: str) -> tuple[Predictions, dict[str, Any]]:
-        from harness.predict import PredictOptions, predict, verify
+        from harness.engine.predict import PredictOptions, predict, verify
 
         cfg = self.config
         options = PredictOptions(
@@ -392,7 +392,7 @@ def completed_spec(shift: Shift, root: str | Path, split: str | None) -> ShiftSp
     """The shift's spec completed from the data under ``root``. A split other than the
     default one is named in the protocol, so its rows are never tabled or fitted with the
     official split's."""
-    from harness.predict import resolve_split
+    from harness.engine.predict import resolve_split
 
     spec = shift.spec_for(Path(root))
     chosen = resolve_split(shift, split)

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from harness.config import RunConfig
-from harness.run import Engine, ModelSource, RunLog
+from harness.engine.run import Engine, ModelSource, RunLog
 
 
 def _import_ray() -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import __version__
 from harness.api import Predictions, Result
-from harness.run import (
+from harness.engine.run import (
     RunLog,
     default_scorer,
     git_sha,
@@ -23,7 +23,7 @@ from harness.run import (
     score_task,
     task_of_row,
 )
-from harness.store import RunDir
+from harness.engine.store import RunDir
 
 
 def ensemble_name(members: list[str]) -> str:

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from harness.api import Classifier, LazyExample, Predictions, PreprocessSpec, Shift, ShiftSpec
-from harness.cache import ImageCache, cache_key
-from harness.distributed import World
-from harness.gpu_decode import BatchDecoder, choose_decoder, decoder_label, worker_payload
+from harness.engine.cache import ImageCache, cache_key
+from harness.engine.distributed import World
+from harness.engine.gpu_decode import BatchDecoder, choose_decoder, decoder_label, worker_payload
 from harness.transforms import geometry, normalize
 
 
@@ -333,7 +333,7 @@ class PredictOptions:
     min_agreement: float = 0.95
     cache_dir: str = ""
     progress: bool = True
-    decoder: str = "auto"  # auto | pil | torchvision (harness.gpu_decode.choose_decoder)
+    decoder: str = "auto"  # auto | pil | torchvision (harness.engine.gpu_decode.choose_decoder)
     skip_bad_images: bool = False  # leave undecodable images out, recording each key
 
 
