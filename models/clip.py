@@ -61,8 +61,7 @@ def register_config(path: Path) -> str:
     return path.stem
 
 
-def create_open_clip(arch: str, pretrained_tag: str | None = None):
-    """A randomly initialised open_clip model of ``arch`` with its preprocessing config (no download)."""
+def check_arch(arch: str) -> None:
     import open_clip
 
     if open_clip.get_model_config(arch) is None:
@@ -71,6 +70,16 @@ def create_open_clip(arch: str, pretrained_tag: str | None = None):
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown open_clip architecture {arch!r}.{hint} Pass config=model.json for a custom one")
+
+
+def create_open_clip(arch: str, pretrained_tag: str | None = None, activation: str | None = None):
+    """A randomly initialised open_clip model of ``arch`` with its preprocessing config (no download).
+
+    ``activation`` (``quickgelu``/``gelu``, from ``resolve_activation``) decides the towers'
+    activation; None builds what the architecture and tag say."""
+    import open_clip
+
+    check_arch(arch)
     force = None
     if pretrained_tag:
         tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained_tag)
@@ -78,39 +87,90 @@ def create_open_clip(arch: str, pretrained_tag: str | None = None):
             tags = open_clip.list_pretrained_tags_by_model(arch)
             raise ValueError(f"open_clip has no pretrained tag {pretrained_tag!r} for {arch}; known: {', '.join(tags) or 'none'}")
         force = {k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg}
-    quick_gelu = bool(pretrained_tag) and bool(open_clip.get_pretrained_cfg(arch, pretrained_tag).get("quick_gelu"))
+    if activation is None:
+        from models.releases import activation_of
+
+        activation = activation_of(arch, pretrained_tag)
     import logging
 
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # silence "initialized randomly": weights come next
     try:
-        model = open_clip.create_model(arch, pretrained=None, force_preprocess_cfg=force, force_quick_gelu=quick_gelu)
+        model = open_clip.create_model(arch, pretrained=None, force_preprocess_cfg=force,
+                                       force_quick_gelu=activation == "quickgelu")
     finally:
         logging.getLogger().setLevel(level)
     return model.eval()
 
 
-def check_activation(model, weights: str | Path, arch: str) -> None:
-    """Refuse a TorchScript release whose activation differs from the architecture built for it.
+ACTIVATIONS = ("quickgelu", "gelu")
 
-    OpenAI's CLIP archives were trained with QuickGELU; open_clip's plain configs (``ViT-B-32``)
-    use GELU, and loading one into the other runs without error while costing accuracy."""
+
+def activation_evidence(arch: str, tag: str | None, weights: str | Path | None,
+                        sha256: str | None, include_arch: bool = True) -> list[tuple[str, str]]:
+    """Everything that says which activation the weights were trained with: (activation, how known)."""
+    import open_clip
+
+    from models.releases import activation_of, find_release
     from models.torchscript import archive_uses_quick_gelu, is_torchscript_archive
 
-    if not is_torchscript_archive(weights):
-        return
-    archive_quick = archive_uses_quick_gelu(weights)
-    model_quick = any(type(m).__name__ == "QuickGELU" for m in model.modules())
-    if archive_quick == model_quick:
-        return
-    if archive_quick:
-        fix = (f"use --model ...:{arch}-quickgelu, or --model-arg pretrained=openai, so the model is built "
-               "with QuickGELU as the weights were trained")
-    else:
-        fix = "use the architecture without -quickgelu (and no pretrained tag that forces it), matching the archive"
-    raise ValueError(f"{weights}: the archive's model uses {'QuickGELU' if archive_quick else 'GELU'} but open_clip's "
-                     f"{arch} is built with {'QuickGELU' if model_quick else 'GELU'}, which runs but silently loses "
-                     f"accuracy; {fix}")
+    found = []
+    cfg = open_clip.get_model_config(arch) or {}
+    if include_arch and "quick_gelu" in cfg:
+        found.append(("quickgelu" if cfg["quick_gelu"] else "gelu", f"the architecture {arch}"))
+    if tag:
+        found.append((activation_of(arch, tag), f"pretrained={tag}"))
+    if weights is not None and is_torchscript_archive(weights):
+        found.append(("quickgelu" if archive_uses_quick_gelu(weights) else "gelu",
+                      f"the TorchScript archive {Path(weights).name}"))
+    release = find_release(sha256, arch) if sha256 else None
+    if release is not None:
+        found.append((release.activation, f"the known release {release.published} (sha256 {sha256[:12]})"))
+    return found
+
+
+def resolve_activation(arch: str, tag: str | None, weights: str | Path | None, sha256: str | None,
+                       option: str | None, what: str) -> tuple[str, str]:
+    """The activation to build ``arch`` with and how it is known, or a ValueError.
+
+    OpenAI's CLIP and every fine-tune of it (WiSE-FT, model soups) were trained with QuickGELU;
+    open_clip's plain configs (``ViT-B-32``) use GELU, and loading one into the other runs
+    without error while costing accuracy. So the activation must come from the archive, an
+    explicit architecture (``-quickgelu``, or a config that sets ``quick_gelu``), the pretrained
+    tag, a known release's hash, or ``activation=``; sources that disagree are refused."""
+    check_arch(arch)
+    if option is not None and option not in ACTIVATIONS:
+        raise ValueError(f"{what}: activation={option!r}: expected one of {', '.join(ACTIVATIONS)}")
+    found = activation_evidence(arch, tag, weights, sha256)
+    if option is not None:
+        found.append((option, f"activation={option}"))
+    values = {a for a, _ in found}
+    if len(values) > 1:
+        said = "; ".join(f"{how} says {a}" for a, how in found)
+        raise ValueError(f"{what}: the activation is contradictory ({said}). Building with the wrong one runs but "
+                         "silently loses accuracy; OpenAI's CLIP and its fine-tunes use QuickGELU (architecture "
+                         f"{arch.removesuffix('-quickgelu')}-quickgelu), most LAION releases GELU. Fix the one that is wrong")
+    if not found:
+        raise ValueError(
+            f"{what}: cannot tell whether these weights were trained with QuickGELU (OpenAI's CLIP and every fine-tune "
+            "of it: WiSE-FT, model soups) or GELU (most open_clip LAION/DataComp releases); open_clip's "
+            f"{arch} builds GELU, and the wrong one runs but silently loses accuracy. Pass --model-arg "
+            f"activation=quickgelu or --model-arg activation=gelu (or use the architecture {arch}-quickgelu, or "
+            "pretrained=TAG)")
+    return found[0][0], found[0][1]
+
+
+def check_same_activation(activation: tuple[str, str], weights: str | Path, sha256: str | None, arch: str) -> None:
+    """Refuse an endpoint or ingredient whose own file says another activation than the
+    zero-shot model's: weight-space merges need one architecture, activation included."""
+    for value, how in activation_evidence(arch, None, weights, sha256, include_arch=False):
+        if value != activation[0]:
+            raise ValueError(f"{weights}: {how} says {value}, but the zero-shot model is {activation[0]} "
+                             f"({activation[1]}); weights trained with different activations cannot be merged")
+
+
+def activation_info(activation: tuple[str, str]) -> dict[str, str]:
+    return {"activation": activation[0], "activation_source": activation[1]}
 
 
 def hf_cached_weights(arch: str, tag: str) -> Path:
@@ -255,8 +315,29 @@ def label_space_for(opts: Options, num_classes: int) -> str:
     return space
 
 
-CLIP_OPTIONS = ("weights", "pretrained", "config", "classnames", "templates", "scale", "head_bf16", "cache",
-                "label_space", "precision", "device", "name")
+CLIP_OPTIONS = ("weights", "pretrained", "config", "activation", "classnames", "templates", "scale", "head_bf16",
+                "cache", "label_space", "precision", "device", "name")
+
+
+def release_info(sha256: str, arch: str, tag: str | None, head: tuple[str, str] | None) -> dict[str, Any] | None:
+    """The known release these weights are, and whether its published figures apply.
+
+    ``tag``: the pretrained tag the weights file was taken for (from the local Hugging Face
+    cache), not one given only for preprocessing next to ``weights=``.
+    Published zero-shot figures were measured with one head (class names, templates); with
+    another, the release is still recorded but not compared (``published`` is None)."""
+    from models.releases import find_release, tagged_release
+
+    release = find_release(sha256, arch)
+    how = "sha256"
+    if release is None and tag:
+        release, how = tagged_release(arch, tag), f"pretrained={tag}"
+    if release is None:
+        return None
+    comparable = head is not None and tuple(head) == tuple(release.head)
+    return {"name": release.published, "identified_by": how, "activation": release.activation,
+            "published": release.published if comparable else None,
+            "published_head": list(release.head)}
 
 
 def clip(arg: str, **options: str) -> ImageHeadClassifier:
@@ -268,25 +349,30 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     ho = head_options(opts)
     label_space = label_space_for(opts, len(ho.names))
     name = opts.get("name", f"clip:{arch}")
+    activation_opt = opts.get("activation")
+    from_tag = opts.get("weights") is None
     opts.done()
-    model = create_open_clip(arch, tag)
-    check_activation(model, weights, arch)
+    sha = file_sha256(weights)
+    activation = resolve_activation(arch, tag, weights, sha, activation_opt, f"{weights}")
+    model = create_open_clip(arch, tag, activation[0])
     state = split_classifier_state(load_state_dict(weights), str(weights))
     load_into(model, fit_clip_state(model, state.clip), weights, f"the CLIP model of open_clip architecture {arch!r}")
-    sha = file_sha256(weights)
     head, scale, head_info = zeroshot_head(model, arch, sha, ho)
     info = {"arch": arch, "weights": str(weights), "weights_sha256": sha, "pretrained_tag": tag,
-            "tags": ["clip", "zero-shot"], "alpha": None, "ingredients": None, "head": head_info}
+            "tags": ["clip", "zero-shot"], "alpha": None, "ingredients": None, "head": head_info,
+            **activation_info(activation),
+            "release": release_info(sha, arch, tag if from_tag else None, (ho.names_id, ho.templates_id))}
     return ImageHeadClassifier(name, model.visual, scale * head, None,
                                preprocess_spec_from_open_clip(model.visual.preprocess_cfg), label_space, info, **common)
 
 
-FINETUNED_OPTIONS = ("weights", "pretrained", "config", "label_space", "precision", "device", "name")
+FINETUNED_OPTIONS = ("weights", "pretrained", "config", "activation", "label_space", "precision", "device", "name")
 
 
-def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str):
+def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str,
+                           activation: str | None = None):
     """Image tower + head from canonical weights (``visual.*``, ``classification_head.*``)."""
-    model = create_open_clip(arch, tag)
+    model = create_open_clip(arch, tag, activation)
     visual = {k[len("visual."):]: v for k, v in canonical.items() if k.startswith("visual.")}
     load_into(model.visual, visual, source, f"the image tower of open_clip architecture {arch!r}")
     return model.visual, canonical[HEAD_KEYS[0]], canonical[HEAD_KEYS[1]]
@@ -298,16 +384,20 @@ def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
     arch = resolve_arch(arg, opts)
     weights = opts.path("weights", "fine-tuned checkpoint with classification_head.weight/bias")
     tag = opts.get("pretrained")
+    activation_opt = opts.get("activation")
     common = common_options(opts)
     state = split_classifier_state(load_state_dict(weights), str(weights))
     if state.head_weight is None:
         raise ValueError(f"{weights}: no classification_head.weight; for a CLIP checkpoint without a head use "
                          f"--model clip:{arch} (zero-shot)")
-    visual, w, b = build_image_classifier(arch, state.canonical(), tag, str(weights))
+    sha = file_sha256(weights)
+    activation = resolve_activation(arch, tag, weights, sha, activation_opt, f"{weights}")
+    visual, w, b = build_image_classifier(arch, state.canonical(), tag, str(weights), activation[0])
     label_space = label_space_for(opts, w.shape[0])
     name = opts.get("name", f"finetuned:{arch}")
     opts.done()
-    info = {"arch": arch, "weights": str(weights), "weights_sha256": file_sha256(weights), "pretrained_tag": tag,
+    info = {"arch": arch, "weights": str(weights), "weights_sha256": sha, "pretrained_tag": tag,
+            **activation_info(activation), "release": release_info(sha, arch, tag, None),
             "tags": ["clip", "fine-tuned"], "alpha": None, "ingredients": None,
             "head": {"recipe": "linear head from checkpoint on L2-normalised image features"}}
     return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),

@@ -32,7 +32,9 @@ def _label(source, i: int) -> str:
 
 
 def _shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
-    return state.shape(key) if isinstance(state, LazyStateDict) else tuple(state[key].shape)
+    """Without reading the tensor where the mapping can say (lazy checkpoints and views of them)."""
+    shape = getattr(state, "shape", None)
+    return shape(key) if callable(shape) else tuple(state[key].shape)
 
 
 def check_compatible(states: Sequence[Mapping[str, torch.Tensor]], labels: Sequence[str],
@@ -139,6 +141,9 @@ class GreedySoupRecord:
     order: list[str]
     individual_scores: dict[str, float]
     steps: list[GreedyStep] = field(default_factory=list)
+    #: name -> {"file", "path", "sha256"}: what each name was, so the soup can be rebuilt
+    #: from the same files even after they are moved or renamed (``models.soups.select_accepted``).
+    ingredients: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[str]:
@@ -166,22 +171,26 @@ class GreedySoupRecord:
         try:
             d = json.loads(path.read_text())
             steps = [GreedyStep(**s) for s in d["steps"]]
+            entries = {str(k): {str(a): str(b) for a, b in v.items()} for k, v in d.get("ingredients", {}).items()}
             return cls(heldout=d["heldout"], order=list(d["order"]),
-                       individual_scores={k: float(v) for k, v in d["individual_scores"].items()}, steps=steps)
+                       individual_scores={k: float(v) for k, v in d["individual_scores"].items()}, steps=steps,
+                       ingredients=entries)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a greedy soup record ({exc}); expected the JSON written by greedy_soup") from exc
 
 
 def greedy_soup(ingredients: Mapping[str, object], individual_scores: Mapping[str, float],
                 evaluate: Callable[[dict[str, torch.Tensor]], float], heldout: str,
-                progress: bool = False) -> tuple[dict[str, torch.Tensor], GreedySoupRecord]:
+                progress: bool = False, entries: Mapping[str, dict[str, str]] | None = None,
+                ) -> tuple[dict[str, torch.Tensor], GreedySoupRecord]:
     """Greedy soup (model soups, Wortsman et al. 2022, Recipe 1).
 
     Sort ingredients by held-out score, descending (ties keep the given order); start from the
     best; for each next one evaluate the uniform average of the accepted set plus it on the
     held-out data and keep it only if the score is *strictly* greater than the best so far.
     ``individual_scores`` and ``evaluate`` must both be on held-out ID data (``heldout`` names
-    it), never on a reported shift. Returns the soup and the record of every decision.
+    it), never on a reported shift. ``entries`` (name -> file name and sha256) go into the
+    record. Returns the soup and the record of every decision.
     """
     names = list(ingredients)
     if not names:
@@ -191,7 +200,8 @@ def greedy_soup(ingredients: Mapping[str, object], individual_scores: Mapping[st
         raise ValueError(f"no held-out score for ingredients {missing}; score each ingredient on {heldout} first")
     order = sorted(names, key=lambda n: -float(individual_scores[n]))
     record = GreedySoupRecord(heldout=heldout, order=order,
-                              individual_scores={n: float(individual_scores[n]) for n in names})
+                              individual_scores={n: float(individual_scores[n]) for n in names},
+                              ingredients={n: dict(entries[n]) for n in names} if entries else {})
     best = float(individual_scores[order[0]])
     record.steps.append(GreedyStep(order[0], best, True, best))
     accepted = [order[0]]

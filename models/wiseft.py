@@ -22,14 +22,16 @@ from models.checkpoints import file_sha256, load_into, load_state_dict, state_di
 from models.classifiers import ImageHeadClassifier
 from models.clip import (
     HEAD_KEYS,
+    activation_info,
     build_image_classifier,
-    check_activation,
+    check_same_activation,
     common_options,
     create_open_clip,
     fit_clip_state,
     head_options,
     label_space_for,
     preprocess_spec_from_open_clip,
+    resolve_activation,
     resolve_arch,
     split_classifier_state,
     zeroshot_head,
@@ -39,12 +41,29 @@ from models.merging import interpolate
 from models.options import Options
 
 MODES = ("full", "encoder")
-WISEFT_OPTIONS = ("zeroshot", "finetuned", "alpha", "mode", "pretrained", "config", "classnames", "templates",
-                  "scale", "head_bf16", "cache", "label_space", "precision", "device", "name")
+WISEFT_OPTIONS = ("zeroshot", "finetuned", "alpha", "mode", "pretrained", "config", "activation", "classnames",
+                  "templates", "scale", "head_bf16", "cache", "label_space", "precision", "device", "name")
+
+
+def is_encoder_key(key: str) -> bool:
+    """The image tower's parameters, whatever prefix the checkpoint saves them under: what
+    encoder-only patching (PAINT) interpolates; everything else (heads) stays zero-shot."""
+    return key.startswith("visual.") or ".visual." in key
+
+
+def wiseft_weights(zeroshot, finetuned, alpha: float, mode: str = "full",
+                   labels: tuple[str, str] | None = None) -> dict[str, torch.Tensor]:
+    """The WiSE-FT (``full``) or patched (``encoder``) weights at ``alpha``: the one recipe the
+    ``wiseft`` model, the engine's sweeps and ``shiftbench merge`` share."""
+    if mode not in MODES:
+        raise ValueError(f"WiSE-FT mode {mode!r}: expected one of {', '.join(MODES)}")
+    return interpolate(zeroshot, finetuned, alpha, select=is_encoder_key if mode == "encoder" else None, labels=labels)
 
 
 def parse_alphas(text: str) -> list[float]:
-    """``0:1:0.1`` (start:stop:step, stop included) or ``0,0.5,1`` -> sorted unique alphas in [0, 1]."""
+    """``0:1:0.1`` (start:stop:step, stop included) or ``0,0.5,1`` -> sorted unique alphas in [0, 1].
+
+    The one parser: ``shiftbench wiseft --alphas`` and ``wiseft_sweep`` read alphas through it."""
     try:
         if ":" in text:
             start, stop, step = (float(v) for v in text.split(":"))
@@ -55,7 +74,7 @@ def parse_alphas(text: str) -> list[float]:
         else:
             values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"alphas {text!r}: expected start:stop:step (e.g. 0:1:0.1) or a list (0,0.5,1)") from None
+        raise ValueError(f"alphas {text!r}: use START:STOP:STEP (e.g. 0:1:0.1) or a comma list (e.g. 0,0.5,1)") from None
     if not values or any(not 0.0 <= a <= 1.0 for a in values):
         raise ValueError(f"alphas {text!r}: every alpha must be in [0, 1]")
     return sorted(set(values))
@@ -76,22 +95,21 @@ class WiseFTEndpoints:
     label_space: str
     name: str
     common: dict
+    activation: tuple[str, str]  # (quickgelu|gelu, how it is known): the zero-shot model's, for both
 
     def weights(self, alpha: float) -> dict[str, torch.Tensor]:
-        select = (lambda k: k.startswith("visual.")) if self.mode == "encoder" else None
-        return interpolate(self.zeroshot, self.finetuned, alpha, select=select,
-                           labels=(str(self.paths[0]), str(self.paths[1])))
+        return wiseft_weights(self.zeroshot, self.finetuned, alpha, self.mode, (str(self.paths[0]), str(self.paths[1])))
 
     def at(self, alpha: float) -> ImageHeadClassifier:
         merged = self.weights(alpha)
-        visual, w, b = build_image_classifier(self.arch, merged, self.tag, f"WiSE-FT alpha={alpha}")
+        visual, w, b = build_image_classifier(self.arch, merged, self.tag, f"WiSE-FT alpha={alpha}", self.activation[0])
         tags = ["clip", "wise-ft"] + (["patching"] if self.mode == "encoder" else [])
         info = {
             "arch": self.arch, "tags": tags, "alpha": alpha, "mode": self.mode,
             "weights_sha256": state_dict_sha256(merged),  # of the merged tower + head
             "ingredients": [{"role": "zeroshot", "path": str(self.paths[0]), "sha256": self.shas[0]},
                             {"role": "finetuned", "path": str(self.paths[1]), "sha256": self.shas[1]}],
-            "head": self.head_info, "pretrained_tag": self.tag,
+            "head": self.head_info, "pretrained_tag": self.tag, **activation_info(self.activation),
         }
         return ImageHeadClassifier(f"{self.name}@alpha={alpha:.3f}", visual, w, b,
                                    preprocess_spec_from_open_clip(visual.preprocess_cfg), self.label_space, info,
@@ -107,19 +125,21 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     ft_path = opts.path("finetuned", "fine-tuned checkpoint with classification_head.weight/bias")
     mode = opts.choice("mode", MODES, "full")
     tag = opts.get("pretrained")
+    activation_opt = opts.get("activation")
     common = common_options(opts)
     zs = split_classifier_state(load_state_dict(zs_path), str(zs_path))
     ft = split_classifier_state(load_state_dict(ft_path), str(ft_path))
-    zs_sha = file_sha256(zs_path)
+    zs_sha, ft_sha = file_sha256(zs_path), file_sha256(ft_path)
     needs_text_head = zs.head_weight is None or mode == "encoder" and opts.get("classnames") is not None
     ho = head_options(opts) if needs_text_head else None
     name = opts.get("name", f"wiseft:{arch}")
     num_classes = len(ho.names) if ho else int(zs.head_weight.shape[0])
     label_space = label_space_for(opts, num_classes)
     opts.done()
+    activation = resolve_activation(arch, tag, zs_path, zs_sha, activation_opt, f"{zs_path} (the zero-shot endpoint)")
+    check_same_activation(activation, ft_path, ft_sha, arch)
     if ho is not None:
-        model = create_open_clip(arch, tag)
-        check_activation(model, zs_path, arch)
+        model = create_open_clip(arch, tag, activation[0])
         load_into(model, fit_clip_state(model, zs.clip), zs_path, f"the CLIP model of open_clip architecture {arch!r}")
         head, scale, head_info = zeroshot_head(model, arch, zs_sha, ho)
         zs.head_weight, zs.head_bias = scale * head, torch.zeros(head.shape[0])
@@ -135,8 +155,8 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     zs_c, ft_c = zs.canonical(), ft.canonical()
     if mode == "encoder":  # frozen per-task head: the zero-shot one on both sides
         ft_c[HEAD_KEYS[0]], ft_c[HEAD_KEYS[1]] = zs_c[HEAD_KEYS[0]], zs_c[HEAD_KEYS[1]]
-    ends = WiseFTEndpoints(arch, tag, mode, zs_c, ft_c, (zs_path, ft_path), (zs_sha, file_sha256(ft_path)),
-                           {**head_info, "recipe_mode": mode}, label_space, name, common)
+    ends = WiseFTEndpoints(arch, tag, mode, zs_c, ft_c, (zs_path, ft_path), (zs_sha, ft_sha),
+                           {**head_info, "recipe_mode": mode}, label_space, name, common, activation)
     return ends, alpha
 
 

@@ -212,27 +212,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_alphas(text: str) -> list[float]:
-    """``0:1:0.1`` (inclusive, 11 values) or ``0,0.5,1``; each in [0, 1]."""
-    try:
-        if ":" in text:
-            start, stop, step = (float(x) for x in text.split(":"))
-            if step <= 0:
-                raise ValueError
-            count = int(round((stop - start) / step)) + 1
-            alphas = [round(start + i * step, 10) for i in range(count)]
-        else:
-            alphas = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--alphas {text!r}: use START:STOP:STEP (e.g. 0:1:0.1) or a comma list (e.g. 0,0.5,1)") from None
-    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
-        raise ValueError(f"--alphas {text!r}: every alpha must be in [0, 1]")
-    return alphas
-
-
 def cmd_wiseft(args: argparse.Namespace) -> int:
     from harness.config import model_entry
     from harness.engine.sweeps import wiseft_sources
+    from models.wiseft import parse_alphas
 
     alphas = parse_alphas(args.alphas)
     zeroshot = model_entry(args.zeroshot, args.zeroshot_arg)

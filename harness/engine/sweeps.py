@@ -1,10 +1,15 @@
 """WiSE-FT alphas and model soups as engine cells.
 
 Every alpha and every soup is a ``ModelSource``: a cell with its own predictions and result
-rows, skipped when done, so sweeps resume like any run. Weights are merged by
-``models.merging`` (fp32, identical key sets, heads included) and loaded into one model
-instance, which is reused across alphas: one architecture in memory plus the two endpoint
-state dicts, never N models.
+rows, skipped when done, so sweeps resume like any run. The weights come from the methods'
+one home in ``models/`` (``models.wiseft.wiseft_weights``; ``models.soups`` for ingredients,
+their matching and greedy records; ``models.merging`` for the averages) and are loaded into
+one model instance, reused across alphas: one architecture in memory plus the two endpoint
+state dicts (kept on the CPU, whatever device the model runs on), never N models.
+
+Default names carry the architecture and short weights hashes
+(``wiseft:ViT-B-32[zs 1a2b3c4d,ft 5e6f7a8b](alpha=0.5)``), so two sweeps of different
+checkpoints in one run directory or report never share a name.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from harness.config import RunConfig
 from harness.engine.run import Engine, ModelSource, RunLog
 from harness.engine.store import atomic_write_text
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+SHORT = 8  # hex digits of a weights hash in a default name
+CLIP_FACTORIES = frozenset({"clip", "finetuned"})  # factories that take activation=
 
 
 def _module(classifier: Classifier, what: str) -> torch.nn.Module:
@@ -38,13 +44,49 @@ def _load(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str)
         raise ValueError(f"{what}: merged weights do not fit the model ({str(exc).splitlines()[0]})") from None
 
 
-def merged_description(classifier: Classifier, tags: list[str]) -> dict[str, Any]:
+def merged_description(classifier: Classifier, tags: list[str], sha256: str | None = None) -> dict[str, Any]:
     """What a merged model's ``describe()`` must say instead of its base's: its own tags and the
-    hash of the weights actually loaded (not the base model's weights file)."""
+    hash of the weights actually loaded (not the base model's weights file). ``sha256``: that
+    hash when the caller already has it (computed once per merge, not once per cell)."""
     from models.checkpoints import state_dict_sha256
 
-    state = _module(classifier, "merged model").state_dict()
-    return {"tags": tags, "weights": None, "weights_sha256": state_dict_sha256(state)}
+    if sha256 is None:
+        sha256 = state_dict_sha256(_module(classifier, "merged model").state_dict())
+    return {"tags": tags, "weights": None, "weights_sha256": sha256}
+
+
+def cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached copy on the CPU: endpoint weights kept for every alpha must not hold GPU memory."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def arch_of(spec: str, options: Mapping[str, str]) -> str:
+    """The architecture a ``NAME:ARG`` spec builds (a custom config's name, else ARG)."""
+    name, _, arg = spec.partition(":")
+    config = options.get("config")
+    return Path(config).stem if config else (arg or name)
+
+
+def weights_id(spec: str, options: Mapping[str, str]) -> str:
+    """A short, stable id of the weights a spec loads: the hash of its weights file, else of
+    the spec and its options (a pretrained tag or a built-in model names its weights)."""
+    import hashlib
+
+    from models.checkpoints import file_sha256
+
+    weights = options.get("weights")
+    if weights and Path(weights).is_file():
+        return file_sha256(weights)[:SHORT]
+    text = json.dumps({"model": spec, "options": {k: v for k, v in options.items() if k != "label"}}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:SHORT]
+
+
+def refuse_activation_mix(zeroshot: Classifier, other: Classifier, role: str) -> None:
+    """Both models of a weight-space merge must be built with one activation."""
+    a, b = zeroshot.describe().get("activation"), other.describe().get("activation")
+    if a and b and a != b:
+        raise ValueError(f"{role} {other.name} is built with {b} but the zero-shot model {zeroshot.name} with {a}; "
+                         "weights trained with different activations cannot be merged")
 
 
 def wiseft_tags(zeroshot_tags: list[str], finetuned_tags: list[str], alpha: float) -> list[str]:
@@ -70,32 +112,50 @@ class WiseFT:
     """Endpoints loaded once; ``classifier(alpha)`` reloads the shared module's weights.
 
     Each endpoint is ``(NAME:ARG, options)``: the zero-shot and the fine-tuned model are
-    usually built from different checkpoints (and often different factories)."""
+    usually built from different checkpoints (and often different factories). The fine-tuned
+    endpoint is built with the zero-shot model's activation (its state dict alone cannot say
+    it), and one that says otherwise is refused."""
 
     def __init__(self, zeroshot: tuple[str, dict[str, str]], finetuned: tuple[str, dict[str, str]]) -> None:
         self.zeroshot, self.finetuned = zeroshot, finetuned
         self._model: Classifier | None = None
         self._states: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
         self._tags: tuple[list[str], list[str]] = ([], [])
+        self._hashes: dict[float, str] = {}  # alpha -> sha256 of the merged weights, hashed once
+
+    def _finetuned_options(self, zs: Classifier) -> dict[str, str]:
+        spec, options = self.finetuned
+        activation = zs.describe().get("activation")
+        if activation and spec.partition(":")[0] in CLIP_FACTORIES:
+            given = options.get("activation")
+            if given and given != activation:
+                raise ValueError(f"--finetuned {spec}: activation={given}, but the zero-shot model is {activation} "
+                                 f"({zs.describe().get('activation_source')}); the two endpoints must share one")
+            return {**options, "activation": activation}
+        return options
 
     def _endpoints(self) -> tuple[Classifier, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
         if self._model is None or self._states is None:
             zs = _build(*self.zeroshot)
-            zs_state = {k: v.detach().clone() for k, v in _module(zs, "--zeroshot").state_dict().items()}
+            zs_state = cpu_copy(_module(zs, "--zeroshot").state_dict())
+            ft = _build(self.finetuned[0], self._finetuned_options(zs))
+            refuse_activation_mix(zs, ft, "the fine-tuned model")
             zs_tags = list(zs.describe().get("tags", []))
             del zs
-            ft = _build(*self.finetuned)
-            ft_state = {k: v.detach().clone() for k, v in _module(ft, "--finetuned").state_dict().items()}
+            ft_state = cpu_copy(_module(ft, "--finetuned").state_dict())
             self._model, self._states = ft, (zs_state, ft_state)
             self._tags = (zs_tags, list(ft.describe().get("tags", [])))
         return self._model, self._states
 
     def classifier(self, alpha: float) -> Classifier:
-        from models.merging import interpolate
+        from models.checkpoints import state_dict_sha256
+        from models.wiseft import wiseft_weights
 
         model, (zs, ft) = self._endpoints()
-        labels = (self.zeroshot[0], self.finetuned[0])
-        _load(_module(model, "wiseft"), interpolate(zs, ft, alpha, labels=labels), "wiseft")
+        merged = wiseft_weights(zs, ft, alpha, labels=(self.zeroshot[0], self.finetuned[0]))
+        if alpha not in self._hashes:
+            self._hashes[alpha] = state_dict_sha256(merged)  # on the CPU copy, once per alpha
+        _load(_module(model, "wiseft"), merged, "wiseft")
         return model
 
     def provenance(self, alpha: float) -> dict[str, Any]:
@@ -109,11 +169,13 @@ class WiseFT:
         }
 
     def describe(self, alpha: float, classifier: Classifier) -> dict[str, Any]:
-        return merged_description(classifier, wiseft_tags(*self._tags, alpha))
+        return merged_description(classifier, wiseft_tags(*self._tags, alpha), self._hashes.get(alpha))
 
 
-def wiseft_name(alpha: float) -> str:
-    return f"wiseft(alpha={alpha:g})"
+def wiseft_name(alpha: float, zeroshot: tuple[str, Mapping[str, str]], finetuned: tuple[str, Mapping[str, str]]) -> str:
+    """``wiseft:ARCH[zs HASH,ft HASH](alpha=A)``: the architecture and both endpoints' weights."""
+    arch = arch_of(*zeroshot)
+    return f"wiseft:{arch}[zs {weights_id(*zeroshot)},ft {weights_id(*finetuned)}](alpha={alpha:g})"
 
 
 def wiseft_sources(
@@ -124,31 +186,14 @@ def wiseft_sources(
     sources = []
     for alpha in alphas:
         identity = json.dumps({"wiseft": [list(zeroshot), list(finetuned)], "alpha": alpha}, sort_keys=True)
+        name = wiseft_name(alpha, zeroshot, finetuned)
         sources.append(
-            ModelSource(wiseft_name(alpha), identity, lambda a=alpha: sweep.classifier(a), sweep.provenance(alpha), lambda c, a=alpha: sweep.describe(a, c))
+            ModelSource(name, identity, lambda a=alpha: sweep.classifier(a), sweep.provenance(alpha), lambda c, a=alpha: sweep.describe(a, c))
         )
     return sources
 
 
 # -- soups --------------------------------------------------------------------------------
-
-
-def ingredient_files(paths: list[str]) -> list[Path]:
-    """Checkpoint files from files and folders (a folder contributes its checkpoints, sorted)."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix in CHECKPOINT_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"{p}: no checkpoints ({', '.join(CHECKPOINT_SUFFIXES)}) in this folder")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"ingredient {p} not found")
-    if len(set(f.resolve() for f in files)) != len(files):
-        raise ValueError("an ingredient is listed twice; each checkpoint may enter a soup once")
-    return files
 
 
 def file_identity(path: Path) -> list[Any]:
@@ -157,72 +202,62 @@ def file_identity(path: Path) -> list[Any]:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def checkpoint_names(model_keys: list[str], state_keys: list[str], source: str) -> dict[str, str]:
-    """For each of the model's parameter names, the checkpoint's name for it: the same name, or
-    the one name ending in ``.<name>`` (model soups save ``model.visual.*``, WiSE-FT
-    ``image_encoder.model.visual.*``; a text tower or other extra keys are left out)."""
-    present = set(state_keys)
-    out = {}
-    for key in model_keys:
-        if key in present:
-            out[key] = key
-            continue
-        hits = [k for k in state_keys if k.endswith("." + key)]
-        if len(hits) != 1:
-            found = "no parameter" if not hits else f"{len(hits)} parameters ({', '.join(hits[:3])})"
-            raise ValueError(
-                f"{source}: {found} for the model's {key!r}; soup ingredients must be checkpoints of the --model architecture"
-            )
-        out[key] = hits[0]
-    return out
+def soup_id(shas: list[str]) -> str:
+    """A short id of a set of ingredients (their content hashes, order-free)."""
+    import hashlib
 
-
-class Renamed(Mapping[str, torch.Tensor]):
-    """A checkpoint seen under the model's parameter names; tensors are read on access."""
-
-    def __init__(self, state: Mapping[str, torch.Tensor], names: dict[str, str]) -> None:
-        self.state, self.names = state, names
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self.state[self.names[key]]
-
-    def __iter__(self):
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
+    return hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()[:SHORT]
 
 
 class Soup:
     """The base model (architecture) with merged weights loaded; built lazily. Ingredients are
-    read under the base model's parameter names, whatever prefix their files use."""
+    read under the base model's parameter names, whatever prefix their files use
+    (``models.soups.view``), and named by their content hashes."""
 
-    def __init__(self, base: str, options: dict[str, str]) -> None:
+    def __init__(self, base: str, options: dict[str, str], files: list[Path]) -> None:
+        from models.checkpoints import file_sha256
+
         self.base, self.options = base, options
+        self.arch = arch_of(base, options)
+        self.shas = {f: file_sha256(f) for f in files}
         self._model: Classifier | None = None
 
     def _base(self) -> Classifier:
         if self._model is None:
-            self._model = _build(self.base, self.options)
+            model = _build(self.base, self.options)
+            self._check_activations(model)
+            self._model = model
         return self._model
 
-    def view(self, path: Path) -> Renamed:
-        """The ingredient file, lazily, under the base model's names."""
-        from models.checkpoints import LazyStateDict
+    def _check_activations(self, model: Classifier) -> None:
+        """Every ingredient whose own file says an activation must say the base's."""
+        from models.clip import check_same_activation
 
-        state = LazyStateDict(path)
-        keys = list(_module(self._base(), "soup").state_dict())
-        return Renamed(state, checkpoint_names(keys, list(state), str(path)))
+        info = model.describe()
+        if info.get("activation"):
+            for path, sha in self.shas.items():
+                check_same_activation((info["activation"], info.get("activation_source", "")), path, sha, info["arch"])
+
+    def view(self, path: Path):
+        """The ingredient file, lazily, under the base model's names."""
+        from models.soups import view
+
+        return view(path, list(_module(self._base(), "soup").state_dict()))
 
     def classifier(self, state: Mapping[str, torch.Tensor]) -> Classifier:
         model = self._base()
         _load(_module(model, "soup"), {k: state[k] for k in state}, "soup")
         return model
 
+    def name(self, kind: str, files: list[Path], detail: str) -> str:
+        """``KIND:ARCH[HASH](detail)``: what it is, of which architecture, from which weights."""
+        return f"{kind}:{self.arch}[{soup_id([self.shas[f] for f in files])}]({detail})"
+
     def ingredient(self, path: Path) -> ModelSource:
         identity = json.dumps({"base": self.base, "ingredient": file_identity(path), "options": self.options}, sort_keys=True)
         return ModelSource(
-            f"ingredient({path.stem})", identity, lambda: self.classifier(self.view(path)), {"ingredient": str(path)}, self.describe
+            self.name("ingredient", [path], path.name), identity, lambda: self.classifier(self.view(path)),
+            {"ingredient": str(path), "ingredient_sha256": self.shas[path]}, self.describe,
         )
 
     def describe(self, classifier: Classifier, soup: bool = False) -> dict[str, Any]:
@@ -230,15 +265,16 @@ class Soup:
         tags = list(classifier.describe().get("tags", []))
         return merged_description(classifier, [*tags, "soup"] if soup and "soup" not in tags else tags)
 
-    def of(self, name: str, files: list[Path], extra: dict[str, Any]) -> ModelSource:
+    def of(self, recipe: str, files: list[Path], extra: dict[str, Any]) -> ModelSource:
         from models.merging import average
+        from models.soups import ingredient_entry
 
         identity = json.dumps({"base": self.base, "soup": [file_identity(f) for f in files], "options": self.options}, sort_keys=True)
         return ModelSource(
-            name,
+            self.name("soup", files, f"{recipe},n={len(files)}"),
             identity,
             lambda: self.classifier(average([self.view(f) for f in files])),
-            {"ingredients": [str(f) for f in files], **extra},
+            {"ingredients": [ingredient_entry(f, self.shas[f]) for f in files], **extra},
             lambda c: self.describe(c, soup=True),
         )
 
@@ -258,20 +294,25 @@ def held_out_score(engine: Engine, source: ModelSource, held_out: str) -> float:
 WEIGHTED_FACTORIES = frozenset({"clip", "finetuned", "timm", "torchvision"})
 
 
-def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, config: RunConfig) -> list[ModelSource]:
+def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, config: RunConfig,
+                 world: Any = None) -> list[ModelSource]:
     """The soup to report: uniform over all ingredients, or greedy on ``held_out``.
 
     Greedy selection runs every ingredient and every candidate as a cell on the held-out
-    shift (resumable, cached images), and writes its decisions to ``soups/greedy.json``."""
+    shift (resumable, cached images; on every rank of a torchrun ``world``), and writes its
+    decisions to ``soups/greedy.json``, naming each ingredient by file name and sha256 so
+    ``shiftbench merge --method greedy`` rebuilds the same soup from it."""
+    from models.soups import ingredient_entry, list_ingredients
+
     if len(config.models) != 1:
         raise ValueError("a soup needs exactly one --model NAME:ARG giving the architecture the ingredients load into")
-    files = ingredient_files(ingredients)
+    files = list_ingredients(ingredients)
     base, options = config.model_specs()[0]
     if base.partition(":")[0] in WEIGHTED_FACTORIES and "weights" not in options:
         options = {**options, "weights": str(files[0])}  # any ingredient builds the architecture
-    soup = Soup(base, options)
+    soup = Soup(base, options, files)
     if recipe == "uniform":
-        return [soup.of("soup(uniform)", files, {"recipe": "uniform"})]
+        return [soup.of("uniform", files, {"recipe": "uniform"})]
     if not held_out:
         raise ValueError("--recipe greedy needs --held-out SHIFT (held-out ID data, e.g. imagenet-heldout)")
     from harness.engine.run import plan_tasks, run_specs
@@ -284,11 +325,16 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         )
     from models.merging import greedy_soup
 
+    if world is None:  # the selection runs on every rank torchrun started, as the run itself does
+        from harness.engine.distributed import World
+        from harness.engine.predict import resolve_device
+
+        world = World.from_env(resolve_device(config.device).type)
     select_config = dataclasses.replace(config, shifts=(held_out,))
-    engine = Engine(select_config, log=RunLog(config.json))
-    by_name = {f.stem: f for f in files}
+    engine = Engine(select_config, log=RunLog(config.json), world=world)
+    by_name = {f.name: f for f in files}
     if len(by_name) != len(files):
-        raise ValueError("ingredient files must have distinct names (they name the cells)")
+        raise ValueError("ingredient files must have distinct file names (records name them)")
     scores = {name: held_out_score(engine, soup.ingredient(f), held_out) for name, f in by_name.items()}
 
     order = sorted(by_name, key=lambda n: -scores[n])  # greedy_soup's order (stable on ties)
@@ -299,19 +345,23 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         name = order[len(tried)]
         tried.append(name)
         names = [*kept, name]
-        identity = json.dumps({"base": soup.base, "soup": [file_identity(by_name[n]) for n in names], "options": soup.options}, sort_keys=True)
-        source = ModelSource(f"candidate({'+'.join(names)})", identity, lambda: soup.classifier(state), {"candidate": names}, lambda c: soup.describe(c, soup=True))
+        chosen = [by_name[n] for n in names]
+        identity = json.dumps({"base": soup.base, "soup": [file_identity(f) for f in chosen], "options": soup.options}, sort_keys=True)
+        source = ModelSource(soup.name("candidate", chosen, f"n={len(names)}"), identity, lambda: soup.classifier(state),
+                             {"candidate": names}, lambda c: soup.describe(c, soup=True))
         score = held_out_score(engine, source, held_out)
         if score > best[0]:
             kept.append(name)
             best[0] = score
         return score
 
-    _, record = greedy_soup({n: soup.view(by_name[n]) for n in order}, scores, evaluate_next, held_out)
+    entries = {n: ingredient_entry(f, soup.shas[f]) for n, f in by_name.items()}
+    _, record = greedy_soup({n: soup.view(by_name[n]) for n in order}, scores, evaluate_next, held_out, entries=entries)
     if record.accepted != kept:
         raise AssertionError(f"greedy soup bookkeeping diverged: {record.accepted} vs {kept}")
     path = Path(config.run_dir) / "soups" / "greedy.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(record.to_dict(), indent=2) + "\n")
+    if engine.world.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(record.to_dict(), indent=2) + "\n")
     chosen = [by_name[n] for n in record.accepted]
-    return [soup.of("soup(greedy)", chosen, {"recipe": "greedy", "held_out": held_out, "record": str(path)})]
+    return [soup.of("greedy", chosen, {"recipe": "greedy", "held_out": held_out, "record": str(path)})]

@@ -33,11 +33,12 @@ def test_wiseft_makes_one_cell_per_alpha_with_interpolated_weights(tmp_path, dat
     assert main([*args, *engine_flags(data, run_dir)]) == 0
     store = RunDir(run_dir)
     rows = store.read_results()
-    assert [r.model for r in rows] == ["wiseft(alpha=0)", "wiseft(alpha=0.5)", "wiseft(alpha=1)"]
+    name = wiseft_label("zs", "ft")
+    assert [r.model for r in rows] == [name(0), name(0.5), name(1)]
     zs, ft = (np.asarray(LINEAR_WEIGHTS[k][0]) for k in ("zs", "ft"))
     zb, fb = (np.asarray(LINEAR_WEIGHTS[k][1]) for k in ("zs", "ft"))
     for alpha in (0.0, 0.5, 1.0):
-        preds = Predictions.load(store.predictions_path(f"wiseft(alpha={alpha:g})", "toy"))
+        preds = Predictions.load(store.predictions_path(name(alpha), "toy"))
         want = expected_logits(data, (1 - alpha) * zs + alpha * ft, (1 - alpha) * zb + alpha * fb)
         np.testing.assert_allclose(preds.logits.astype(np.float64), want, atol=2e-3)
     assert rows[1].provenance["model"]["alpha"] == 0.5
@@ -54,9 +55,36 @@ def test_wiseft_makes_one_cell_per_alpha_with_interpolated_weights(tmp_path, dat
     capsys.readouterr()
     assert main([*args[:-4], "--alphas", "0:1:0.25", "--shifts", "toy", *engine_flags(data, run_dir)]) == 0
     table = capsys.readouterr().out.splitlines()[1:]
-    assert [line.split()[0] + " " + line.split()[-1] for line in table] == [
-        "wiseft(alpha=0) skipped", "wiseft(alpha=0.25) new", "wiseft(alpha=0.5) skipped", "wiseft(alpha=0.75) new", "wiseft(alpha=1) skipped",
-    ]  # fmt: skip
+    assert [line.split()[-1] for line in table] == ["skipped", "new", "skipped", "new", "skipped"]
+    assert [line.startswith(name(a)) for a, line in zip((0, 0.25, 0.5, 0.75, 1), table, strict=True)] == [True] * 5
+
+
+def wiseft_label(zs: str, ft: str):
+    """The default name of a WiSE-FT cell of the linear doubles ``zs`` and ``ft``, by alpha."""
+    from harness.engine.sweeps import wiseft_name
+
+    return lambda alpha: wiseft_name(alpha, (f"linear:{zs}", {}), (f"linear:{ft}", {}))
+
+
+def test_two_wiseft_sweeps_of_different_checkpoints_get_different_names(tmp_path, data):
+    """Names carry the architecture and both endpoints' weights hashes, stable across runs."""
+    from harness.engine.sweeps import wiseft_name
+
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    paths = [save_ingredient(ckpts / f"ft{i}.safetensors", *LINEAR_WEIGHTS[k]) for i, k in enumerate(("ft", "zs"))]
+    run_dir = tmp_path / "two"
+    for path in paths:
+        args = ["wiseft", "--zeroshot", "linear:zs", "--finetuned", "linear:ft", "--finetuned-arg", f"weights={path}",
+                "--alphas", "0.5", "--shifts", "toy"]
+        assert main([*args, *engine_flags(data, run_dir)]) == 0
+    names = [r.model for r in RunDir(run_dir).read_results()]
+    assert len(names) == 2 and names[0] != names[1]
+    from models.checkpoints import file_sha256
+
+    for name, path in zip(names, paths, strict=True):
+        assert name.startswith("wiseft:zs[zs ") and f",ft {file_sha256(path)[:8]}](alpha=0.5)" in name
+    assert names[0] == wiseft_name(0.5, ("linear:zs", {}), ("linear:ft", {"weights": str(paths[0])}))  # stable
 
 
 def save_ingredient(path: Path, weight, bias) -> Path:
@@ -74,9 +102,9 @@ def test_uniform_soup_averages_every_ingredient(tmp_path, data):
     assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--recipe", "uniform", "--shifts", "toy", *engine_flags(data, run_dir)]) == 0
     store = RunDir(run_dir)
     (row,) = store.read_results()
-    assert row.model == "soup(uniform)"
-    assert [Path(p).name for p in row.provenance["model"]["ingredients"]] == ["m0.safetensors", "m1.safetensors", "m2.safetensors"]
-    preds = Predictions.load(store.predictions_path("soup(uniform)", "toy"))
+    assert row.model.startswith("soup:zs[") and row.model.endswith("](uniform,n=3)")
+    assert [i["file"] for i in row.provenance["model"]["ingredients"]] == ["m0.safetensors", "m1.safetensors", "m2.safetensors"]
+    preds = Predictions.load(store.predictions_path(row.model, "toy"))
     w = np.mean([np.asarray(w) for w, _ in ws], axis=0)
     b = np.mean([np.asarray(b) for _, b in ws], axis=0)
     np.testing.assert_allclose(preds.logits.astype(np.float64), expected_logits(data, w, b), atol=2e-3)
@@ -117,12 +145,36 @@ def test_greedy_soup_selects_on_held_out_data_and_records_its_decisions(tmp_path
     assert main([*base, "--held-out", "toy-heldout"]) == 0
     record = json.loads((run_dir / "soups" / "greedy.json").read_text())
     assert order == ["b", "c", "d", "a"] and kept == ["b", "a"]
-    assert record["order"] == order
-    assert record["accepted"] == kept
-    assert record["individual_scores"] == pytest.approx(scores)
+    files = [f"{n}.safetensors" for n in order]
+    assert record["order"] == files
+    assert record["accepted"] == [f"{n}.safetensors" for n in kept]
+    assert record["individual_scores"] == pytest.approx({f"{n}.safetensors": v for n, v in scores.items()})
+    from models.checkpoints import file_sha256
+
+    assert record["ingredients"]["a.safetensors"]["sha256"] == file_sha256(folder / "a.safetensors")
     rows = {(r.model, r.setting) for r in RunDir(run_dir).read_results()}
-    assert ("soup(greedy)", "toy-sub") in rows and ("soup(greedy)", "toy") in rows
-    assert {s for m, s in rows if m.startswith(("ingredient(", "candidate("))} == {"toy-heldout"}
+    (greedy,) = {m for m, _ in rows if m.startswith("soup:")}
+    assert greedy.endswith("(greedy,n=2)") and (greedy, "toy-sub") in rows and (greedy, "toy") in rows
+    assert {s for m, s in rows if m.startswith(("ingredient:", "candidate:"))} == {"toy-heldout"}
+
+    # `merge --method greedy` takes what `soup` wrote: bit-identical to merging the accepted list,
+    # even after the ingredients are moved and renamed (the record names them by sha256 too).
+    from safetensors.torch import load_file
+
+    out = tmp_path / "merged"
+    assert main(["merge", "--method", "greedy", "--selection", str(run_dir / "soups" / "greedy.json"),
+                 "--out", str(out / "greedy.safetensors"), str(folder)]) == 0
+    assert main(["merge", "--method", "uniform", "--out", str(out / "accepted.safetensors"),
+                 *[str(folder / f"{n}.safetensors") for n in kept]]) == 0
+    greedy_w, accepted_w = load_file(str(out / "greedy.safetensors")), load_file(str(out / "accepted.safetensors"))
+    assert greedy_w.keys() == accepted_w.keys() and all(torch.equal(greedy_w[k], accepted_w[k]) for k in greedy_w)
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    (moved / "b.safetensors").rename(moved / "renamed.safetensors")
+    assert main(["merge", "--method", "greedy", "--selection", str(run_dir / "soups" / "greedy.json"),
+                 "--out", str(out / "again.safetensors"), str(moved)]) == 0
+    again = load_file(str(out / "again.safetensors"))
+    assert all(torch.equal(again[k], accepted_w[k]) for k in accepted_w)
 
 
 def test_wiseft_cells_are_tagged_as_what_they_are():
@@ -146,7 +198,8 @@ def test_soup_ingredients_saved_under_a_prefix_load_under_the_models_names(tmp_p
                    f"{prefix}text.weight": torch.ones(2)}, str(folder / f"m{i}.safetensors"))  # fmt: skip
     run_dir = tmp_path / "soup"
     assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--shifts", "toy", *engine_flags(data, run_dir)]) == 0
-    preds = Predictions.load(RunDir(run_dir).predictions_path("soup(uniform)", "toy"))
+    (row,) = RunDir(run_dir).read_results()
+    preds = Predictions.load(RunDir(run_dir).predictions_path(row.model, "toy"))
     w = np.mean([np.asarray(w) for w, _ in ws], axis=0)
     b = np.mean([np.asarray(b) for _, b in ws], axis=0)
     np.testing.assert_allclose(preds.logits.astype(np.float64), expected_logits(data, w, b), atol=2e-3)
@@ -161,8 +214,8 @@ def test_an_ingredient_of_another_architecture_is_a_one_line_error(tmp_path, dat
     run_dir = tmp_path / "soup"
     assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--shifts", "toy", *engine_flags(data, run_dir)]) == 2
     assert (
-        f"{folder / 'm1.safetensors'}: 2 parameters (a.fc.weight, b.fc.weight) for the model's 'fc.weight'; "
-        "soup ingredients must be checkpoints of the --model architecture"
+        f"{folder / 'm1.safetensors'}: 2 parameters (a.fc.weight, b.fc.weight) for 'fc.weight'; "
+        "ingredients must be checkpoints of the same architecture"
     ) in capsys.readouterr().err
 
 
@@ -180,3 +233,75 @@ def test_a_soup_base_without_weights_is_built_from_the_first_ingredient(tmp_path
     own = RunConfig(models=("finetuned:ViT-B-32 weights=/ckpt/base.pt",), shifts=("toy",), cache_dir="")
     (source,) = soup_sources([str(folder)], "uniform", None, own)
     assert json.loads(source.identity)["options"] == {"weights": "/ckpt/base.pt"}
+
+
+def test_merged_weights_are_hashed_once_per_alpha_not_once_per_cell(tmp_path, data, monkeypatch):
+    """Each cell records the merged weights' hash; hashing is done once per alpha (on the CPU
+    copy being loaded), not once per shift (a device-to-host copy of the model each time)."""
+    import models.checkpoints as ck
+
+    calls = []
+    real = ck.state_dict_sha256
+    monkeypatch.setattr(ck, "state_dict_sha256", lambda state: calls.append(1) or real(state))
+    args = ["wiseft", "--zeroshot", "linear:zs", "--finetuned", "linear:ft", "--alphas", "0,1", "--shifts", "toy,toy-sub"]
+    assert main([*args, *engine_flags(data, tmp_path / "run")]) == 0
+    assert len(calls) == 2, f"{len(calls)} full-model hashes for 2 alphas"
+    rows = RunDir(tmp_path / "run").read_results()
+    assert len({r.provenance["model"]["weights_sha256"] for r in rows}) == 2  # per alpha, every setting
+
+
+def test_greedy_soup_selection_joins_the_torchrun_world(tmp_path, data, monkeypatch):
+    """The held-out selection Engine runs in the world the run joined (not World.single on every rank)."""
+    from doubles import toy_config
+
+    import harness.engine.sweeps as sweeps
+    from harness.engine.distributed import World
+
+    seen = {}
+
+    class SpyEngine:
+        def __init__(self, config, **kw):
+            seen.update(kw)
+            raise RuntimeError("stop")
+
+    monkeypatch.setattr(sweeps, "Engine", SpyEngine)
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for name in "ab":
+        save_file({"fc.weight": torch.zeros(4, 3), "fc.bias": torch.zeros(4)}, str(folder / f"{name}.safetensors"))
+    config = toy_config(data, models=("linear:zs",), shifts=("toy-sub",), run_dir=str(tmp_path / "run"))
+    world = World(1, 2)
+    with pytest.raises(RuntimeError, match="stop"):
+        sweeps.soup_sources([str(folder)], "greedy", "toy-heldout", config, world=world)
+    assert seen.get("world") is world
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop"):
+        sweeps.soup_sources([str(folder)], "greedy", "toy-heldout", config)
+    assert seen.get("world") == World.single()  # from the environment, as `shiftbench run` joins it
+
+
+def test_wiseft_endpoint_copies_stay_on_the_cpu_whatever_the_models_device(monkeypatch):
+    """The two endpoint state dicts kept for every alpha are CPU copies, so a model on a GPU
+    holds its weights once on the device, not three times. Without a GPU: the endpoints go
+    through ``cpu_copy``, which copies CPU tensors and moves device tensors to the CPU (a
+    ``meta`` tensor, having no data, cannot be moved: proof that it is not kept in place)."""
+    from doubles import LinearNet
+
+    import harness.engine.sweeps as sweeps
+
+    built, copied = [], []
+    real_copy = sweeps.cpu_copy
+
+    def build(spec, options):
+        built.append(LinearNet(*LINEAR_WEIGHTS[spec.partition(":")[2]], name=spec))
+        return built[-1]
+
+    monkeypatch.setattr(sweeps, "_build", build)
+    monkeypatch.setattr(sweeps, "cpu_copy", lambda state: copied.append(set(state)) or real_copy(state))
+    _, (zs, ft) = sweeps.WiseFT(("linear:zs", {}), ("linear:ft", {}))._endpoints()
+    assert copied == [{"fc.weight", "fc.bias"}] * 2
+    assert {t.device.type for t in (*zs.values(), *ft.values())} == {"cpu"}
+    assert all(zs[k].data_ptr() != v.data_ptr() for k, v in built[0].state_dict().items())  # copies, not views
+    with pytest.raises(NotImplementedError, match="meta"):
+        real_copy({"w": torch.empty(2, device="meta")})

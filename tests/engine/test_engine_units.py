@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from harness.api import PreprocessSpec
-from harness.cli.run import parse_alphas
 from harness.config import RunConfig, read_config_file, resolve
 from harness.engine.cache import ImageCache, cache_key
 from harness.engine.distributed import World, check_exactly_once
 from harness.engine.predict import BackoffForward
 from harness.engine.run import summary_table
+from models.wiseft import parse_alphas
 
 
 def test_precedence_is_defaults_then_file_then_command_line(tmp_path):

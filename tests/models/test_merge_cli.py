@@ -61,7 +61,7 @@ def test_bad_merges_are_one_line_errors_and_write_nothing(tmp_path, capsys):
     torch.save({"other": torch.zeros(1)}, tmp_path / "b.pt")
     out = tmp_path / "m.safetensors"
     cases = [
-        (["--method", "wiseft", "--alpha", "0.5", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")], "different parameter names"),
+        (["--method", "wiseft", "--alpha", "0.5", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")], "no parameter for 'model.visual.w'"),
         (["--method", "wiseft", str(tmp_path / "a.pt"), str(tmp_path / "a.pt")], "needs --alpha"),
         (["--method", "wiseft", "--alpha", "0.5", str(tmp_path / "a.pt")], "exactly two checkpoints"),
         (["--method", "uniform", "--alpha", "0.5", str(tmp_path / "a.pt")], "apply to --method wiseft"),
@@ -74,3 +74,67 @@ def test_bad_merges_are_one_line_errors_and_write_nothing(tmp_path, capsys):
     assert main(["merge", "--method", "uniform", "--out", str(tmp_path / "m.pt"), str(tmp_path / "a.pt")]) == 2
     assert "*.safetensors" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_greedy_record_of_tiny_clip_ingredients_rebuilds_the_same_soup(tiny_arch, tmp_path):
+    """model-soups ingredients (``model.*`` + head, torch and safetensors files): the record names
+    each by file name and sha256, and `merge --method greedy` on it equals merging the accepted list."""
+    from tiny_clip import TINY_CLIP, make_clip
+
+    from models.merging import greedy_soup
+    from models.soups import ingredient_entry, list_ingredients
+
+    folder = tmp_path / "ingredients"
+    folder.mkdir()
+    for i in range(3):
+        g = torch.Generator().manual_seed(i)
+        state = {f"model.{k}": v for k, v in make_clip(tiny_arch, i).state_dict().items()}
+        state |= {"classification_head.weight": torch.randn(4, TINY_CLIP["embed_dim"], generator=g),
+                  "classification_head.bias": torch.randn(4, generator=g)}
+        torch.save(state, folder / f"model_{i}.pt") if i % 2 else save_safetensors(state, folder / f"model_{i}.safetensors")
+    files = list_ingredients(str(folder))
+    names = {f.name: f for f in files}
+    scores = iter([0.9, 0.7])  # model_2 + model_1 improves, + model_0 does not
+    _, record = greedy_soup({n: str(f) for n, f in names.items()},
+                            {"model_0.safetensors": 0.5, "model_1.pt": 0.6, "model_2.safetensors": 0.8},
+                            lambda s: next(scores), "imagenet-heldout",
+                            entries={n: ingredient_entry(f) for n, f in names.items()})
+    record.save(tmp_path / "greedy.json")
+    assert record.accepted == ["model_2.safetensors", "model_1.pt"]
+    saved = json.loads((tmp_path / "greedy.json").read_text())
+    assert saved["ingredients"]["model_1.pt"]["file"] == "model_1.pt" and len(saved["ingredients"]["model_1.pt"]["sha256"]) == 64
+    assert main(["merge", "--method", "greedy", "--selection", str(tmp_path / "greedy.json"),
+                 "--out", str(tmp_path / "greedy.safetensors"), str(folder)]) == 0
+    assert main(["merge", "--method", "uniform", "--out", str(tmp_path / "list.safetensors"),
+                 str(folder / "model_2.safetensors"), str(folder / "model_1.pt")]) == 0
+    a, b = load_file(str(tmp_path / "greedy.safetensors")), load_file(str(tmp_path / "list.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (folder / "model_1.pt").write_bytes(b"changed")  # another file under the accepted name: refused
+    assert main(["merge", "--method", "greedy", "--selection", str(tmp_path / "greedy.json"),
+                 "--out", str(tmp_path / "x.safetensors"), str(folder)]) == 2
+
+
+def test_merge_wiseft_takes_the_pairs_the_wiseft_model_takes(tiny_arch, tmp_path):
+    """A model-soups zero-shot (``model.*``) and a WiSE-FT fine-tune (``image_encoder.model.*``):
+    the `wiseft` model accepts the pair, and so does `merge`, with the same weights."""
+    from tiny_clip import TINY_CLIP, images, make_clip
+
+    from models.clip import finetuned
+    from models.wiseft import wiseft
+
+    g = torch.Generator().manual_seed(0)
+    head = {"classification_head.weight": torch.randn(4, TINY_CLIP["embed_dim"], generator=g),
+            "classification_head.bias": torch.randn(4, generator=g)}
+    zs = {f"model.{k}": v for k, v in make_clip(tiny_arch, 1).state_dict().items()} | head
+    ft = {f"image_encoder.model.{k}": v for k, v in make_clip(tiny_arch, 2).state_dict().items()}
+    ft |= {k: v + 1 for k, v in head.items()}
+    save_safetensors(zs, tmp_path / "zs.safetensors")
+    torch.save(ft, tmp_path / "ft.pt")
+    out = tmp_path / "half.safetensors"
+    assert main(["merge", "--method", "wiseft", "--alpha", "0.5", "--out", str(out),
+                 str(tmp_path / "zs.safetensors"), str(tmp_path / "ft.pt")]) == 0
+    x = images(2)
+    model = wiseft(tiny_arch, zeroshot=str(tmp_path / "zs.safetensors"), finetuned=str(tmp_path / "ft.pt"),
+                   alpha="0.5", label_space="toy-4")
+    merged = finetuned(tiny_arch, weights=str(out), label_space="toy-4")
+    assert torch.equal(model.logits(x), merged.logits(x))

@@ -135,7 +135,7 @@ def test_parse_alphas():
     assert parse_alphas("1,0.5,0,0.5") == [0.0, 0.5, 1.0]
     with pytest.raises(ValueError, match="must be in"):
         parse_alphas("0:2:0.5")
-    with pytest.raises(ValueError, match="expected start:stop:step"):
+    with pytest.raises(ValueError, match="use START:STOP:STEP"):
         parse_alphas("a:b")
 
 

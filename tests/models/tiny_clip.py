@@ -3,7 +3,9 @@ the module has a name no other test folder uses)."""
 
 import torch
 
+# ``quick_gelu`` is stated, as a config for real weights must (or activation= must say it).
 TINY_CLIP = {
+    "quick_gelu": False,
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},

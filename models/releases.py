@@ -1,0 +1,93 @@
+"""Known weight releases, recognised by the sha256 of the file.
+
+A release fixes what a checkpoint alone cannot say: the activation it was trained with and
+the published accuracies it should reproduce. OpenAI's CLIP archives carry their full sha256
+in their download URLs, open_clip's own GitHub releases the first 8 hex digits of it in their
+file names; both are read from open_clip's pretrained table (the same checks open_clip's
+downloader makes), so nothing here is typed in by hand. Weights taken from the local Hugging
+Face cache with ``pretrained=TAG`` are the release of that tag.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+#: Head a published zero-shot figure was measured with (class names, templates): open_clip's
+#: benchmark and OpenAI's paper use OpenAI's ImageNet class names and 80 templates.
+STANDARD_HEAD = ("imagenet-1k", "openai-imagenet-80")
+_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+@dataclass(frozen=True)
+class Release:
+    """One published checkpoint: what it is, how it was trained, where its numbers are."""
+
+    arch: str
+    tag: str
+    sha256: str  # the full hash, or the prefix the publisher gives (open_clip: 8 hex digits)
+    activation: str  # "quickgelu" or "gelu"
+    published: str  # the model's name in the bundled testbed (``clip:ARCH@TAG``)
+    head: tuple[str, str] = STANDARD_HEAD
+
+    def matches(self, sha256: str) -> bool:
+        return bool(self.sha256) and sha256.lower().startswith(self.sha256)
+
+
+#: Releases added at run time (tests, or a project's own published models): sha256 -> Release.
+EXTRA: dict[str, Release] = {}
+
+
+def url_sha256(url: str) -> str | None:
+    """The checksum open_clip's downloader checks for ``url`` (full or prefix), if any."""
+    name = os.path.basename(url)
+    if "openaipublic" in url:
+        digest = url.split("/")[-2]
+    elif "mlfoundations" in url:
+        digest = os.path.splitext(name)[0].split("-")[-1]
+    else:
+        return None
+    return digest.lower() if _HEX.match(digest.lower()) else None
+
+
+def activation_of(arch: str, tag: str | None) -> str:
+    """The activation open_clip builds ``arch`` with for ``tag`` (a tag may force QuickGELU)."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch) or {}
+    quick = bool(cfg.get("quick_gelu"))
+    if tag:
+        quick = quick or bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu"))
+    return "quickgelu" if quick else "gelu"
+
+
+@lru_cache(maxsize=1)
+def open_clip_releases() -> tuple[Release, ...]:
+    """Every (architecture, tag) of open_clip's pretrained table whose file has a checksum."""
+    import open_clip
+
+    out = []
+    for arch, tag in open_clip.list_pretrained():
+        digest = url_sha256(open_clip.get_pretrained_cfg(arch, tag).get("url", ""))
+        if digest:
+            out.append(Release(arch, tag, digest, activation_of(arch, tag), f"clip:{arch}@{tag}"))
+    return tuple(out)
+
+
+def releases_for(sha256: str) -> list[Release]:
+    """Every known release whose checksum ``sha256`` has (one file may serve several
+    architecture names, e.g. ``ViT-B-32`` and ``ViT-B-32-quickgelu`` for OpenAI's)."""
+    return [r for r in (*EXTRA.values(), *open_clip_releases()) if r.matches(sha256)]
+
+
+def find_release(sha256: str, arch: str) -> Release | None:
+    """The release of a file, preferring the one listed under the architecture asked for."""
+    hits = releases_for(sha256)
+    return next((r for r in hits if r.arch == arch), hits[0] if hits else None)
+
+
+def tagged_release(arch: str, tag: str) -> Release:
+    """The release ``pretrained=TAG`` names (its weights come from that tag's own files)."""
+    return Release(arch, tag, "", activation_of(arch, tag), f"clip:{arch}@{tag}")

@@ -1,0 +1,111 @@
+"""The activation a CLIP checkpoint was trained with is always known, or the load is refused.
+
+A QuickGELU-trained state dict built with GELU runs and silently loses accuracy, so a config
+that does not say (like open_clip's ``ViT-B-32``) needs the archive, ``-quickgelu``, a
+pretrained tag, a known release's hash or ``activation=``."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_clip import TINY_CLIP, images
+
+from models.checkpoints import file_sha256, save_safetensors
+from models.clip import clip, create_open_clip, finetuned, register_config
+from models.releases import EXTRA, Release
+from models.soups import soup
+from models.wiseft import wiseft
+
+
+@pytest.fixture(scope="module")
+def plain_arch(tmp_path_factory):
+    """A config that, like open_clip's ViT-B-32, does not say which activation it was trained with."""
+    path = tmp_path_factory.mktemp("cfg") / "tiny-plain.json"
+    path.write_text(json.dumps({k: v for k, v in TINY_CLIP.items() if k != "quick_gelu"}))
+    return register_config(path)
+
+
+@pytest.fixture(scope="module")
+def quick_model(plain_arch):
+    """The reference: the architecture built with QuickGELU, as OpenAI's CLIP was trained."""
+    torch.manual_seed(7)
+    model = create_open_clip(plain_arch, activation="quickgelu")
+    assert any(type(m).__name__ == "QuickGELU" for m in model.modules())
+    return model
+
+
+def _wiseft_checkpoint(model, path):
+    """WiSE-FT's ImageClassifier layout: image_encoder.model.* plus classification_head.*"""
+    g = torch.Generator().manual_seed(3)
+    head_w, head_b = torch.randn(4, TINY_CLIP["embed_dim"], generator=g), torch.randn(4, generator=g)
+    state = {f"image_encoder.model.{k}": v for k, v in model.state_dict().items()}
+    save_safetensors({**state, "classification_head.weight": head_w, "classification_head.bias": head_b}, path)
+    return head_w, head_b
+
+
+def test_a_quickgelu_state_dict_without_an_activation_is_refused_naming_both(plain_arch, quick_model, tmp_path):
+    _wiseft_checkpoint(quick_model, tmp_path / "ft.safetensors")
+    torch.save(quick_model.state_dict(), tmp_path / "zs.pt")
+    for build in (lambda: finetuned(plain_arch, weights=str(tmp_path / "ft.safetensors"), label_space="toy-4"),
+                  lambda: clip(plain_arch, weights=str(tmp_path / "zs.pt"), templates="simple-imagenet-7"),
+                  lambda: soup(plain_arch, ingredients=str(tmp_path / "ft.safetensors"), label_space="toy-4"),
+                  lambda: wiseft(plain_arch, zeroshot=str(tmp_path / "zs.pt"), finetuned=str(tmp_path / "ft.safetensors"),
+                                 templates="simple-imagenet-7", label_space="toy-4")):
+        with pytest.raises(ValueError, match=r"cannot tell whether these weights were trained with QuickGELU.*"
+                                             r"activation=quickgelu or --model-arg activation=gelu"):
+            build()
+    with pytest.raises(ValueError, match=r"activation='relu': expected one of quickgelu, gelu"):
+        finetuned(plain_arch, weights=str(tmp_path / "ft.safetensors"), label_space="toy-4", activation="relu")
+
+
+def test_with_the_activation_it_gives_the_reference_models_logits(plain_arch, quick_model, tmp_path):
+    head_w, head_b = _wiseft_checkpoint(quick_model, tmp_path / "ft.safetensors")
+    x = images(3)
+    with torch.no_grad():
+        reference = F.linear(F.normalize(quick_model.visual(x).float(), dim=-1), head_w, head_b)
+    right = finetuned(plain_arch, weights=str(tmp_path / "ft.safetensors"), label_space="toy-4", activation="quickgelu")
+    assert torch.equal(right.logits(x), reference)
+    assert right.describe()["activation"] == "quickgelu"
+    assert right.describe()["activation_source"] == "activation=quickgelu"
+    wrong = finetuned(plain_arch, weights=str(tmp_path / "ft.safetensors"), label_space="toy-4", activation="gelu")
+    assert not torch.allclose(wrong.logits(x), reference, atol=1e-4)  # the trap is real: GELU runs, differently
+
+
+def test_a_known_release_hash_says_the_activation(plain_arch, quick_model, tmp_path, monkeypatch):
+    torch.save(quick_model.state_dict(), tmp_path / "release.pt")
+    sha = file_sha256(tmp_path / "release.pt")
+    monkeypatch.setitem(EXTRA, sha, Release(plain_arch, "tiny", sha, "quickgelu", f"clip:{plain_arch}@tiny"))
+    model = clip(plain_arch, weights=str(tmp_path / "release.pt"), templates="simple-imagenet-7")
+    d = model.describe()
+    assert d["activation"] == "quickgelu" and "known release" in d["activation_source"]
+    assert d["release"]["name"] == f"clip:{plain_arch}@tiny"
+    assert d["release"]["published"] is None  # measured with another head than the published figures
+    with pytest.raises(ValueError, match=r"contradictory \(the known release .* says quickgelu; activation=gelu says gelu\)"):
+        clip(plain_arch, weights=str(tmp_path / "release.pt"), templates="simple-imagenet-7", activation="gelu")
+
+
+def test_openai_releases_come_from_open_clips_download_urls():
+    from models.releases import find_release, open_clip_releases
+
+    vit_b_32 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+    release = find_release(vit_b_32, "ViT-B-32")
+    assert (release.arch, release.tag, release.activation) == ("ViT-B-32", "openai", "quickgelu")
+    assert find_release(vit_b_32, "ViT-B-32-quickgelu").published == "clip:ViT-B-32-quickgelu@openai"
+    assert find_release("0" * 64, "ViT-B-32") is None
+    laion = [r for r in open_clip_releases() if r.published == "clip:ViT-B-32@laion2b_e16"]
+    assert laion and laion[0].sha256 == "af8dbd0c" and laion[0].activation == "gelu"
+
+
+def test_wiseft_endpoints_with_different_activations_are_refused(plain_arch, quick_model, tmp_path, monkeypatch):
+    _wiseft_checkpoint(quick_model, tmp_path / "zs.pt")
+    _wiseft_checkpoint(create_open_clip(plain_arch, activation="quickgelu"), tmp_path / "ft.safetensors")
+    sha = file_sha256(tmp_path / "ft.safetensors")
+    monkeypatch.setitem(EXTRA, sha, Release(plain_arch, "gelu-ft", sha, "gelu", "finetuned:gelu"))
+    with pytest.raises(ValueError, match=r"ft.safetensors: the known release .* says gelu, but the zero-shot model is quickgelu"):
+        wiseft(plain_arch, zeroshot=str(tmp_path / "zs.pt"), finetuned=str(tmp_path / "ft.safetensors"),
+               label_space="toy-4", activation="quickgelu")
+    monkeypatch.delitem(EXTRA, sha)
+    ok = wiseft(plain_arch, zeroshot=str(tmp_path / "zs.pt"), finetuned=str(tmp_path / "ft.safetensors"),
+                label_space="toy-4", activation="quickgelu")
+    assert ok.describe()["activation"] == "quickgelu"
