@@ -291,6 +291,9 @@ ENGINE_VALUES = {
 }
 
 
+#: Tags of engine rows whose known release was checked against its published figure.
+PUBLISHED_TAGS = {"reproduces": "reproduces-published", "differs": "differs-from-published"}
+
 #: Protocol entry of an engine row scored on fewer images than the shift publishes
 #: (``--allow-incomplete`` or ``--skip-bad-images``): "n of n_expected".
 INCOMPLETE = "images"
@@ -349,6 +352,9 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
         if norm is None:
             continue
         setting, protocol, tags = norm
+        verdict = ((res.provenance or {}).get("published_check") or {}).get("verdict")
+        if verdict in PUBLISHED_TAGS:
+            tags = [*tags, PUBLISHED_TAGS[verdict]]
         if res.n_expected and res.n < res.n_expected:
             protocol = {**protocol, INCOMPLETE: f"{res.n} of {res.n_expected}"}
         rows.append(make_row(source, res.model, setting, acc, res.n or None, protocol, tags))

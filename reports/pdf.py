@@ -140,6 +140,22 @@ def _fmt_pct(v: float | None) -> str:
     return "   -  " if v is None or not np.isfinite(v) else f"{100 * v:6.2f}"
 
 
+def fit(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, cut in the middle: a derived model's name keeps both its
+    architecture and its alpha or recipe (``wiseft:ViT-B-32[zs …](alpha=0.5)``)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "~" + text[len(text) - (width - 1 - head):]
+
+
+def published_mark(tags, mark: str) -> str:
+    """'! ' when any row of the model failed its published check, else '= ' when one passed."""
+    if mark == "! " or "differs-from-published" in tags:
+        return "! "
+    return "= " if mark == "= " or "reproduces-published" in tags else ""
+
+
 def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_sources: set[str] = frozenset()) -> None:
     """Per highlighted model: ID accuracy, each OOD accuracy and ER [interval], average ER."""
     shifts = [s for s in SHIFTS if any(g.shift == s for g in groups)]
@@ -149,6 +165,7 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_s
             if not (p.preferred and hl[gi][i]):
                 continue
             r = rows.setdefault((p.source, p.model), {})
+            r["mark"] = published_mark(p.tags, r.get("mark", ""))
             if g.x_setting == "imagenet":
                 r["id"] = p.x
             er = None if g.er is None else (g.er[i], g.er_low[i], g.er_high[i])
@@ -161,7 +178,7 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_s
     lines = []
     def order(kv):
         (src, _), r = kv
-        ers = [v[1][0] for k, v in r.items() if k != "id" and v[1]]
+        ers = [v[1][0] for k, v in r.items() if k not in ("id", "mark") and v[1]]
         return (src not in user_sources, -np.mean(ers) if ers else np.inf)
 
     for (src, model), r in sorted(rows.items(), key=order):
@@ -177,14 +194,15 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_s
                 ers.append(er[0])
                 cells.append(f"{_fmt_pct(y)} {100 * er[0]:+5.1f} [{100 * er[1]:+.1f},{100 * er[2]:+.1f}]".rjust(24))
         avg = f"{100 * np.mean(ers):+7.2f}" if ers else f"{'-':>7}"
-        lines.append(f"{model[:42]:<42} {src[:12]:<12} {_fmt_pct(r.get('id'))} " + " ".join(cells) + f" {avg}")
+        lines.append(f"{fit(r['mark'] + model, 42):<42} {src[:12]:<12} {_fmt_pct(r.get('id'))} " + " ".join(cells) + f" {avg}")
     per_page = -(-len(lines) // -(-len(lines) // TABLE_ROWS))  # balanced: no near-empty last page
     pages = [lines[i : i + per_page] for i in range(0, len(lines), per_page)]
     for k, chunk in enumerate(pages, start=1):
         body = "\n".join([head, sub, "-" * len(head), *chunk])
         if k == len(pages):
             body += ("\n\nAccuracies in %, ER in accuracy points; 'no fit': no baseline under that source's protocol "
-                     "(see the title page). ID = full ImageNet val. Your results first, then by average ER.")
+                     "(see the title page). ID = full ImageNet val. Your results first, then by average ER. "
+                     "'= ' before a name: a known release that reproduces its published figures; '! ': one that does not.")
         _text_page(pdf, f"Summary of highlighted models ({k}/{len(pages)})", body, LANDSCAPE, 5.9, "monospace")
 
 

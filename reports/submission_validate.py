@@ -56,6 +56,9 @@ class Validation:
     failures: list[Failure] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Score] = field(default_factory=dict)
+    #: setting -> the claimed release's published figure against the recomputed top-1
+    #: (``harness.engine.published``): shown as a mark, never a reason to reject.
+    published: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +135,22 @@ class _Check:
             self.against_data(Path(data_root))
         self.required_shifts()  # after the data completed the specs (ObjectNet: imagenet@objectnet)
         self.rows_consistent()
+        self.published_checks()
+
+    def published_checks(self) -> None:
+        """Compare the recomputed scores with the published figures of the release the rows name."""
+        import dataclasses
+
+        from harness.engine.published import published_check
+
+        for r in self.rows:
+            score = self.v.scores.get(r.setting)
+            if score is None:
+                continue
+            scored = dataclasses.replace(r, n=score.n, metrics={"top1": score.top1})
+            check = published_check((r.provenance or {}).get("model") or {}, scored)
+            if check is not None:
+                self.v.published[r.setting] = check
 
     def manifest(self, members: dict[str, bytes]) -> bool:
         if MANIFEST not in members:

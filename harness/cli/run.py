@@ -162,7 +162,8 @@ def execute(config: Any, sources: list[Any]) -> int:
             log.event("summary", rows=summary)
         else:
             print(summary_table(summary, all_metric_names(summary)))
-        status = alarm_near_chance(config, {s.name for s in sources}, log)
+        status = max(alarm_near_chance(config, {s.name for s in sources}, log),
+                     alarm_published(config, {s.name for s in sources}, log))
     world.close()
     return status
 
@@ -179,6 +180,19 @@ def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
         log.event("near_chance", f"WARNING: {message}", detail=message)
         if config.json:
             print(f"WARNING: {message}", file=sys.stderr)
+    return 3 if messages else 0
+
+
+def alarm_published(config: Any, models: set[str], log: Any) -> int:
+    """Exit status 3 (results kept) when a known release does not reproduce its published figure."""
+    from harness.engine.published import mismatches
+    from harness.engine.store import RunDir
+
+    messages = mismatches([r for r in RunDir(config.run_dir).read_results() if r.model in models])
+    for message in messages:
+        log.event("published_mismatch", message, detail=message)
+        if config.json:
+            print(message, file=sys.stderr)
     return 3 if messages else 0
 
 

@@ -28,6 +28,7 @@ from harness import __version__
 from harness.api import Classifier, ClassMap, Predictions, Result, Shift, ShiftSpec, id_view_setting
 from harness.config import LABEL_OPTION, RunConfig
 from harness.engine.distributed import World
+from harness.engine.published import describe_check, with_published_check
 from harness.engine.store import RunDir
 
 
@@ -363,9 +364,14 @@ class Engine:
                 **{k: v for k, v in stats.items()},
             }
             row = make_result(model.name, task, scored, self.spec(task.shift), scored_spec, metrics, groups, sha, provenance, self.expected_size(task.shift))
+            row = with_published_check(row)
             rows.append(row)
-            self.summary.append({"model": model.name, "setting": task.setting, "status": "new", "n": row.n, **row.metrics, "images_per_s": stats.get("images_per_s")})
+            check = row.provenance.get("published_check")
+            self.summary.append({"model": model.name, "setting": task.setting, "status": "new", "n": row.n, **row.metrics,
+                                 "images_per_s": stats.get("images_per_s"), **({"published": check["verdict"]} if check else {})})
             self.log.event("scored", "", model=model.name, setting=task.setting, n=row.n, metrics=row.metrics)
+            if check:
+                self.log.event("published_check", describe_check(model.name, task.setting, check), model=model.name, setting=task.setting, check=check)
         self.run_dir.append_results(rows)
 
 
@@ -455,9 +461,9 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
             raise ValueError(f"{path}: changed since it was scored (sha256 differs); rerun the cell instead of rescoring")
         task = task_of_row(row, run_dir.results_path)
         scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
-        out.append(
+        out.append(with_published_check(
             make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance), row.n_expected)
-        )
+        ))
     run_dir.write_results(out)
     return out
 

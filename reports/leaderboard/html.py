@@ -45,6 +45,12 @@ def link(url: Any, text: Any) -> str:
     return esc(text)
 
 
+def _published(e: Entry) -> str:
+    """The "reproduces published" mark after a model's name ('' for no known release)."""
+    mark = e.published_mark()
+    return f' <span class="pub {esc(e.published)}">({esc(mark)})</span>' if mark else ""
+
+
 def method_text(card: dict) -> str:
     m = card.get("method", {})
     kind = m.get("kind", "")
@@ -90,7 +96,7 @@ def table_html(table: Table) -> str:
         cells = [
             f'<td data-v="{num(e.rank_er)}">{esc(e.rank_text("er"))}</td>',
             f'<td data-v="{e.rank_ood}">{esc(e.rank_text("ood"))}</td>',
-            f'<td class="t" data-v="{esc(e.card["name"])}"><a href="entries/{e.id}.html">{esc(e.card["name"])}</a></td>',
+            f'<td class="t" data-v="{esc(e.card["name"])}"><a href="entries/{e.id}.html">{esc(e.card["name"])}</a>{_published(e)}</td>',
             f'<td class="t">{esc(method_text(e.card))}</td>',
             f'<td class="t">{"yes" if e.card.get("extra_data") else "no"}</td>',
             f'<td data-v="{num(e.avg_er)}">{pct(e.avg_er, e.avg_er_half)}</td>',

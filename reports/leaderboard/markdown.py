@@ -40,7 +40,7 @@ def table_md(t: Table) -> str:
         row = [
             e.rank_text("er"),
             e.rank_text("ood"),
-            cell(e.card["name"]),
+            cell(e.card["name"]) + (f" ({e.published_mark()})" if e.published else ""),
             cell(method_text(e.card)),
             "yes" if e.card.get("extra_data") else "no",
             pct(e.avg_er, e.avg_er_half),

@@ -50,6 +50,12 @@ class Entry:
     rank_ood: int = 0
     rank_er_range: tuple[int, int] | None = None  # ranks the 95% intervals allow
     rank_ood_range: tuple[int, int] = (0, 0)
+    published: str | None = None  # "reproduces" / "differs": the release's published figures
+
+    def published_mark(self) -> str:
+        """'reproduces published' when every recomputed score is within tolerance of the
+        published figures of the release the submission is; '' when it is no known release."""
+        return {"reproduces": "reproduces published", "differs": "differs from published"}.get(self.published or "", "")
 
     def rank_text(self, which: str) -> str:
         """'2 (1-3)': the rank and the range of ranks its interval allows; '–' when unranked."""
@@ -113,8 +119,11 @@ def make_entry(
         sx, sy = v.scores[id_setting], v.scores[shift]
         points[shift] = ShiftPoint(shift, id_setting, sx.top1, sx.n, sy.top1, sy.n)
     id_scores = {s: (v.scores[s].top1, v.scores[s].n) for s in id_shifts}
+    verdicts = {c["verdict"] for c in v.published.values()}
+    published = ("differs" if "differs" in verdicts else "reproduces") if verdicts else None
     return Entry(
-        entry_id, v.path.name, v.manifest["model"], v.manifest["card"], protocol, id_scores, points
+        entry_id, v.path.name, v.manifest["model"], v.manifest["card"], protocol, id_scores, points,
+        published=published,
     )
 
 

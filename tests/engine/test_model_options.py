@@ -87,8 +87,11 @@ def test_wiseft_endpoints_take_their_own_checkpoints(tmp_path, data):
     store = RunDir(run_dir)
     _, rgb = mean_rgb(data, "toy")
     (zw, zb), (fw, fb) = ((np.asarray(w), np.asarray(b)) for w, b in (LINEAR_WEIGHTS["zs"], LINEAR_WEIGHTS["ft"]))
+    from harness.engine.sweeps import wiseft_name
+
     for alpha in (0.0, 0.5, 1.0):
-        preds = Predictions.load(store.predictions_path(f"wiseft(alpha={alpha:g})", "toy"))
+        name = wiseft_name(alpha, ("linear:net", {"weights": "zs"}), ("linear:net", {"weights": "ft"}))
+        preds = Predictions.load(store.predictions_path(name, "toy"))
         want = rgb @ ((1 - alpha) * zw + alpha * fw).T + (1 - alpha) * zb + alpha * fb
         np.testing.assert_allclose(preds.logits.astype(np.float64), want, atol=2e-3)
     row = store.read_results()[0]

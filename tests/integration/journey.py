@@ -109,7 +109,7 @@ def write_checkpoints(folder: Path, data: Path) -> dict[str, Path]:
     random_head = {"classification_head.weight": torch.randn(1000, 16, generator=g),
                    "classification_head.bias": torch.zeros(1000)}  # fmt: skip
     save_file(tower | random_head, str(folder / "probe.safetensors"))
-    clf = finetuned("journey-clip", weights=str(folder / "probe.safetensors"))
+    clf = finetuned("journey-clip", weights=str(folder / "probe.safetensors"), activation="gelu")
     keys = (data / "imagenet" / "heldout_keys.txt").read_text().split()[:HELD_OUT_CLASSES]
     (data / "imagenet" / "heldout_keys.txt").write_text("".join(k + "\n" for k in keys))
     transform = eval_transform(clf.preprocess_spec)
@@ -151,7 +151,8 @@ class Journey:
                 "--cache-dir", str(self.root / "image-cache")]  # fmt: skip
 
     def clip_args(self) -> list[str]:
-        return ["--model-arg", f"config={self.ckpt['config']}"]
+        # the config, like open_clip's ViT-B-32, does not say its activation; these weights are GELU
+        return ["--model-arg", f"config={self.ckpt['config']}", "--model-arg", "activation=gelu"]
 
 
 def build(root: Path) -> Journey:

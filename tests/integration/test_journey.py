@@ -53,6 +53,16 @@ def by_setting(run_dir: Path, model: str) -> dict[str, dict]:
     return {r["setting"]: r for r in rows_of(run_dir) if r["model"] == model}
 
 
+def named(run_dir: Path, prefix: str, suffix: str) -> str:
+    """The one model of ``run_dir`` named ``prefix...suffix`` (default names carry weights hashes)."""
+    (name,) = {r["model"] for r in rows_of(run_dir) if r["model"].startswith(prefix) and r["model"].endswith(suffix)}
+    return name
+
+
+def wiseft_at(run_dir: Path, alpha: str) -> str:
+    return named(run_dir, "wiseft:journey-clip[zs ", f"](alpha={alpha})")
+
+
 def load_predictions(run_dir: Path, model: str, shift: str) -> dict[str, np.ndarray]:
     from harness.engine.store import RunDir
 
@@ -242,11 +252,15 @@ def test_score_rederives_identical_rows_and_a_rerun_reuses_every_cell(journey):
 
 def test_wiseft_endpoints_equal_the_zero_shot_and_fine_tuned_models(journey):
     rows = rows_of(journey.wiseft)
-    assert sorted({r["model"] for r in rows}) == ["wiseft(alpha=0)", "wiseft(alpha=0.5)", "wiseft(alpha=1)"]
+    name = {a: wiseft_at(journey.wiseft, a) for a in ("0", "0.5", "1")}
+    assert sorted({r["model"] for r in rows}) == sorted(name.values())
+    from models.checkpoints import file_sha256
+
+    assert name["0.5"] == f"wiseft:journey-clip[zs {file_sha256(journey.ckpt['zs'])[:8]},ft {file_sha256(journey.ckpt['ft'])[:8]}](alpha=0.5)"
     for shift in ("imagenet", "imagenet-r"):
         zs = load_predictions(journey.run, "clip:journey-clip", shift)
         ft = load_predictions(journey.finetuned, "finetuned:journey-clip", shift)
-        at = {a: load_predictions(journey.wiseft, f"wiseft(alpha={a})", shift) for a in ("0", "0.5", "1")}
+        at = {a: load_predictions(journey.wiseft, name[a], shift) for a in ("0", "0.5", "1")}
         assert all(np.array_equal(p["keys"], zs["keys"]) for p in (ft, *at.values()))
         assert np.array_equal(at["0"]["logits"], zs["logits"])
         assert np.array_equal(at["1"]["logits"], ft["logits"])
@@ -254,9 +268,9 @@ def test_wiseft_endpoints_equal_the_zero_shot_and_fine_tuned_models(journey):
         assert not np.array_equal(at["0.5"]["logits"], ft["logits"])
     zs_rows, ft_rows = by_setting(journey.run, "clip:journey-clip"), by_setting(journey.finetuned, "finetuned:journey-clip")
     for setting in ("imagenet", "imagenet@imagenet-r", "imagenet-r"):
-        assert by_setting(journey.wiseft, "wiseft(alpha=0)")[setting]["metrics"] == zs_rows[setting]["metrics"]
-        assert by_setting(journey.wiseft, "wiseft(alpha=1)")[setting]["metrics"] == ft_rows[setting]["metrics"]
-    half = by_setting(journey.wiseft, "wiseft(alpha=0.5)")["imagenet-r"]["provenance"]["model"]
+        assert by_setting(journey.wiseft, name["0"])[setting]["metrics"] == zs_rows[setting]["metrics"]
+        assert by_setting(journey.wiseft, name["1"])[setting]["metrics"] == ft_rows[setting]["metrics"]
+    half = by_setting(journey.wiseft, name["0.5"])["imagenet-r"]["provenance"]["model"]
     assert (half["alpha"], half["zeroshot"], half["finetuned"]) == (0.5, "clip:journey-clip", "finetuned:journey-clip")
 
 
@@ -266,15 +280,22 @@ def test_greedy_soup_decisions_follow_the_held_out_scores(journey):
     held = {r["model"]: r["metrics"]["top1"] for r in rows if r["setting"] == "imagenet-heldout"}
     # Selection ran on held-out ImageNet train only: no ingredient or candidate has a reported shift.
     reported = {r["model"] for r in rows if r["setting"] != "imagenet-heldout"}
-    assert reported == {"soup(greedy)"}
-    assert "soup(greedy)" not in held
-    singles = {n: held[f"ingredient({n})"] for n in ("ft0", "ft1", "ft2")}
+    greedy = named(journey.soup, "soup:journey-clip[", "](greedy,n=2)")
+    assert reported == {greedy}
+    assert greedy not in held
+    files = [f"ft{i}.safetensors" for i in range(3)]
+    singles = {n: held[named(journey.soup, "ingredient:journey-clip[", f"]({n})")] for n in files}
+    from harness.engine.sweeps import soup_id
+    from models.checkpoints import file_sha256
+
+    sha = {n: file_sha256(journey.ckpt["ingredients"] / n) for n in files}
+    assert {n: record["ingredients"][n]["sha256"] for n in files} == sha
     assert record["heldout"] == "imagenet-heldout" and record["individual_scores"] == singles
     assert record["order"] == sorted(singles, key=lambda n: -singles[n])  # stable on ties
     kept, best = [record["order"][0]], singles[record["order"][0]]
     assert record["steps"][0] == {"ingredient": kept[0], "heldout_score": best, "accepted": True, "best_so_far": best}
     for step, name in zip(record["steps"][1:], record["order"][1:], strict=True):
-        score = held[f"candidate({'+'.join([*kept, name])})"]
+        score = held[f"candidate:journey-clip[{soup_id([sha[n] for n in [*kept, name]])}](n={len(kept) + 1})"]
         accepted = score > best  # strict improvement only
         if accepted:
             kept, best = [*kept, name], score
@@ -282,12 +303,12 @@ def test_greedy_soup_decisions_follow_the_held_out_scores(journey):
     assert record["accepted"] == kept and record["final_score"] == best
     # The ingredients were built for this (journey.write_checkpoints): the two half-heads each get
     # about half of the held-out set, their soup nearly all of it; the noisy head is rejected.
-    assert record["order"] == ["ft0", "ft1", "ft2"] and kept == ["ft0", "ft1"]
+    assert record["order"] == files and kept == files[:2]
     assert best > max(singles.values())
-    soup = by_setting(journey.soup, "soup(greedy)")
+    soup = by_setting(journey.soup, greedy)
     assert sorted(soup) == ["imagenet", "imagenet-r", "imagenet@imagenet-r"]
     described = soup["imagenet-r"]["provenance"]["model"]
-    assert [Path(p).stem for p in described["ingredients"]] == kept
+    assert [i["file"] for i in described["ingredients"]] == kept
     # the soup describes itself, not the base model whose module it was loaded into
     from models.checkpoints import file_sha256
 
@@ -358,9 +379,10 @@ def test_report_pairs_the_113_way_head_with_its_weights_imagenet_accuracy(journe
 def test_report_tags_wiseft_cells_by_what_they_are(journey):
     summary = json.loads((journey.root / "report" / "summary.json").read_text())
     tags = {m["model"]: m["tags"] for m in summary["models"] if m["source"] == "run:wiseft"}
-    assert "clip-zero-shot" in tags["wiseft(alpha=0)"] and "fine-tuned" not in tags["wiseft(alpha=0)"]
-    assert {"wise-ft", "wiseft"} <= set(tags["wiseft(alpha=0.5)"]) and "clip-zero-shot" not in tags["wiseft(alpha=0.5)"]
-    assert "fine-tuned" in tags["wiseft(alpha=1)"]
+    at = {a: wiseft_at(journey.wiseft, a) for a in ("0", "0.5", "1")}
+    assert "clip-zero-shot" in tags[at["0"]] and "fine-tuned" not in tags[at["0"]]
+    assert {"wise-ft", "wiseft"} <= set(tags[at["0.5"]]) and "clip-zero-shot" not in tags[at["0.5"]]
+    assert "fine-tuned" in tags[at["1"]]
 
 
 def test_report_pdf_opens_and_names_the_highlighted_model(journey):
@@ -369,7 +391,7 @@ def test_report_pdf_opens_and_names_the_highlighted_model(journey):
     reader = PdfReader(journey.root / "report" / "report.pdf")
     text = "\n".join(page.extract_text() for page in reader.pages)
     assert len(reader.pages) == json.loads((journey.root / "report" / "summary.json").read_text())["pages"]
-    assert "clip:journey-clip" in text and "wiseft(alpha=0.5)" in text
+    assert "clip:journey-clip" in text and "wiseft:journey-clip[zs" in text and "(alpha=0.5)" in text
 
 
 # -- 5. submit, validate, leaderboard ------------------------------------------------------------
