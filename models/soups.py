@@ -57,6 +57,13 @@ def list_ingredients(specs: str | Sequence[str]) -> list[Path]:
     return files
 
 
+def soup_id(shas: Sequence[str]) -> str:
+    """A short id of a set of ingredients: the hash of their sorted content hashes."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()[:8]
+
+
 def ingredient_entry(path: Path, sha256: str | None = None) -> dict[str, str]:
     """How records name an ingredient: its file name and the sha256 of its content."""
     return {"file": path.name, "path": str(path), "sha256": sha256 or file_sha256(path)}
@@ -162,7 +169,7 @@ def soup(arg: str, **options: str) -> ImageHeadClassifier:
     tag = opts.get("pretrained")
     activation_opt = opts.get("activation")
     common = common_options(opts)
-    name = opts.get("name", f"soup:{arch}")
+    name = opts.get("name")
     label_space_opt = opts.get("label_space")
     opts.done()
     record = None
@@ -185,5 +192,6 @@ def soup(arg: str, **options: str) -> ImageHeadClassifier:
     if record is not None:
         info["greedy"] = {"heldout": record.heldout, "order": record.order, "accepted": record.accepted,
                           "final_score": record.final_score}
+    name = name or f"soup:{arch}[{soup_id(shas)}]({info['recipe']},n={len(files)})"
     return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),
                                label_space, info, **common)

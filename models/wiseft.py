@@ -41,6 +41,7 @@ from models.merging import interpolate
 from models.options import Options
 
 MODES = ("full", "encoder")
+SHORT_HASH = 8  # hex digits of a weights hash in a default name
 WISEFT_OPTIONS = ("zeroshot", "finetuned", "alpha", "mode", "pretrained", "config", "activation", "classnames",
                   "templates", "scale", "head_bf16", "cache", "label_space", "precision", "device", "name")
 
@@ -58,6 +59,12 @@ def wiseft_weights(zeroshot, finetuned, alpha: float, mode: str = "full",
     if mode not in MODES:
         raise ValueError(f"WiSE-FT mode {mode!r}: expected one of {', '.join(MODES)}")
     return interpolate(zeroshot, finetuned, alpha, select=is_encoder_key if mode == "encoder" else None, labels=labels)
+
+
+def wiseft_label(arch: str, zeroshot_id: str, finetuned_id: str, alpha: float) -> str:
+    """The default name of a WiSE-FT model: ``wiseft:ARCH[zs 1a2b3c4d,ft 5e6f7a8b](alpha=0.5)``,
+    the ids being short weights hashes, so sweeps of other checkpoints never share a name."""
+    return f"wiseft:{arch}[zs {zeroshot_id[:SHORT_HASH]},ft {finetuned_id[:SHORT_HASH]}](alpha={alpha:g})"
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -93,7 +100,7 @@ class WiseFTEndpoints:
     shas: tuple[str, str]
     head_info: dict
     label_space: str
-    name: str
+    name: str | None  # None: the default label, by alpha
     common: dict
     activation: tuple[str, str]  # (quickgelu|gelu, how it is known): the zero-shot model's, for both
 
@@ -111,7 +118,8 @@ class WiseFTEndpoints:
                             {"role": "finetuned", "path": str(self.paths[1]), "sha256": self.shas[1]}],
             "head": self.head_info, "pretrained_tag": self.tag, **activation_info(self.activation),
         }
-        return ImageHeadClassifier(f"{self.name}@alpha={alpha:.3f}", visual, w, b,
+        name = self.name or wiseft_label(self.arch, self.shas[0], self.shas[1], alpha)
+        return ImageHeadClassifier(name if self.name is None else f"{self.name}@alpha={alpha:g}", visual, w, b,
                                    preprocess_spec_from_open_clip(visual.preprocess_cfg), self.label_space, info,
                                    **self.common)
 
@@ -132,7 +140,7 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     zs_sha, ft_sha = file_sha256(zs_path), file_sha256(ft_path)
     needs_text_head = zs.head_weight is None or mode == "encoder" and opts.get("classnames") is not None
     ho = head_options(opts) if needs_text_head else None
-    name = opts.get("name", f"wiseft:{arch}")
+    name = opts.get("name")
     num_classes = len(ho.names) if ho else int(zs.head_weight.shape[0])
     label_space = label_space_for(opts, num_classes)
     opts.done()

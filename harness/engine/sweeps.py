@@ -27,7 +27,6 @@ from harness.config import RunConfig
 from harness.engine.run import Engine, ModelSource, RunLog
 from harness.engine.store import atomic_write_text
 
-SHORT = 8  # hex digits of a weights hash in a default name
 CLIP_FACTORIES = frozenset({"clip", "finetuned"})  # factories that take activation=
 
 
@@ -73,12 +72,13 @@ def weights_id(spec: str, options: Mapping[str, str]) -> str:
     import hashlib
 
     from models.checkpoints import file_sha256
+    from models.wiseft import SHORT_HASH
 
     weights = options.get("weights")
     if weights and Path(weights).is_file():
-        return file_sha256(weights)[:SHORT]
+        return file_sha256(weights)[:SHORT_HASH]
     text = json.dumps({"model": spec, "options": {k: v for k, v in options.items() if k != "label"}}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:SHORT]
+    return hashlib.sha256(text.encode()).hexdigest()[:SHORT_HASH]
 
 
 def refuse_activation_mix(zeroshot: Classifier, other: Classifier, role: str) -> None:
@@ -174,8 +174,9 @@ class WiseFT:
 
 def wiseft_name(alpha: float, zeroshot: tuple[str, Mapping[str, str]], finetuned: tuple[str, Mapping[str, str]]) -> str:
     """``wiseft:ARCH[zs HASH,ft HASH](alpha=A)``: the architecture and both endpoints' weights."""
-    arch = arch_of(*zeroshot)
-    return f"wiseft:{arch}[zs {weights_id(*zeroshot)},ft {weights_id(*finetuned)}](alpha={alpha:g})"
+    from models.wiseft import wiseft_label
+
+    return wiseft_label(arch_of(*zeroshot), weights_id(*zeroshot), weights_id(*finetuned), alpha)
 
 
 def wiseft_sources(
@@ -200,13 +201,6 @@ def file_identity(path: Path) -> list[Any]:
     """Path, size and modification time: a rewritten checkpoint makes new cells."""
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-
-
-def soup_id(shas: list[str]) -> str:
-    """A short id of a set of ingredients (their content hashes, order-free)."""
-    import hashlib
-
-    return hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()[:SHORT]
 
 
 class Soup:
@@ -251,6 +245,8 @@ class Soup:
 
     def name(self, kind: str, files: list[Path], detail: str) -> str:
         """``KIND:ARCH[HASH](detail)``: what it is, of which architecture, from which weights."""
+        from models.soups import soup_id
+
         return f"{kind}:{self.arch}[{soup_id([self.shas[f] for f in files])}]({detail})"
 
     def ingredient(self, path: Path) -> ModelSource:

@@ -285,8 +285,8 @@ def test_greedy_soup_decisions_follow_the_held_out_scores(journey):
     assert greedy not in held
     files = [f"ft{i}.safetensors" for i in range(3)]
     singles = {n: held[named(journey.soup, "ingredient:journey-clip[", f"]({n})")] for n in files}
-    from harness.engine.sweeps import soup_id
     from models.checkpoints import file_sha256
+    from models.soups import soup_id
 
     sha = {n: file_sha256(journey.ckpt["ingredients"] / n) for n in files}
     assert {n: record["ingredients"][n]["sha256"] for n in files} == sha

@@ -109,3 +109,5 @@ def test_wiseft_endpoints_with_different_activations_are_refused(plain_arch, qui
     ok = wiseft(plain_arch, zeroshot=str(tmp_path / "zs.pt"), finetuned=str(tmp_path / "ft.safetensors"),
                 label_space="toy-4", activation="quickgelu")
     assert ok.describe()["activation"] == "quickgelu"
+    zs_sha, ft_sha = file_sha256(tmp_path / "zs.pt"), file_sha256(tmp_path / "ft.safetensors")
+    assert ok.name == f"wiseft:{plain_arch}[zs {zs_sha[:8]},ft {ft_sha[:8]}](alpha=0.5)"  # names its weights
