@@ -51,7 +51,8 @@ def merged_description(classifier: Classifier, tags: list[str], sha256: str | No
 
     if sha256 is None:
         sha256 = state_dict_sha256(_module(classifier, "merged model").state_dict())
-    return {"tags": tags, "weights": None, "weights_sha256": sha256}
+    # a merge is no release: its base's published figures do not apply to it
+    return {"tags": tags, "weights": None, "weights_sha256": sha256, "release": None}
 
 
 def cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -139,3 +139,18 @@ def test_the_tolerance_grows_with_the_binomial_error_of_both_numbers():
     assert 0.010 < imagenet < 0.012  # about 1.1 points on ImageNet
     assert tolerance(0.31, 7_500, 0.31, 7_500) > 2 * imagenet - 0.003  # ImageNet-A: fewer images
     assert tolerance(0.633, 50_000, 0.633, 500) > tolerance(0.633, 50_000, 0.633, 50_000)
+
+
+def test_a_merge_of_a_release_is_not_checked_as_that_release(release, tmp_path, monkeypatch, capsys):
+    """WiSE-FT cells load merged weights into an endpoint's module: the endpoint's release (and its
+    published figures) must not be claimed for them."""
+    publish(monkeypatch, 0.0)
+    clip_args = ["--model-arg", f"weights={release / 'release.pt'}", "--model-arg", f"classnames={release / 'names.txt'}",
+                 "--model-arg", "templates=simple-imagenet-7", "--model-arg", "label_space=toy-4"]
+    with registered():
+        data = write_toy_data(release / "data")
+        status = main(["wiseft", "--zeroshot", "clip:tiny-release", "--finetuned", "clip:tiny-release", *clip_args,
+                       "--alphas", "0.5", "--shifts", "toy", *engine_flags(data, tmp_path / "wiseft")])
+    (row,) = RunDir(tmp_path / "wiseft").read_results()
+    assert status == 0 and "published_check" not in row.provenance
+    assert row.provenance["model"]["release"] is None and row.provenance["model"]["activation"] == "quickgelu"
