@@ -111,3 +111,17 @@ def test_wiseft_endpoints_with_different_activations_are_refused(plain_arch, qui
     assert ok.describe()["activation"] == "quickgelu"
     zs_sha, ft_sha = file_sha256(tmp_path / "zs.pt"), file_sha256(tmp_path / "ft.safetensors")
     assert ok.name == f"wiseft:{plain_arch}[zs {zs_sha[:8]},ft {ft_sha[:8]}](alpha=0.5)"  # names its weights
+
+
+def test_an_architecture_or_a_pretrained_tag_says_the_activation_without_any_weights():
+    from models.clip import resolve_activation
+    from models.releases import tagged_release
+
+    assert resolve_activation("ViT-B-32-quickgelu", None, None, None, None, "x") == ("quickgelu", "the architecture ViT-B-32-quickgelu")
+    assert resolve_activation("ViT-B-32", "openai", None, None, None, "x") == ("quickgelu", "pretrained=openai")
+    assert resolve_activation("ViT-B-32", "laion2b_s34b_b79k", None, None, None, "x")[0] == "gelu"
+    with pytest.raises(ValueError, match=r"contradictory \(pretrained=openai says quickgelu; activation=gelu says gelu\)"):
+        resolve_activation("ViT-B-32", "openai", None, None, "gelu", "x")
+    with pytest.raises(ValueError, match="x: cannot tell whether"):
+        resolve_activation("ViT-B-32", None, None, None, None, "x")
+    assert tagged_release("ViT-B-32", "laion2b_s34b_b79k").published == "clip:ViT-B-32@laion2b_s34b_b79k"
