@@ -10,7 +10,7 @@
   fp32 weights are kept and put back after the pass, so merging, hashing and the fp32
   agreement check see the original values.
 
-Convolutional models (more than one 2-D convolution: ResNets, ConvNeXts; not a ViT's patch
+Convolutional models (a 2-D convolution that slides: ResNets, ConvNeXts; not a ViT's patch
 embedding) run with ``channels_last`` weights and input, which oneDNN and cuDNN run faster.
 """
 
@@ -76,16 +76,11 @@ def native_bf16_cpu() -> bool:
 
 
 def is_convolutional(model: Any) -> bool:
-    """More than one 2-D convolution: a CNN, where channels_last pays; a ViT has one (its patches)."""
+    """Has a 2-D convolution that slides (kernel size != stride): a CNN, where channels_last
+    pays. A ViT's patch embedding (kernel = stride = patch size) does not count."""
     if not isinstance(model, torch.nn.Module):
         return False
-    convs = 0
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            convs += 1
-            if convs > 1:
-                return True
-    return False
+    return any(isinstance(m, torch.nn.Conv2d) and tuple(m.kernel_size) != tuple(m.stride) for m in model.modules())
 
 
 def plan(precision: str, model: Any) -> Numerics:
@@ -105,6 +100,13 @@ def warn_if_emulated(numerics: Numerics, device: torch.device) -> None:
     if device.type == "cpu" and numerics.reduced and numerics.precision != "fp16" and not native_bf16_cpu():
         print(f"warning: --precision {numerics.precision} on this CPU (capability {cpu_capability()}, no native bf16) "
               "is emulated and slower than fp32; use --precision fp32 here", file=sys.stderr)
+
+
+def place(model: Any, device: torch.device) -> None:
+    """Put a torch classifier (an ensemble with all its members) on ``device`` in eval mode;
+    its ``logits`` then run there. Other classifiers follow their input."""
+    if isinstance(model, torch.nn.Module):
+        model.to(device).eval()
 
 
 def _floating_tensors(model: torch.nn.Module) -> Iterator[torch.Tensor]:

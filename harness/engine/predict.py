@@ -29,7 +29,7 @@ from harness.api import Classifier, LazyExample, Predictions, PreprocessSpec, Sh
 from harness.engine.cache import ImageCache, cache_key
 from harness.engine.distributed import World
 from harness.engine.gpu_decode import BatchDecoder, choose_decoder, decoder_label, worker_payload
-from harness.engine.numerics import Numerics, applied, plan, warn_if_emulated
+from harness.engine.numerics import Numerics, applied, place, plan, warn_if_emulated
 from harness.transforms import geometry, normalize
 
 
@@ -406,8 +406,7 @@ def predict(
     device = resolve_device(options.device)
     numerics = plan(options.precision, classifier)
     warn_if_emulated(numerics, device)
-    if isinstance(classifier, torch.nn.Module):
-        classifier.to(device).eval()
+    place(classifier, device)
     spec = classifier.preprocess_spec
     n, size = len(manifest), spec.image_size
     start = time.perf_counter()
