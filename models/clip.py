@@ -18,7 +18,7 @@ import torch
 
 from harness.api import PreprocessSpec
 from models.checkpoints import file_sha256, load_into, load_state_dict
-from models.classifiers import DEVICES, PRECISIONS, ImageHeadClassifier
+from models.classifiers import ImageHeadClassifier
 from models.options import Options
 
 # Where the CLIP weights sit inside image-classifier checkpoints, most specific first:
@@ -244,11 +244,6 @@ def split_classifier_state(state: dict[str, torch.Tensor], source: str) -> Class
                      f"image_encoder.model.visual.*; found {sample} ...); is this a CLIP checkpoint?")
 
 
-def common_options(opts: Options) -> dict[str, Any]:
-    return {"precision": opts.choice("precision", PRECISIONS, "fp32"),
-            "device": opts.choice("device", DEVICES, "cpu")}
-
-
 def resolve_arch(arg: str, opts: Options) -> str:
     config = opts.path("config", "open_clip model config JSON", required=False)
     arch = register_config(config) if config is not None else arg
@@ -316,7 +311,7 @@ def label_space_for(opts: Options, num_classes: int) -> str:
 
 
 CLIP_OPTIONS = ("weights", "pretrained", "config", "activation", "classnames", "templates", "scale", "head_bf16",
-                "cache", "label_space", "precision", "device", "name")
+                "cache", "label_space", "name")
 
 
 def release_info(sha256: str, arch: str, tag: str | None, head: tuple[str, str] | None) -> dict[str, Any] | None:
@@ -345,7 +340,6 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     opts = Options("clip", options, CLIP_OPTIONS)
     arch = resolve_arch(arg, opts)
     weights, tag = clip_weights(arch, opts)
-    common = common_options(opts)
     ho = head_options(opts)
     label_space = label_space_for(opts, len(ho.names))
     name = opts.get("name", f"clip:{arch}")
@@ -363,10 +357,10 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
             **activation_info(activation),
             "release": release_info(sha, arch, tag if from_tag else None, (ho.names_id, ho.templates_id))}
     return ImageHeadClassifier(name, model.visual, scale * head, None,
-                               preprocess_spec_from_open_clip(model.visual.preprocess_cfg), label_space, info, **common)
+                               preprocess_spec_from_open_clip(model.visual.preprocess_cfg), label_space, info)
 
 
-FINETUNED_OPTIONS = ("weights", "pretrained", "config", "activation", "label_space", "precision", "device", "name")
+FINETUNED_OPTIONS = ("weights", "pretrained", "config", "activation", "label_space", "name")
 
 
 def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str,
@@ -385,7 +379,6 @@ def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
     weights = opts.path("weights", "fine-tuned checkpoint with classification_head.weight/bias")
     tag = opts.get("pretrained")
     activation_opt = opts.get("activation")
-    common = common_options(opts)
     state = split_classifier_state(load_state_dict(weights), str(weights))
     if state.head_weight is None:
         raise ValueError(f"{weights}: no classification_head.weight; for a CLIP checkpoint without a head use "
@@ -401,4 +394,4 @@ def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
             "tags": ["clip", "fine-tuned"], "alpha": None, "ingredients": None,
             "head": {"recipe": "linear head from checkpoint on L2-normalised image features"}}
     return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),
-                               label_space, info, **common)
+                               label_space, info)

@@ -21,7 +21,6 @@ from models.clip import (
     activation_info,
     build_image_classifier,
     check_same_activation,
-    common_options,
     label_space_for,
     preprocess_spec_from_open_clip,
     resolve_activation,
@@ -31,8 +30,7 @@ from models.merging import GreedySoupRecord, average
 from models.options import Options
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-SOUP_OPTIONS = ("ingredients", "selection", "pretrained", "config", "activation", "label_space", "precision", "device",
-                "name")
+SOUP_OPTIONS = ("ingredients", "selection", "pretrained", "config", "activation", "label_space", "name")
 
 
 def list_ingredients(specs: str | Sequence[str]) -> list[Path]:
@@ -168,7 +166,6 @@ def soup(arg: str, **options: str) -> ImageHeadClassifier:
     selection = opts.path("selection", "greedy soup record JSON", required=False)
     tag = opts.get("pretrained")
     activation_opt = opts.get("activation")
-    common = common_options(opts)
     name = opts.get("name")
     label_space_opt = opts.get("label_space")
     opts.done()
@@ -194,4 +191,4 @@ def soup(arg: str, **options: str) -> ImageHeadClassifier:
                           "final_score": record.final_score}
     name = name or f"soup:{arch}[{soup_id(shas)}]({info['recipe']},n={len(files)})"
     return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),
-                               label_space, info, **common)
+                               label_space, info)

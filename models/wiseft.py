@@ -25,7 +25,6 @@ from models.clip import (
     activation_info,
     build_image_classifier,
     check_same_activation,
-    common_options,
     create_open_clip,
     fit_clip_state,
     head_options,
@@ -43,7 +42,7 @@ from models.options import Options
 MODES = ("full", "encoder")
 SHORT_HASH = 8  # hex digits of a weights hash in a default name
 WISEFT_OPTIONS = ("zeroshot", "finetuned", "alpha", "mode", "pretrained", "config", "activation", "classnames",
-                  "templates", "scale", "head_bf16", "cache", "label_space", "precision", "device", "name")
+                  "templates", "scale", "head_bf16", "cache", "label_space", "name")
 
 
 def is_encoder_key(key: str) -> bool:
@@ -101,7 +100,6 @@ class WiseFTEndpoints:
     head_info: dict
     label_space: str
     name: str | None  # None: the default label, by alpha
-    common: dict
     activation: tuple[str, str]  # (quickgelu|gelu, how it is known): the zero-shot model's, for both
 
     def weights(self, alpha: float) -> dict[str, torch.Tensor]:
@@ -120,8 +118,7 @@ class WiseFTEndpoints:
         }
         name = self.name or wiseft_label(self.arch, self.shas[0], self.shas[1], alpha)
         return ImageHeadClassifier(name if self.name is None else f"{self.name}@alpha={alpha:g}", visual, w, b,
-                                   preprocess_spec_from_open_clip(visual.preprocess_cfg), self.label_space, info,
-                                   **self.common)
+                                   preprocess_spec_from_open_clip(visual.preprocess_cfg), self.label_space, info)
 
 
 def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, float]:
@@ -134,7 +131,6 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     mode = opts.choice("mode", MODES, "full")
     tag = opts.get("pretrained")
     activation_opt = opts.get("activation")
-    common = common_options(opts)
     zs = split_classifier_state(load_state_dict(zs_path), str(zs_path))
     ft = split_classifier_state(load_state_dict(ft_path), str(ft_path))
     zs_sha, ft_sha = file_sha256(zs_path), file_sha256(ft_path)
@@ -164,7 +160,7 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     if mode == "encoder":  # frozen per-task head: the zero-shot one on both sides
         ft_c[HEAD_KEYS[0]], ft_c[HEAD_KEYS[1]] = zs_c[HEAD_KEYS[0]], zs_c[HEAD_KEYS[1]]
     ends = WiseFTEndpoints(arch, tag, mode, zs_c, ft_c, (zs_path, ft_path), (zs_sha, ft_sha),
-                           {**head_info, "recipe_mode": mode}, label_space, name, common, activation)
+                           {**head_info, "recipe_mode": mode}, label_space, name, activation)
     return ends, alpha
 
 
