@@ -93,6 +93,20 @@ def select_accepted(files: list[Path], record_path: Path) -> tuple[list[Path], G
     return chosen, record
 
 
+def refuse_activation_mix(files: Sequence[Path], shas: Sequence[str]) -> None:
+    """Checkpoints whose own files say different activations (an OpenAI archive, a known
+    release) are of different architectures: merging them is refused."""
+    from models.clip import activation_evidence
+
+    said: dict[str, str] = {}
+    for path, sha in zip(files, shas, strict=True):
+        for value, how in activation_evidence("", None, path, sha, include_arch=False):
+            said.setdefault(value, f"{path.name} ({how})")
+    if len(said) > 1:
+        raise ValueError("weights trained with different activations cannot be merged: "
+                         + "; ".join(f"{how} is {value}" for value, how in sorted(said.items())))
+
+
 def checkpoint_names(model_keys: Sequence[str], state_keys: Sequence[str], source: str) -> dict[str, str]:
     """For each of the model's parameter names, the checkpoint's name for it: the same name,
     else the one name that ends in ``.<name>`` (model soups save ``model.visual.*``, WiSE-FT

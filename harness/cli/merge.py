@@ -41,7 +41,13 @@ def run(args: argparse.Namespace) -> int:
 
     from models.checkpoints import file_sha256, save_safetensors
     from models.merging import average
-    from models.soups import aligned_views, ingredient_entry, list_ingredients, select_accepted
+    from models.soups import (
+        aligned_views,
+        ingredient_entry,
+        list_ingredients,
+        refuse_activation_mix,
+        select_accepted,
+    )
     from models.wiseft import wiseft_weights
 
     out = Path(args.out)
@@ -58,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
             if not f.is_file():
                 raise FileNotFoundError(f"checkpoint not found: {f}")
         mode = "encoder" if args.encoder_only else "full"
+        shas = [file_sha256(f) for f in files]
+        refuse_activation_mix(files, shas)
         zs, ft = aligned_views(files)
         merged = wiseft_weights(zs, ft, args.alpha, mode, labels=(str(files[0]), str(files[1])))
         meta.update(alpha=repr(args.alpha), mode=mode)
@@ -70,11 +78,13 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("--method greedy needs --selection greedy.json (the record of a greedy soup)")
             files, record = select_accepted(files, Path(args.selection))
             meta.update(heldout=record.heldout, greedy_final_score=repr(record.final_score))
+        shas = [file_sha256(f) for f in files]
+        refuse_activation_mix(files, shas)
         merged = average(aligned_views(files), progress=True, desc=f"{args.method} soup")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     if dtype is not torch.float32:
         merged = {k: v.to(dtype) if v.is_floating_point() else v for k, v in merged.items()}
-    meta.update(dtype=args.dtype, ingredients=json.dumps([ingredient_entry(f, file_sha256(f)) for f in files]))
+    meta.update(dtype=args.dtype, ingredients=json.dumps([ingredient_entry(f, sha) for f, sha in zip(files, shas, strict=True)]))
     sha = save_safetensors(merged, out, metadata=meta)
     print(f"wrote {out} ({len(merged)} tensors, {args.method}, {args.dtype}) sha256 {sha}")
     return 0

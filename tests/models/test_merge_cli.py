@@ -138,3 +138,19 @@ def test_merge_wiseft_takes_the_pairs_the_wiseft_model_takes(tiny_arch, tmp_path
                    alpha="0.5", label_space="toy-4")
     merged = finetuned(tiny_arch, weights=str(out), label_space="toy-4")
     assert torch.equal(model.logits(x), merged.logits(x))
+
+
+def test_merging_checkpoints_that_say_different_activations_is_refused(tmp_path, monkeypatch, capsys):
+    from models.checkpoints import file_sha256
+    from models.releases import EXTRA, Release
+
+    torch.save(_sd(0), tmp_path / "a.pt")
+    torch.save(_sd(1), tmp_path / "b.pt")
+    for name, act in (("a.pt", "quickgelu"), ("b.pt", "gelu")):
+        sha = file_sha256(tmp_path / name)
+        monkeypatch.setitem(EXTRA, sha, Release("ViT-B-32", name, sha, act, f"clip:ViT-B-32@{name}"))
+    out = tmp_path / "m.safetensors"
+    assert main(["merge", "--method", "uniform", "--out", str(out), str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "different activations cannot be merged" in err and "a.pt" in err and "b.pt" in err
+    assert not out.exists()
