@@ -136,3 +136,20 @@ def test_lazy_view_matches_eager_load_and_hash_is_stable(tmp_path):
         assert all(torch.equal(lazy[k], sd[k]) for k in sd)
     assert file_sha256(tmp_path / "a.pt") == file_sha256(tmp_path / "a.pt")
     assert len(file_sha256(tmp_path / "a.pt")) == 64
+
+
+def test_a_files_hash_is_remembered_until_the_file_changes(tmp_path):
+    import os
+
+    from models.checkpoints import file_sha256
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 10)
+    first = file_sha256(path)
+    assert file_sha256(path) == first
+    path.write_bytes(b"b" * 11)  # another size: hashed again
+    assert file_sha256(path) != first
+    st = path.stat()
+    path.write_bytes(b"c" * 11)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # same size, another mtime
+    assert file_sha256(path) == __import__("hashlib").sha256(b"c" * 11).hexdigest()
