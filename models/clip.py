@@ -124,7 +124,7 @@ def activation_evidence(arch: str, tag: str | None, weights: str | Path | None,
         found.append(("quickgelu" if archive_uses_quick_gelu(weights) else "gelu",
                       f"the TorchScript archive {Path(weights).name}"))
     release = find_release(sha256, arch) if sha256 else None
-    if release is not None:
+    if release is not None and release.activation in ACTIVATIONS:
         found.append((release.activation, f"the known release {release.published} (sha256 {sha256[:12]})"))
     return found
 

@@ -4,7 +4,9 @@ A release fixes what a checkpoint alone cannot say: the activation it was traine
 the published accuracies it should reproduce. OpenAI's CLIP archives carry their full sha256
 in their download URLs, open_clip's own GitHub releases the first 8 hex digits of it in their
 file names; both are read from open_clip's pretrained table (the same checks open_clip's
-downloader makes), so nothing here is typed in by hand. Weights taken from the local Hugging
+downloader makes), so nothing here is typed in by hand. timm's weights published as files
+named ``NAME-<sha256 prefix>.pth`` (torch.hub's convention, checked by its downloader) are read
+from timm's pretrained configs the same way. Weights taken from the local Hugging
 Face cache with ``pretrained=TAG`` are the release of that tag.
 """
 
@@ -28,9 +30,9 @@ class Release:
     arch: str
     tag: str
     sha256: str  # the full hash, or the prefix the publisher gives (open_clip: 8 hex digits)
-    activation: str  # "quickgelu" or "gelu"
-    published: str  # the model's name in the bundled testbed (``clip:ARCH@TAG``)
-    head: tuple[str, str] = STANDARD_HEAD
+    activation: str  # "quickgelu" or "gelu"; "" for models without the choice (timm)
+    published: str  # the model's name in the bundled testbed (``clip:ARCH@TAG``, timm's ``ARCH.TAG``)
+    head: tuple[str, str] | None = STANDARD_HEAD  # None: the checkpoint's own classifier head
 
     def matches(self, sha256: str) -> bool:
         return bool(self.sha256) and sha256.lower().startswith(self.sha256)
@@ -76,15 +78,36 @@ def open_clip_releases() -> tuple[Release, ...]:
     return tuple(out)
 
 
-def releases_for(sha256: str) -> list[Release]:
+_TORCH_HUB_HASH = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt|bin)$")
+
+
+@lru_cache(maxsize=64)
+def timm_releases(arch: str) -> tuple[Release, ...]:
+    """timm's pretrained weights of ``arch`` whose file name carries a sha256 prefix (torch.hub's rule)."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    out = []
+    for name in timm.list_pretrained(f"{arch}.*"):
+        cfg = get_pretrained_cfg(name)
+        match = _TORCH_HUB_HASH.search(getattr(cfg, "url", None) or "")
+        if match:
+            arch, _, tag = name.partition(".")
+            out.append(Release(arch, tag, match.group(1), "", name, None))
+    return tuple(out)
+
+
+def releases_for(sha256: str, timm_arch: str | None = None) -> list[Release]:
     """Every known release whose checksum ``sha256`` has (one file may serve several
-    architecture names, e.g. ``ViT-B-32`` and ``ViT-B-32-quickgelu`` for OpenAI's)."""
-    return [r for r in (*EXTRA.values(), *open_clip_releases()) if r.matches(sha256)]
+    architecture names, e.g. ``ViT-B-32`` and ``ViT-B-32-quickgelu`` for OpenAI's); timm's
+    of ``timm_arch`` when given (timm's table is read only for a timm model)."""
+    table = timm_releases(timm_arch) if timm_arch else open_clip_releases()
+    return [r for r in (*EXTRA.values(), *table) if r.matches(sha256)]
 
 
-def find_release(sha256: str, arch: str) -> Release | None:
+def find_release(sha256: str, arch: str, timm_arch: str | None = None) -> Release | None:
     """The release of a file, preferring the one listed under the architecture asked for."""
-    hits = releases_for(sha256)
+    hits = releases_for(sha256, timm_arch)
     return next((r for r in hits if r.arch == arch), hits[0] if hits else None)
 
 

@@ -55,6 +55,19 @@ def _label_space(opts: Options, num_classes: int) -> str:
     return space
 
 
+def timm_release_info(sha256: str, arch: str, num_classes: int) -> dict | None:
+    """The timm release these weights are (by the sha256 prefix in its file name); its
+    published figures apply to its own 1000-class head only."""
+    from models.releases import find_release
+
+    base = arch.partition(".")[0]
+    release = find_release(sha256, base, timm_arch=base)
+    if release is None or release.head is not None:
+        return None
+    return {"name": release.published, "identified_by": "sha256",
+            "published": release.published if num_classes == 1000 else None}
+
+
 def timm(arg: str, **options: str) -> ModuleClassifier:
     import timm as timm_lib
     from timm.data import resolve_model_data_config
@@ -75,9 +88,11 @@ def timm(arg: str, **options: str) -> ModuleClassifier:
         raise ValueError(f"model timm:{arg}: {exc}") from None
     load_into(module, state, weights, f"timm architecture {arg!r} with {num_classes} classes")
     spec = preprocess_from_timm(resolve_model_data_config(module))
-    info = {"arch": arg, "weights": str(weights), "weights_sha256": file_sha256(weights), "tags": ["standard"],
+    sha = file_sha256(weights)
+    info = {"arch": arg, "weights": str(weights), "weights_sha256": sha, "tags": ["standard"],
             "alpha": None, "ingredients": None, "head": None,
-            "pretrained_cfg": getattr(module, "pretrained_cfg", {}).get("tag")}
+            "pretrained_cfg": getattr(module, "pretrained_cfg", {}).get("tag"),
+            "release": timm_release_info(sha, arg, num_classes)}
     return ModuleClassifier(name, module, num_classes, spec, label_space, info)
 
 

@@ -125,3 +125,22 @@ def test_an_architecture_or_a_pretrained_tag_says_the_activation_without_any_wei
     with pytest.raises(ValueError, match="x: cannot tell whether"):
         resolve_activation("ViT-B-32", None, None, None, None, "x")
     assert tagged_release("ViT-B-32", "laion2b_s34b_b79k").published == "clip:ViT-B-32@laion2b_s34b_b79k"
+
+
+def test_timm_releases_come_from_the_sha256_prefix_in_timms_file_names(tmp_path, monkeypatch):
+    """timm's own table (torch.hub's NAME-<sha256 prefix>.pth) names releases; a file that is one
+    (here a registered tiny timm model) is described as that release with its published name."""
+    import timm
+
+    from models.releases import timm_releases
+    from models.timm_models import timm as timm_factory
+
+    r50 = {r.published: r for r in timm_releases("resnet50")}
+    assert r50["resnet50.a1_in1k"].sha256 == "14fe96d1" and r50["resnet50.a1_in1k"].head is None
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_resnet", pretrained=False, num_classes=1000).state_dict(), tmp_path / "r.pth")
+    sha = file_sha256(tmp_path / "r.pth")
+    assert timm_factory("test_resnet", weights=str(tmp_path / "r.pth")).describe()["release"] is None
+    monkeypatch.setitem(EXTRA, sha, Release("test_resnet", "tiny", sha[:8], "", "test_resnet.tiny", None))
+    release = timm_factory("test_resnet", weights=str(tmp_path / "r.pth")).describe()["release"]
+    assert release == {"name": "test_resnet.tiny", "identified_by": "sha256", "published": "test_resnet.tiny"}
