@@ -134,10 +134,10 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def execute(config: Any, sources: list[Any]) -> int:
     """Print the config, run every model's cells, print the summary."""
-    from harness.engine.distributed import World
+    from harness.cli import UserError
+    from harness.engine.distributed import RankFailed, World
     from harness.engine.predict import resolve_device
     from harness.engine.run import (
-        Engine,
         RunLog,
         all_metric_names,
         plan_tasks,
@@ -147,15 +147,15 @@ def execute(config: Any, sources: list[Any]) -> int:
 
     plan_tasks(config.shifts, run_specs(config))  # unknown names fail before anything is printed
     log = RunLog(config.json)
-    world = World.from_env(resolve_device(config.device).type)
-    if world.is_main:
-        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
-    if config.executor == "ray":
-        from harness.engine.ray_executor import run_on_ray
-
-        summary = run_on_ray(config, sources, log)
-    else:
-        summary = Engine(config, log=log, world=world).run(sources)
+    world = World.single() if config.executor == "ray" else World.from_env(resolve_device(config.device))
+    try:
+        summary = _execute_in(world, config, sources, log)
+    except RankFailed as exc:  # another rank's error, already printed there: one line here too
+        world.abandon()
+        raise UserError(str(exc)) from None
+    except BaseException:
+        world.abandon()
+        raise
     status = 0
     if world.is_main:
         if config.json:
@@ -165,6 +165,18 @@ def execute(config: Any, sources: list[Any]) -> int:
         status = alarm_near_chance(config, {s.name for s in sources}, log)
     world.close()
     return status
+
+
+def _execute_in(world: Any, config: Any, sources: list[Any], log: Any) -> list[dict[str, Any]]:
+    from harness.engine.run import Engine
+
+    if world.is_main:
+        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
+    if config.executor == "ray":
+        from harness.engine.ray_executor import run_on_ray
+
+        return run_on_ray(config, sources, log)
+    return Engine(config, log=log, world=world).run(sources)
 
 
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
