@@ -378,3 +378,20 @@ def test_the_forward_thread_makes_no_per_batch_host_copies(tmp_path, monkeypatch
     net = PatchNet(f"folder:{data.name}")
     Engine(config, get_shift=lambda name: ImageFolderShift()).run([ModelSource(net.name, net.name, lambda: net)])
     assert calls == [5]  # 14 images in batches of 3, converted once
+
+
+def test_the_engine_builds_models_on_the_runs_device(tmp_path):
+    """Factories learn the run's device (``building_on``) to do build-time work there."""
+    from doubles import ColourNet, get_shift, toy_config, write_toy_data
+
+    from harness.api import build_device
+
+    seen = []
+
+    def build():
+        seen.append(build_device())
+        return ColourNet()
+
+    data = write_toy_data(tmp_path / "data")
+    Engine(toy_config(data, run_dir=str(tmp_path / "run"), device="cpu"), get_shift=get_shift).run([ModelSource("c", "c", build)])
+    assert seen == ["cpu"] and build_device() is None
