@@ -73,8 +73,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="images per batch (default 64; halved automatically on GPU out-of-memory)")
     p.add_argument("--workers", type=int, help="image decoding processes (default 2)")
     p.add_argument("--decoder", choices=("auto", "pil", "torchvision"),
-                   help="JPEG decoding: auto (default) decodes baseline JPEGs in batches with torchvision on the GPU "
-                   "(nvJPEG) when running on CUDA and with PIL otherwise; pil turns that off; torchvision forces it (also on CPU)")
+                   help="JPEG decoding: auto (default) and pil decode with PIL (auto keeps PIL until the batched GPU "
+                   "path's top-1 effect is measured); torchvision decodes baseline JPEGs in batches on the device "
+                   "(nvJPEG on CUDA, recorded as its own fidelity class)")
     p.add_argument("--cache-dir", help="decoded-image cache (default $SHIFTBENCH_CACHE or ~/.cache/shiftbench/images)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the decoded-image cache")
     p.add_argument("--agreement-sample", type=int, help="images re-run in fp32 to check bf16/fp16 (default 64)")
