@@ -271,9 +271,9 @@ class Engine:
     def run(self, models: list[ModelSource]) -> list[dict[str, Any]]:
         tasks = plan_tasks(self.config.shifts, self.spec)
         with self.world.together("opening the run directory"):
+            self._refuse_other_decoders()
             if self.world.is_main:
                 self.run_dir.adopt_config(self.config)
-            self._refuse_other_decoders()
         done = {(r.model, r.setting, r.provenance.get("config_hash")) for r in self.run_dir.read_results()}
         for model in models:
             self._run_model(model, tasks, done)

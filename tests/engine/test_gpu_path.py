@@ -395,3 +395,21 @@ def test_the_engine_builds_models_on_the_runs_device(tmp_path):
     data = write_toy_data(tmp_path / "data")
     Engine(toy_config(data, run_dir=str(tmp_path / "run"), device="cpu"), get_shift=get_shift).run([ModelSource("c", "c", build)])
     assert seen == ["cpu"] and build_device() is None
+
+
+def test_a_run_directory_holds_one_decoder(tmp_path, capsys):
+    from harness.cli import main
+
+    data = write_folder_dataset(tmp_path / "photos")
+    base = ["run", "--model", "fake:tiny", "--model-arg", "label_space=folder:photos", "--model-arg", "num_classes=5",
+            "--shifts", "folder", "--data-root", str(data), "--workers", "0", "--no-cache", "--no-progress",
+            "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    assert main([*base, "--decoder", "torchvision"]) == 0
+    before = (tmp_path / "run" / "results.jsonl").read_bytes()
+    config_before = (tmp_path / "run" / "config.json").read_bytes()
+    assert main(base) == 2
+    assert "holds cells decoded with torchvision:cpu; this run decodes with pil (--decoder auto)" in capsys.readouterr().err
+    assert (tmp_path / "run" / "results.jsonl").read_bytes() == before
+    assert (tmp_path / "run" / "config.json").read_bytes() == config_before
+    assert main([*base, "--decoder", "torchvision"]) == 0  # the same decoder resumes: nothing to redo
+    assert (tmp_path / "run" / "results.jsonl").read_bytes() == before
