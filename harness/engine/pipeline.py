@@ -61,6 +61,8 @@ def staged(
                 for indices, images in batches:
                     if keep is not None:
                         keep(indices, images)
+                    if stream is not None and images.device.type == "cpu" and not images.is_pinned():
+                        images = images.pin_memory()  # (the loader pins decoded batches itself)
                     images = images.to(device, non_blocking=True)
                     ready = None
                     if stream is not None:
