@@ -79,8 +79,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="images per batch (default 64; halved automatically on GPU out-of-memory)")
     p.add_argument("--workers", type=int, help="image decoding processes (default 2)")
     p.add_argument("--decoder", choices=("auto", "pil", "torchvision"),
-                   help="JPEG decoding: auto (default) decodes baseline JPEGs in batches with torchvision on the GPU "
-                   "(nvJPEG) when running on CUDA and with PIL otherwise; pil turns that off; torchvision forces it (also on CPU)")
+                   help="JPEG decoding: auto (default) and pil decode with PIL (auto keeps PIL until the batched GPU "
+                   "path's top-1 effect is measured); torchvision decodes baseline JPEGs in batches on the device "
+                   "(nvJPEG on CUDA, recorded as its own fidelity class)")
     p.add_argument("--cache-dir", help="decoded-image cache (default $SHIFTBENCH_CACHE or ~/.cache/shiftbench/images)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the decoded-image cache")
     p.add_argument("--agreement-sample", type=int, help="images re-run in fp32 to check bf16/fp16 (default 64)")
@@ -140,10 +141,10 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def execute(config: Any, sources: list[Any]) -> int:
     """Print the config, run every model's cells, print the summary."""
-    from harness.engine.distributed import World
+    from harness.cli import UserError
+    from harness.engine.distributed import RankFailed, World
     from harness.engine.predict import resolve_device
     from harness.engine.run import (
-        Engine,
         RunLog,
         all_metric_names,
         plan_tasks,
@@ -153,15 +154,15 @@ def execute(config: Any, sources: list[Any]) -> int:
 
     plan_tasks(config.shifts, run_specs(config))  # unknown names fail before anything is printed
     log = RunLog(config.json)
-    world = World.from_env(resolve_device(config.device).type)
-    if world.is_main:
-        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
-    if config.executor == "ray":
-        from harness.engine.ray_executor import run_on_ray
-
-        summary = run_on_ray(config, sources, log)
-    else:
-        summary = Engine(config, log=log, world=world).run(sources)
+    world = World.single() if config.executor == "ray" else World.from_env(resolve_device(config.device))
+    try:
+        summary = _execute_in(world, config, sources, log)
+    except RankFailed as exc:  # another rank's error, already printed there: one line here too
+        world.abandon()
+        raise UserError(str(exc)) from None
+    except BaseException:
+        world.abandon()
+        raise
     status = 0
     if world.is_main:
         if config.json:
@@ -171,6 +172,18 @@ def execute(config: Any, sources: list[Any]) -> int:
         status = alarm_near_chance(config, {s.name for s in sources}, log)
     world.close()
     return status
+
+
+def _execute_in(world: Any, config: Any, sources: list[Any], log: Any) -> list[dict[str, Any]]:
+    from harness.engine.run import Engine
+
+    if world.is_main:
+        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
+    if config.executor == "ray":
+        from harness.engine.ray_executor import run_on_ray
+
+        return run_on_ray(config, sources, log)
+    return Engine(config, log=log, world=world).run(sources)
 
 
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
