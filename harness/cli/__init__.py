@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.merge",
     "harness.cli.ensemble",
     "harness.cli.download",
+    "harness.cli.demo",
 )
 
 
