@@ -119,7 +119,8 @@ def fetch_weights(spec: str, *, mirror: str | None = None, endpoint: str | None 
     hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub:
         raise ValueError(f"timm has no Hugging Face weights for {name!r}; name a pretrained tag, e.g. timm:resnet50.a1_in1k")
-    path = _hf(hub, ["model.safetensors", "pytorch_model.bin"], endpoint)
+    filename = getattr(cfg, "hf_hub_filename", None)
+    path = _hf(hub, [filename] if filename else ["model.safetensors", "pytorch_model.bin"], endpoint)
     return Fetched(path, f"Hugging Face {hub}, sha256 checked against the Hub's LFS ETag",
                    f"--model timm:{name} --model-arg weights={path}")
 

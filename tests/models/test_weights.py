@@ -139,6 +139,20 @@ def test_offline_mode_without_the_file_says_so(tmp_path, monkeypatch, tiny_arch)
     assert status == 2 and "HF_HUB_OFFLINE" in err
 
 
+def test_timm_weights_come_from_the_hub_named_by_timms_pretrained_table(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    data = b"stand-in for model.safetensors"  # the route is under test here, not the loader
+    sha = hashlib.sha256(data).hexdigest()
+    server.serve("/timm/resnet50.a1_in1k/resolve/main/model.safetensors", data, ETag=f'"{sha}"',
+                 **{"X-Repo-Commit": "c" * 40})
+    status, out, err = cli("fetch-weights", "timm:resnet50.a1_in1k", "--hf-endpoint", server.base, "--no-progress")
+    assert status == 0, err
+    path = out.split(": ", 1)[1].split(" (")[0]
+    assert Path(path).read_bytes() == data and path.startswith(str(tmp_path / "hf"))
+    assert f"--model timm:resnet50.a1_in1k --model-arg weights={path}" in out
+
+
 @pytest.mark.parametrize("spec", ["clip:ViT-B-32", "resnet50", "clip:@openai"])
 def test_a_malformed_weights_name_is_explained(spec):
     status, _, err = cli("fetch-weights", spec)

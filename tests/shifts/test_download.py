@@ -362,3 +362,11 @@ def test_prepare_objectnet_from_its_zip(tmp_path, monkeypatch):
     fixture_sizes(monkeypatch, root, ["objectnet"])
     status, out, _ = cli("check-data", "objectnet", "--data-root", root)
     assert status == 0, out
+
+
+def test_the_progress_line_shows_bytes_rate_and_eta(monkeypatch):
+    clock = iter([100.0, 102.0, 102.0])
+    monkeypatch.setattr(dl.time, "monotonic", lambda: next(clock))
+    bar = dl.Progress("imagenet-r.tar", 10 * 2**20, 2**20, enabled=False)
+    bar.update(2**20)  # one MiB in two seconds, resumed at one MiB
+    assert bar.line() == "imagenet-r.tar: 2.0 MiB of 10.0 MiB (20%), 512.0 KiB/s, ETA 0:00:16"
