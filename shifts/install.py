@@ -15,7 +15,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shifts.download import DownloadError, Progress, fetch, remove_tree, safe_extract, sha256_file
+from shifts.download import (
+    ChecksumMismatch,
+    DownloadError,
+    Progress,
+    fetch,
+    remove_tree,
+    safe_extract,
+    sha256_file,
+)
 from shifts.sources import IMAGENET_MD5, OBJECTNET_PASSWORD, Archive
 
 PARTIAL = ".shiftbench-partial"
@@ -83,6 +91,13 @@ def obtain(
 ) -> tuple[Path, str, str]:
     """The verified archive file, its sha256 and how it was verified."""
     expected, how = expected_digest(root, archive)
+    hint = (
+        f" (no checksum is published for {archive.filename}: the expected digest is the one recorded at "
+        f"your first download in {root / LEDGER}; if its server re-packs the archive, remove that entry "
+        "to accept this copy)"
+        if how == "recorded"
+        else ""
+    )
     if given is not None:
         given = Path(given)
         if not given.is_file():
@@ -91,7 +106,7 @@ def obtain(
         if expected is not None and digest != expected:
             raise DownloadError(
                 f"{given}: sha256 {digest} does not match the {how} {expected} for {archive.filename} "
-                f"({archive.source}); it is not the published archive, nothing was extracted"
+                f"({archive.source}); it is not the published archive, nothing was extracted{hint}"
             )
         return given, digest, how
     urls = [mirror.rstrip("/") + "/" + archive.filename] if mirror else list(archive.urls)
@@ -103,7 +118,7 @@ def obtain(
             digest = fetch(url, dest, expected, archive.size, size_exact=archive.size_exact, progress=progress)
             return dest, digest, how
         except DownloadError as exc:
-            errors.append(str(exc))
+            errors.append(str(exc) + (hint if isinstance(exc, ChecksumMismatch) else ""))
             if len(urls) > 1:
                 print(f"  {exc}", file=sys.stderr)
     raise DownloadError(errors[0] if len(errors) == 1 else "no source worked:\n  " + "\n  ".join(errors))
