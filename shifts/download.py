@@ -131,13 +131,14 @@ def fetch(
     origin.write_text(url)
     attempt = 0
     total = size
+    hasher = _PrefixHash()
     while True:
         offset = part.stat().st_size if part.exists() else 0
         if size and size_exact and offset > size:
             part.unlink()  # longer than the archive can be: not a prefix of it
             offset = 0
         try:
-            total = _download_into(url, part, offset, size, size_exact, timeout, progress, dest.name)
+            total = _download_into(url, part, offset, size, size_exact, timeout, progress, dest.name, hasher)
             break
         except _Dropped as exc:
             attempt += 1
@@ -155,7 +156,8 @@ def fetch(
             f"{url}: received {got} bytes but the server announced {total}; the partial file "
             f"{part} is kept: rerun to resume"
         )
-    digest = sha256_file(part)
+    hasher.sync(part, got)
+    digest = hasher.hexdigest()
     if sha256 is not None and digest != sha256:
         aside = dest.with_name(dest.name + ".sha256-mismatch")
         part.replace(aside)
@@ -173,6 +175,30 @@ def fetch(
     return digest
 
 
+class _PrefixHash:
+    """The sha256 of a growing file's first ``n`` bytes, fed as they are written, so the finished
+    download is not read again; ``sync`` re-reads the prefix only when a resume starts elsewhere."""
+
+    def __init__(self) -> None:
+        self.h, self.n = hashlib.sha256(), 0
+
+    def sync(self, part: Path, offset: int) -> None:
+        if self.n == offset:
+            return
+        self.h, self.n = hashlib.sha256(), 0
+        if offset:
+            with open(part, "rb") as fh:
+                while self.n < offset and (chunk := fh.read(min(CHUNK, offset - self.n))):
+                    self.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self.h.update(chunk)
+        self.n += len(chunk)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
 class _Dropped(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -187,6 +213,7 @@ def _download_into(
     timeout: float,
     progress: bool,
     label: str,
+    hasher: _PrefixHash,
 ) -> int | None:
     """Append the rest of ``url`` to ``part``; the total size when the server says it."""
     try:
@@ -227,12 +254,14 @@ def _download_into(
         if total and not offset:
             _check_space(part.parent, total)
         bar = Progress(label, total if total else None, offset, enabled=progress)
+        hasher.sync(part, offset)
         mode = "ab" if offset else "wb"
         try:
             with open(part, mode) as out:
                 chunk = first
                 while chunk:
                     _write(out, chunk, part)
+                    hasher.update(chunk)
                     bar.update(len(chunk))
                     try:
                         chunk = resp.read(CHUNK)
@@ -319,7 +348,10 @@ def safe_extract(archive: Path, dest: Path, password: str | None = None, progres
     except (tarfile.TarError, OSError) as exc:
         raise DownloadError(f"{archive}: not a readable tar or zip archive ({exc})") from None
     n = 0
-    bar = Progress(f"extracting {archive.name}", archive.stat().st_size, enabled=progress)
+    with open(archive, "rb") as fh:
+        plain = fh.read(2) not in (b"\x1f\x8b", b"BZ", b"\xfd7")  # gzip, bzip2, xz magic
+    total = archive.stat().st_size if plain else None  # a compressed tar's inflated size is unknown
+    bar = Progress(f"extracting {archive.name}", total, enabled=progress)
     try:
         with tar:
             for member in tar:
