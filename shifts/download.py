@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -366,7 +367,7 @@ def safe_extract(archive: Path, dest: Path, password: str | None = None, progres
                     bar.update(member.size)
     except FileExistsError:
         raise DownloadError(f"{archive}: a member appears twice; refused") from None
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DownloadError(f"{archive}: the archive is damaged ({type(exc).__name__}: {exc})") from None
     finally:
         bar.close()
@@ -399,7 +400,7 @@ def _extract_zip(archive: Path, dest: Path, password: str | None, progress: bool
         raise DownloadError(f"{archive}: {exc}; pass the password the dataset's site gives") from None
     except FileExistsError:
         raise DownloadError(f"{archive}: a member appears twice; refused") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
         raise DownloadError(f"{archive}: the archive is damaged ({type(exc).__name__}: {exc})") from None
     return n
 

@@ -160,8 +160,14 @@ def test_a_malformed_weights_name_is_explained(spec):
 
 
 def test_open_clip_openai_tags_carry_their_sha256_in_the_url():
-    """The route ``fetch-weights clip:ViT-B-32@openai`` takes, read from open_clip's own table."""
+    """The route ``fetch-weights clip:ARCH@openai`` takes, read from open_clip's own table: every
+    OpenAI archive (RN50 ... ViT-L-14-336) is a direct URL with its sha256 in the path."""
+    import open_clip
+
     from models.weights import open_clip_cfg, openai_url
 
+    tags = [(m, t) for m, t in open_clip.list_pretrained() if t == "openai"]
+    assert len(tags) >= 9
+    assert all(openai_url(open_clip_cfg(m, t)) for m, t in tags)
     m = openai_url(open_clip_cfg("ViT-B-32", "openai"))
-    assert m is not None and m.group(1) == "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+    assert m.group(1) == "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"

@@ -371,3 +371,41 @@ def test_the_progress_line_shows_bytes_rate_and_eta(monkeypatch):
     bar = dl.Progress("imagenet-r.tar", 10 * 2**20, 2**20, enabled=False)
     bar.update(2**20)  # one MiB in two seconds, resumed at one MiB
     assert bar.line() == "imagenet-r.tar: 2.0 MiB of 10.0 MiB (20%), 512.0 KiB/s, ETA 0:00:16"
+
+
+def test_prepare_objectnet_decrypts_the_password_protected_zip(tmp_path, monkeypatch):
+    """The published zip is encrypted (ZipCrypto); built here with Info-ZIP's zip -P."""
+    import shutil
+    import subprocess
+
+    if shutil.which("zip") is None:
+        pytest.skip("Info-ZIP zip not installed (apt-get install zip); it builds the encrypted fixture")
+    src = tmp_path / "src"
+    fixtures.write_objectnet(src)
+    zpath = tmp_path / "objectnet-1.0.zip"
+    subprocess.run(["zip", "-q", "-r", "-P", sources.OBJECTNET_PASSWORD, str(zpath), "objectnet-1.0"],
+                   cwd=src, check=True)
+    with zipfile.ZipFile(zpath) as zf:
+        assert all(i.flag_bits & 1 for i in zf.infolist() if not i.is_dir())  # really encrypted
+    root = tmp_path / "data"
+    status, _, err = cli("prepare", "objectnet", "--zip", zpath, "--password", "wrong", "--data-root", root, "--no-progress")
+    assert status == 2 and "password" in err and not (root / "objectnet-1.0").exists()
+    status, out, err = cli("prepare", "objectnet", "--zip", zpath, "--data-root", root, "--no-progress")
+    fixture_sizes(monkeypatch, root, ["objectnet"])
+    status, out, _ = cli("check-data", "objectnet", "--data-root", root)
+    assert status == 0, out
+
+
+def test_a_damaged_archive_leaves_nothing_where_a_shift_looks(tmp_path):
+    """No published checksum to stop it first (a WILDS bundle given with --archive): the damage
+    shows during extraction, and what was extracted so far is removed."""
+    src = tmp_path / "src"
+    fixtures.write_camelyon17(src)
+    data = tar_bytes(src / "camelyon17_v1.0", None)
+    given = tmp_path / "camelyon17_v1.0.tar.gz"
+    given.write_bytes(data[: len(data) * 2 // 3])
+    root = tmp_path / "data"
+    status, _, err = cli("download", "camelyon17", "--data-root", root, "--archive", given, "--no-progress")
+    assert status == 2 and "damaged" in err
+    assert not (root / "camelyon17_v1.0").exists() and not (root / install.PARTIAL).exists()
+    assert not (root / install.LEDGER).exists()  # a damaged copy's digest is not recorded
