@@ -239,7 +239,10 @@ def _download_into(
         elif offset:
             offset = 0  # the server ignored Range: start over
         length = resp.headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else size
+        announced = offset + int(length) if length and length.isdigit() else None
+        # the published size stands in when the server announces none, but only an exact one
+        # can tell a short stream from a finished one
+        total = announced if announced is not None else (size if size_exact else None)
         first = resp.read(min(CHUNK, 4096))
         if not offset and ("text/html" in ctype.lower() or _looks_like_html(first)):
             raise DownloadError(
@@ -252,9 +255,9 @@ def _download_into(
                 f"{url}: the server offers {total} bytes but the published archive has {size}; "
                 "it is not the expected file: try --mirror, or --archive with a copy fetched elsewhere"
             )
-        if total and not offset:
-            _check_space(part.parent, total)
-        bar = Progress(label, total if total else None, offset, enabled=progress)
+        if (total or size) and not offset:
+            _check_space(part.parent, total or size)
+        bar = Progress(label, total or size or None, offset, enabled=progress)
         hasher.sync(part, offset)
         mode = "ab" if offset else "wb"
         try:

@@ -1,8 +1,8 @@
 """A real HTTP server on 127.0.0.1 for download tests: byte ranges, and faults on request.
 
 Serves registered bytes by path with ``Range: bytes=N-`` support (206 + Content-Range), and can
-answer a path with 404, with an HTML page, or by dropping the connection part-way through the
-body (once). Every request's path and Range header is recorded. Nothing leaves 127.0.0.1.
+answer a path with 404, with an HTML page, without a Content-Length (the body ends at close), or
+by dropping the connection part-way through the body (once). Every request's path and Range header is recorded. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -65,7 +65,11 @@ class LocalServer:
                 else:
                     self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data) - start))
+                if fault == "no-length":  # the body ends when the connection closes
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(data) - start))
                 self.send_header("Accept-Ranges", "bytes")
                 for k, v in headers.items():
                     self.send_header(k, v)

@@ -82,7 +82,7 @@ def sha(data: bytes) -> str:
 
 def register(monkeypatch, shift: str, data: bytes, **changes) -> sources.Archive:
     """The catalogue entry of ``shift`` held to the fixture archive's digest and size."""
-    entry = dataclasses.replace(sources.ARCHIVES[shift], sha256=sha(data), size=len(data), **changes)
+    entry = dataclasses.replace(sources.ARCHIVES[shift], **{"sha256": sha(data), "size": len(data), **changes})
     if sources.ARCHIVES[shift].sha256 is None and "sha256" not in changes:
         entry = dataclasses.replace(entry, sha256=None)  # no published checksum: keep it that way
     monkeypatch.setitem(sources.ARCHIVES, shift, entry)
@@ -409,3 +409,17 @@ def test_a_damaged_archive_leaves_nothing_where_a_shift_looks(tmp_path):
     assert status == 2 and "damaged" in err
     assert not (root / "camelyon17_v1.0").exists() and not (root / install.PARTIAL).exists()
     assert not (root / install.LEDGER).exists()  # a damaged copy's digest is not recorded
+
+
+def test_a_server_that_announces_no_length_is_read_to_the_end(tmp_path, server, monkeypatch):
+    """WILDS' sizes are approximate and a bundle may stream without a Content-Length: the body
+    ends when the connection closes, and the digest (recorded, none being published) is of it all."""
+    data = build_archive(tmp_path, "iwildcam")
+    archive = register(monkeypatch, "iwildcam", data, size=len(data) + 12_345)
+    server.serve(f"/m/{archive.filename}", data)
+    server.faults[f"/m/{archive.filename}"] = "no-length"
+    root = tmp_path / "data"
+    status, out, err = cli("download", "iwildcam", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
+    assert (root / "iwildcam_v2.0" / "metadata.csv").is_file(), err
+    assert sha(data) in (root / install.LEDGER).read_text()
+    assert [r for _, _, r in server.requests] == [None]  # one request: nothing mistaken for a drop
