@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shlex
+import socket
 import tarfile
 
 import pytest
@@ -31,8 +32,16 @@ def cli(*args) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "shiftbench-demo"
+    real = socket.socket.connect
+
+    def connect(self, address):  # the demo needs no network: any connection fails it
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError(f"the demo tried to reach {address}")
+        return real(self, address)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SHIFTBENCH_CACHE", str(root.parent / "cache"))
+        mp.setattr(socket.socket, "connect", connect)
         status, out, err = cli("demo", root)
     assert status == 0, err[-3000:]
     return root, out
