@@ -256,7 +256,7 @@ def _download_into(
                 "it is not the expected file: try --mirror, or --archive with a copy fetched elsewhere"
             )
         if (total or size) and not offset:
-            _check_space(part.parent, total or size)
+            check_space(part.parent, total or size)
         bar = Progress(label, total or size or None, offset, enabled=progress)
         hasher.sync(part, offset)
         mode = "ab" if offset else "wb"
@@ -290,7 +290,7 @@ def _write(out, chunk: bytes, part: Path) -> None:
         raise
 
 
-def _check_space(folder: Path, need: int) -> None:
+def check_space(folder: Path, need: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < need:
         raise DownloadError(

@@ -19,6 +19,7 @@ from shifts.download import (
     ChecksumMismatch,
     DownloadError,
     Progress,
+    check_space,
     fetch,
     remove_tree,
     safe_extract,
@@ -130,6 +131,8 @@ def install(root: Path, archive: Archive, archive_file: Path, password: str | No
     staging = root / PARTIAL / archive.shift
     remove_tree(staging)  # left by an interrupted earlier attempt: ours to remove
     try:
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        check_space(staging.parent, Path(archive_file).stat().st_size)  # images barely compress
         safe_extract(archive_file, staging, password, progress)
         content = staging / archive.top if archive.top else staging
         if not content.is_dir():

@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "verify its checksum, extract it safely where the shift looks for it, then run check-data. "
         "ImageNet and ObjectNet sit behind licences: see `shiftbench prepare`.",
     )
-    p.add_argument("shifts", nargs="+", metavar="SHIFT", help="e.g. imagenetv2 imagenet-r imagenet-a imagenet-sketch iwildcam")
-    p.add_argument("--data-root", required=True, type=Path)
+    p.add_argument("shifts", nargs="*", metavar="SHIFT", help="e.g. imagenetv2 imagenet-r imagenet-a imagenet-sketch iwildcam")
+    p.add_argument("--data-root", type=Path, help="folder holding the shifts' data (required unless --list)")
+    p.add_argument("--list", action="store_true", help="list the downloadable shifts: archive, size, checksum source")
     p.add_argument("--mirror", metavar="URL", help="fetch URL/<archive file name> instead of the official URL")
     p.add_argument("--archive", type=Path, metavar="FILE", help="an archive fetched elsewhere (one shift only)")
     p.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive after extraction")
@@ -70,6 +71,10 @@ def download_cmd(args: argparse.Namespace) -> int:
     from shifts.install import DOWNLOADS, check_target_free, install, obtain, record_digest
     from shifts.sources import archive_for
 
+    if args.list:
+        return list_archives()
+    if not args.shifts or args.data_root is None:
+        raise UserError("name the shifts to download and --data-root (or pass --list to see them)")
     if args.archive and len(args.shifts) != 1:
         raise UserError("--archive names one archive: pass exactly one shift with it")
     if args.archive and args.mirror:
@@ -112,6 +117,18 @@ def download_cmd(args: argparse.Namespace) -> int:
         print(f"{archive.shift}: extracted to {target}")
         status = max(status, _check(root, archive.shift))
     return status
+
+
+def list_archives() -> int:
+    from shifts.sources import ARCHIVES, LICENSED
+
+    for a in ARCHIVES.values():
+        size = f"{a.size / 2**30:.1f} GiB" + ("" if a.size_exact else " (approx.)") if a.size else "size unknown"
+        check = "sha256 published" if a.sha256 else "no checksum published (recorded on first download)"
+        print(f"{a.shift:26} {a.filename:38} {size:18} -> {a.target}/  {check}; {a.source}")
+    for name in LICENSED:
+        print(f"{name:26} licensed: see `shiftbench download {name} --data-root DIR` for where to get it")
+    return 0
 
 
 def prepare_imagenet_cmd(args: argparse.Namespace) -> int:

@@ -423,3 +423,27 @@ def test_a_server_that_announces_no_length_is_read_to_the_end(tmp_path, server, 
     assert (root / "iwildcam_v2.0" / "metadata.csv").is_file(), err
     assert sha(data) in (root / install.LEDGER).read_text()
     assert [r for _, _, r in server.requests] == [None]  # one request: nothing mistaken for a drop
+
+
+def test_list_names_every_archive_and_its_checksum_source():
+    status, out, _ = cli("download", "--list")
+    assert status == 0
+    for shift, a in sources.ARCHIVES.items():
+        line = next(x for x in out.splitlines() if x.startswith(shift + " "))
+        assert a.filename in line and a.source in line
+    assert "imagenet " in out and "licensed" in out
+
+
+def test_extraction_needs_room_for_the_archive_again(tmp_path, monkeypatch):
+    import collections
+
+    data = build_archive(tmp_path, "imagenet-a")
+    archive = register(monkeypatch, "imagenet-a", data)
+    given = tmp_path / "imagenet-a.tar"
+    given.write_bytes(data)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: usage(10**9, 10**9, len(data) // 2))
+    root = tmp_path / "data"
+    with pytest.raises(dl.DownloadError, match="free space"):
+        install.install(root, archive, given, progress=False)
+    assert not (root / "imagenet-a").exists() and not (root / install.PARTIAL).exists()
