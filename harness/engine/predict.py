@@ -29,6 +29,7 @@ from harness.api import Classifier, LazyExample, Predictions, PreprocessSpec, Sh
 from harness.engine.cache import ImageCache, cache_key
 from harness.engine.distributed import World
 from harness.engine.gpu_decode import BatchDecoder, choose_decoder, decoder_label, worker_payload
+from harness.engine.numerics import Numerics, applied, place, plan, warn_if_emulated
 from harness.transforms import geometry, normalize
 
 
@@ -289,23 +290,36 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def make_forward(classifier: Classifier, device: torch.device, precision: str) -> Callable[[torch.Tensor], np.ndarray]:
+def make_forward(classifier: Classifier, device: torch.device, precision: str | Numerics) -> Callable[[torch.Tensor], np.ndarray]:
     """uint8 batch -> float32 numpy logits under no_grad and the precision's autocast.
 
-    no_grad rather than inference_mode: with bf16 autocast on CPU it measured 1.5x faster."""
+    The engine alone sets device, precision and layout: the classifier already sits on
+    ``device`` with its weights as ``numerics.applied`` left them, and opens no autocast of
+    its own. no_grad rather than inference_mode: with bf16 autocast on CPU it measured 1.5x
+    faster."""
     spec = classifier.preprocess_spec
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    numerics = precision if isinstance(precision, Numerics) else plan(precision, classifier)
 
     def forward(batch: torch.Tensor) -> np.ndarray:
         x = normalize(batch.to(device, non_blocking=True), spec)
-        if device.type == "cuda":
+        if numerics.weights is not None:
+            x = x.to(numerics.weights)
+        if numerics.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        amp = torch.autocast(device.type, dtype=numerics.autocast) if numerics.autocast is not None else contextlib.nullcontext()
         with torch.no_grad(), amp:
             out = classifier.logits(x)
         return torch.as_tensor(out).float().cpu().numpy()
 
     return forward
+
+
+def fp16_top1_changed(logits: np.ndarray, stored: np.ndarray) -> int:
+    """Examples whose top-1 class differs between the logits computed and the float16 ones
+    stored (rounding can tie or swap two close logits); expected to be about 0."""
+    if not len(logits):
+        return 0
+    return int((logits.argmax(1) != stored.argmax(1)).sum())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -390,8 +404,9 @@ def predict(
     """Run ``classifier`` over every example once; returns predictions and timing stats."""
     world = world or World.single()
     device = resolve_device(options.device)
-    if isinstance(classifier, torch.nn.Module):
-        classifier.to(device).eval()
+    numerics = plan(options.precision, classifier)
+    warn_if_emulated(numerics, device)
+    place(classifier, device)
     spec = classifier.preprocess_spec
     n, size = len(manifest), spec.image_size
     start = time.perf_counter()
@@ -423,7 +438,7 @@ def predict(
         batches = decoded_batches(stream, options.batch_size, options.workers, device.type == "cuda", skipped=skipped)
         source = "decode"
 
-    forward = BackoffForward(make_forward(classifier, device, options.precision), options.batch_size)
+    forward = BackoffForward(make_forward(classifier, device, numerics), options.batch_size)
     parts_idx: list[np.ndarray] = []
     parts_logits: list[np.ndarray] = []
     sample_idx: list[np.ndarray] = []
@@ -440,6 +455,8 @@ def predict(
         dynamic_ncols=True,
         leave=False,
     )
+    placement = contextlib.ExitStack()  # bf16 weights / channels_last for this pass only
+    placement.enter_context(applied(classifier, numerics))
     try:
         for idx, images in batches:
             if writer is not None:
@@ -452,7 +469,7 @@ def predict(
                 )
             parts_idx.append(idx)
             parts_logits.append(logits)
-            if options.precision != "fp32" and sampled < options.agreement_sample:
+            if numerics.reduced and sampled < options.agreement_sample:
                 take = min(len(idx), options.agreement_sample - sampled)
                 sample_idx.append(idx[:take])
                 sample_img.append(images[:take].clone())
@@ -464,6 +481,7 @@ def predict(
         raise
     finally:
         bar.close()
+        placement.close()  # the fp32 agreement pass below runs the weights as loaded
     if writer is not None:
         if skipped:
             writer.abort()  # a cache entry with holes would be read as complete
@@ -485,12 +503,13 @@ def predict(
     kept = manifest.without(absent)
 
     elapsed = time.perf_counter() - start
+    stored = logits.astype(np.float16)  # what is saved, scored now and rescored by `shiftbench score`
     preds = Predictions(
         model=model_name,
         shift=manifest.shift,
         keys=np.asarray(kept.keys, dtype=str),
         labels=kept.labels,
-        logits=logits.astype(np.float16),
+        logits=stored,
         meta=dict(kept.meta),
     )
     stats: dict[str, Any] = {
@@ -500,6 +519,8 @@ def predict(
         "decoder": label,
         "batch_size": forward.batch_size,
         "device": str(device),
+        **numerics.record(device),
+        "fp16_top1_changed": fp16_top1_changed(logits, stored),
         "world_size": world.size,
     }
     if cache_note is not None:
