@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.data",
     "harness.cli.merge",
     "harness.cli.ensemble",
+    "harness.cli.analyses",
 )
 
 

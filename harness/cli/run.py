@@ -90,6 +90,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="predict models on shifts, verify, score, append results.jsonl")
     p.add_argument("--model", dest="model_items", action="append", type=_tagged("model"), metavar="NAME:ARG", help="model to evaluate (repeatable)")
+    p.add_argument("--unlabeled", action="store_true",
+                   help="the folder shift holds unlabelled images (any layout, ImageNet label space): store predictions "
+                   "for `shiftbench estimate`, score nothing (the shift folder-unlabeled)")
     add_engine_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -188,16 +191,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if not config.models:
         raise ValueError("no --model given (nor models in the config file)")
+    if args.unlabeled:
+        if "folder" not in config.shifts:
+            raise ValueError("--unlabeled applies to the folder shift: add --shifts folder (or use --shifts folder-unlabeled)")
+        config = dataclasses.replace(config, shifts=tuple("folder-unlabeled" if s == "folder" else s for s in config.shifts))
     return execute(config, models_from_config(config))
 
 
 def print_rows(rows: list[Any], as_json: bool) -> None:
-    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent)."""
+    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent, nll in nats)."""
+    from harness.metrics import format_metric
+
     for row in rows:
         if as_json:
             print(row.to_json())
         else:
-            metrics = "  ".join(f"{k}={100 * v:.2f}" for k, v in sorted(row.metrics.items()))
+            metrics = "  ".join(f"{k}={format_metric(k, v)}" for k, v in sorted(row.metrics.items()))
             print(f"{row.model}  {row.setting}  n={row.n}  {metrics}")
 
 
