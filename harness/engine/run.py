@@ -473,7 +473,10 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
 
 
 def all_metric_names(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    from harness.metrics import CALIBRATION_METRICS
+
     names = {k for r in rows for k, v in r.items() if isinstance(v, float) and k != "images_per_s"}
-    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5"})
+    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5", *CALIBRATION_METRICS})
+    ordered += [m for m in CALIBRATION_METRICS if m in names]
     return tuple(ordered) or ("top1",)
 
