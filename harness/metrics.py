@@ -82,11 +82,31 @@ def format_metric(name: str, value: float) -> str:
     return f"{value:.3f}" if name == "nll" else f"{100 * value:.2f}"
 
 
-def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise log-softmax of ``logits / temperature`` in float64."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+#: Rows per block when computing softmax statistics (bounds float64 temporaries to ~64 MB at 1000 classes).
+_BLOCK = 8192
+
+
+def softmax_stats(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``softmax(logits / T)``: the argmax (lowest index on ties), its probability and
+    the log-probability of the label, in float64 and in blocks of rows."""
+    logits = _as_logits(logits)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(logits):
+        raise ValueError(f"{len(logits)} logit rows but {len(labels)} labels")
+    if len(labels) == 0:
+        raise ValueError("cannot score zero examples")
+    pred = np.empty(len(labels), dtype=np.int64)
+    conf = np.empty(len(labels))
+    log_label = np.empty(len(labels))
+    for lo in range(0, len(labels), _BLOCK):
+        z = logits[lo : lo + _BLOCK].astype(np.float64) / float(temperature)
+        z -= z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=1))
+        rows = np.arange(len(z))
+        pred[lo : lo + _BLOCK] = z.argmax(axis=1)
+        conf[lo : lo + _BLOCK] = np.exp(z[rows, pred[lo : lo + _BLOCK]] - log_norm)
+        log_label[lo : lo + _BLOCK] = z[rows, labels[lo : lo + _BLOCK]] - log_norm
+    return pred, conf, log_label
 
 
 def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS, temperature: float = 1.0) -> float:
@@ -94,27 +114,17 @@ def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int
     ``sum_m |B_m|/n * |accuracy(B_m) - mean confidence(B_m)|`` (Naeini et al. 2015; Guo et al. 2017).
 
     The prediction is ``argmax`` (lowest index on ties), as for ``top1``."""
-    logp = log_softmax(_as_logits(logits), temperature)
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) == 0:
-        raise ValueError("cannot score zero examples")
-    pred = logp.argmax(axis=1)
-    conf = np.exp(logp[np.arange(len(pred)), pred])
-    correct = (pred == labels).astype(np.float64)
+    pred, conf, _ = softmax_stats(logits, labels, temperature)
+    correct = (pred == np.asarray(labels, dtype=np.int64)).astype(np.float64)
     # bin m holds confidences in ((m-1)/M, m/M]; confidence is at least 1/C > 0
     idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
-    count = np.bincount(idx, minlength=bins)
     gap = np.abs(np.bincount(idx, correct, minlength=bins) - np.bincount(idx, conf, minlength=bins))
-    return float(gap.sum() / len(labels)) if count.sum() else 0.0
+    return float(gap.sum() / len(pred))
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """Mean ``-log softmax(logits / T)[label]`` in nats."""
-    logp = log_softmax(_as_logits(logits), temperature)
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) == 0:
-        raise ValueError("cannot score zero examples")
-    return float(-logp[np.arange(len(labels)), labels].mean())
+    return float(-softmax_stats(logits, labels, temperature)[2].mean())
 
 
 def _per_class_counts(
