@@ -176,7 +176,10 @@ def aline(
     i, j = np.triu_indices(m, k=1)
     agr_id, agr_ood = np.asarray(id_agreement)[i, j], np.asarray(ood_agreement)[i, j]
     zx, zy = probit(agr_id, n_id), probit(agr_ood, n_ood)
-    slope, intercept, r2 = ols(zx, zy)  # raises when every pair agrees equally in ID
+    if np.ptp(zx) == 0:
+        raise ValueError(f"every pair of the {m} models agrees equally often on ID data ({100 * agr_id[0]:.2f}%): "
+                         "no agreement line can be fitted; add more diverse models")
+    slope, intercept, r2 = ols(zx, zy)
     line = Line(slope, intercept, r2, len(zx))
     z_acc = probit(id_accuracy, n_id)
     aline_s = scales.inverse("probit", slope * z_acc + intercept)

@@ -151,7 +151,7 @@ def paired_section(run: Any, samples: int, seed: int) -> tuple[list[Page], dict[
         found["wiseft"].append({**sweep, "members": {str(k): v for k, v in sweep["members"].items()}, "rows": rows})
         texts.append(format_sweep(rows, sweep, 0.95, 0.05))
     others = [m for m in models if m not in in_sweeps]
-    trends = TestbedTrends(run.path, "logit", 1000, seed)
+    trends = TestbedTrends(run.path, "logit", samples, seed)
     for a, b in _pairs(run, others):
         settings = settings_of(run, [a, b])
         if not settings:
@@ -173,7 +173,7 @@ def calibration_section(run: Any, calibrate_on: str | None) -> tuple[list[Page],
         return [], []
     try:
         rows = calibration_rows(run, calibrate_on)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         return _text_pages(f"Calibration under shift ({run.path.name})", f"Not computed: {exc}"), []
     pages = [_figure_page(lambda: calibration_figure(run, rows, f"Calibration under shift ({run.path.name}): ECE, 15 bins"))]
     note = (f"Temperature fitted per model on {calibrate_on} and applied to every setting.\n\n" if calibrate_on
@@ -193,7 +193,10 @@ def build(inputs: Sequence[Path], samples: int, seed: int, calibrate_on: str | N
         p, f = agreement_section(run)
         pages += p
         found["agreement"] += f
-        p, f2 = paired_section(run, max(samples, 100), seed)
+        try:
+            p, f2 = paired_section(run, max(samples, 100), seed)
+        except (FileNotFoundError, ValueError) as exc:
+            p, f2 = _text_pages(f"Paired comparisons ({run.path.name})", f"Not computed: {exc}"), {"pairs": [], "wiseft": []}
         pages += p
         if f2["pairs"] or f2["wiseft"]:
             found["paired"].append(f2)

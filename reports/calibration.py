@@ -33,8 +33,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     t = float(np.exp(res.x))
     if not np.isclose(t, np.exp(LOG_T_BOUNDS), rtol=1e-3).any():
         return t
-    raise ValueError(f"temperature fit ran to the edge of [{np.exp(LOG_T_BOUNDS[0]):.3g}, {np.exp(LOG_T_BOUNDS[1]):.3g}] "
-                     f"(T = {t:.3g}); the logits are degenerate (constant or already saturated)")
+    raise ValueError(f"the NLL keeps falling to the edge of the temperature range [{np.exp(LOG_T_BOUNDS[0]):.3g}, "
+                     f"{np.exp(LOG_T_BOUNDS[1]):.3g}] (T = {t:.3g}): the model is near chance or its logits are "
+                     "constant there, and no temperature calibrates it; leave it out with --models")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,10 @@ def calibration_rows(run, calibrate_on: str | None = None, models: list[str] | N
                     f"run `shiftbench run --shifts {calibrate_on} --run-dir {run.path} ...` first"
                 )
             fit = run.outcomes(model, calibrate_on)
-            temperature = fit_temperature(fit.logits, fit.labels)
+            try:
+                temperature = fit_temperature(fit.logits, fit.labels)
+            except ValueError as exc:
+                raise ValueError(f"{model} on {calibrate_on}: {exc}") from None
         for row in [r for r in run.rows if r.model == model]:
             o = run.outcomes(model, row.setting)
             kw: dict[str, Any] = {}

@@ -67,15 +67,17 @@ def align(outcomes: list[Outcomes]) -> tuple[np.ndarray, list[np.ndarray]]:
 class StoredRun:
     """A run directory's rows and predictions, read lazily and verified."""
 
-    def __init__(self, path: str | Path) -> None:
-        from harness.engine.run import run_specs
+    def __init__(self, path: str | Path, data_root: str | Path | None = None) -> None:
+        from harness.engine.run import registry_specs
         from harness.engine.store import RunDir
 
         self.run = RunDir(path)
         if not self.run.path.is_dir():
             raise FileNotFoundError(f"{self.run.path}: no such run directory")
         self.rows: list[Result] = self.run.read_results()
-        self._spec_of = run_specs(self.run.read_config())
+        config = self.run.read_config()
+        self.data_root = str(data_root) if data_root is not None else (config.data_root if config else "")
+        self._spec_of = registry_specs(self.data_root, config.split if config else None)
         self._preds: dict[tuple[str, str], Predictions] = {}
 
     @property
@@ -83,7 +85,12 @@ class StoredRun:
         return self.run.path
 
     def spec(self, shift: str) -> ShiftSpec:
-        return self._spec_of(shift)
+        """The shift's spec completed from its data, as the run scored it."""
+        try:
+            return self._spec_of(shift)
+        except (FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"{exc} (completing {shift}'s spec from --data-root {self.data_root or '(none)'}; "
+                            "pass --data-root with the folder this shift was run from)") from None
 
     def models(self) -> list[str]:
         """Every model with results or predictions, in first-seen order."""

@@ -17,6 +17,12 @@ def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def _data_root_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="where the shifts' data is (default: the run's last --data-root); some specs, e.g. "
+                   "ObjectNet's class map or the held-out list's size, are completed from the data")
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "estimate",
@@ -31,6 +37,7 @@ def register(sub: Any) -> None:
                    help="ID shift (default: the shift's ID reference; imagenet for unlabelled folders)")
     p.add_argument("--models", default=None, help="comma-separated models (default: every model with predictions on both)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the estimates as JSON")
+    _data_root_option(p)
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser(
@@ -51,6 +58,7 @@ def register(sub: Any) -> None:
     p.add_argument("--transform", choices=("logit", "probit"), default="logit", help="trend axes for effective robustness")
     p.add_argument("--no-testbed", action="store_true", help="no effective robustness (skips fitting the testbed's trends)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE")
+    _data_root_option(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
@@ -65,6 +73,7 @@ def register(sub: Any) -> None:
     p.add_argument("--models", default=None, help="comma-separated models (default: all)")
     p.add_argument("--out", type=Path, default=Path("calibration.pdf"), help="figure path (.pdf or .png; default calibration.pdf)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE")
+    _data_root_option(p)
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -84,7 +93,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from reports.run_analyses import agreement_estimate, format_estimate
     from reports.stored import StoredRun
 
-    run = StoredRun(args.run_dir)
+    run = StoredRun(args.run_dir, args.data_root)
     est = agreement_estimate(run, args.shift, args.id_shift, _csv(args.models) or None)
     print(format_estimate(est, args.shift))
     for w in est.warnings:
@@ -112,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("--bootstrap must be at least 100 for a percentile interval")
     if not 0.5 <= args.level < 1:
         raise ValueError(f"--level {args.level} must be in [0.5, 1)")
-    run = StoredRun(args.run_dir)
+    run = StoredRun(args.run_dir, args.data_root)
     if not run.rows:
         raise FileNotFoundError(f"{args.run_dir}: no results.jsonl rows to compare; run `shiftbench run` first")
     settings = _csv(args.shifts) or None
@@ -157,7 +166,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from reports.calibration import calibration_figure, calibration_rows, format_table, save_figure
     from reports.stored import StoredRun
 
-    run = StoredRun(args.run_dir)
+    run = StoredRun(args.run_dir, args.data_root)
     if not run.rows:
         raise FileNotFoundError(f"{args.run_dir}: no results.jsonl rows; run `shiftbench run` first")
     rows = calibration_rows(run, args.calibrate_on, _csv(args.models) or None)

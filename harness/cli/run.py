@@ -172,11 +172,13 @@ def execute(config: Any, sources: list[Any]) -> int:
 
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
     """Exit status 3 (results kept) when a shift is at chance next to a healthy ID reference."""
-    from harness.engine.run import run_specs
+    from harness.engine.run import plan_tasks, run_specs
     from harness.engine.sanity import near_chance
     from harness.engine.store import RunDir
 
-    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models]
+    # this run's shifts only: other rows of the directory may come from another --data-root
+    planned = {t.shift for t in plan_tasks(config.shifts, run_specs(config))}
+    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models and r.shift in planned]
     messages = near_chance(rows, run_specs(config))
     for message in messages:
         log.event("near_chance", f"WARNING: {message}", detail=message)
