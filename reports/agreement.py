@@ -131,6 +131,9 @@ class AgreementEstimate:
                                f"at the models' ID accuracies, more than {100 * LINE_GAP:g}): the estimates are biased here")
             return True, (f"agreement-on-the-line holds: agreement R^2 {line.r2:.3f}, accuracy R^2 "
                           f"{self.accuracy_line.r2:.3f}, lines within {100 * gap:.1f} points")
+        if self.ood_accuracy is not None:
+            return True, (f"agreement is on a line (R^2 {line.r2:.3f}); the models' ID accuracies are all equal, "
+                          "so no accuracy line can be fitted to check it against")
         return True, (f"agreement is on a line (R^2 {line.r2:.3f}); without OOD labels whether accuracy "
                       "follows the same line cannot be checked")
 
@@ -195,7 +198,10 @@ def aline(
                             int(n_id), int(n_ood), line, aline_s, aline_d)
     if ood_accuracy is not None:
         est.ood_accuracy = np.asarray(ood_accuracy, dtype=float)
-        est.accuracy_line = fit_line(id_accuracy, est.ood_accuracy, n_id, n_ood)
+        if np.ptp(z_acc) > 0:
+            est.accuracy_line = fit_line(id_accuracy, est.ood_accuracy, n_id, n_ood)
+        else:
+            est.warnings.append("every model has the same ID accuracy: no accuracy line to check the agreement line against")
     span = float(agr_id.max() - agr_id.min())
     if span < MIN_AGREEMENT_SPAN:
         est.warnings.append(

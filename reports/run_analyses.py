@@ -84,8 +84,7 @@ def compare_pair(run: Any, a: str, b: str, settings: list[str], trends: TestbedT
         _, (ia, ib) = align([oa, ob])
         diff = accuracy_difference(oa.correct[ia], ob.correct[ib], samples, seed, level)
         row: dict[str, Any] = {"setting": setting, "a": a, "b": b, **diff.to_dict(), "er": None, "er_note": ""}
-        spec = run.spec(setting)
-        if trends is not None and spec.id_reference and spec.id_reference != setting:
+        if trends is not None and not run.is_id(setting):
             trend, note = trends.trend(a, setting)
             row["er_note"] = note
             id_setting = run.id_setting(setting)

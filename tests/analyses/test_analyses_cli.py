@@ -10,6 +10,7 @@ import pytest
 from synthetic_predictions import nested_predictions, on_the_line, write_run
 
 from harness.cli import main
+from reports.run_analyses import compare_pair, settings_of
 from reports.stored import StoredRun
 
 ID_ACC = np.linspace(0.55, 0.9, 5)
@@ -145,3 +146,8 @@ def test_outcomes_of_an_id_view_match_their_row(tmp_path):
             assert o.accuracy == run.row(m, setting).metrics["top1"]
             assert len(o) == run.row(m, setting).n
     assert run.outcomes("a", "imagenet@imagenet-r").logits.shape == (400, 200)
+    # compare pairs the ID view with the view and the shift with the shift
+    rows = {r["setting"]: r for r in compare_pair(run, "a", "b", settings_of(run, ["a", "b"]), None, 200, 0, 0.95)}
+    assert list(rows) == ["imagenet", "imagenet@imagenet-r", "imagenet-r"]
+    for setting, r in rows.items():
+        assert r["acc_a"] == run.row("a", setting).metrics["top1"] and r["n"] == run.row("a", setting).n
