@@ -109,12 +109,22 @@ def softmax_stats(logits: np.ndarray, labels: np.ndarray, temperature: float = 1
     return pred, conf, log_label
 
 
+def calibration_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
+    """``ece`` and ``nll`` from one pass over the softmax."""
+    pred, conf, log_label = softmax_stats(logits, labels, temperature)
+    return {"ece": _ece(pred, conf, labels, ECE_BINS), "nll": float(-log_label.mean())}
+
+
 def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS, temperature: float = 1.0) -> float:
     """ECE of the top-1 softmax confidence: bins ``((m-1)/M, m/M]`` of equal width,
     ``sum_m |B_m|/n * |accuracy(B_m) - mean confidence(B_m)|`` (Naeini et al. 2015; Guo et al. 2017).
 
     The prediction is ``argmax`` (lowest index on ties), as for ``top1``."""
     pred, conf, _ = softmax_stats(logits, labels, temperature)
+    return _ece(pred, conf, labels, bins)
+
+
+def _ece(pred: np.ndarray, conf: np.ndarray, labels: np.ndarray, bins: int) -> float:
     correct = (pred == np.asarray(labels, dtype=np.int64)).astype(np.float64)
     # bin m holds confidences in ((m-1)/M, m/M]; confidence is at least 1/C > 0
     idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
@@ -283,8 +293,7 @@ def score(preds: Predictions, spec: ShiftSpec) -> tuple[dict[str, float], dict[s
                 metrics[name] = worst
         else:
             raise ValueError(f"shift {spec.name}: unknown metric {name!r}")
-    metrics["ece"] = expected_calibration_error(logits, labels)
-    metrics["nll"] = negative_log_likelihood(logits, labels)
+    metrics.update(calibration_metrics(logits, labels))
     return metrics, counts
 
 
