@@ -121,10 +121,10 @@ def make_entry(
     id_scores = {s: (v.scores[s].top1, v.scores[s].n) for s in id_shifts}
     verdicts = {c["verdict"] for c in v.published.values()}
     published = ("differs" if "differs" in verdicts else "reproduces") if verdicts else None
-    return Entry(
-        entry_id, v.path.name, v.manifest["model"], v.manifest["card"], protocol, id_scores, points,
-        published=published,
-    )
+    card = dict(v.manifest["card"])
+    if v.manifest.get("incomplete"):  # accepted only with --allow-incomplete: say so wherever it is named
+        card["name"] = f"{card.get('name', v.manifest['model'])} [trial: incomplete data]"
+    return Entry(entry_id, v.path.name, v.manifest["model"], card, protocol, id_scores, points, published=published)
 
 
 def place(entry: Entry, trends: Mapping[str, ShiftTrend]) -> None:
