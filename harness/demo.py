@@ -21,6 +21,7 @@ DEMO_SHIFTS = ("imagenetv2", "imagenet-r")
 SUITE = "imagenet,imagenetv2,imagenet-r"
 ARCH = "demo-clip"
 TINY_CLIP = {
+    "quick_gelu": False,  # random weights built with GELU: stated, as a config for real weights must
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
