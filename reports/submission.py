@@ -153,9 +153,9 @@ def build_members(
     run_dir: Path, card: Mapping[str, Any], model: str | None = None
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest and member bytes of a bundle for one model of ``run_dir``."""
-    from harness.engine.store import RunDir
+    from harness.layout import RunLayout
 
-    run = RunDir(run_dir)
+    run = RunLayout(run_dir)
     if not run.results_path.is_file():
         raise FileNotFoundError(
             f"{run.results_path}: not found; is {run_dir} a run directory written by `shiftbench run`?"

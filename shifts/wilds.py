@@ -13,6 +13,9 @@ Splits, labels and metrics follow the WILDS package exactly (see docs/datasets.m
 - Camelyon17: ``metadata.csv`` split codes 0/1 = train/id_val, then hospital 1 is the OOD val and
   hospital 2 the OOD test, whatever the code says. Patient ids are strings ("004"): the zero
   padding is part of the patch path. Official metric: accuracy.
+
+Each shift's ID reference is its ID split as the WILDS paper compares it (iWildCam and FMoW
+``id_test``, Camelyon17 ``id_val``), scored in the same run as the setting ``<shift>:<split>``.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class IWildCam(WildsShift):
         expected_size=IWILDCAM_SIZES["test"],
         metrics=("top1", "macro_f1", "macro_recall"),
         main_metric="macro_f1",
+        id_reference="iwildcam:id_test",
         group_by=("location",),
         splits=IWILDCAM_SPLITS,
         default_split="test",
@@ -212,6 +216,7 @@ class FMoW(WildsShift):
         expected_size=FMOW_SIZES["test"],
         metrics=("top1", "acc:region", "worst_acc:region!Other", "acc:year", "worst_acc:year"),
         main_metric="worst_acc:region!Other",
+        id_reference="fmow:id_test",
         group_by=("region", "year"),
         splits=FMOW_SPLITS,
         default_split="test",
@@ -294,6 +299,7 @@ class Camelyon17(WildsShift):
         expected_size=CAMELYON_SIZES["test"],
         metrics=("top1", "worst_acc:slide"),
         main_metric="top1",
+        id_reference="camelyon17:id_val",
         group_by=("hospital", "slide"),
         splits=CAMELYON_SPLITS,
         default_split="test",

@@ -68,6 +68,10 @@ class Manifest:
 
 
 def resolve_split(shift: Shift, split: str | None) -> str:
+    """The split to read: a fixed-split shift (``iwildcam:id_test``) always reads its own."""
+    fixed = getattr(shift, "fixed_split", None)
+    if isinstance(fixed, str):
+        return fixed
     split = split or shift.spec.default_split
     if split not in shift.spec.splits:
         raise ValueError(f"shift {shift.spec.name!r} has no split {split!r}; it has {', '.join(shift.spec.splits)}")

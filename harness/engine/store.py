@@ -14,7 +14,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +21,9 @@ from typing import Any
 
 from harness.api import Predictions, Result
 from harness.config import RunConfig, from_dict
+from harness.layout import RunLayout, safe_name
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
-
-
-def safe_name(name: str) -> str:
-    """Filesystem-safe form of a model or shift name (the file header keeps the real one)."""
-    return _UNSAFE.sub("_", name)
+__all__ = ["RunDir", "atomic_write_text", "safe_name"]
 
 
 def _storage_error(path: Path, exc: OSError) -> ValueError:
@@ -55,25 +50,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise _storage_error(path, exc) from exc
 
 
-class RunDir:
+class RunDir(RunLayout):
     """One run directory; every method is safe to call again after a crash."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / "results.jsonl"
-
-    def predictions_path(self, model: str, shift: str) -> Path:
-        return self.path / "predictions" / safe_name(model) / f"{safe_name(shift)}.npz"
-
-    def sidecar_path(self, model: str, shift: str) -> Path:
-        return self.predictions_path(model, shift).with_suffix(".json")
 
     # -- config -------------------------------------------------------------------------
     def read_config(self) -> RunConfig | None:
