@@ -25,7 +25,7 @@ MAX_LABELS = 12
 
 #: (legend label, colour, marker size) per category, in legend order.
 CATEGORIES = {
-    "baseline": ("baseline (fitted)", "#1f77b4", 9),
+    "baseline": ("baseline (fitted)", "#1f77b4", 16),
     "standard": ("ImageNet-1k only, not in fit", "#9ecae1", 9),
     "more-data": ("more data", "#2ca02c", 9),
     "robustness-intervention": ("robustness intervention", "#ff7f0e", 9),
@@ -103,8 +103,10 @@ def _error_bars(ax, g: Group, transform: str, sel: np.ndarray) -> None:
 
 
 def near_chance(g: Group) -> np.ndarray:
-    """Points whose ID accuracy is below :data:`NEAR_CHANCE`."""
-    return np.array([p.x < NEAR_CHANCE for p in g.points], dtype=bool)
+    """Points whose ID accuracy is below :data:`NEAR_CHANCE`, left off the axes; none when
+    every point is (then they are the plot)."""
+    out = np.array([p.x < NEAR_CHANCE for p in g.points], dtype=bool)
+    return out if not out.all() else np.zeros_like(out)
 
 
 def wiseft_curves(g: Group, sel: np.ndarray) -> list[tuple[str, np.ndarray]]:

@@ -395,11 +395,30 @@ def names_head_owners(results: Iterable) -> dict[str, tuple[str, list[str]]]:
     return out
 
 
+#: Registered shifts whose data root is the dataset itself: their rows are named after it.
+USER_SHIFTS = ("folder", "wds")
+
+
+def user_shift_names(folder: Path) -> dict[str, str]:
+    """``folder`` -> ``folder:<dataset folder name>`` (and ``wds``) from the run's config, as the
+    shift's completed spec names it, so two user datasets never share a setting."""
+    from harness.layout import RunLayout
+
+    path = RunLayout(folder).config_path
+    try:
+        root = (json.loads(path.read_text()).get("config") or {}).get("data_root") if path.is_file() else None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    return {s: f"{s}:{Path(root).name}" for s in USER_SHIFTS} if root else {}
+
+
 def read_run_dir(folder: Path) -> list[Row]:
     path = Path(folder) / "results.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{folder}: no results.jsonl; is this a run directory (shiftbench run --run-dir)?")
-    return read_results_jsonl(path, f"run:{Path(folder).name}")
+    rows = read_results_jsonl(path, f"run:{Path(folder).name}")
+    names = user_shift_names(folder)
+    return [dataclasses.replace(r, setting=names[r.setting]) if r.setting in names else r for r in rows]
 
 
 READERS: dict[str, Callable[[Path], list[Row]]] = {

@@ -75,7 +75,7 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
         new = _read_input(Path(path), cfg.fmt, source)
         if not new:
             raise ValueError(f"{path}: no accuracies found")
-        incomplete = [r for r in new if importers.INCOMPLETE in dict(r.protocol)]
+        incomplete = list({(r.model, r.setting): r for r in new if importers.INCOMPLETE in dict(r.protocol)}.values())
         if incomplete and not cfg.allow_incomplete:
             listed = "; ".join(f"{r.model} on {r.setting}: {dict(r.protocol)[importers.INCOMPLETE]} images" for r in incomplete[:3])
             more = f" and {len(incomplete) - 3} more" if len(incomplete) > 3 else ""
@@ -122,7 +122,7 @@ def run_report(cfg: ReportConfig) -> dict:
             "version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "sources": {s: f"{n} rows; " + BUNDLED_SOURCES.get(s, "your input") for s, n in sources.items()},
-            "baseline": cfg.baseline.describe(),
+            "baseline": rule.describe(),
             "transform": cfg.transform,
             "clipping": CLIPPING_RULE,
             "samples": cfg.samples,

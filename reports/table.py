@@ -61,6 +61,9 @@ PROTOCOL_KEYS: dict[str, dict[str, str]] = {
     "imagenet@objectnet": {"head": "imagenet-1k", "projection": "max"},
 }
 
+#: Protocol entries that separate rows of any setting: which split was scored, and how.
+SPLIT_KEYS = ("split", "split_scheme")
+
 COLUMNS = ("source", "model", "setting", "accuracy", "n", "protocol", "tags")
 #: Written only when some row pairs otherwise than its setting's published pairing, or holds
 #: another metric than top-1 (the bundled testbed has neither).
@@ -84,10 +87,12 @@ class Row:
     metric: str = "top1"
 
     def protocol_key(self) -> tuple[tuple[str, str], ...]:
-        """The comparability key: the values of this setting's protocol keys (defaults filled in)."""
-        defaults = PROTOCOL_KEYS.get(self.setting, {})
+        """The comparability key: the values of this setting's protocol keys (defaults filled in),
+        and the split and split scheme wherever a row names them (a ``--split train`` row is
+        never fitted with the official test's)."""
+        defaults = {**{k: "" for k in SPLIT_KEYS}, **PROTOCOL_KEYS.get(self.setting, {})}
         proto = dict(self.protocol)
-        return tuple((k, proto.get(k, v)) for k, v in sorted(defaults.items()))
+        return tuple((k, proto.get(k, v)) for k, v in sorted(defaults.items()) if proto.get(k, v))
 
 
 def make_row(

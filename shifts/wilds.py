@@ -110,7 +110,7 @@ class IWildCam(WildsShift):
         group_by=("location",),
         splits=IWILDCAM_SPLITS,
         default_split="test",
-        protocol={"split": "official (OOD test: unseen camera locations)"},
+        protocol={"split": "test"},  # the official OOD test: camera locations unseen in training
         homepage=WILDS_HOMEPAGE,
         citation="Beery et al., The iWildCam 2021 Competition Dataset; " + WILDS_CITATION,
         licence="CDLA-Permissive-1.0",
@@ -221,7 +221,8 @@ class FMoW(WildsShift):
         splits=FMOW_SPLITS,
         default_split="test",
         protocol={
-            "split": "official time_after_2016",
+            "split": "test",  # the official OOD test: images from 2016 on
+            "split_scheme": "time_after_2016",
             "worst_region": "excludes Other and empty regions",
         },
         homepage=WILDS_HOMEPAGE,
@@ -303,7 +304,7 @@ class Camelyon17(WildsShift):
         group_by=("hospital", "slide"),
         splits=CAMELYON_SPLITS,
         default_split="test",
-        protocol={"split": "official (val: hospital 1, test: hospital 2)"},
+        protocol={"split": "test"},  # the official OOD test: hospital 2 (val: hospital 1)
         homepage=WILDS_HOMEPAGE,
         citation="Bandi et al., From Detection of Individual Metastases to Classification of Lymph Node Status, IEEE TMI 2018; "
         + WILDS_CITATION,
