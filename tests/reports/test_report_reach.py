@@ -154,7 +154,7 @@ def test_wilds_fits_and_effective_robustness_equal_a_hand_computation(reached, s
     base = results(runs / f"base-{shift}")
     mine = results(runs / f"mine-{shift}")
     for metric in dict.fromkeys(("top1", main_metric)):
-        def xy(rows):
+        def xy(rows, metric=metric):
             by = {(r.model, r.setting): r for r in rows}
             models = sorted({r.model for r in rows})
             x = np.array([by[m, id_setting].metrics[metric] for m in models])
