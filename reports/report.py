@@ -19,6 +19,7 @@ BUNDLED_SOURCES = {
     "timm": "huggingface/pytorch-image-models results/ @ aa4b585 (Apache-2.0)",
     "open_clip": "mlfoundations/open_clip docs/openclip_results.csv @ 89fb801 (MIT)",
     "imagenet-testbed": "modestyachts/imagenet-testbed robustness_top1s.csv @ 0170eec (MIT)",
+    "wilds-paper": "Koh et al., WILDS, ICML 2021 (arXiv:2012.07421), Tables 4, 5 and 18: means over 3-10 seeds",
 }
 DEFAULT_HIGHLIGHT = ("tag:clip-zero-shot",)
 
@@ -66,9 +67,9 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
     the user sources (inputs and baseline results)."""
     rows: list[Row] = []
     if cfg.testbed:
-        from reports.testbed import load_testbed
+        from reports.testbed import load_testbed, load_wilds_published
 
-        rows += load_testbed()
+        rows += load_testbed() + load_wilds_published()
     user: set[str] = set()
     tagged = [(p, baseline_source(p)) for p in cfg.baseline_results] + [(p, None) for p in cfg.inputs]
     for path, source in tagged:
