@@ -23,7 +23,7 @@ def test_every_ood_value_matches_table_2():
         for alg, v in zip(ALGORITHMS, values, strict=True):
             assert rows[f"{shift}/{alg}", shift, metric].accuracy == pytest.approx(v / 100), (shift, alg)
     # every OOD row names its ID split and that row exists, with the same metric
-    for (model, setting, metric), r in rows.items():
+    for (model, _setting, metric), r in rows.items():
         if r.id_setting:
             assert (model, r.id_setting, metric) in rows
     assert {r.setting for r in rows.values()} == {"iwildcam", "iwildcam:id_test", "fmow", "fmow:id_test", "camelyon17",
