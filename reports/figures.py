@@ -149,6 +149,10 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
         if (sel & highlight & ~soup).any():
             hs = sel & highlight & ~soup
             ax.scatter(zx[hs], zy[hs], s=size * 2.2, c=colour, edgecolors="black", linewidths=0.5, zorder=4)
+    ingredient = np.array(["fine-tuned" in p.tags and p.source.startswith("soups:") for p in g.points], dtype=bool) & ~soup
+    if (ingredient & visible).any():
+        ax.scatter(zx[ingredient & visible], zy[ingredient & visible], s=22, marker="x", c="#e377c2", linewidths=0.8, zorder=5,
+                   label=f"soup ingredients ({int((ingredient & visible).sum())})")
     if (soup & visible).any():
         ax.scatter(zx[soup & visible], zy[soup & visible], s=60, marker="*", c="#e377c2", edgecolors="black", linewidths=0.5,
                    zorder=5, label=f"model soups ({int((soup & visible).sum())})")
