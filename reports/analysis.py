@@ -130,10 +130,36 @@ class Group:
         ny = np.array([p.n_y or np.nan for p in self.points], dtype=float)
         return x, y, nx, ny
 
+    def title(self) -> str:
+        """Display names for a page or figure title: ``ImageNet-R vs ImageNet (R's classes)``;
+        the protocol stays in :meth:`label`."""
+        metric = "" if self.metric == "top1" else f" ({self.metric})"
+        return f"{display_name(self.shift)} vs {display_name(self.x_setting)}{metric}"
+
     def label(self) -> str:
         proto = ", ".join(f"{k}={v}" for k, v in self.protocol)
         metric = "" if self.metric == "top1" else f" ({self.metric})"
         return f"{self.shift} vs {self.x_setting}{metric}" + (f" [{proto}]" if proto else "")
+
+
+#: Display names of the known settings (titles only; files and JSON keep the setting names).
+DISPLAY_NAMES = {
+    "imagenet": "ImageNet", "imagenetv2-matched-frequency": "ImageNetV2", "imagenetv2-threshold-0.7": "ImageNetV2 threshold-0.7",
+    "imagenetv2-top-images": "ImageNetV2 top-images", "imagenet-sketch": "ImageNet-Sketch", "imagenet-r": "ImageNet-R",
+    "imagenet-a": "ImageNet-A", "objectnet": "ObjectNet", "iwildcam": "iWildCam", "fmow": "FMoW", "camelyon17": "Camelyon17",
+}
+
+
+def display_name(setting: str) -> str:
+    """``imagenet@imagenet-r`` -> ``ImageNet (ImageNet-R classes)``; ``iwildcam:id_test`` ->
+    ``iWildCam id_test``; unknown names are kept."""
+    head, at, tail = setting.partition("@")
+    if at:
+        return f"{display_name(head)} ({display_name(tail)} classes)"
+    base, colon, split = setting.rpartition(":")
+    if colon and base in DISPLAY_NAMES:
+        return f"{DISPLAY_NAMES[base]} {split}"
+    return DISPLAY_NAMES.get(setting, setting)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def write_figures(folder: Path, groups: Sequence[Group], highlight: Sequence[str
             continue
         fig, ax = plt.subplots(figsize=(5.2, 5.2))
         scatter(ax, g, transform, hl[i], user_sources)
-        ax.set_title(g.label(), fontsize=8, wrap=True)
+        ax.set_title(g.title(), fontsize=9, wrap=True)
         chance = [p.model for p, c in zip(g.points, near_chance(g), strict=True) if c]
         if chance:
             fig.text(0.01, 0.005, f"Near chance (ID < 5%), not drawn: {', '.join(chance[:6])}" + (" ..." if len(chance) > 6 else ""),

@@ -218,7 +218,8 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=PORTRAIT)
-    fig.text(0.07, 0.965, textwrap.fill(g.label(), 70), fontsize=13 if len(g.label()) <= 70 else 10, weight="bold", va="top")
+    fig.text(0.07, 0.965, textwrap.fill(g.title(), 60), fontsize=13 if len(g.title()) <= 60 else 10, weight="bold", va="top")
+    fig.text(0.07, 0.945, textwrap.fill(g.label(), 120), fontsize=7, va="top", family="monospace")
     ax = fig.add_axes((0.11, 0.39, 0.83, 0.54))
     hidden = scatter(ax, g, transform, highlight, user_sources)
     lines = []
