@@ -262,11 +262,24 @@ def unpaired(rows: Iterable[Row], shifts: Sequence[str] | None = None) -> list[s
             if d.reason == "no-id-pair" and (shifts is None or d.setting in shifts)]
 
 
+WILDS_SHIFTS = ("iwildcam", "fmow", "camelyon17")
+
+
 def shift_order(shifts: Iterable[str]) -> list[str]:
-    """Page order: the published ImageNet shifts first, then the others by name (ImageNetV2
-    variants, WILDS, user shifts)."""
+    """Page order by family: the published ImageNet shifts, other ImageNet shifts (ImageNetV2
+    variants, plugins), WILDS, then user shifts, each by name."""
     known = list(SHIFTS)
-    return sorted(set(shifts), key=lambda s: (known.index(s) if s in known else len(known), s))
+
+    def key(s: str) -> tuple:
+        if s in known:
+            return (0, known.index(s), s)
+        if s.startswith("imagenet"):
+            return (1, 0, s)
+        if s in WILDS_SHIFTS:
+            return (2, WILDS_SHIFTS.index(s), s)
+        return (3, 0, s)
+
+    return sorted(set(shifts), key=key)
 
 
 def _clipped(trend: Trend, g: Group, x: np.ndarray, y: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> list[str]:

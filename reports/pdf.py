@@ -171,9 +171,14 @@ def _fmt_pct(v: float | None) -> str:
     return "   -  " if v is None or not np.isfinite(v) else f"{100 * v:6.2f}"
 
 
+#: Characters a landscape table line may hold at the table's font size.
+TABLE_WIDTH = 200
+
+
 def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_sources: set[str] = frozenset()) -> None:
     """Per highlighted model: ID accuracy, each OOD accuracy and ER [interval], average ER with
-    the number of shifts it averages. Names are never truncated."""
+    the number of shifts it averages. Names are never truncated; columns that do not fit one
+    page width continue on further pages (each lists only models with a value in its columns)."""
     table = build_table(groups, hl, user_sources)
     if not table.rows:
         _text_page(pdf, "Summary", "No model matches the highlight patterns.")
@@ -181,34 +186,41 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_s
     name_w = max(12, *(len(r.model) + (1 if r.incomplete else 0) for r in table.rows))
     src_w = max(6, *(len(r.source) for r in table.rows))
     col_w = max(24, *(len(column_name(c)) for c in table.columns))
-    head = f"{'model':<{name_w}} {'source':<{src_w}} {'ID':>6} " + " ".join(f"{column_name(c):>{col_w}}" for c in table.columns) + f" {'avg ER (k)':>11}"
-    sub = f"{'':<{name_w}} {'':<{src_w}} {'':>6} " + " ".join(f"{'OOD   ER [95% CI]':>{col_w}}" for _ in table.columns)
-    lines = []
-    for r in table.rows:
-        cells = []
-        for c in table.columns:
-            cell = r.cells.get(c)
-            if cell is None:
-                cells.append(f"{'-':>{col_w}}")
-            elif cell.er is None:
-                cells.append(f"{_fmt_pct(cell.ood)}  {'no fit':>16}".rjust(col_w))
-            else:
-                cells.append(f"{_fmt_pct(cell.ood)} {100 * cell.er:+5.1f} [{100 * cell.er_low:+.1f},{100 * cell.er_high:+.1f}]".rjust(col_w))
-        avg, k = r.avg_er()
-        avg_s = f"{100 * avg:+7.2f} ({k})" if avg is not None else f"{'-':>11}"
-        name = r.model + ("*" if r.incomplete else "")
-        lines.append(f"{name:<{name_w}} {r.source:<{src_w}} {_fmt_pct(r.id_acc)} " + " ".join(cells) + f" {avg_s}")
+    fixed = name_w + src_w + 6 + 3 + 12
+    per = max(1, (TABLE_WIDTH - fixed) // (col_w + 1))
+    chunks = [table.columns[i : i + per] for i in range(0, len(table.columns), per)]
+    pages: list[tuple[list[str], list[str], str]] = []
+    for cols in chunks:
+        head = f"{'model':<{name_w}} {'source':<{src_w}} {'ID':>6} " + " ".join(f"{column_name(c):>{col_w}}" for c in cols) + f" {'avg ER (k)':>11}"
+        sub = f"{'':<{name_w}} {'':<{src_w}} {'':>6} " + " ".join(f"{'OOD   ER [95% CI]':>{col_w}}" for _ in cols)
+        lines = []
+        for r in table.rows:
+            if not any(c in r.cells for c in cols):
+                continue
+            cells = []
+            for c in cols:
+                cell = r.cells.get(c)
+                if cell is None:
+                    cells.append(f"{'-':>{col_w}}")
+                elif cell.er is None:
+                    cells.append(f"{_fmt_pct(cell.ood)}  {'no fit':>16}".rjust(col_w))
+                else:
+                    cells.append(f"{_fmt_pct(cell.ood)} {100 * cell.er:+5.1f} [{100 * cell.er_low:+.1f},{100 * cell.er_high:+.1f}]".rjust(col_w))
+            avg, k = r.avg_er()
+            avg_s = f"{100 * avg:+7.2f} ({k})" if avg is not None else f"{'-':>11}"
+            name = r.model + ("*" if r.incomplete else "")
+            lines.append(f"{name:<{name_w}} {r.source:<{src_w}} {_fmt_pct(r.id_acc)} " + " ".join(cells) + f" {avg_s}")
+        per_page = -(-len(lines) // -(-len(lines) // TABLE_ROWS)) if lines else 1  # balanced pages
+        for i in range(0, len(lines), per_page):
+            pages.append((lines[i : i + per_page], [head, sub, "-" * len(head)], head))
     marks = [f"  * {r.model}: " + "; ".join(r.incomplete) for r in table.rows if r.incomplete]
-    per_page = -(-len(lines) // -(-len(lines) // TABLE_ROWS))  # balanced: no near-empty last page
-    pages = [lines[i : i + per_page] for i in range(0, len(lines), per_page)]
-    width = len(head)
-    fontsize = min(5.9, 5.9 * 190 / max(width, 1))
-    for k, chunk in enumerate(pages, start=1):
-        body = "\n".join([head, sub, "-" * width, *chunk])
+    fontsize = min(5.9, 5.9 * TABLE_WIDTH / max(max(len(h) for _, _, h in pages), 1))
+    for k, (chunk, header, _) in enumerate(pages, start=1):
+        body = "\n".join([*header, *chunk])
         if k == len(pages):
-            body += ("\n\nAccuracies in %, ER in accuracy points; 'no fit': no baseline under that source's protocol "
-                     "(see the title page). ID = full ImageNet val top-1. avg ER (k): mean ER over the k top-1 shifts "
-                     "with a fitted trend. Your results first, then by average ER.")
+            body += "\n\n" + _wrap("Accuracies in %, ER in accuracy points; 'no fit': no baseline under that source's protocol "
+                                  "(see the title page). ID = full ImageNet val top-1. avg ER (k): mean ER over the k top-1 "
+                                  "shifts with a fitted trend. Your results first, then by average ER.", 150)
             if marks:
                 body += "\n* scored on fewer images than published (n of N):\n" + "\n".join(marks)
         _text_page(pdf, f"Summary of highlighted models ({k}/{len(pages)})", body, LANDSCAPE, fontsize, "monospace")
@@ -219,7 +231,8 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
 
     fig = plt.figure(figsize=PORTRAIT)
     fig.text(0.07, 0.965, textwrap.fill(g.title(), 60), fontsize=13 if len(g.title()) <= 60 else 10, weight="bold", va="top")
-    fig.text(0.07, 0.945, textwrap.fill(g.label(), 120), fontsize=7, va="top", family="monospace")
+    if g.label() != g.title():
+        fig.text(0.07, 0.945, textwrap.fill(g.label(), 120), fontsize=7, va="top", family="monospace")
     ax = fig.add_axes((0.11, 0.39, 0.83, 0.54))
     hidden = scatter(ax, g, transform, highlight, user_sources)
     lines = []
