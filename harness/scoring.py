@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from harness.api import Predictions, Result, ShiftSpec, id_setting_of
+from harness.api import Predictions, Result, Shift, ShiftSpec, id_setting_of
 
 SpecOf = Callable[[str], ShiftSpec]
 
@@ -60,6 +61,10 @@ def make_result(
     n_expected: int | None = None,
 ) -> Result:
     """The results row of one scored task. An OOD row records the setting it pairs with."""
+    protocol = dict(scored_spec.protocol)
+    fidelity = provenance.get("decoder_fidelity")
+    if fidelity not in (None, "exact-pil"):  # rows decoded otherwise than by PIL are never tabled with PIL rows
+        protocol["decoder"] = fidelity
     return Result(
         model=model,
         setting=task.setting,
@@ -69,7 +74,7 @@ def make_result(
         n_expected=len(scored) if task.view_of or n_expected is None else n_expected,
         metrics={k: float(v) for k, v in metrics.items()},
         class_map=scored_spec.class_map.digest() if scored_spec.class_map else None,
-        protocol=dict(scored_spec.protocol),
+        protocol=protocol,
         group_counts={str(k): int(v) for k, v in groups.items()},
         predictions_sha256=sha,
         provenance=provenance,
@@ -87,3 +92,39 @@ def task_of_row(row: Result, where: object) -> ScoreTask:
     if not row.setting.startswith(prefix):
         raise ValueError(f"{where}: setting {row.setting!r} does not belong to shift {row.shift!r}")
     return ScoreTask(row.setting, row.shift, row.setting[len(prefix) :])
+
+
+def resolve_split(shift: Shift, split: str | None) -> str:
+    """The split to read: a fixed-split shift (``iwildcam:id_test``) always reads its own."""
+    fixed = getattr(shift, "fixed_split", None)
+    if isinstance(fixed, str):
+        return fixed
+    split = split or shift.spec.default_split
+    if split not in shift.spec.splits:
+        raise ValueError(f"shift {shift.spec.name!r} has no split {split!r}; it has {', '.join(shift.spec.splits)}")
+    return split
+
+
+def completed_spec(shift: Shift, root: str | Path, split: str | None) -> ShiftSpec:
+    """The shift's spec completed from the data under ``root``. A split other than the
+    default one is named in the protocol, so its rows are never tabled or fitted with the
+    official split's."""
+    spec = shift.spec_for(Path(root))
+    chosen = resolve_split(shift, split)
+    if chosen != spec.default_split:
+        spec = dataclasses.replace(spec, protocol={**spec.protocol, "split": chosen})
+    return spec
+
+
+def registry_specs(data_root: str | Path, split: str | None = None) -> SpecOf:
+    """Specs of registered shifts on ``split``, completed from the data under ``data_root``."""
+    from harness.registry import get_shift
+
+    cache: dict[str, ShiftSpec] = {}
+
+    def spec_of(name: str) -> ShiftSpec:
+        if name not in cache:
+            cache[name] = completed_spec(get_shift(name), data_root, split)
+        return cache[name]
+
+    return spec_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -301,8 +301,9 @@ def _average_page(pdf, groups: Sequence[Group], highlight: Sequence[str], transf
 
 
 def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlight: Sequence[str], user_sources: set[str],
-              png_dir: Path | None = None) -> int:
-    """Write the report; returns the page count."""
+              png_dir: Path | None = None, extra_pages: Sequence[Callable[[Any], None]] = ()) -> int:
+    """Write the report; ``extra_pages`` (each drawing on the open PDF) go before the methods.
+    Returns the page count."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -321,6 +322,8 @@ def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlig
         notes = protocol_notes(groups)
         for i in shown:
             _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"], notes)
+        for page in extra_pages:
+            page(pdf)
         if meta.get("dropped"):
             _dropped_pages(pdf, meta["dropped"], user_sources)
         _text_page(pdf, "Methods", METHODS, fontsize=8.5)

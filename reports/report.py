@@ -45,6 +45,8 @@ class ReportConfig:
     id_shifts: dict[str, str] = field(default_factory=dict)
     #: Every figure also as a standalone PDF and PNG, plus the summary table as CSV and LaTeX.
     figures_dir: Path | None = None
+    analyses: bool = True  # pages from run directories' stored predictions (reports.analysis_pages)
+    calibrate_on: str | None = None
 
 
 def _read_input(path: Path, fmt: str | None, source: str | None = None) -> list[Row]:
@@ -116,6 +118,11 @@ def run_report(cfg: ReportConfig) -> dict:
     summary["dropped"] = [d.to_dict() for d in dropped]
     summary["dropped_counts"] = dict(Counter(d.reason for d in dropped))
     summary["unpaired"] = [f"{d.source}:{d.model} on {d.setting}" for d in dropped if d.reason == "no-id-pair"]
+    extra: list = []
+    if cfg.analyses:
+        from reports import analysis_pages
+
+        extra, summary["analyses"] = analysis_pages.build(cfg.inputs, cfg.samples, cfg.seed, cfg.calibrate_on)
     if cfg.out:
         from reports.pdf import write_pdf
 
@@ -132,7 +139,7 @@ def run_report(cfg: ReportConfig) -> dict:
             "unpaired": summary["unpaired"],
             "dropped": dropped,
         }
-        summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, shown_sources, cfg.png_dir)
+        summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, shown_sources, cfg.png_dir, extra)
     if cfg.figures_dir:
         from reports.export import write_figures
 

@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="results of models you ran whose every model joins the baseline trend (e.g. your ERM models on WILDS); repeatable")
     p.add_argument("--id-shift", action="append", default=[], metavar="SETTING=ID",
                    help="pair a user shift's results with an ID setting, e.g. folder=imagenet or wds=imagenet; repeatable")
+    p.add_argument("--no-analyses", action="store_true",
+                   help="leave out the pages computed from run directories' predictions (agreement-on-the-line, "
+                   "paired comparisons, calibration)")
+    p.add_argument("--calibrate-on", default=None, metavar="SHIFT",
+                   help="calibration pages: fit each model's temperature on this ID shift (e.g. imagenet-heldout)")
     p.set_defaults(func=run)
 
 
@@ -82,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         baseline_results=args.baseline_results,
         id_shifts=parse_id_shifts(args.id_shift),
         figures_dir=args.figures_dir,
+        analyses=not args.no_analyses,
+        calibrate_on=args.calibrate_on,
     )
     summary = run_report(cfg)
     fitted = len({(f["shift"], f["x_setting"], f.get("metric"), tuple(f["protocol"].items())) for f in summary["fits"]})
