@@ -61,8 +61,9 @@ PROTOCOL_KEYS: dict[str, dict[str, str]] = {
     "imagenet@objectnet": {"head": "imagenet-1k", "projection": "max"},
 }
 
-#: Protocol entries that separate rows of any setting: which split was scored, and how.
-SPLIT_KEYS = ("split", "split_scheme")
+#: Protocol entries that separate rows of any setting wherever a row has them: which split was
+#: scored and how, and a decoder other than PIL's (the engine adds ``decoder`` to such rows).
+SPLIT_KEYS = ("split", "split_scheme", "decoder")
 
 COLUMNS = ("source", "model", "setting", "accuracy", "n", "protocol", "tags")
 #: Written only when some row pairs otherwise than its setting's published pairing, or holds
@@ -88,8 +89,8 @@ class Row:
 
     def protocol_key(self) -> tuple[tuple[str, str], ...]:
         """The comparability key: the values of this setting's protocol keys (defaults filled in),
-        and the split and split scheme wherever a row names them (a ``--split train`` row is
-        never fitted with the official test's)."""
+        and the split, split scheme and decoder wherever a row names them (a ``--split train`` row
+        is never fitted with the official test's, nor an nvjpeg-decoded row with PIL's)."""
         defaults = {**{k: "" for k in SPLIT_KEYS}, **PROTOCOL_KEYS.get(self.setting, {})}
         proto = dict(self.protocol)
         return tuple((k, proto.get(k, v)) for k, v in sorted(defaults.items()) if proto.get(k, v))

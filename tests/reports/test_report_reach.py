@@ -266,3 +266,14 @@ def test_figures_and_tables_for_a_paper(reached):
     assert len(names) == len(set(zip(names, [line.split(",")[1] for line in csv_text.splitlines()[1:]], strict=True)))
     assert "oracle:m90" in names and r"\begin{tabular}" in tex and r"\bottomrule" in tex
     assert sorted(s["figures"]) == sorted(str(p) for p in figs.iterdir() if not p.name.startswith("."))
+
+
+def test_split_and_decoder_separate_rows_of_any_setting():
+    from reports.table import make_row
+
+    official = make_row("run:a", "m", "iwildcam", 0.5, 100, {"split": "test"})
+    train = make_row("run:a", "m", "iwildcam", 0.5, 100, {"split": "train"})
+    gpu = make_row("run:a", "m", "imagenet-sketch", 0.5, 100, {"decoder": "nvjpeg"})
+    pil = make_row("run:a", "m", "imagenet-sketch", 0.5, 100)
+    assert official.protocol_key() != train.protocol_key()
+    assert gpu.protocol_key() == (("decoder", "nvjpeg"),) and pil.protocol_key() == ()
