@@ -343,7 +343,7 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
     from harness.api import Result
 
     path = Path(path)
-    source = source or f"run:{path.parent.name}"
+    source = source or f"run:{path.parent.name if path.name == 'results.jsonl' else path.stem}"
     results = []
     for line, obj in enumerate(_read_jsonl(path), start=1):
         try:

@@ -240,7 +240,7 @@ def test_near_chance_models_are_left_off_the_axes_and_listed():
 def test_nothing_is_dropped_silently(reached):
     _, _, out, s, last = reached
     odd = [d for d in s["dropped"] if d["setting"] == "imagenet-c"]
-    assert odd == [{"source": f"run:{reached[0].name}", "model": "oracle:m45", "setting": "imagenet-c", "metric": "top1",
+    assert odd == [{"source": "run:odd", "model": "oracle:m45", "setting": "imagenet-c", "metric": "top1",
                     "reason": "unknown-shift", "detail": odd[0]["detail"]}]
     assert "--id-shift" in odd[0]["detail"]
     assert last.strip().splitlines()[-1].endswith(f"{len(s['dropped'])} input rows not placed (listed with reasons in the PDF and summary.json)")
@@ -248,7 +248,7 @@ def test_nothing_is_dropped_silently(reached):
 
     pages = [p.extract_text() for p in PdfReader(out / "report.pdf").pages]
     (page,) = [p for p in pages if p.startswith("Rows not placed")]
-    assert f"[unknown-shift] run:{reached[0].name}: oracle:m45 on imagenet-c" in page
+    assert "[unknown-shift] run:odd: oracle:m45 on imagenet-c" in page
     assert s["pages"] == len(pages)
 
 
