@@ -1,0 +1,32 @@
+"""One pairing rule (harness.pairing) and the report's placement of rows by it."""
+
+from harness.api import ShiftSpec, id_setting_of
+from harness.pairing import id_candidates, pair
+from reports.analysis import place
+from reports.table import make_row
+
+
+def test_the_spec_names_the_id_setting_and_pair_falls_back_to_the_full_id_set():
+    base = dict(version="1", family="x", label_space="imagenet-1k", num_classes=3, expected_size=3)
+    assert id_setting_of(ShiftSpec(name="imagenet", **base)) is None
+    assert id_setting_of(ShiftSpec(name="v2", id_reference="imagenet", **base)) == "imagenet"
+    assert id_setting_of(ShiftSpec(name="iwildcam", id_reference="iwildcam:id_test", **base)) == "iwildcam:id_test"
+    assert id_candidates("imagenet@imagenet-r") == ("imagenet@imagenet-r", "imagenet")
+    rows = {"imagenet": "ID", "imagenet-r": "OOD"}
+    assert list(pair(rows, lambda s, _r: "imagenet@imagenet-r" if s == "imagenet-r" else None)) == [("OOD", "ID", True)]
+    assert list(pair(rows, lambda s, _r: "imagenet@imagenet-r" if s == "imagenet-r" else None, fallback=False)) == []
+
+
+def test_an_id_row_is_borrowed_from_another_input_only_when_exactly_one_has_it():
+    ood = make_row("run:ood", "m", "folder:pets-ood", 0.5, 10, id_setting="folder:pets-id")
+    id_a = make_row("run:a", "m", "folder:pets-id", 0.6, 10)
+    id_b = make_row("run:b", "m", "folder:pets-id", 0.7, 10)
+    points, dropped = place([ood, id_a], user_sources={"run:ood", "run:a"})
+    assert [(p.shift, p.x_setting, p.x) for p in points] == [("folder:pets-ood", "folder:pets-id", 0.6)] and dropped == []
+    # two inputs could lend it: which is meant is unknown, so nothing is borrowed and the row is listed
+    points, dropped = place([ood, id_a, id_b], user_sources={"run:ood", "run:a", "run:b"})
+    assert points == []
+    assert {(d.source, d.reason) for d in dropped} == {("run:ood", "no-id-pair"), ("run:a", "no-ood-pair"), ("run:b", "no-ood-pair")}
+    # bundled (non-user) sources never lend
+    points, dropped = place([ood, id_a], user_sources={"run:ood"})
+    assert points == [] and ("run:ood", "no-id-pair") in {(d.source, d.reason) for d in dropped}
