@@ -98,6 +98,12 @@ def run_report(cfg: ReportConfig) -> dict:
     import dataclasses
 
     rows, user_sources = load_rows(cfg)
+    settings = {r.setting for r in rows}
+    unknown = [k for k in cfg.id_shifts if k not in settings]
+    if unknown:
+        user = sorted({r.setting for r in rows if r.source in user_sources and not r.id_setting})
+        raise ValueError(f"--id-shift names {', '.join(unknown)}, which no input row has; settings of your inputs "
+                         f"without an ID setting: {', '.join(user) or '(none)'}")
     rows = with_id_shifts(rows, cfg.id_shifts)
     bsources = tuple(sorted({baseline_source(p) for p in cfg.baseline_results}))
     rule = dataclasses.replace(cfg.baseline, baseline_sources=bsources) if bsources else cfg.baseline

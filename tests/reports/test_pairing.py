@@ -30,3 +30,15 @@ def test_an_id_row_is_borrowed_from_another_input_only_when_exactly_one_has_it()
     # bundled (non-user) sources never lend
     points, dropped = place([ood, id_a], user_sources={"run:ood"})
     assert points == [] and ("run:ood", "no-id-pair") in {(d.source, d.reason) for d in dropped}
+
+
+def test_an_id_shift_for_a_setting_no_input_has_is_an_error(tmp_path):
+    import pytest
+
+    from reports.report import ReportConfig, run_report
+    from reports.table import write_table
+
+    path = tmp_path / "mine.csv.gz"
+    write_table([make_row("me", "m", "folder:pets", 0.5, 10, id_setting=None)], path)
+    with pytest.raises(ValueError, match=r"--id-shift names folder:cats, which no input row has; .*folder:pets"):
+        run_report(ReportConfig(inputs=[path], testbed=False, id_shifts={"folder:cats": "imagenet"}, out=None, json=None))
