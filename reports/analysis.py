@@ -182,6 +182,7 @@ DROP_REASONS = {
     "unknown-shift": "no ID setting to pair with is known for this setting (name one with --id-shift SETTING=ID)",
     "no-id-pair": "the model has no result on the ID setting this one pairs with",
     "no-ood-pair": "an ID result no OOD result of the model pairs with",
+    "duplicate": "another row of the same source, model, setting and metric was placed instead (the later one)",
 }
 
 
@@ -210,8 +211,12 @@ def place(rows: Iterable[Row], user_sources: Iterable[str] = ()) -> tuple[list[P
     rows = list(rows)
     user = set(user_sources)
     by_model: dict[tuple[str, str, str], dict[str, Row]] = {}
+    duplicates: list[Row] = []
     for r in rows:
-        by_model.setdefault((r.source, r.model, r.metric), {})[r.setting] = r
+        settings = by_model.setdefault((r.source, r.model, r.metric), {})
+        if r.setting in settings:
+            duplicates.append(settings[r.setting])
+        settings[r.setting] = r
     points: list[Point] = []
     used: set[tuple[str, str, str, str]] = set()
     for (source, model, metric), settings in by_model.items():
@@ -234,8 +239,11 @@ def place(rows: Iterable[Row], user_sources: Iterable[str] = ()) -> tuple[list[P
             used |= {(y.source, y.model, y.setting, metric), (x.source, x.model, x.setting, metric)}
     named = {r.id_setting for r in rows if r.id_setting} | {ID_SETTING}
     named |= {c for n in list(named) for c in id_candidates(n)}
-    dropped = []
+    dropped = [Dropped(r.source, r.model, r.setting, r.metric, "duplicate", DROP_REASONS["duplicate"]) for r in duplicates]
+    placed_rows = {id(r) for settings in by_model.values() for r in settings.values()}
     for r in rows:
+        if id(r) not in placed_rows:
+            continue  # a duplicate, listed above
         if (r.source, r.model, r.setting, r.metric) in used:
             continue
         if r.id_setting:

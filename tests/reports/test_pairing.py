@@ -42,3 +42,11 @@ def test_an_id_shift_for_a_setting_no_input_has_is_an_error(tmp_path):
     write_table([make_row("me", "m", "folder:pets", 0.5, 10, id_setting=None)], path)
     with pytest.raises(ValueError, match=r"--id-shift names folder:cats, which no input row has; .*folder:pets"):
         run_report(ReportConfig(inputs=[path], testbed=False, id_shifts={"folder:cats": "imagenet"}, out=None, json=None))
+
+
+def test_a_duplicate_row_is_listed_not_lost():
+    rows = [make_row("a", "m", "imagenet", 0.7, 100), make_row("a", "m", "imagenet-sketch", 0.3, 100),
+            make_row("a", "m", "imagenet-sketch", 0.4, 100)]
+    points, dropped = place(rows)
+    assert [(p.y) for p in points] == [0.4]
+    assert [(d.setting, d.reason) for d in dropped] == [("imagenet-sketch", "duplicate")]
