@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.ensemble",
     "harness.cli.download",
     "harness.cli.demo",
+    "harness.cli.analyses",
 )
 
 
