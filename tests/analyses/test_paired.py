@@ -88,3 +88,17 @@ def test_er_difference_interval_covers_the_true_difference_at_its_stated_rate():
         er = er_difference(trend, xa, xb, ya, yb, samples=1000, seed=rep)
         hits.append(er.low <= truth <= er.high)
     assert 0.92 <= float(np.mean(hits)) <= 0.98, np.mean(hits)
+
+
+def test_multinomial_resampling_matches_resampling_image_indices():
+    """Both draw the same distribution of (acc_A, acc_B): their 2.5/97.5 percentiles of the
+    difference agree to Monte Carlo error over 4,000 resamples of 1,000 images."""
+    from reports.paired import outcome_counts, resample_accuracies
+
+    rng = np.random.default_rng(8)
+    a, b = _simulate(rng, 1000, 0.7, 0.65)
+    ra, rb = resample_accuracies(outcome_counts(a, b), 4000, np.random.default_rng(0))
+    idx = np.random.default_rng(1).integers(0, 1000, size=(4000, 1000))
+    ia, ib = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    np.testing.assert_allclose(np.percentile(ra - rb, [2.5, 50, 97.5]), np.percentile(ia - ib, [2.5, 50, 97.5]), atol=0.003)
+    assert np.std(ra - rb) == pytest.approx(np.std(ia - ib), rel=0.05)
