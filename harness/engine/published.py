@@ -39,17 +39,19 @@ def published_rows() -> list[Any]:
 
 
 def published_figure(name: str, row: Result) -> Any | None:
-    """The testbed row of model ``name`` for ``row``'s setting on the same protocol, if any."""
-    from reports.importers import normalise_engine_row
-    from reports.table import make_row
+    """The testbed's top-1 row of model ``name`` for ``row``'s setting on the same protocol, if any."""
+    import dataclasses
 
-    norm = normalise_engine_row(row.setting, row.shift_version or "", row.protocol or {}, ())
-    if norm is None:
+    from reports.importers import rows_of_result
+
+    scored = dataclasses.replace(row, main_metric=METRIC)  # only top-1 is compared
+    mine = [r for r in rows_of_result(scored, "run", f"{row.model} | {row.setting}") if r.metric == METRIC]
+    if not mine:
         return None
-    setting, protocol, _ = norm
-    key = make_row("run", name, setting, 0.0, None, protocol).protocol_key()
+    key = mine[0].protocol_key()
     for published in published_rows():
-        if published.model == name and published.setting == setting and published.protocol_key() == key:
+        if (published.model == name and published.setting == mine[0].setting and published.metric == METRIC
+                and published.protocol_key() == key):
             return published
     return None
 
