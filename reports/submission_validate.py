@@ -57,7 +57,7 @@ class Validation:
     manifest: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Score] = field(default_factory=dict)
     #: setting -> the claimed release's published figure against the recomputed top-1
-    #: (``harness.engine.published``): shown as a mark, never a reason to reject.
+    #: (``reports.published``): shown as a mark, never a reason to reject.
     published: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -143,7 +143,7 @@ class _Check:
         """Compare the recomputed scores with the published figures of the release the rows name."""
         import dataclasses
 
-        from harness.engine.published import published_check
+        from reports.published import published_check
 
         for r in self.rows:
             score = self.v.scores.get(r.setting)

@@ -209,8 +209,8 @@ def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
 
 def alarm_published(config: Any, models: set[str], log: Any) -> int:
     """Exit status 3 (results kept) when a known release does not reproduce its published figure."""
-    from harness.engine.published import mismatches
     from harness.engine.store import RunDir
+    from reports.published import mismatches
 
     messages = mismatches([r for r in RunDir(config.run_dir).read_results() if r.model in models])
     for message in messages:

@@ -28,7 +28,6 @@ from harness import __version__
 from harness.api import Classifier, ClassMap, Predictions, Result, Shift, ShiftSpec, id_view_setting
 from harness.config import LABEL_OPTION, RunConfig
 from harness.engine.distributed import World
-from harness.engine.published import describe_check, with_published_check
 from harness.engine.store import RunDir
 from harness.scoring import (
     ScoreTask,
@@ -356,6 +355,8 @@ class Engine:
                 **{k: v for k, v in stats.items()},
             }
             row = make_result(model.name, task, scored, self.spec(task.shift), scored_spec, metrics, groups, sha, provenance, self.expected_size(task.shift))
+            from reports.published import describe_check, with_published_check
+
             row = with_published_check(row)
             rows.append(row)
             check = row.provenance.get("published_check")
@@ -417,6 +418,8 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
             raise ValueError(f"{path}: changed since it was scored (sha256 differs); rerun the cell instead of rescoring")
         task = task_of_row(row, run_dir.results_path)
         scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
+        from reports.published import with_published_check
+
         out.append(with_published_check(
             make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance), row.n_expected)
         ))

@@ -11,10 +11,10 @@ import torch
 from doubles import engine_flags, registered, write_toy_data
 
 from harness.cli import main
-from harness.engine.published import tolerance
 from harness.engine.store import RunDir
 from models.checkpoints import file_sha256
 from models.releases import EXTRA, Release
+from reports.published import tolerance
 from reports.table import Row
 
 # A one-layer open_clip ViT (random weights) standing in for a released CLIP.
@@ -49,7 +49,7 @@ def release(tmp_path: Path, monkeypatch):
 
 def publish(monkeypatch, accuracy: float) -> None:
     """The bundled testbed, plus a published figure for the tiny release on ``toy``."""
-    import harness.engine.published as published
+    import reports.published as published
     from reports.testbed import load_testbed
 
     row = Row("test-publisher", PUBLISHED, "toy", accuracy, 50_000)
