@@ -493,8 +493,11 @@ def predict(
     indices = np.concatenate(parts_idx) if parts_idx else np.zeros(0, dtype=np.int64)
     logits = np.concatenate(parts_logits) if parts_logits else np.zeros((0, classifier.num_classes), np.float32)
     agreement = None
+    agreement_s = None
     if sample_img:
+        agreement_start = time.perf_counter()
         ref = make_forward(classifier, device, "fp32")(torch.cat(sample_img))
+        agreement_s = round(time.perf_counter() - agreement_start, 3)
         pos = {int(i): k for k, i in enumerate(indices)}
         low = logits[[pos[int(i)] for i in np.concatenate(sample_idx)]]
         agreement = (int((ref.argmax(1) == low.argmax(1)).sum()), len(ref), float(np.abs(ref - low).max()))
@@ -536,6 +539,8 @@ def predict(
         stats["fp32_agreement"] = agree / total
         stats["fp32_agreement_n"] = total
         stats["fp32_max_abs_diff"] = max_diff
+        if agreement_s is not None:
+            stats["fp32_agreement_s"] = agreement_s  # the fp32 re-run's share of elapsed_s
         if agree / total < options.min_agreement:
             raise ValueError(
                 f"{model_name} on {manifest.shift}: {options.precision} top-1 agrees with fp32 on only "
