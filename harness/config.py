@@ -129,9 +129,14 @@ class RunConfig:
         payload = json.dumps({**self.identity(), "models": self.models, "shifts": self.shifts}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def cell_hash(self, model: str, shift: str) -> str:
-        """Hash of what determines one (model, shift) cell's predictions."""
-        payload = json.dumps({**self.identity(), "model": model, "shift": shift, "skip_bad_images": self.skip_bad_images}, sort_keys=True)
+    def cell_hash(self, model: str, shift: str, decoder: str = "pil") -> str:
+        """Hash of what determines one (model, shift) cell's predictions. ``decoder``: the JPEG
+        decoder's label (``harness.engine.gpu_decode.planned_decoder``); PIL cells keep the
+        hash they had before decoders were chosen."""
+        entry = {**self.identity(), "model": model, "shift": shift, "skip_bad_images": self.skip_bad_images}
+        if decoder != "pil":
+            entry["decoder"] = decoder
+        payload = json.dumps(entry, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def model_options(self) -> dict[str, str]:

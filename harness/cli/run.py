@@ -79,8 +79,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="images per batch (default 64; halved automatically on GPU out-of-memory)")
     p.add_argument("--workers", type=int, help="image decoding processes (default 2)")
     p.add_argument("--decoder", choices=("auto", "pil", "torchvision"),
-                   help="JPEG decoding: auto (default) decodes baseline JPEGs in batches with torchvision on the GPU "
-                   "(nvJPEG) when running on CUDA and with PIL otherwise; pil turns that off; torchvision forces it (also on CPU)")
+                   help="JPEG decoding: auto (default) and pil decode with PIL (auto keeps PIL until the batched GPU "
+                   "path's top-1 effect is measured); torchvision decodes baseline JPEGs in batches on the device "
+                   "(nvJPEG on CUDA, recorded as its own fidelity class)")
     p.add_argument("--cache-dir", help="decoded-image cache (default $SHIFTBENCH_CACHE or ~/.cache/shiftbench/images)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the decoded-image cache")
     p.add_argument("--agreement-sample", type=int, help="images re-run in fp32 to check bf16/fp16 (default 64)")
@@ -96,6 +97,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="predict models on shifts, verify, score, append results.jsonl")
     p.add_argument("--model", dest="model_items", action="append", type=_tagged("model"), metavar="NAME:ARG", help="model to evaluate (repeatable)")
+    p.add_argument("--unlabeled", action="store_true",
+                   help="the folder shift holds unlabelled images (any layout, ImageNet label space): store predictions "
+                   "for `shiftbench estimate`, score nothing (the shift folder-unlabeled)")
     add_engine_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -140,10 +144,10 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def execute(config: Any, sources: list[Any]) -> int:
     """Print the config, run every model's cells, print the summary."""
-    from harness.engine.distributed import World
+    from harness.cli import UserError
+    from harness.engine.distributed import RankFailed, World
     from harness.engine.predict import resolve_device
     from harness.engine.run import (
-        Engine,
         RunLog,
         all_metric_names,
         plan_tasks,
@@ -153,15 +157,15 @@ def execute(config: Any, sources: list[Any]) -> int:
 
     plan_tasks(config.shifts, run_specs(config))  # unknown names fail before anything is printed
     log = RunLog(config.json)
-    world = World.from_env(resolve_device(config.device).type)
-    if world.is_main:
-        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
-    if config.executor == "ray":
-        from harness.engine.ray_executor import run_on_ray
-
-        summary = run_on_ray(config, sources, log)
-    else:
-        summary = Engine(config, log=log, world=world).run(sources)
+    world = World.single() if config.executor == "ray" else World.from_env(resolve_device(config.device))
+    try:
+        summary = _execute_in(world, config, sources, log)
+    except RankFailed as exc:  # another rank's error, already printed there: one line here too
+        world.abandon()
+        raise UserError(str(exc)) from None
+    except BaseException:
+        world.abandon()
+        raise
     status = 0
     if world.is_main:
         if config.json:
@@ -173,13 +177,27 @@ def execute(config: Any, sources: list[Any]) -> int:
     return status
 
 
+def _execute_in(world: Any, config: Any, sources: list[Any], log: Any) -> list[dict[str, Any]]:
+    from harness.engine.run import Engine
+
+    if world.is_main:
+        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
+    if config.executor == "ray":
+        from harness.engine.ray_executor import run_on_ray
+
+        return run_on_ray(config, sources, log)
+    return Engine(config, log=log, world=world).run(sources)
+
+
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
     """Exit status 3 (results kept) when a shift is at chance next to a healthy ID reference."""
-    from harness.engine.run import run_specs
+    from harness.engine.run import plan_tasks, run_specs
     from harness.engine.sanity import near_chance
     from harness.engine.store import RunDir
 
-    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models]
+    # this run's shifts only: other rows of the directory may come from another --data-root
+    planned = {t.shift for t in plan_tasks(config.shifts, run_specs(config))}
+    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models and r.shift in planned]
     messages = near_chance(rows, run_specs(config))
     for message in messages:
         log.event("near_chance", f"WARNING: {message}", detail=message)
@@ -194,16 +212,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if not config.models:
         raise ValueError("no --model given (nor models in the config file)")
+    if args.unlabeled:
+        if "folder" not in config.shifts:
+            raise ValueError("--unlabeled applies to the folder shift: add --shifts folder (or use --shifts folder-unlabeled)")
+        config = dataclasses.replace(config, shifts=tuple("folder-unlabeled" if s == "folder" else s for s in config.shifts))
     return execute(config, models_from_config(config))
 
 
 def print_rows(rows: list[Any], as_json: bool) -> None:
-    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent)."""
+    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent, nll in nats)."""
+    from harness.metrics import format_metric
+
     for row in rows:
         if as_json:
             print(row.to_json())
         else:
-            metrics = "  ".join(f"{k}={100 * v:.2f}" for k, v in sorted(row.metrics.items()))
+            metrics = "  ".join(f"{k}={format_metric(k, v)}" for k, v in sorted(row.metrics.items()))
             print(f"{row.model}  {row.setting}  n={row.n}  {metrics}")
 
 

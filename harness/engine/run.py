@@ -175,6 +175,10 @@ def make_result(
     provenance: dict[str, Any],
     n_expected: int | None = None,
 ) -> Result:
+    protocol = dict(scored_spec.protocol)
+    fidelity = provenance.get("decoder_fidelity")
+    if fidelity not in (None, "exact-pil"):  # rows decoded otherwise than by PIL are never tabled with PIL rows
+        protocol["decoder"] = fidelity
     return Result(
         model=model,
         setting=task.setting,
@@ -184,7 +188,7 @@ def make_result(
         n_expected=len(scored) if task.view_of or n_expected is None else n_expected,
         metrics={k: float(v) for k, v in metrics.items()},
         class_map=scored_spec.class_map.digest() if scored_spec.class_map else None,
-        protocol=dict(scored_spec.protocol),
+        protocol=protocol,
         group_counts={str(k): int(v) for k, v in groups.items()},
         predictions_sha256=sha,
         provenance=provenance,
@@ -266,17 +270,36 @@ class Engine:
 
     def run(self, models: list[ModelSource]) -> list[dict[str, Any]]:
         tasks = plan_tasks(self.config.shifts, self.spec)
-        if self.world.is_main:
-            self.run_dir.adopt_config(self.config)
-        self.world.barrier()
+        with self.world.together("opening the run directory"):
+            self._refuse_other_decoders()
+            if self.world.is_main:
+                self.run_dir.adopt_config(self.config)
         done = {(r.model, r.setting, r.provenance.get("config_hash")) for r in self.run_dir.read_results()}
         for model in models:
             self._run_model(model, tasks, done)
         return self.summary
 
+    def decoder(self) -> str:
+        """The JPEG decoder label every cell of this run uses (part of each cell's identity)."""
+        from harness.engine.gpu_decode import planned_decoder
+        from harness.engine.predict import resolve_device
+
+        return planned_decoder(self.config.decoder, resolve_device(self.config.device))
+
+    def _refuse_other_decoders(self) -> None:
+        """One run directory, one JPEG decoder: its rows are compared with one another."""
+        decoder = self.decoder()
+        used = sorted({str(r.provenance["decoder"]) for r in self.run_dir.read_results() if "decoder" in r.provenance} - {decoder})
+        if used:
+            raise ValueError(
+                f"run directory {self.run_dir.path} holds cells decoded with {', '.join(used)}; this run decodes "
+                f"with {decoder} (--decoder {self.config.decoder}); use a new --run-dir, or the decoder it was made with"
+            )
+
     def _run_model(self, model: ModelSource, tasks: list[ScoreTask], done: set) -> None:
         cfg = self.config
-        cell_hash = {t.shift: cfg.cell_hash(model.identity, t.shift) for t in tasks}
+        decoder = self.decoder()
+        cell_hash = {t.shift: cfg.cell_hash(model.identity, t.shift, decoder) for t in tasks}
         pending = [t for t in tasks if (model.name, t.setting, cell_hash[t.shift]) not in done]
         for t in tasks:
             if t not in pending:
@@ -285,34 +308,41 @@ class Engine:
             self.log.event("model_skipped", f"{model.name}: all cells done, skipped", model=model.name)
             return
         cells = list(dict.fromkeys(t.shift for t in pending))
-        stored = {c: self.run_dir.finished_predictions(model.name, c, cell_hash[c]) for c in cells}
-        to_predict = [c for c in cells if stored[c] is None]
-        for c in to_predict:  # incomplete data fails here, before the model is loaded
-            self.manifest(c)
-        classifier = None
-        if to_predict:
-            import torch
+        with self.world.together(f"loading {model.name}"):
+            stored = {c: self.run_dir.finished_predictions(model.name, c, cell_hash[c]) for c in cells}
+            to_predict = [c for c in cells if stored[c] is None]
+            for c in to_predict:  # incomplete data fails here, before the model is loaded
+                self.manifest(c)
+            classifier = None
+            if to_predict:
+                import torch
 
-            torch.manual_seed(cfg.seed)
-            classifier = model.build()
-            from harness.engine.predict import check_fits
+                from harness.api import building_on
+                from harness.engine.predict import check_fits, resolve_device
 
-            for c in to_predict:
-                check_fits(classifier, self.spec(c))
+                torch.manual_seed(cfg.seed)
+                with building_on(str(resolve_device(cfg.device))):
+                    classifier = model.build()
+
+                for c in to_predict:
+                    check_fits(classifier, self.spec(c))
         for c in cells:
             preds = stored[c]
             if preds is None:
                 assert classifier is not None
-                preds, stats = self._predict(model, classifier, c, cell_hash[c])
-            else:
-                stats = self.run_dir.sidecar(model.name, c).get("stats", {})
-                self.log.event("cell_reused", f"{model.name} | {c}: predictions on disk, scoring", model=model.name, shift=c)
-            if self.world.is_main:
-                self._score(model, [t for t in pending if t.shift == c], preds, cell_hash[c], stats)
-            self.world.barrier()
+                preds, stats = self._predict(model, classifier, c)
+            with self.world.together(f"saving and scoring {model.name} | {c}"):
+                if stored[c] is None:
+                    self._keep(model, classifier, c, cell_hash[c], preds, stats)
+                else:
+                    stats = self.run_dir.sidecar(model.name, c).get("stats", {})
+                    self.log.event("cell_reused", f"{model.name} | {c}: predictions on disk, scoring", model=model.name, shift=c)
+                if self.world.is_main:
+                    self._score(model, [t for t in pending if t.shift == c], preds, cell_hash[c], stats)
 
-    def _predict(self, model: ModelSource, classifier: Classifier, shift: str, cell_hash: str) -> tuple[Predictions, dict[str, Any]]:
-        from harness.engine.predict import PredictOptions, predict, verify
+    def _predict(self, model: ModelSource, classifier: Classifier, shift: str) -> tuple[Predictions, dict[str, Any]]:
+        """Every rank's share of the cell, gathered on every rank (collectives inside)."""
+        from harness.engine.predict import PredictOptions, predict
 
         cfg = self.config
         options = PredictOptions(
@@ -329,7 +359,13 @@ class Engine:
         )
         manifest = self.manifest(shift)
         self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
-        preds, stats = predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
+        return predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
+
+    def _keep(self, model: ModelSource, classifier: Classifier, shift: str, cell_hash: str, preds: Predictions, stats: dict[str, Any]) -> None:
+        """Verify the gathered predictions and save them (rank 0 writes)."""
+        from harness.engine.predict import verify
+
+        manifest = self.manifest(shift)
         skipped = set(stats.get("skipped_keys", ()))
         if skipped:
             self.log.event("images_skipped", f"{model.name} | {shift}: {len(skipped)} undecodable images left out (recorded in the results)", model=model.name, shift=shift, keys=sorted(skipped))
@@ -346,10 +382,17 @@ class Engine:
             shift=shift,
             **{k: v for k, v in stats.items() if k != "model"},
         )
-        return preds, stats
 
     def _score(self, model: ModelSource, tasks: list[ScoreTask], preds: Predictions, cell_hash: str, stats: dict[str, Any]) -> None:
+        from harness.api import is_unlabeled
+
         cfg = self.config
+        if tasks and is_unlabeled(self.spec(tasks[0].shift)):  # stored for label-free analyses, never scored
+            for task in tasks:
+                self.summary.append({"model": model.name, "setting": task.setting, "status": "unlabeled", "n": len(preds)})
+            self.log.event("unlabeled", f"{model.name} | {tasks[0].shift}: no labels; predictions stored for `shiftbench estimate`",
+                           model=model.name, shift=tasks[0].shift)
+            return
         sha = preds.sha256()
         rows = []
         for task in tasks:
@@ -372,6 +415,8 @@ class Engine:
 
 def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1", "top5")) -> str:
     """Fixed-width table of what a run produced (percent for readability; files hold fractions)."""
+    from harness.metrics import format_metric
+
     header = ["model", "setting", "n", *metrics, "img/s", "status"]
     lines = [header]
     for r in rows:
@@ -380,7 +425,7 @@ def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1"
                 r["model"],
                 r["setting"],
                 str(r.get("n", "")),
-                *[f"{100 * r[m]:.2f}" if isinstance(r.get(m), float) else "" for m in metrics],
+                *[format_metric(m, r[m]) if isinstance(r.get(m), float) else "" for m in metrics],
                 "" if r.get("images_per_s") is None else f"{r['images_per_s']:.0f}",
                 r["status"],
             ]
@@ -464,7 +509,10 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
 
 
 def all_metric_names(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    from harness.metrics import CALIBRATION_METRICS
+
     names = {k for r in rows for k, v in r.items() if isinstance(v, float) and k != "images_per_s"}
-    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5"})
+    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5", *CALIBRATION_METRICS})
+    ordered += [m for m in CALIBRATION_METRICS if m in names]
     return tuple(ordered) or ("top1",)
 

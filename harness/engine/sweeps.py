@@ -247,7 +247,7 @@ def held_out_score(engine: Engine, source: ModelSource, held_out: str) -> float:
     """Runs (or reuses) ``source`` on the held-out shift and returns its main metric."""
     engine.run([source])
     metric = engine.spec(held_out).main_metric
-    cell = engine.config.cell_hash(source.identity, held_out)
+    cell = engine.config.cell_hash(source.identity, held_out, engine.decoder())
     for row in engine.run_dir.read_results():
         if row.model == source.name and row.setting == held_out and row.provenance.get("config_hash") == cell:
             return float(row.metrics[metric])
