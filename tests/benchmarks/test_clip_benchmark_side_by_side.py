@@ -42,7 +42,7 @@ TINY = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 
 
 
 @pytest.mark.slow
-def test_gpu_script_runs_end_to_end_on_a_cpu(tmp_path):
+def test_gpu_script_runs_end_to_end_on_a_cpu(benchmark, tmp_path):
     """``tox -e gpu-bench``'s script at toy size on the CPU (8 JPEGs, one head class, a 3-alpha
     sweep of a tiny architecture): every stage runs and writes its JSON."""
     import json
@@ -53,9 +53,10 @@ def test_gpu_script_runs_end_to_end_on_a_cpu(tmp_path):
         pytest.skip("set SHIFTBENCH_PEER_TOOLS to the folder holding run_clip_benchmark.py and make_shiftdata.py")
     (tmp_path / "tiny-bench-clip.json").write_text(json.dumps(TINY))
     out = tmp_path / "gpu-bench.json"
-    assert main(["--work", str(tmp_path / "work"), "--images", "8", "--workers", "2", "--batch-size", "4", "--device", "cpu",
-                 "--head-classes", "1", "--sweep-per-class", "1", "--sweep-alphas", "3", "--sweep-arch", "tiny-bench-clip",
-                 "--sweep-config", str(tmp_path / "tiny-bench-clip.json"), "--out", str(out)]) == 0
+    args = ["--work", str(tmp_path / "work"), "--images", "8", "--workers", "2", "--batch-size", "4", "--device", "cpu",
+            "--head-classes", "1", "--sweep-per-class", "1", "--sweep-alphas", "3", "--sweep-arch", "tiny-bench-clip",
+            "--sweep-config", str(tmp_path / "tiny-bench-clip.json"), "--out", str(out)]
+    assert benchmark.pedantic(main, args=(args,), rounds=1, iterations=1) == 0
     figures = json.loads(out.read_text())
     assert figures["side_by_side"]["images"] == 8 and figures["side_by_side"]["first_pass_bf16_torchvision_vs_clip_benchmark"] > 0
     assert figures["head"]["prompts"] == 80 and figures["head"]["cached"] == "hit"
