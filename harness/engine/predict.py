@@ -37,7 +37,7 @@ from harness.engine.gpu_decode import (
     decoder_label,
     worker_payload,
 )
-from harness.engine.pipeline import HostLogits, staged, true_fp32
+from harness.engine.pipeline import HostLogits, current_device, staged, true_fp32
 from harness.transforms import geometry, normalize
 
 
@@ -541,7 +541,7 @@ def predict(
     # Ranks shard cached rows and decoded images differently: all read the cache, or none does.
     if not world.all_ok(cached is not None):
         cached = None
-    with world.together(f"predicting {model_name} | {manifest.shift}"), true_fp32():
+    with world.together(f"predicting {model_name} | {manifest.shift}"), true_fp32(), current_device(device):
         local = _predict_here(classifier, model_name, shift, manifest, root, options, world, device, decoder, cache, key, cached)
     skipped, batch_decoder = local.skipped, local.batch_decoder
     skipped_all = world.gather_objects(sorted((f.index, f.key) for f in skipped or []))

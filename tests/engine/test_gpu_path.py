@@ -413,3 +413,29 @@ def test_a_run_directory_holds_one_decoder(tmp_path, capsys):
     assert (tmp_path / "run" / "config.json").read_bytes() == config_before
     assert main([*base, "--decoder", "torchvision"]) == 0  # the same decoder resumes: nothing to redo
     assert (tmp_path / "run" / "results.jsonl").read_bytes() == before
+
+
+def test_the_forward_leaves_logits_on_the_device_and_batches_arrive_there():
+    """``meta`` stands in for cuda: a host copy inside the forward (a per-batch sync on a GPU)
+    would fail on it."""
+    from harness.engine.predict import make_forward
+
+    device = torch.device("meta")
+    net = PatchNet("x").to(device)
+    batches = staged(iter([(np.arange(2), torch.zeros(2, 3, 32, 32, dtype=torch.uint8))]), device)
+    [(idx, images)] = list(batches)
+    assert images.device == device and idx.tolist() == [0, 1]
+    out = make_forward(net, device, "fp32")(images)
+    assert out.device == device and out.shape == (2, 5)
+
+
+def test_a_cuda_n_cell_makes_n_the_current_device(monkeypatch):
+    from harness.engine import pipeline
+
+    entered = []
+    monkeypatch.setattr(torch.cuda, "device", lambda d: entered.append(d) or __import__("contextlib").nullcontext())
+    with pipeline.current_device(torch.device("cuda", 2)):
+        pass
+    with pipeline.current_device(torch.device("cpu")):
+        pass
+    assert entered == [torch.device("cuda", 2)]
