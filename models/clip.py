@@ -18,7 +18,7 @@ import torch
 
 from harness.api import PreprocessSpec
 from models.checkpoints import file_sha256, load_into, load_state_dict
-from models.classifiers import DEVICES, PRECISIONS, ImageHeadClassifier
+from models.classifiers import ImageHeadClassifier
 from models.options import Options
 
 # Where the CLIP weights sit inside image-classifier checkpoints, most specific first:
@@ -184,11 +184,6 @@ def split_classifier_state(state: dict[str, torch.Tensor], source: str) -> Class
                      f"image_encoder.model.visual.*; found {sample} ...); is this a CLIP checkpoint?")
 
 
-def common_options(opts: Options) -> dict[str, Any]:
-    return {"precision": opts.choice("precision", PRECISIONS, "fp32"),
-            "device": opts.choice("device", DEVICES, "cpu")}
-
-
 def resolve_arch(arg: str, opts: Options) -> str:
     config = opts.path("config", "open_clip model config JSON", required=False)
     arch = register_config(config) if config is not None else arg
@@ -256,7 +251,7 @@ def label_space_for(opts: Options, num_classes: int) -> str:
 
 
 CLIP_OPTIONS = ("weights", "pretrained", "config", "classnames", "templates", "scale", "head_bf16", "cache",
-                "label_space", "precision", "device", "name")
+                "label_space", "name")
 
 
 def clip(arg: str, **options: str) -> ImageHeadClassifier:
@@ -264,7 +259,6 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     opts = Options("clip", options, CLIP_OPTIONS)
     arch = resolve_arch(arg, opts)
     weights, tag = clip_weights(arch, opts)
-    common = common_options(opts)
     ho = head_options(opts)
     label_space = label_space_for(opts, len(ho.names))
     name = opts.get("name", f"clip:{arch}")
@@ -278,10 +272,10 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     info = {"arch": arch, "weights": str(weights), "weights_sha256": sha, "pretrained_tag": tag,
             "tags": ["clip", "zero-shot"], "alpha": None, "ingredients": None, "head": head_info}
     return ImageHeadClassifier(name, model.visual, scale * head, None,
-                               preprocess_spec_from_open_clip(model.visual.preprocess_cfg), label_space, info, **common)
+                               preprocess_spec_from_open_clip(model.visual.preprocess_cfg), label_space, info)
 
 
-FINETUNED_OPTIONS = ("weights", "pretrained", "config", "label_space", "precision", "device", "name")
+FINETUNED_OPTIONS = ("weights", "pretrained", "config", "label_space", "name")
 
 
 def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str):
@@ -298,7 +292,6 @@ def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
     arch = resolve_arch(arg, opts)
     weights = opts.path("weights", "fine-tuned checkpoint with classification_head.weight/bias")
     tag = opts.get("pretrained")
-    common = common_options(opts)
     state = split_classifier_state(load_state_dict(weights), str(weights))
     if state.head_weight is None:
         raise ValueError(f"{weights}: no classification_head.weight; for a CLIP checkpoint without a head use "
@@ -311,4 +304,4 @@ def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
             "tags": ["clip", "fine-tuned"], "alpha": None, "ingredients": None,
             "head": {"recipe": "linear head from checkpoint on L2-normalised image features"}}
     return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),
-                               label_space, info, **common)
+                               label_space, info)

@@ -59,6 +59,8 @@ def split_model_items(items: list[tuple[str, str]] | None) -> tuple[list[str] | 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs models (defaults live in RunConfig)."""
+    from harness.config import PRECISIONS
+
     p.add_argument("--shifts", help="comma-separated shift names, e.g. imagenet,imagenet-r")
     p.add_argument("--data-root", help="folder holding the shifts' data")
     p.add_argument("--run-dir", help="where predictions and results.jsonl go (resumable)")
@@ -68,8 +70,12 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         help="option for the model named by the --model before it (before any --model: for every model); label=NAME names it in results",
     )
     p.add_argument("--split", help="split to evaluate (default: each shift's default split)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision (default fp32); checked against fp32 on a sample")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 (default); bf16 or fp16: autocast (bf16 pays on GPUs and on CPUs with native bf16, "
+                   "AVX-512 BF16 or AMX; elsewhere it is emulated and slower than fp32); bf16-weights: weights cast to bf16 "
+                   "for the pass (faster still on such CPUs). Reduced precisions are checked against fp32 on a sample. "
+                   "Set for every model: models take no precision option")
+    p.add_argument("--device", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N; every model runs there")
     p.add_argument("--batch-size", type=int, help="images per batch (default 64; halved automatically on GPU out-of-memory)")
     p.add_argument("--workers", type=int, help="image decoding processes (default 2)")
     p.add_argument("--decoder", choices=("auto", "pil", "torchvision"),

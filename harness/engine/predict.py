@@ -37,6 +37,7 @@ from harness.engine.gpu_decode import (
     decoder_label,
     worker_payload,
 )
+from harness.engine.numerics import Numerics, applied, place, plan, warn_if_emulated
 from harness.engine.pipeline import HostLogits, current_device, staged, true_fp32
 from harness.transforms import geometry, normalize
 
@@ -270,12 +271,12 @@ class BackoffForward:
 
     The chunk size found is kept for later batches and reported as ``batch_size``."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], np.ndarray], batch_size: int, on_oom: Callable[[], None] | None = None) -> None:
+    def __init__(self, forward: Callable[[torch.Tensor], Any], batch_size: int, on_oom: Callable[[], None] | None = None) -> None:
         self.forward = forward
         self.batch_size = batch_size
         self.on_oom = on_oom or _release_gpu_memory
 
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+    def __call__(self, batch: torch.Tensor) -> Any:
         out = []
         start = 0
         while start < len(batch):
@@ -299,23 +300,36 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def make_forward(classifier: Classifier, device: torch.device, precision: str) -> Callable[[torch.Tensor], np.ndarray]:
-    """uint8 batch -> float32 numpy logits under no_grad and the precision's autocast.
+def make_forward(classifier: Classifier, device: torch.device, precision: str | Numerics) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 batch -> float32 logits, left on the device, under no_grad and the precision's autocast.
 
-    no_grad rather than inference_mode: with bf16 autocast on CPU it measured 1.5x faster."""
+    The engine alone sets device, precision and layout: the classifier already sits on
+    ``device`` with its weights as ``numerics.applied`` left them, and opens no autocast of
+    its own. no_grad rather than inference_mode: with bf16 autocast on CPU it measured 1.5x
+    faster."""
     spec = classifier.preprocess_spec
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    numerics = precision if isinstance(precision, Numerics) else plan(precision, classifier)
 
     def forward(batch: torch.Tensor) -> np.ndarray:
         x = normalize(batch.to(device, non_blocking=True), spec)
-        if device.type == "cuda":
+        if numerics.weights is not None:
+            x = x.to(numerics.weights)
+        if numerics.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        amp = torch.autocast(device.type, dtype=numerics.autocast) if numerics.autocast is not None else contextlib.nullcontext()
         with torch.no_grad(), amp:
             out = classifier.logits(x)
         return torch.as_tensor(out).float()  # on the device: copied back by HostLogits, without a sync
 
     return forward
+
+
+def fp16_top1_changed(logits: np.ndarray, stored: np.ndarray) -> int:
+    """Examples whose top-1 class differs between the logits computed and the float16 ones
+    stored (rounding can tie or swap two close logits); expected to be about 0."""
+    if not len(logits):
+        return 0
+    return int((logits.argmax(1) != stored.argmax(1)).sum())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -415,6 +429,7 @@ def _predict_here(
     options: PredictOptions,
     world: World,
     device: torch.device,
+    numerics: Numerics,
     decoder: str,
     cache: ImageCache | None,
     key: str,
@@ -447,7 +462,7 @@ def _predict_here(
     keep = None if writer is None else (lambda idx, images: writer.put(idx, images.cpu().numpy()))
     batches = staged(batches, device, keep)
 
-    forward = BackoffForward(make_forward(classifier, device, options.precision), options.batch_size)
+    forward = BackoffForward(make_forward(classifier, device, numerics), options.batch_size)
     parts_idx: list[np.ndarray] = []
     host_logits = HostLogits(device)
     sample_idx: list[np.ndarray] = []
@@ -464,6 +479,8 @@ def _predict_here(
         dynamic_ncols=True,
         leave=False,
     )
+    placement = contextlib.ExitStack()  # bf16 weights / channels_last for this pass only
+    placement.enter_context(applied(classifier, numerics))
     try:
         for idx, images in batches:
             logits = forward(images)
@@ -474,7 +491,7 @@ def _predict_here(
                 )
             parts_idx.append(idx)
             host_logits.add(logits)
-            if options.precision != "fp32" and sampled < options.agreement_sample:
+            if numerics.reduced and sampled < options.agreement_sample:
                 take = min(len(idx), options.agreement_sample - sampled)
                 sample_idx.append(idx[:take])
                 sample_img.append(images[:take].clone())
@@ -487,6 +504,7 @@ def _predict_here(
         raise
     finally:
         bar.close()
+        placement.close()  # the fp32 agreement pass below runs the weights as loaded
     if writer is not None:
         if skipped:
             writer.abort()  # a cache entry with holes would be read as complete
@@ -528,8 +546,9 @@ def predict(
     world = world or World.single()
     with world.together(f"preparing {model_name} | {manifest.shift}"):
         device = resolve_device(options.device)
-        if isinstance(classifier, torch.nn.Module):
-            classifier.to(device).eval()
+        numerics = plan(options.precision, classifier)
+        warn_if_emulated(numerics, device)
+        place(classifier, device)
         spec = classifier.preprocess_spec
         n, size = len(manifest), spec.image_size
         start = time.perf_counter()
@@ -542,7 +561,7 @@ def predict(
     if not world.all_ok(cached is not None):
         cached = None
     with world.together(f"predicting {model_name} | {manifest.shift}"), true_fp32(), current_device(device):
-        local = _predict_here(classifier, model_name, shift, manifest, root, options, world, device, decoder, cache, key, cached)
+        local = _predict_here(classifier, model_name, shift, manifest, root, options, world, device, numerics, decoder, cache, key, cached)
     skipped, batch_decoder = local.skipped, local.batch_decoder
     skipped_all = world.gather_objects(sorted((f.index, f.key) for f in skipped or []))
     skipped_pairs = sorted(pair for part in skipped_all for pair in part)
@@ -551,12 +570,13 @@ def predict(
     kept = manifest.without(absent)
 
     elapsed = time.perf_counter() - start
+    stored = logits.astype(np.float16)  # what is saved, scored now and rescored by `shiftbench score`
     preds = Predictions(
         model=model_name,
         shift=manifest.shift,
         keys=np.asarray(kept.keys, dtype=str),
         labels=kept.labels,
-        logits=logits.astype(np.float16),
+        logits=stored,
         meta=dict(kept.meta),
     )
     stats: dict[str, Any] = {
@@ -567,6 +587,8 @@ def predict(
         "decoder_fidelity": decoder_fidelity(label),
         "batch_size": local.batch_size,
         "device": str(device),
+        **numerics.record(device),
+        "fp16_top1_changed": fp16_top1_changed(logits, stored),
         "world_size": world.size,
     }
     if local.cache_note is not None:

@@ -371,7 +371,8 @@ class Engine:
             self.log.event("images_skipped", f"{model.name} | {shift}: {len(skipped)} undecodable images left out (recorded in the results)", model=model.name, shift=shift, keys=sorted(skipped))
         verify(preds, manifest.without(np.asarray([i for i, k in enumerate(manifest.keys) if k in skipped], dtype=np.int64)), classifier.num_classes)
         self._agreement_checked.add(model.identity)
-        stats["model"] = {**classifier.describe(), **model.provenance, **(model.describe(classifier) if model.describe else {})}
+        stats["model"] = {**classifier.describe(), **model.provenance, **(model.describe(classifier) if model.describe else {}),
+                          "precision": stats["numerics"], "device": stats["device"]}  # what ran, set by the engine
         if self.world.is_main:
             self.run_dir.save_predictions(preds, cell_hash, stats)
         self.log.event(

@@ -80,7 +80,9 @@ def test_run_predicts_each_shift_once_and_scores_exact_numbers(tmp_path, data):
     assert rows["toy"].predictions_sha256 == preds.sha256() == rows["toy@toy-sub"].predictions_sha256
     assert prov["config_hash"] == make_config(tmp_path, data).cell_hash("colour-net", "toy")
     assert prov["precision"] == "fp32" and prov["batch_size"] == 3 and prov["source"] == "decode"
-    assert prov["model"] == {"name": "colour-net", "label_space": "toy-4", "bias": 0.0}
+    # the engine, not the model, records where and how the forward ran
+    assert prov["model"] == {"name": "colour-net", "label_space": "toy-4", "bias": 0.0, "precision": "fp32", "device": "cpu"}
+    assert (prov["numerics"], prov["memory_format"], prov["fp16_top1_changed"]) == ("fp32", "contiguous", 0)
 
 
 def test_rerun_skips_done_cells_without_loading_the_model(tmp_path, data):
