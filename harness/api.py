@@ -22,6 +22,10 @@ import numpy as np
 
 REDUCTIONS = ("max", "mean", "logsumexp")
 
+#: The label of every example of unlabelled data (``folder-unlabeled``): its predictions are
+#: stored for label-free analyses and never scored.
+UNLABELED = -1
+
 
 @dataclass(frozen=True)
 class ClassMap:
@@ -126,6 +130,11 @@ class ShiftSpec:
     def setting(self) -> str:
         """The name results and the testbed use for this evaluation."""
         return self.name
+
+
+def is_unlabeled(spec: ShiftSpec) -> bool:
+    """A shift of unlabelled images: predicted and stored, never scored."""
+    return spec.protocol.get("labels") == "none"
 
 
 def id_view_setting(id_shift: str, ood_shift: str) -> str:

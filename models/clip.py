@@ -116,28 +116,28 @@ def check_activation(model, weights: str | Path, arch: str) -> None:
 def hf_cached_weights(arch: str, tag: str) -> Path:
     """The open_clip weights file for ``arch``/``tag`` in the local Hugging Face cache (no network)."""
     import open_clip
-    from huggingface_hub import try_to_load_from_cache
 
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(arch)
         raise ValueError(f"open_clip has no pretrained tag {tag!r} for {arch}; known: {', '.join(tags) or 'none'}")
+    from models.weights import cached_url_weights, hf_cached, open_clip_hub_files
+
+    fetched = cached_url_weights(arch, tag)  # an OpenAI archive from `shiftbench fetch-weights`
+    if fetched is not None:
+        return fetched
     hub = cfg.get("hf_hub", "")
     if not hub:
-        raise FileNotFoundError(f"{arch}/{tag} is not distributed through the Hugging Face hub; pass weights=PATH")
-    # 'org/name/file.bin', or 'org/name/' for open_clip's default file names
-    repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
-    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-    if filename.endswith((".bin", ".pth")):
-        names.insert(0, filename[:-4] + ".safetensors")
+        raise FileNotFoundError(f"{arch}/{tag} is not distributed through the Hugging Face hub; "
+                                f"run `shiftbench fetch-weights clip:{arch}@{tag}` or pass weights=PATH")
+    repo, names = open_clip_hub_files(hub)
+    hit = hf_cached(repo, names)
+    if hit is not None:
+        return hit
     cache = os.environ.get("HF_HUB_CACHE") or None
-    for name in names:
-        hit = try_to_load_from_cache(repo, name, cache_dir=cache)
-        if isinstance(hit, str):
-            return Path(hit)
     raise FileNotFoundError(
         f"{arch}/{tag}: {repo}/{names[0]} is not in the local Hugging Face cache "
-        f"({cache or 'default HF_HUB_CACHE'}); download it once (huggingface-cli download {repo} {names[0]}) or pass weights=PATH")
+        f"({cache or 'default HF_HUB_CACHE'}); download it once (shiftbench fetch-weights clip:{arch}@{tag}) or pass weights=PATH")
 
 
 def fit_clip_state(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -30,6 +30,10 @@ def _add_require(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_incomplete(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--allow-incomplete", action="store_true", help=text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "submit",
@@ -57,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="dataset root: also check keys and labels (needed for ObjectNet, whose class map ships with the data)",
     )
     _add_require(p)
+    _add_incomplete(p, "bundle a run scored on data other than the published test sets, marked "
+                    "incomplete in its manifest: a trial of the workflow, refused by validate and leaderboard "
+                    "unless they are given --allow-incomplete too")
     p.set_defaults(func=_submit)
 
     p = sub.add_parser(
@@ -69,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data-root", type=Path, help="dataset root: also check keys and labels against the data"
     )
     _add_require(p)
+    _add_incomplete(p, "accept a bundle marked incomplete (a trial) instead of refusing it")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser(
@@ -102,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="revalidate every bundle instead of reusing SITE_DIR/.validation for unchanged ones",
     )
     _add_require(p)
+    _add_incomplete(p, "accept bundles marked incomplete (trials) instead of listing them as rejected")
     p.set_defaults(func=_leaderboard)
 
 
@@ -110,12 +119,17 @@ def _submit(args: argparse.Namespace) -> int:
     from reports.submission_validate import validate_bundle
 
     card = load_card(args.card)
-    manifest, members = build_members(args.run_dir, card, args.model)
+    manifest, members = build_members(args.run_dir, card, args.model, args.allow_incomplete)
     out: Path = args.out
     staging = out.with_name(out.name + ".unchecked")
     pack(manifest, members, staging)
     try:
-        v = validate_bundle(staging, required=_suite(args.require), data_root=args.data_root)
+        v = validate_bundle(
+            staging,
+            required=_suite(args.require),
+            data_root=args.data_root,
+            allow_incomplete=args.allow_incomplete,
+        )
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
@@ -129,8 +143,9 @@ def _submit(args: argparse.Namespace) -> int:
         )
         return 1
     staging.replace(out)
+    trial = " (marked incomplete: a trial bundle)" if manifest.get("incomplete") else ""
     print(
-        f"wrote {out}: {manifest['model']} on {len(manifest['predictions'])} shifts, all checks passed"
+        f"wrote {out}: {manifest['model']} on {len(manifest['predictions'])} shifts, all checks passed{trial}"
     )
     return 0
 
@@ -138,9 +153,17 @@ def _submit(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from reports.submission_validate import validate_bundle
 
-    v = validate_bundle(args.submission, required=_suite(args.require), data_root=args.data_root)
+    v = validate_bundle(
+        args.submission,
+        required=_suite(args.require),
+        data_root=args.data_root,
+        allow_incomplete=args.allow_incomplete,
+    )
     if v.ok:
-        print(f"{args.submission}: OK: {v.manifest['model']}, {len(v.scores)} settings recomputed")
+        trial = " (a trial bundle on incomplete data)" if v.manifest.get("incomplete") else ""
+        print(
+            f"{args.submission}: OK: {v.manifest['model']}, {len(v.scores)} settings recomputed{trial}"
+        )
         return 0
     for f in v.failures:
         print(f"{args.submission}: {f}")
@@ -157,6 +180,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         baselines=args.baseline,
         data_root=args.data_root,
         fresh=args.fresh,
+        allow_incomplete=args.allow_incomplete,
     )
     print(
         f"wrote {args.out}: {len(board.accepted)} accepted, {len(board.rejected)} rejected, "

@@ -98,6 +98,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="predict models on shifts, verify, score, append results.jsonl")
     p.add_argument("--model", dest="model_items", action="append", type=_tagged("model"), metavar="NAME:ARG", help="model to evaluate (repeatable)")
+    p.add_argument("--unlabeled", action="store_true",
+                   help="the folder shift holds unlabelled images (any layout, ImageNet label space): store predictions "
+                   "for `shiftbench estimate`, score nothing (the shift folder-unlabeled)")
     add_engine_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -189,11 +192,13 @@ def _execute_in(world: Any, config: Any, sources: list[Any], log: Any) -> list[d
 
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
     """Exit status 3 (results kept) when a shift is at chance next to a healthy ID reference."""
-    from harness.engine.run import run_specs
+    from harness.engine.run import plan_tasks, run_specs
     from harness.engine.sanity import near_chance
     from harness.engine.store import RunDir
 
-    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models]
+    # this run's shifts only: other rows of the directory may come from another --data-root
+    planned = {t.shift for t in plan_tasks(config.shifts, run_specs(config))}
+    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models and r.shift in planned]
     messages = near_chance(rows, run_specs(config))
     for message in messages:
         log.event("near_chance", f"WARNING: {message}", detail=message)
@@ -208,16 +213,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if not config.models:
         raise ValueError("no --model given (nor models in the config file)")
+    if args.unlabeled:
+        if "folder" not in config.shifts:
+            raise ValueError("--unlabeled applies to the folder shift: add --shifts folder (or use --shifts folder-unlabeled)")
+        config = dataclasses.replace(config, shifts=tuple("folder-unlabeled" if s == "folder" else s for s in config.shifts))
     return execute(config, models_from_config(config))
 
 
 def print_rows(rows: list[Any], as_json: bool) -> None:
-    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent)."""
+    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent, nll in nats)."""
+    from harness.metrics import format_metric
+
     for row in rows:
         if as_json:
             print(row.to_json())
         else:
-            metrics = "  ".join(f"{k}={100 * v:.2f}" for k, v in sorted(row.metrics.items()))
+            metrics = "  ".join(f"{k}={format_metric(k, v)}" for k, v in sorted(row.metrics.items()))
             print(f"{row.model}  {row.setting}  n={row.n}  {metrics}")
 
 

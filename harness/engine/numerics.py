@@ -2,7 +2,7 @@
 
 ``--precision`` means, for every model:
 
-- ``fp32``: fp32 weights and activations (on CUDA, TF32 only where torch's defaults allow it).
+- ``fp32``: fp32 weights and activations (on CUDA with TF32 turned off for the pass: true fp32).
 - ``bf16`` / ``fp16``: fp32 weights under ``torch.autocast`` (matmuls, convolutions and
   attention run in the low precision, reductions such as softmax and normalisation in fp32).
 - ``bf16-weights``: the weights themselves cast to bf16 for the pass, input in bf16 too (no

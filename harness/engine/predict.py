@@ -131,6 +131,12 @@ def check_manifest(manifest: Manifest, spec: ShiftSpec, expected: int | None, al
         seen: set[str] = set()
         dup = next(k for k in manifest.keys if k in seen or seen.add(k))
         raise ValueError(f"shift {manifest.shift!r} under {manifest.root}: key {dup!r} occurs twice")
+    from harness.api import UNLABELED, is_unlabeled
+
+    if is_unlabeled(spec):
+        if (manifest.labels != UNLABELED).any():
+            raise ValueError(f"shift {manifest.shift!r}: an unlabelled shift's examples must carry no label")
+        return
     bad = (manifest.labels < 0) | (manifest.labels >= spec.num_classes)
     if bad.any():
         raise ValueError(f"shift {manifest.shift!r}: label {int(manifest.labels[bad][0])} outside [0, {spec.num_classes})")
@@ -561,7 +567,9 @@ def predict(
     if not world.all_ok(cached is not None):
         cached = None
     with world.together(f"predicting {model_name} | {manifest.shift}"), true_fp32(), current_device(device):
-        local = _predict_here(classifier, model_name, shift, manifest, root, options, world, device, numerics, decoder, cache, key, cached)
+        local = _predict_here(
+            classifier, model_name, shift, manifest, root, options, world, device, numerics, decoder, cache, key, cached
+        )
     skipped, batch_decoder = local.skipped, local.batch_decoder
     skipped_all = world.gather_objects(sorted((f.index, f.key) for f in skipped or []))
     skipped_pairs = sorted(pair for part in skipped_all for pair in part)

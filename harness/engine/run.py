@@ -387,7 +387,15 @@ class Engine:
         )
 
     def _score(self, model: ModelSource, tasks: list[ScoreTask], preds: Predictions, cell_hash: str, stats: dict[str, Any]) -> None:
+        from harness.api import is_unlabeled
+
         cfg = self.config
+        if tasks and is_unlabeled(self.spec(tasks[0].shift)):  # stored for label-free analyses, never scored
+            for task in tasks:
+                self.summary.append({"model": model.name, "setting": task.setting, "status": "unlabeled", "n": len(preds)})
+            self.log.event("unlabeled", f"{model.name} | {tasks[0].shift}: no labels; predictions stored for `shiftbench estimate`",
+                           model=model.name, shift=tasks[0].shift)
+            return
         sha = preds.sha256()
         rows = []
         for task in tasks:
@@ -410,6 +418,8 @@ class Engine:
 
 def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1", "top5")) -> str:
     """Fixed-width table of what a run produced (percent for readability; files hold fractions)."""
+    from harness.metrics import format_metric
+
     header = ["model", "setting", "n", *metrics, "img/s", "status"]
     lines = [header]
     for r in rows:
@@ -418,7 +428,7 @@ def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1"
                 r["model"],
                 r["setting"],
                 str(r.get("n", "")),
-                *[f"{100 * r[m]:.2f}" if isinstance(r.get(m), float) else "" for m in metrics],
+                *[format_metric(m, r[m]) if isinstance(r.get(m), float) else "" for m in metrics],
                 "" if r.get("images_per_s") is None else f"{r['images_per_s']:.0f}",
                 r["status"],
             ]
@@ -502,7 +512,10 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
 
 
 def all_metric_names(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    from harness.metrics import CALIBRATION_METRICS
+
     names = {k for r in rows for k, v in r.items() if isinstance(v, float) and k != "images_per_s"}
-    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5"})
+    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5", *CALIBRATION_METRICS})
+    ordered += [m for m in CALIBRATION_METRICS if m in names]
     return tuple(ordered) or ("top1",)
 

@@ -54,6 +54,7 @@ def collect(
     get_shift: Callable[[str], Shift],
     progress: bool = True,
     cache: ValidationCache | None = None,
+    allow_incomplete: bool = False,
 ):
     """(accepted [(entry id, Validation)], rejected [(file name, reasons)]); ``cache`` reuses
     earlier results for unchanged bundles."""
@@ -77,7 +78,11 @@ def collect(
         if v is None:
             try:
                 v = validate_bundle(
-                    path, required=required, data_root=data_root, get_shift=get_shift
+                    path,
+                    required=required,
+                    data_root=data_root,
+                    get_shift=get_shift,
+                    allow_incomplete=allow_incomplete,
                 )
             except (
                 Exception
@@ -119,6 +124,7 @@ def build_leaderboard(
     get_shift: Callable[[str], Shift] = registered_shift,
     progress: bool = True,
     fresh: bool = False,
+    allow_incomplete: bool = False,
 ) -> Board:
     """Validate, rank and write the whole site into ``out``."""
     from tqdm import tqdm
@@ -131,10 +137,12 @@ def build_leaderboard(
     specs = completed_specs(required, get_shift, data_root)
     baseline = read_baseline(baselines) if baselines else None
     out = Path(out)
-    cache = ValidationCache(out / ".validation", required, data_root)
+    cache = ValidationCache(out / ".validation", required, data_root, allow_incomplete)
     if fresh:
         shutil.rmtree(cache.folder, ignore_errors=True)
-    accepted, rejected = collect(submissions, required, data_root, get_shift, progress, cache)
+    accepted, rejected = collect(
+        submissions, required, data_root, get_shift, progress, cache, allow_incomplete
+    )
     tables = build_tables(accepted, required, specs, baseline)
     board = Board(tables, rejected)
 

@@ -150,8 +150,8 @@ def test_every_layer_computes_in_the_precision_the_engine_was_given(tmp_path, ph
         prov = _run(tmp_path, photos, _hooked(model_from_spec(spec, options), seen, held), precision, precision)
         assert len(seen) >= 3, f"{model}: only {sorted(seen)} hooked"
         # 8 images in batches of 3: three calls per layer; a reduced precision then re-runs
-        # a sample of 5 in fp32 (the agreement check, in the pass's batches: 3 + 2), which must
-        # really be fp32
+        # the 5-image sample in fp32 (the agreement check, batched like the pass: two calls),
+        # which must really be fp32
         want = [dtype] * 3 + ([torch.float32] * 2 if precision != "fp32" else [])
         wrong = {name: calls for name, calls in seen.items() if calls != want}
         assert not wrong, f"{model} under --precision {precision}: expected {want}, layers computed {wrong}"
