@@ -439,3 +439,17 @@ def test_a_cuda_n_cell_makes_n_the_current_device(monkeypatch):
     with pipeline.current_device(torch.device("cpu")):
         pass
     assert entered == [torch.device("cuda", 2)]
+
+
+def test_where_torchvision_would_resize_in_float_pils_arithmetic_runs_instead(monkeypatch):
+    """torchvision takes its float path for bilinear on CPUs without AVX2 (and always on CUDA):
+    forced here, ``tensor_geometry`` still gives PIL's pixels."""
+    import torchvision.transforms.v2.functional._geometry as geo
+
+    monkeypatch.setattr(geo, "_do_native_uint8_resize_on_cpu", lambda interpolation: False)
+    for interpolation in ("bicubic", "bilinear"):
+        spec = PreprocessSpec(image_size=224, resize_size=224, interpolation=interpolation)
+        img = Image.fromarray(pattern(500, 333, seed=5))
+        want = np.asarray(resize_and_crop(img, spec))
+        got = tensor_geometry(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1), spec).permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(got, want)
