@@ -14,21 +14,16 @@ import errno
 import fcntl
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from harness.api import Predictions, Result
-from harness.config import RunConfig, from_dict
+from harness.config import RunConfig
+from harness.layout import RunLayout, safe_name
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
-
-
-def safe_name(name: str) -> str:
-    """Filesystem-safe form of a model or shift name (the file header keeps the real one)."""
-    return _UNSAFE.sub("_", name)
+__all__ = ["RunDir", "atomic_write_text", "safe_name"]
 
 
 def _storage_error(path: Path, exc: OSError) -> ValueError:
@@ -55,36 +50,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise _storage_error(path, exc) from exc
 
 
-class RunDir:
-    """One run directory; every method is safe to call again after a crash."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / "results.jsonl"
-
-    def predictions_path(self, model: str, shift: str) -> Path:
-        return self.path / "predictions" / safe_name(model) / f"{safe_name(shift)}.npz"
-
-    def sidecar_path(self, model: str, shift: str) -> Path:
-        return self.predictions_path(model, shift).with_suffix(".json")
+class RunDir(RunLayout):
+    """One run directory; every method is safe to call again after a crash. The reading
+    methods are the core's (:class:`harness.layout.RunLayout`); this class writes."""
 
     # -- config -------------------------------------------------------------------------
-    def read_config(self) -> RunConfig | None:
-        if not self.config_path.exists():
-            return None
-        try:
-            raw = json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{self.config_path}: not valid JSON ({exc}); restore it or use another --run-dir") from None
-        return from_dict(raw.get("config", {}), str(self.config_path))
-
     def adopt_config(self, config: RunConfig) -> RunConfig:
         """Record ``config``; a directory made with other identity settings is refused.
 
@@ -122,13 +92,6 @@ class RunDir:
         atomic_write_text(self.sidecar_path(preds.model, preds.shift), json.dumps(sidecar, sort_keys=True, default=str) + "\n")
         return sha
 
-    def sidecar(self, model: str, shift: str) -> dict[str, Any]:
-        path = self.sidecar_path(model, shift)
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-
     def finished_predictions(self, model: str, shift: str, cell_hash: str) -> Predictions | None:
         """Predictions of a cell that finished predicting with ``cell_hash``, else None."""
         sidecar = self.sidecar_path(model, shift)
@@ -149,29 +112,7 @@ class RunDir:
             return None
         return preds
 
-    def stored_predictions(self) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """Every predictions file with its sidecar, in path order."""
-        for sidecar in sorted((self.path / "predictions").glob("*/*.json")):
-            try:
-                meta = json.loads(sidecar.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{sidecar}: not valid JSON ({exc}); delete it and rerun the cell") from None
-            yield sidecar.with_suffix(".npz"), meta
-
     # -- results -------------------------------------------------------------------------
-    def read_results(self) -> list[Result]:
-        if not self.results_path.exists():
-            return []
-        rows = []
-        for i, line in enumerate(self.results_path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(Result.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, ValueError, TypeError) as exc:
-                raise ValueError(f"{self.results_path}:{i}: not a result row ({exc})") from None
-        return rows
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.mkdir(parents=True, exist_ok=True)

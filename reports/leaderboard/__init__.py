@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import Shift, ShiftSpec
+from harness.layout import sha256_file
 from reports.leaderboard.cache import ValidationCache
 from reports.leaderboard.ranking import Entry, Table, build_tables
 from reports.leaderboard.trend import read_baseline
 from reports.submission import DEFAULT_REQUIRED_SHIFTS
 from reports.submission_validate import registered_shift, validate_bundle
-from shifts.wds import sha256_file
 
 BUNDLE_SUFFIX = ".tar.gz"
 
