@@ -222,7 +222,8 @@ class Engine:
             self._refuse_other_decoders()
             if self.world.is_main:
                 self.run_dir.adopt_config(self.config)
-        done = {(r.model, r.setting, r.provenance.get("config_hash")) for r in self.run_dir.read_results()}
+            done = {(r.model, r.setting, r.provenance.get("config_hash")) for r in self.run_dir.read_results()}
+        done = self.world.from_main(done)  # rank 0 writes the directory: its view of it decides for all
         for model in models:
             self._run_model(model, tasks, done)
         return self.summary
@@ -256,9 +257,11 @@ class Engine:
             self.log.event("model_skipped", f"{model.name}: all cells done, skipped", model=model.name)
             return
         cells = list(dict.fromkeys(t.shift for t in pending))
-        with self.world.together(f"loading {model.name}"):
+        with self.world.together(f"reading {model.name}'s predictions"):
             stored = {c: self.run_dir.finished_predictions(model.name, c, cell_hash[c]) for c in cells}
-            to_predict = [c for c in cells if stored[c] is None]
+        # Every rank predicts the same cells (their collectives pair up): those rank 0 lacks.
+        to_predict = self.world.from_main([c for c in cells if stored[c] is None])
+        with self.world.together(f"loading {model.name}"):
             for c in to_predict:  # incomplete data fails here, before the model is loaded
                 self.manifest(c)
             classifier = None
@@ -276,11 +279,11 @@ class Engine:
                     check_fits(classifier, self.spec(c))
         for c in cells:
             preds = stored[c]
-            if preds is None:
+            if c in to_predict:
                 assert classifier is not None
                 preds, stats = self._predict(model, classifier, c)
             with self.world.together(f"saving and scoring {model.name} | {c}"):
-                if stored[c] is None:
+                if c in to_predict:
                     self._keep(model, classifier, c, cell_hash[c], preds, stats)
                 else:
                     stats = self.run_dir.sidecar(model.name, c).get("stats", {})
