@@ -1,8 +1,9 @@
 """The frozen run configuration: defaults < config file < command line.
 
-One ``RunConfig`` is resolved per invocation and never mutated; each cell hashes only the
-settings that change its numbers (``cell_hash``), so adding a model or a shift to a run
-directory redoes nothing, while changing the precision or the split does.
+One ``RunConfig`` is resolved per invocation and never mutated; each cell's identity
+(``harness.engine.identity``) takes only the settings that change its numbers, so adding a
+model or a shift to a run directory redoes nothing, while changing the precision or the
+split does.
 """
 
 from __future__ import annotations
@@ -127,11 +128,6 @@ class RunConfig:
 
     def config_hash(self) -> str:
         payload = json.dumps({**self.identity(), "models": self.models, "shifts": self.shifts}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-    def cell_hash(self, model: str, shift: str) -> str:
-        """Hash of what determines one (model, shift) cell's predictions."""
-        payload = json.dumps({**self.identity(), "model": model, "shift": shift, "skip_bad_images": self.skip_bad_images}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def model_options(self) -> dict[str, str]:

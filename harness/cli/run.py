@@ -90,6 +90,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="predict models on shifts, verify, score, append results.jsonl")
     p.add_argument("--model", dest="model_items", action="append", type=_tagged("model"), metavar="NAME:ARG", help="model to evaluate (repeatable)")
+    p.add_argument("--redo", action="store_true", help="predict and score this command's cells again even if done; their rows are replaced")
     add_engine_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -132,7 +133,7 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
     return config
 
 
-def execute(config: Any, sources: list[Any]) -> int:
+def execute(config: Any, sources: list[Any], redo: bool = False) -> int:
     """Print the config, run every model's cells, print the summary."""
     from harness.engine.distributed import World
     from harness.engine.predict import resolve_device
@@ -153,9 +154,9 @@ def execute(config: Any, sources: list[Any]) -> int:
     if config.executor == "ray":
         from harness.engine.ray_executor import run_on_ray
 
-        summary = run_on_ray(config, sources, log)
+        summary = run_on_ray(config, sources, log, redo)
     else:
-        summary = Engine(config, log=log, world=world).run(sources)
+        summary = Engine(config, log=log, world=world, redo=redo).run(sources)
     status = 0
     if world.is_main:
         if config.json:
@@ -188,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if not config.models:
         raise ValueError("no --model given (nor models in the config file)")
-    return execute(config, models_from_config(config))
+    return execute(config, models_from_config(config), redo=args.redo)
 
 
 def print_rows(rows: list[Any], as_json: bool) -> None:

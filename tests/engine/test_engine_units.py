@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -48,13 +49,27 @@ def test_config_file_errors_name_the_file_and_the_fix(tmp_path):
         RunConfig(precision="fp64")
 
 
-def test_cell_hash_follows_what_changes_predictions_only():
+def test_cell_hash_follows_what_changes_predictions_only(tmp_path):
+    from harness.engine.identity import cell_hash, cell_identity
+
+    def h(config: RunConfig, model: str = "m", shift: str = "imagenet", manifest: str = "d1", root: str = "/data") -> str:
+        return cell_hash(cell_identity(config, model, shift, manifest, root))
+
     base = RunConfig(cache_dir="")
-    h = base.cell_hash("m", "imagenet")
-    assert h == dataclasses.replace(base, batch_size=7, workers=0, run_dir="x", models=("z",)).cell_hash("m", "imagenet")
-    assert h != dataclasses.replace(base, precision="bf16").cell_hash("m", "imagenet")
-    assert h != dataclasses.replace(base, split="val").cell_hash("m", "imagenet")
-    assert h != base.cell_hash("m2", "imagenet") != base.cell_hash("m", "imagenet-r")
+    ref = h(base)
+    assert ref == h(dataclasses.replace(base, batch_size=7, workers=0, run_dir="x", models=("z",)))
+    assert ref != h(dataclasses.replace(base, precision="bf16"))
+    assert ref != h(dataclasses.replace(base, split="val"))
+    assert ref != h(dataclasses.replace(base, allow_incomplete=True))
+    assert ref != h(base, model="m2") != h(base, shift="imagenet-r")
+    assert ref != h(base, manifest="d2")  # other keys or labels read
+    assert ref != h(base, root="/other")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"one")
+    model = json.dumps({"model": "x:y", "options": {"weights": str(weights)}})
+    before = h(base, model=model)
+    weights.write_bytes(b"two")  # rewritten in place: same path, other contents
+    assert h(base, model=model) != before
 
 
 class FakeOOM:
