@@ -97,6 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data-root", type=Path, help="dataset root: also check keys and labels against the data"
     )
     p.add_argument(
+        "--trust-labels",
+        action="store_true",
+        help="without --data-root, list bundles whose labels cannot be checked (marked as unverified) "
+        "instead of rejecting them",
+    )
+    p.add_argument(
         "--fresh",
         action="store_true",
         help="revalidate every bundle instead of reusing SITE_DIR/.validation for unchanged ones",
@@ -140,7 +146,12 @@ def _validate(args: argparse.Namespace) -> int:
 
     v = validate_bundle(args.submission, required=_suite(args.require), data_root=args.data_root)
     if v.ok:
-        print(f"{args.submission}: OK: {v.manifest['model']}, {len(v.scores)} settings recomputed")
+        checked = (
+            f"keys and labels checked against {args.data_root}"
+            if v.labels_checked
+            else "labels UNVERIFIED: the bundle's own labels were trusted; pass --data-root to check them against the dataset"
+        )
+        print(f"{args.submission}: OK: {v.manifest['model']}, {len(v.scores)} settings recomputed; {checked}")
         return 0
     for f in v.failures:
         print(f"{args.submission}: {f}")
@@ -157,6 +168,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         baselines=args.baseline,
         data_root=args.data_root,
         fresh=args.fresh,
+        trust_labels=args.trust_labels,
     )
     print(
         f"wrote {args.out}: {len(board.accepted)} accepted, {len(board.rejected)} rejected, "

@@ -50,6 +50,7 @@ class Entry:
     rank_ood: int = 0
     rank_er_range: tuple[int, int] | None = None  # ranks the 95% intervals allow
     rank_ood_range: tuple[int, int] = (0, 0)
+    labels_checked: bool = True  # False: listed with --trust-labels, labels never checked against the data
 
     def rank_text(self, which: str) -> str:
         """'2 (1-3)': the rank and the range of ranks its interval allows; '–' when unranked."""
@@ -61,6 +62,29 @@ class Entry:
         if rank is None or span is None:
             return "–"
         return str(rank) if span[0] == span[1] else f"{rank} ({span[0]}–{span[1]})"
+
+
+UNVERIFIED_MARK = " [labels unverified]"
+
+
+def shown_name(e: Entry) -> str:
+    """The card's name as the tables show it: marked when its labels were never checked."""
+    return str(e.card["name"]) + ("" if e.labels_checked else UNVERIFIED_MARK)
+
+
+def labels_note(tables: Sequence[Table]) -> str:
+    """Which entries' keys and labels were checked against the dataset (said on every output)."""
+    entries = [e for t in tables for e in t.entries]
+    unchecked = [str(e.card["name"]) for e in entries if not e.labels_checked]
+    if not entries:
+        return ""
+    if not unchecked:
+        return "Labels: every entry's keys and labels were checked against the dataset."
+    checked = [str(e.card["name"]) for e in entries if e.labels_checked]
+    return (
+        "Labels NOT checked against the dataset (listed with --trust-labels; their accuracies rest on the "
+        f"submitters' own labels): {', '.join(unchecked)}. Checked: {', '.join(checked) or 'none'}."
+    )
 
 
 @dataclass
@@ -114,7 +138,8 @@ def make_entry(
         points[shift] = ShiftPoint(shift, id_setting, sx.top1, sx.n, sy.top1, sy.n)
     id_scores = {s: (v.scores[s].top1, v.scores[s].n) for s in id_shifts}
     return Entry(
-        entry_id, v.path.name, v.manifest["model"], v.manifest["card"], protocol, id_scores, points
+        entry_id, v.path.name, v.manifest["model"], v.manifest["card"], protocol, id_scores, points,
+        labels_checked=v.labels_checked,
     )
 
 
