@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections import Counter
 from collections.abc import Sequence
@@ -40,6 +41,24 @@ class ReportConfig:
     png_dir: Path | None = None
 
 
+def distinct_source(rows: list[Row], path: Path, taken: dict[str, Path]) -> list[Row]:
+    """Rows of ``path`` under source names no other input uses: two run directories that are
+    both called ``run`` are two sources (``run:exp1/run``, ``run:exp2/run``), never merged."""
+    path = Path(path).resolve()
+    folder = path.parent if path.is_file() else path
+    renamed: dict[str, str] = {}
+    for source in sorted({r.source for r in rows}):
+        name = source
+        if name in taken and taken[name] != path:
+            prefix, _, _ = source.partition(":")
+            name = f"{prefix}:{folder.parent.name}/{folder.name}" if prefix else f"{source} ({folder})"
+            if name in taken and taken[name] != path:
+                name = f"{prefix or source}:{folder}"
+        taken[name] = path
+        renamed[source] = name
+    return [r if renamed[r.source] == r.source else dataclasses.replace(r, source=renamed[r.source]) for r in rows]
+
+
 def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
     """Bundled testbed (unless disabled) plus every input; returns rows and the user sources."""
     rows: list[Row] = []
@@ -48,6 +67,7 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
 
         rows += load_testbed()
     user: set[str] = set()
+    taken: dict[str, Path] = {}
     for path in cfg.inputs:
         new = importers.load(Path(path), cfg.fmt)
         if not new:
@@ -60,6 +80,7 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
                 f"{path}: scored on fewer images than the shifts publish ({listed}{more}); such accuracies are not "
                 "comparable with the testbed's. Complete the data and rerun, or pass --allow-incomplete to report them"
             )
+        new = distinct_source(new, path, taken)
         user |= {r.source for r in new}
         rows += new
     if not rows:
