@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.engine.files import atomic_file, atomic_folder
+from harness.files import atomic_file, atomic_folder
 from reports.analysis import Group, highlight_mask
 from reports.figures import scatter
 from reports.plain_text import plain_text

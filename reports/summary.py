@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.engine.files import atomic_write_text
+from harness.files import atomic_write_text
 from reports.analysis import BaselineRule, Group, point_intervals
 from reports.scales import DEFAULT_EPS
 

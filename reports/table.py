@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import id_view_setting
-from harness.engine.files import atomic_file
+from harness.files import atomic_file
 
 ID_SETTING = "imagenet"
 

@@ -135,8 +135,9 @@ def _submit(args: argparse.Namespace) -> int:
         )
         return 1
     staging.replace(out)
+    labels = "" if v.labels_checked else "; labels not checked against the data (pass --data-root)"
     print(
-        f"wrote {out}: {manifest['model']} on {len(manifest['predictions'])} shifts, all checks passed"
+        f"wrote {out}: {manifest['model']} on {len(manifest['predictions'])} shifts, all checks passed{labels}"
     )
     return 0
 

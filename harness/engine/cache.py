@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.api import PreprocessSpec
-from harness.engine.files import atomic_write_text, temp_path
+from harness.files import atomic_write_text, temp_path
 
 GEOMETRY_FIELDS = ("image_size", "resize_size", "resize_mode", "crop", "interpolation")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from harness.api import Predictions, Result
 from harness.config import RunConfig, from_dict
-from harness.engine.files import atomic_write_text, file_lock, storage_error
+from harness.files import atomic_write_text, file_lock, storage_error
 
 __all__ = ["RunDir", "atomic_write_text", "result_identity", "safe_name"]
 

@@ -19,8 +19,8 @@ import torch
 
 from harness.api import Classifier
 from harness.config import RunConfig
-from harness.engine.files import atomic_write_text
 from harness.engine.run import Engine, ModelSource, RunLog
+from harness.files import atomic_write_text
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import Shift, ShiftSpec
-from harness.engine.files import atomic_folder
+from harness.files import atomic_folder
 from reports.leaderboard.cache import ValidationCache
 from reports.leaderboard.ranking import Entry, Table, build_tables
 from reports.leaderboard.trend import read_baseline

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.engine.files import atomic_write_text
+from harness.files import atomic_write_text
 from reports.submission_validate import Failure, Score, Validation
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.engine.files import atomic_write_bytes
+from harness.files import atomic_write_bytes
 from reports.leaderboard.ranking import Entry, Table, labels_note, shown_name
 
 STYLE = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.engine.files import temp_path
+from harness.files import temp_path
 from reports.leaderboard.html import method_text
 from reports.leaderboard.markdown import pct
 from reports.leaderboard.plots import scatter_figure

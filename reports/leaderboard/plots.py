@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.engine.files import atomic_file
+from harness.files import atomic_file
 from reports.leaderboard.ranking import Table
 from reports.leaderboard.trend import logit, sigmoid
 from reports.plain_text import plain_text

@@ -11,10 +11,10 @@ import pytest
 from doubles import ColourNet, get_shift, snapshot, toy_config, write_toy_data
 from test_gpu_decode import PatchNet, baseline, write_folder_dataset
 
+from harness import files
 from harness.api import Predictions
 from harness.config import RunConfig
 from harness.engine import cache as cache_module
-from harness.engine import files
 from harness.engine.run import Engine, ModelSource
 from harness.engine.store import RunDir
 from shifts.generic import ImageFolderShift

@@ -117,6 +117,38 @@ def test_a_cache_that_cannot_publish_never_fails_the_cell(tmp_path, monkeypatch)
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".u8"]  # no index: no entry
 
 
+def test_two_saves_of_one_predictions_file_publish_one_of_them_whole(tmp_path, monkeypatch):
+    """Both writers used ``<shift>.npz.tmp``: the second failed with a misleading error, and the
+    file published could match neither writer."""
+    import threading
+
+    import harness.api as api
+
+    real, gate = np.savez, threading.Barrier(2)
+
+    def savez_then_wait(fh, **arrays):
+        real(fh, **arrays)
+        gate.wait(timeout=10)  # both have written their temp file before either renames it
+
+    monkeypatch.setattr(api.np, "savez", savez_then_wait)
+    keys, labels = np.array(["a", "b"]), np.array([0, 1])
+    made = [Predictions("m", "s", keys, labels, np.full((2, 3), v, np.float16)) for v in (1.0, 2.0)]
+    errors: list[BaseException] = []
+
+    def save(p: Predictions) -> None:
+        try:
+            p.save(tmp_path / "s.npz")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(p,)) for p in made]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors, errors
+    assert Predictions.load(tmp_path / "s.npz").sha256() in {p.sha256() for p in made}
+    assert [p.name for p in tmp_path.iterdir()] == ["s.npz"]
+
+
 # -- cell identity is content -------------------------------------------------------------
 
 
