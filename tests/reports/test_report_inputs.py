@@ -87,3 +87,22 @@ def test_out_or_json_that_is_a_folder_is_one_line_and_leaves_nothing(tmp_path, c
         assert len(err.splitlines()) == 1 and "is a folder; give a" in err
     assert list(folder.iterdir()) == []
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
+
+
+def test_png_pages_go_to_their_own_folder_and_never_replace_someone_elses_files(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    pngs = tmp_path / "pages"
+
+    def report_to(png_dir: Path) -> int:
+        return main(["report", "--no-testbed", str(_table(tmp_path)), str(run), "--bootstrap", "10", "--out",
+                     str(tmp_path / "r.pdf"), "--json", str(tmp_path / "s.json"), "--png-dir", str(png_dir)])  # fmt: skip
+
+    assert report_to(pngs) == 0
+    first = sorted(p.name for p in pngs.iterdir())
+    assert first and all(n.startswith("page-") for n in first)
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"mine")
+    assert report_to(mine) == 2
+    assert "holds files this command did not write (holiday.jpg)" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["holiday.jpg"]
