@@ -288,9 +288,12 @@ class Engine:
             self._run_model(model, tasks)
         return self.summary
 
-    def _cell_state(self, model: ModelSource, shift: str, tasks: list[ScoreTask]) -> tuple[str, Predictions | None, str]:
+    def _cell_state(
+        self, model: ModelSource, shift: str, tasks: list[ScoreTask], load: bool = True
+    ) -> tuple[str, Predictions | None, str]:
         """What a cell needs now: ``done``, ``score`` (predictions on disk) or ``predict``, with
-        the stored predictions to score and, for a cell done before, why it runs again."""
+        the stored predictions to score (read and verified only with ``load``) and, for a cell
+        done before, why it runs again."""
         identity, digest = self.cell_identity(model, shift)
         if self.redo:
             return "predict", None, "--redo"
@@ -306,6 +309,8 @@ class Engine:
             reason = identity_changes(old.provenance.get("cell"), identity)
         elif any(r is not None for r in current):
             reason = "its predictions file is missing or no longer matches its results"
+        if not load:
+            return ("score" if stored_ok else "predict"), None, reason
         preds = self.run_dir.finished_predictions(model.name, shift, digest)
         if preds is not None:
             return "score", preds, reason
@@ -314,7 +319,9 @@ class Engine:
     def _run_model(self, model: ModelSource, tasks: list[ScoreTask]) -> None:
         cells = list(dict.fromkeys(t.shift for t in tasks))
         cell_tasks = {c: [t for t in tasks if t.shift == c] for c in cells}
-        plan = {c: self._cell_state(model, c, cell_tasks[c]) for c in cells}  # reads (and checks) every manifest first
+        # Every manifest is read (and checked) before the model loads; predictions are read here
+        # only for torchrun ranks, which act on this plan; a single process decides again per cell.
+        plan = {c: self._cell_state(model, c, cell_tasks[c], load=self.world.size > 1) for c in cells}
         if all(state == "done" for state, _, _ in plan.values()):
             for t in tasks:
                 self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
@@ -349,6 +356,9 @@ class Engine:
                 if reason:
                     self.log.event("cell_rerun", f"{model.name} | {c}: running again: {reason}", model=model.name, shift=c, reason=reason)
                 if preds is None:
+                    from harness.engine.predict import check_fits
+
+                    check_fits(classifier(), self.spec(c))
                     preds, stats = self._predict(model, classifier(), c)
                 else:
                     stats = self.run_dir.sidecar(model.name, c).get("stats", {})
