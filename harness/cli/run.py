@@ -85,12 +85,12 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=("local", "ray"), help="run cells here (default) or on a Ray cluster")
     p.add_argument("--json", action="store_true", default=None, help="JSON lines on stdout instead of bars and a table")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.add_argument("--redo", action="store_true", help="predict and score this command's cells again even if done; their rows are replaced")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="predict models on shifts, verify, score, append results.jsonl")
     p.add_argument("--model", dest="model_items", action="append", type=_tagged("model"), metavar="NAME:ARG", help="model to evaluate (repeatable)")
-    p.add_argument("--redo", action="store_true", help="predict and score this command's cells again even if done; their rows are replaced")
     add_engine_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -240,11 +240,11 @@ def cmd_wiseft(args: argparse.Namespace) -> int:
     finetuned = model_entry(args.finetuned, args.finetuned_arg)
     config = resolve_config(args)
     config = dataclasses.replace(config, models=(zeroshot, finetuned))
-    return execute(config, wiseft_sources(*config.model_specs(), alphas))
+    return execute(config, wiseft_sources(*config.model_specs(), alphas), redo=args.redo)
 
 
 def cmd_soup(args: argparse.Namespace) -> int:
     from harness.engine.sweeps import soup_sources
 
     config = resolve_config(args)
-    return execute(config, soup_sources(args.ingredients, args.recipe, args.held_out, config))
+    return execute(config, soup_sources(args.ingredients, args.recipe, args.held_out, config), redo=args.redo)

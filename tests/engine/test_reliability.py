@@ -290,3 +290,19 @@ def test_score_while_a_run_appends_loses_no_row(tmp_path):
     (proc,) = started
     assert proc.wait(timeout=60) == 0
     assert [r.model for r in store.read_results()].count("late") == 1
+
+
+def test_run_redo_on_the_command_line_predicts_again_and_keeps_one_row_per_setting(tmp_path, capsys):
+    from doubles import engine_flags, registered
+
+    from harness.cli import main
+
+    with registered():
+        data = write_toy_data(tmp_path / "data")
+        argv = ["run", "--model", "colour:a", "--shifts", "toy-sub", *engine_flags(data, tmp_path / "run")]
+        assert main(argv) == 0
+        assert main(argv) == 0 and "all cells done, skipped" in capsys.readouterr().err
+        assert main([*argv, "--redo"]) == 0
+        err = capsys.readouterr().err
+        assert "colour:a | toy: running again: --redo" in err and "predicting 8 images" in err
+    assert len(RunDir(tmp_path / "run").read_results()) == 3
