@@ -39,7 +39,7 @@ class ValidationCache:
         if obj.get("key") != self.key:
             return None
         v = Validation(Path(path), [Failure(c, m) for c, m in obj["failures"]], obj["manifest"])
-        v.labels_checked = bool(obj.get("labels_checked", False))
+        v.labels_checked = self.key["data_root"] is not None  # validated against that data
         v.scores = {s: Score(top1, n) for s, (top1, n) in obj["scores"].items()}
         return v
 
