@@ -8,12 +8,14 @@ Units: accuracies and every other metric are fractions in [0, 1]. Keys are stabl
 from __future__ import annotations
 
 import abc
+import contextvars
 import hashlib
 import json
 import os
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,6 +23,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 REDUCTIONS = ("max", "mean", "logsumexp")
+
+#: The label of every example of unlabelled data (``folder-unlabeled``): its predictions are
+#: stored for label-free analyses and never scored.
+UNLABELED = -1
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,11 @@ class ShiftSpec:
         return self.name
 
 
+def is_unlabeled(spec: ShiftSpec) -> bool:
+    """A shift of unlabelled images: predicted and stored, never scored."""
+    return spec.protocol.get("labels") == "none"
+
+
 def id_view_setting(id_shift: str, ood_shift: str) -> str:
     """Name of the ID reference scored on an OOD shift's classes, e.g. ``imagenet@imagenet-r``."""
     return f"{id_shift}@{ood_shift}"
@@ -213,6 +224,26 @@ class Classifier(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Provenance: weights hash, alpha, soup ingredients, head recipe, tags."""
         return {"name": self.name, "label_space": self.label_space}
+
+
+_BUILD_DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("shiftbench_build_device", default=None)
+
+
+@contextmanager
+def building_on(device: str | None) -> Iterator[None]:
+    """Classifiers built inside will run on ``device`` (the engine's choice): a factory may do
+    its build-time work there, e.g. encode a zero-shot head's prompts with the text tower on
+    the run's GPU instead of the CPU. It never decides where the classifier runs."""
+    token = _BUILD_DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _BUILD_DEVICE.reset(token)
+
+
+def build_device() -> str | None:
+    """The device of the run building a classifier (``building_on``), or None outside one."""
+    return _BUILD_DEVICE.get()
 
 
 @dataclass

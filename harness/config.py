@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16-weights")  # see harness.engine.numerics
 EXECUTORS = ("local", "ray")
 DECODERS = ("auto", "pil", "torchvision")  # see harness.engine.gpu_decode
 

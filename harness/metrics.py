@@ -1,6 +1,6 @@
 """Official metrics, computed from stored Predictions (predict once, score many times).
 
-All metrics are fractions in [0, 1]. Metric names a :class:`ShiftSpec` may list:
+All metrics are fractions in [0, 1] except ``nll`` (nats). Metric names a :class:`ShiftSpec` may list:
 
 - ``top1``, ``top5`` (any ``topK``): top-k accuracy; ties rank the lower class index first, so
   ``top1`` equals accuracy of ``argmax``.
@@ -14,6 +14,11 @@ All metrics are fractions in [0, 1]. Metric names a :class:`ShiftSpec` may list:
   Empty groups are never scored as 0.0; they simply do not exist.
 
 Group counts are returned as ``{"<field>=<group>": n}`` for every grouped metric.
+
+Every labelled row also gets the calibration metrics of :data:`CALIBRATION_METRICS` (softmax over
+the shift's own classes, after the class map): ``ece``, the expected calibration error of the
+top-1 confidence in 15 equal-width bins (Guo et al., 2017), and ``nll``, the mean negative
+log-likelihood of the true class in nats.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from harness.api import ClassMap, Predictions, ShiftSpec
 LABEL_SPACE_WIDTHS: Mapping[str, int] = {"imagenet-1k": 1000}
 
 _TOPK = re.compile(r"^top(\d+)$")
+
+#: Metrics every labelled row gets besides its spec's: calibration of the softmax on the shift's classes.
+CALIBRATION_METRICS = ("ece", "nll")
+#: Equal-width confidence bins of ``ece`` (the usual 15, Guo et al. 2017).
+ECE_BINS = 15
 
 
 def _as_logits(logits: np.ndarray) -> np.ndarray:
@@ -65,6 +75,66 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     higher = (logits > own).sum(axis=1)
     earlier_ties = ((logits == own) & (np.arange(c)[None, :] < labels[:, None])).sum(axis=1)
     return float(np.mean(higher + earlier_ties < k))
+
+
+def format_metric(name: str, value: float) -> str:
+    """A metric for people: fractions in percent, ``nll`` in nats as is."""
+    return f"{value:.3f}" if name == "nll" else f"{100 * value:.2f}"
+
+
+#: Rows per block when computing softmax statistics (bounds float64 temporaries to ~64 MB at 1000 classes).
+_BLOCK = 8192
+
+
+def softmax_stats(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``softmax(logits / T)``: the argmax (lowest index on ties), its probability and
+    the log-probability of the label, in float64 and in blocks of rows."""
+    logits = _as_logits(logits)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(logits):
+        raise ValueError(f"{len(logits)} logit rows but {len(labels)} labels")
+    if len(labels) == 0:
+        raise ValueError("cannot score zero examples")
+    pred = np.empty(len(labels), dtype=np.int64)
+    conf = np.empty(len(labels))
+    log_label = np.empty(len(labels))
+    for lo in range(0, len(labels), _BLOCK):
+        z = logits[lo : lo + _BLOCK].astype(np.float64) / float(temperature)
+        z -= z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=1))
+        rows = np.arange(len(z))
+        pred[lo : lo + _BLOCK] = z.argmax(axis=1)
+        conf[lo : lo + _BLOCK] = np.exp(z[rows, pred[lo : lo + _BLOCK]] - log_norm)
+        log_label[lo : lo + _BLOCK] = z[rows, labels[lo : lo + _BLOCK]] - log_norm
+    return pred, conf, log_label
+
+
+def calibration_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, float]:
+    """``ece`` and ``nll`` from one pass over the softmax."""
+    pred, conf, log_label = softmax_stats(logits, labels, temperature)
+    return {"ece": _ece(pred, conf, labels, ECE_BINS), "nll": float(-log_label.mean())}
+
+
+def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS, temperature: float = 1.0) -> float:
+    """ECE of the top-1 softmax confidence: bins ``((m-1)/M, m/M]`` of equal width,
+    ``sum_m |B_m|/n * |accuracy(B_m) - mean confidence(B_m)|`` (Naeini et al. 2015; Guo et al. 2017).
+
+    The prediction is ``argmax`` (lowest index on ties), as for ``top1``."""
+    pred, conf, _ = softmax_stats(logits, labels, temperature)
+    return _ece(pred, conf, labels, bins)
+
+
+def _ece(pred: np.ndarray, conf: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    correct = (pred == np.asarray(labels, dtype=np.int64)).astype(np.float64)
+    # bin m holds confidences in ((m-1)/M, m/M]; confidence is at least 1/C > 0
+    idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+    gap = np.abs(np.bincount(idx, correct, minlength=bins) - np.bincount(idx, conf, minlength=bins))
+    return float(gap.sum() / len(pred))
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean ``-log softmax(logits / T)[label]`` in nats."""
+    return float(-softmax_stats(logits, labels, temperature)[2].mean())
 
 
 def _per_class_counts(
@@ -223,6 +293,7 @@ def score(preds: Predictions, spec: ShiftSpec) -> tuple[dict[str, float], dict[s
                 metrics[name] = worst
         else:
             raise ValueError(f"shift {spec.name}: unknown metric {name!r}")
+    metrics.update(calibration_metrics(logits, labels))
     return metrics, counts
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import uuid
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -164,15 +165,22 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> str:
-    """Write atomically (temp file, then rename); returns the file's sha256."""
+    """Write atomically (temp file, then rename); returns the file's sha256.
+
+    The temp name is unique per writer: torchrun ranks and Ray tasks saving the same cached
+    head at once each rename their own complete file, never one another's."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp),
-              metadata=dict(metadata) if metadata else None)
-    tmp.replace(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp),
+                  metadata=dict(metadata) if metadata else None)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return file_sha256(path)
 
 

@@ -19,39 +19,37 @@ import torch.nn.functional as F
 
 from harness.api import Classifier, PreprocessSpec
 
-PRECISIONS = ("fp32", "bf16")
-DEVICES = ("cpu", "cuda")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda asked for but no CUDA device is available; use device=cpu")
-    return torch.device(name)
-
 
 class _TorchClassifier(torch.nn.Module, Classifier):
+    """Runs where its parameters are, in their dtype; the engine alone places it (``.to``)
+    and opens the autocast, so a classifier never overrides ``--device`` or ``--precision``."""
+
     def __init__(self, name: str, label_space: str, num_classes: int, preprocess_spec: PreprocessSpec,
-                 info: dict[str, Any], precision: str = "fp32", device: str = "cpu") -> None:
+                 info: dict[str, Any]) -> None:
         torch.nn.Module.__init__(self)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.name = name
         self.label_space = label_space
         self.num_classes = num_classes
         self.preprocess_spec = preprocess_spec
-        self.precision = precision
-        self.device = resolve_device(device)
         self.info = dict(info)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def placement(self) -> tuple[torch.device, torch.dtype]:
+        """The device and floating dtype of the parameters: where and how the forward runs."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.device, p.dtype
+        return torch.device("cpu"), torch.float32
+
     def logits(self, images: Any) -> torch.Tensor:
-        x = torch.as_tensor(images).to(self.device, torch.float32, non_blocking=True)
+        device, dtype = self.placement()
+        x = torch.as_tensor(images)
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images [B, 3, H, W], got {list(x.shape)}")
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                             enabled=self.precision == "bf16"):
+        x = x.to(device, dtype, non_blocking=True)
+        with torch.no_grad():
             out = self._forward(x)
         return out.float()
 
@@ -60,7 +58,6 @@ class _TorchClassifier(torch.nn.Module, Classifier):
             "name": self.name,
             "label_space": self.label_space,
             "num_classes": self.num_classes,
-            "precision": self.precision if self.precision == "fp32" else "bf16-autocast",
             "preprocess": self.preprocess_spec.to_dict(),
             **self.info,
         }
@@ -76,13 +73,13 @@ class ImageHeadClassifier(_TorchClassifier):
 
     def __init__(self, name: str, encoder: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor | None,
                  preprocess_spec: PreprocessSpec, label_space: str, info: dict[str, Any],
-                 precision: str = "fp32", device: str = "cpu", normalize: bool = True) -> None:
-        super().__init__(name, label_space, int(weight.shape[0]), preprocess_spec, info, precision, device)
-        self.visual = encoder.eval().to(self.device)
-        head = torch.nn.Linear(int(weight.shape[1]), int(weight.shape[0]), device=self.device)
+                 normalize: bool = True) -> None:
+        super().__init__(name, label_space, int(weight.shape[0]), preprocess_spec, info)
+        self.visual = encoder.eval()
+        head = torch.nn.Linear(int(weight.shape[1]), int(weight.shape[0]), device=weight.device)
         with torch.no_grad():
             head.weight.copy_(weight.detach().float())
-            head.bias.copy_(bias.detach().float() if bias is not None else torch.zeros(int(weight.shape[0])))
+            head.bias.copy_(bias.detach().float() if bias is not None else torch.zeros(int(weight.shape[0]), device=weight.device))
         self.classification_head = head.requires_grad_(False)
         self.normalize = normalize
 
@@ -103,16 +100,18 @@ class ImageHeadClassifier(_TorchClassifier):
         return F.normalize(feats, dim=-1) if self.normalize else feats
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.features(x), self.weight, self.bias)
+        # The head runs on fp32 features; with bf16 weights (``--precision bf16-weights``) it
+        # is cast up rather than the features down. Under autocast both become bf16 as before.
+        return F.linear(self.features(x), self.weight.float(), self.bias.float())
 
 
 class ModuleClassifier(_TorchClassifier):
     """A module whose output already is ``[B, num_classes]`` logits."""
 
     def __init__(self, name: str, module: torch.nn.Module, num_classes: int, preprocess_spec: PreprocessSpec,
-                 label_space: str, info: dict[str, Any], precision: str = "fp32", device: str = "cpu") -> None:
-        super().__init__(name, label_space, num_classes, preprocess_spec, info, precision, device)
-        self.module = module.eval().to(self.device)
+                 label_space: str, info: dict[str, Any]) -> None:
+        super().__init__(name, label_space, num_classes, preprocess_spec, info)
+        self.module = module.eval()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)

@@ -18,7 +18,7 @@ import torch
 
 from harness.api import PreprocessSpec
 from models.checkpoints import file_sha256, load_into, load_state_dict
-from models.classifiers import DEVICES, PRECISIONS, ImageHeadClassifier
+from models.classifiers import ImageHeadClassifier
 from models.options import Options
 
 # Where the CLIP weights sit inside image-classifier checkpoints, most specific first:
@@ -116,28 +116,28 @@ def check_activation(model, weights: str | Path, arch: str) -> None:
 def hf_cached_weights(arch: str, tag: str) -> Path:
     """The open_clip weights file for ``arch``/``tag`` in the local Hugging Face cache (no network)."""
     import open_clip
-    from huggingface_hub import try_to_load_from_cache
 
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(arch)
         raise ValueError(f"open_clip has no pretrained tag {tag!r} for {arch}; known: {', '.join(tags) or 'none'}")
+    from models.weights import cached_url_weights, hf_cached, open_clip_hub_files
+
+    fetched = cached_url_weights(arch, tag)  # an OpenAI archive from `shiftbench fetch-weights`
+    if fetched is not None:
+        return fetched
     hub = cfg.get("hf_hub", "")
     if not hub:
-        raise FileNotFoundError(f"{arch}/{tag} is not distributed through the Hugging Face hub; pass weights=PATH")
-    # 'org/name/file.bin', or 'org/name/' for open_clip's default file names
-    repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
-    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-    if filename.endswith((".bin", ".pth")):
-        names.insert(0, filename[:-4] + ".safetensors")
+        raise FileNotFoundError(f"{arch}/{tag} is not distributed through the Hugging Face hub; "
+                                f"run `shiftbench fetch-weights clip:{arch}@{tag}` or pass weights=PATH")
+    repo, names = open_clip_hub_files(hub)
+    hit = hf_cached(repo, names)
+    if hit is not None:
+        return hit
     cache = os.environ.get("HF_HUB_CACHE") or None
-    for name in names:
-        hit = try_to_load_from_cache(repo, name, cache_dir=cache)
-        if isinstance(hit, str):
-            return Path(hit)
     raise FileNotFoundError(
         f"{arch}/{tag}: {repo}/{names[0]} is not in the local Hugging Face cache "
-        f"({cache or 'default HF_HUB_CACHE'}); download it once (huggingface-cli download {repo} {names[0]}) or pass weights=PATH")
+        f"({cache or 'default HF_HUB_CACHE'}); download it once (shiftbench fetch-weights clip:{arch}@{tag}) or pass weights=PATH")
 
 
 def fit_clip_state(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -182,11 +182,6 @@ def split_classifier_state(state: dict[str, torch.Tensor], source: str) -> Class
     sample = ", ".join(sorted(state)[:4])
     raise ValueError(f"{source}: no CLIP image tower found (expected keys like visual.*, model.visual.* or "
                      f"image_encoder.model.visual.*; found {sample} ...); is this a CLIP checkpoint?")
-
-
-def common_options(opts: Options) -> dict[str, Any]:
-    return {"precision": opts.choice("precision", PRECISIONS, "fp32"),
-            "device": opts.choice("device", DEVICES, "cpu")}
 
 
 def resolve_arch(arg: str, opts: Options) -> str:
@@ -256,7 +251,7 @@ def label_space_for(opts: Options, num_classes: int) -> str:
 
 
 CLIP_OPTIONS = ("weights", "pretrained", "config", "classnames", "templates", "scale", "head_bf16", "cache",
-                "label_space", "precision", "device", "name")
+                "label_space", "name")
 
 
 def clip(arg: str, **options: str) -> ImageHeadClassifier:
@@ -264,7 +259,6 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     opts = Options("clip", options, CLIP_OPTIONS)
     arch = resolve_arch(arg, opts)
     weights, tag = clip_weights(arch, opts)
-    common = common_options(opts)
     ho = head_options(opts)
     label_space = label_space_for(opts, len(ho.names))
     name = opts.get("name", f"clip:{arch}")
@@ -278,10 +272,10 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     info = {"arch": arch, "weights": str(weights), "weights_sha256": sha, "pretrained_tag": tag,
             "tags": ["clip", "zero-shot"], "alpha": None, "ingredients": None, "head": head_info}
     return ImageHeadClassifier(name, model.visual, scale * head, None,
-                               preprocess_spec_from_open_clip(model.visual.preprocess_cfg), label_space, info, **common)
+                               preprocess_spec_from_open_clip(model.visual.preprocess_cfg), label_space, info)
 
 
-FINETUNED_OPTIONS = ("weights", "pretrained", "config", "label_space", "precision", "device", "name")
+FINETUNED_OPTIONS = ("weights", "pretrained", "config", "label_space", "name")
 
 
 def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str):
@@ -298,7 +292,6 @@ def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
     arch = resolve_arch(arg, opts)
     weights = opts.path("weights", "fine-tuned checkpoint with classification_head.weight/bias")
     tag = opts.get("pretrained")
-    common = common_options(opts)
     state = split_classifier_state(load_state_dict(weights), str(weights))
     if state.head_weight is None:
         raise ValueError(f"{weights}: no classification_head.weight; for a CLIP checkpoint without a head use "
@@ -311,4 +304,4 @@ def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
             "tags": ["clip", "fine-tuned"], "alpha": None, "ingredients": None,
             "head": {"recipe": "linear head from checkpoint on L2-normalised image features"}}
     return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),
-                               label_space, info, **common)
+                               label_space, info)

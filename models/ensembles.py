@@ -19,8 +19,11 @@ from harness.api import Classifier, Predictions
 from models.options import Options
 
 
-class EnsembleClassifier(Classifier):
+class EnsembleClassifier(torch.nn.Module, Classifier):
+    """A module holding its members, so the engine's ``.to(device)`` (and dtype) moves them all."""
+
     def __init__(self, members: Sequence[Classifier], name: str = "ensemble") -> None:
+        torch.nn.Module.__init__(self)
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two members")
         first = members[0]
@@ -32,6 +35,8 @@ class EnsembleClassifier(Classifier):
                 raise ValueError(f"ensemble members {first.name} and {m.name} preprocess images differently; "
                                  "evaluate each and combine the stored predictions (models.ensembles.ensemble_predictions)")
         self.members = list(members)
+        # Torch members are registered as submodules; others (plain Classifiers) follow their input.
+        self.torch_members = torch.nn.ModuleList(m for m in members if isinstance(m, torch.nn.Module))
         self.name = name
         self.label_space = first.label_space
         self.num_classes = first.num_classes

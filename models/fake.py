@@ -32,16 +32,17 @@ class FakeClassifier(Classifier):
         self.bias = torch.randn(num_classes, generator=g) * 0.1
 
     def logits(self, images: Any) -> torch.Tensor:
-        x = torch.as_tensor(images, dtype=torch.float32)
+        x = torch.as_tensor(images).float()
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images [B, 3, H, W], got {list(x.shape)}")
         pooled = F.adaptive_avg_pool2d(x, 4).flatten(1)
-        return F.linear(pooled, self.weight, self.bias)
+        # Runs wherever its input is (the engine places the input); the map is tiny to copy.
+        return F.linear(pooled, self.weight.to(x.device), self.bias.to(x.device))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "label_space": self.label_space, "num_classes": self.num_classes,
                 "tags": ["fake"], "seed": self.seed, "weights_sha256": None, "alpha": None,
-                "ingredients": None, "head": None, "precision": "fp32",
+                "ingredients": None, "head": None,
                 "preprocess": self.preprocess_spec.to_dict()}
 
 

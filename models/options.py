@@ -8,12 +8,21 @@ from pathlib import Path
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
+# Settings the engine alone decides for every model of a run; a model option would fight it.
+ENGINE_SETTINGS = {"precision": "--precision", "device": "--device"}
 
 
 class Options:
     """Reads each option at most once; ``done()`` rejects the ones nobody asked for."""
 
     def __init__(self, factory: str, options: Mapping[str, object], documented: tuple[str, ...]) -> None:
+        for name, flag in ENGINE_SETTINGS.items():
+            if name in options:
+                raise ValueError(
+                    f"model {factory}: option {name}={options[name]!s} is no longer a model option; the engine "
+                    f"sets it for every model: pass {flag} {options[name]!s} to the command (or {name} = "
+                    f"\"{options[name]!s}\" in the config file) and drop --model-arg {name}=..."
+                )
         self.factory = factory
         self.raw = {k: str(v) for k, v in options.items()}
         self.documented = documented

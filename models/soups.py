@@ -16,7 +16,6 @@ from models.clip import (
     CLIP_PREFIXES,
     HEAD_KEYS,
     build_image_classifier,
-    common_options,
     label_space_for,
     preprocess_spec_from_open_clip,
     resolve_arch,
@@ -25,7 +24,7 @@ from models.merging import GreedySoupRecord, average
 from models.options import Options
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-SOUP_OPTIONS = ("ingredients", "selection", "pretrained", "config", "label_space", "precision", "device", "name")
+SOUP_OPTIONS = ("ingredients", "selection", "pretrained", "config", "label_space", "name")
 
 
 def list_ingredients(spec: str) -> list[Path]:
@@ -75,7 +74,6 @@ def soup(arg: str, **options: str) -> ImageHeadClassifier:
     files = list_ingredients(opts.require("ingredients", "a folder of checkpoints or a comma-separated list"))
     selection = opts.path("selection", "greedy soup record JSON", required=False)
     tag = opts.get("pretrained")
-    common = common_options(opts)
     name = opts.get("name", f"soup:{arch}")
     label_space_opt = opts.get("label_space")
     opts.done()
@@ -97,5 +95,5 @@ def soup(arg: str, **options: str) -> ImageHeadClassifier:
         info["greedy"] = {"heldout": record.heldout, "order": record.order, "accepted": record.accepted,
                           "final_score": record.final_score}
     return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),
-                               label_space, info, **common)
+                               label_space, info)
 

@@ -18,11 +18,10 @@ import torch
 from harness.api import PreprocessSpec
 from models.checkpoints import file_sha256, load_into, load_state_dict
 from models.classifiers import ModuleClassifier
-from models.clip import common_options
 from models.options import Options
 
-TIMM_OPTIONS = ("weights", "num_classes", "label_space", "precision", "device", "name")
-TORCHVISION_OPTIONS = ("weights", "recipe", "num_classes", "label_space", "precision", "device", "name")
+TIMM_OPTIONS = ("weights", "num_classes", "label_space", "name")
+TORCHVISION_OPTIONS = ("weights", "recipe", "num_classes", "label_space", "name")
 # Where timm / DeiT / torchvision reference training scripts keep the weights in a checkpoint.
 CHECKPOINT_WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model")
 
@@ -64,7 +63,6 @@ def timm(arg: str, **options: str) -> ModuleClassifier:
     if not arg:
         raise ValueError("model timm: name the architecture, e.g. --model timm:resnet50 (optionally .TAG)")
     weights = opts.path("weights", "timm checkpoint")
-    common = common_options(opts)
     state = load_state_dict(weights, wrappers=CHECKPOINT_WRAPPERS)
     num_classes = opts.int("num_classes", _head_size(state, ("head.fc.bias", "fc.bias", "head.bias", "classifier.bias",
                                                              "head.l.bias")) or 1000)
@@ -80,7 +78,7 @@ def timm(arg: str, **options: str) -> ModuleClassifier:
     info = {"arch": arg, "weights": str(weights), "weights_sha256": file_sha256(weights), "tags": ["standard"],
             "alpha": None, "ingredients": None, "head": None,
             "pretrained_cfg": getattr(module, "pretrained_cfg", {}).get("tag")}
-    return ModuleClassifier(name, module, num_classes, spec, label_space, info, **common)
+    return ModuleClassifier(name, module, num_classes, spec, label_space, info)
 
 
 def preprocess_from_torchvision(arch: str, recipe: str | None) -> tuple[PreprocessSpec, str]:
@@ -116,7 +114,6 @@ def torchvision(arg: str, **options: str) -> ModuleClassifier:
         close = difflib.get_close_matches(arg, list_models(), n=3)
         raise ValueError(f"unknown torchvision architecture {arg!r}." + (f" Did you mean: {', '.join(close)}?" if close else ""))
     weights = opts.path("weights", "torchvision state dict")
-    common = common_options(opts)
     spec, recipe = preprocess_from_torchvision(arg, opts.get("recipe"))
     state = load_state_dict(weights, wrappers=CHECKPOINT_WRAPPERS)
     num_classes = opts.int("num_classes", _head_size(state, ("fc.bias", "classifier.6.bias", "classifier.1.bias",
@@ -128,4 +125,4 @@ def torchvision(arg: str, **options: str) -> ModuleClassifier:
     load_into(module, state, weights, f"torchvision architecture {arg!r} with {num_classes} classes")
     info = {"arch": arg, "weights": str(weights), "weights_sha256": file_sha256(weights), "tags": ["standard"],
             "alpha": None, "ingredients": None, "head": None, "preprocess_recipe": recipe}
-    return ModuleClassifier(name, module, num_classes, spec, label_space, info, **common)
+    return ModuleClassifier(name, module, num_classes, spec, label_space, info)

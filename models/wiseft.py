@@ -24,7 +24,6 @@ from models.clip import (
     HEAD_KEYS,
     build_image_classifier,
     check_activation,
-    common_options,
     create_open_clip,
     fit_clip_state,
     head_options,
@@ -40,7 +39,7 @@ from models.options import Options
 
 MODES = ("full", "encoder")
 WISEFT_OPTIONS = ("zeroshot", "finetuned", "alpha", "mode", "pretrained", "config", "classnames", "templates",
-                  "scale", "head_bf16", "cache", "label_space", "precision", "device", "name")
+                  "scale", "head_bf16", "cache", "label_space", "name")
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -75,7 +74,6 @@ class WiseFTEndpoints:
     head_info: dict
     label_space: str
     name: str
-    common: dict
 
     def weights(self, alpha: float) -> dict[str, torch.Tensor]:
         select = (lambda k: k.startswith("visual.")) if self.mode == "encoder" else None
@@ -94,8 +92,7 @@ class WiseFTEndpoints:
             "head": self.head_info, "pretrained_tag": self.tag,
         }
         return ImageHeadClassifier(f"{self.name}@alpha={alpha:.3f}", visual, w, b,
-                                   preprocess_spec_from_open_clip(visual.preprocess_cfg), self.label_space, info,
-                                   **self.common)
+                                   preprocess_spec_from_open_clip(visual.preprocess_cfg), self.label_space, info)
 
 
 def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, float]:
@@ -107,7 +104,6 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     ft_path = opts.path("finetuned", "fine-tuned checkpoint with classification_head.weight/bias")
     mode = opts.choice("mode", MODES, "full")
     tag = opts.get("pretrained")
-    common = common_options(opts)
     zs = split_classifier_state(load_state_dict(zs_path), str(zs_path))
     ft = split_classifier_state(load_state_dict(ft_path), str(ft_path))
     zs_sha = file_sha256(zs_path)
@@ -136,7 +132,7 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     if mode == "encoder":  # frozen per-task head: the zero-shot one on both sides
         ft_c[HEAD_KEYS[0]], ft_c[HEAD_KEYS[1]] = zs_c[HEAD_KEYS[0]], zs_c[HEAD_KEYS[1]]
     ends = WiseFTEndpoints(arch, tag, mode, zs_c, ft_c, (zs_path, ft_path), (zs_sha, file_sha256(ft_path)),
-                           {**head_info, "recipe_mode": mode}, label_space, name, common)
+                           {**head_info, "recipe_mode": mode}, label_space, name)
     return ends, alpha
 
 

@@ -8,7 +8,8 @@ Speed: prompts are sorted by their end-of-text position and encoded in batches t
 the batch's longest prompt. For causal text towers pooled at the EOT token this is exact:
 positions after the EOT cannot influence it through a causal mask. Other towers run the full
 context. The head is cached under ``$SHIFTBENCH_CACHE`` (default ``~/.cache/shiftbench``)
-keyed by the weights hash, architecture, class names, templates and recipe.
+keyed by the weights hash, architecture, class names, templates and recipe. The prompts are
+encoded on the device the run uses (``harness.api.building_on``): a GPU run encodes them there.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def cached_zeroshot_head(model, tokenizer, classnames: Sequence[str], templates:
     """Build or load the head; returns it and provenance (cache key, whether it was a hit)."""
     from safetensors.torch import load_file
 
+    from harness.api import build_device
     from models.checkpoints import save_safetensors
 
     key = head_cache_key(weights_id, arch, classnames, templates, bf16)
@@ -117,6 +119,9 @@ def cached_zeroshot_head(model, tokenizer, classnames: Sequence[str], templates:
                 return head, {**info, "cache": "hit"}
         except Exception:  # a torn or foreign file: rebuild and overwrite
             pass
+    device = build_device()
+    if device is not None:  # the run's device: a GPU encodes the prompts in a fraction of the CPU's time
+        model.to(device)
     head = build_zeroshot_head(model, tokenizer, classnames, templates, bf16=bf16, progress=progress).cpu()
     if use_cache:
         save_safetensors({"head": head}, path, metadata={"arch": arch, "weights": weights_id, "recipe": HEAD_RECIPE})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,8 +233,9 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
 
 
 def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlight: Sequence[str], user_sources: set[str],
-              png_dir: Path | None = None) -> int:
-    """Write the report; returns the page count."""
+              png_dir: Path | None = None, extra_pages: Sequence[Callable[[Any], None]] = ()) -> int:
+    """Write the report; ``extra_pages`` (each drawing on the open PDF) go before the methods.
+    Returns the page count."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -255,6 +256,8 @@ def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlig
             notes = protocol_notes(groups)
             for i in shown:
                 _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"], notes)
+            for page in extra_pages:
+                page(pdf)
             _text_page(pdf, "Methods", METHODS, fontsize=8.5)
             pages = raw.get_pagecount()
     return pages

@@ -15,3 +15,12 @@ def plain_text() -> contextlib.AbstractContextManager[Any]:
     import matplotlib
 
     return matplotlib.rc_context({"text.parse_math": False})
+
+
+def plain_figure(fig: Any) -> Any:
+    """Turn mathtext off on every text already in ``fig`` (for figures built elsewhere)."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+    return fig

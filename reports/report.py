@@ -39,6 +39,8 @@ class ReportConfig:
     out: Path | None = Path("report.pdf")
     json: Path | None = Path("summary.json")
     png_dir: Path | None = None
+    analyses: bool = True  # pages from run directories' stored predictions (reports.analysis_pages)
+    calibrate_on: str | None = None
 
 
 def distinct_source(rows: list[Row], path: Path, taken: dict[str, Path]) -> list[Row]:
@@ -102,6 +104,11 @@ def run_report(cfg: ReportConfig) -> dict:
     summary["highlight"] = highlight
     summary["inputs"] = [str(p) for p in cfg.inputs]
     summary["unpaired"] = unpaired(rows)
+    extra: list = []
+    if cfg.analyses:
+        from reports import analysis_pages
+
+        extra, summary["analyses"] = analysis_pages.build(cfg.inputs, cfg.samples, cfg.seed, cfg.calibrate_on)
     if cfg.out:
         from reports.pdf import write_pdf
 
@@ -117,7 +124,7 @@ def run_report(cfg: ReportConfig) -> dict:
             "highlight": highlight,
             "unpaired": summary["unpaired"],
         }
-        summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, user_sources, cfg.png_dir)
+        summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, user_sources, cfg.png_dir, extra)
     if cfg.json:  # after the PDF, so that the file records its page count
         write_json(summary, cfg.json)
     return summary

@@ -150,9 +150,13 @@ def _rows_for_stored_predictions(
 
 
 def build_members(
-    run_dir: Path, card: Mapping[str, Any], model: str | None = None
+    run_dir: Path, card: Mapping[str, Any], model: str | None = None, allow_incomplete: bool = False
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The manifest and member bytes of a bundle for one model of ``run_dir``."""
+    """The manifest and member bytes of a bundle for one model of ``run_dir``.
+
+    With ``allow_incomplete``, a model scored on fewer (or more) examples than published is
+    bundled with ``"incomplete": true`` in its manifest: a trial bundle that ``validate`` and
+    ``leaderboard`` refuse unless they are asked to accept such bundles too."""
     from harness.engine.store import RunDir
 
     run = RunDir(run_dir)
@@ -205,6 +209,8 @@ def build_members(
         },
         "predictions": predictions,
     }
+    if allow_incomplete and any(r.n != r.n_expected for r in rows):
+        manifest["incomplete"] = True
     return manifest, members
 
 
@@ -231,10 +237,14 @@ def pack(manifest: Mapping[str, Any], members: Mapping[str, bytes], out: Path) -
 
 
 def write_bundle(
-    run_dir: Path, card: Mapping[str, Any], out: Path, model: str | None = None
+    run_dir: Path,
+    card: Mapping[str, Any],
+    out: Path,
+    model: str | None = None,
+    allow_incomplete: bool = False,
 ) -> dict[str, Any]:
     """Package one model of a run directory with its card into ``out``; returns the manifest."""
-    manifest, members = build_members(run_dir, card, model)
+    manifest, members = build_members(run_dir, card, model, allow_incomplete)
     pack(manifest, members, out)
     return manifest
 

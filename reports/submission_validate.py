@@ -110,7 +110,9 @@ class _Check:
         required: Sequence[str],
         get_shift: Callable[[str], Shift],
         limits: Limits,
+        allow_incomplete: bool = False,
     ):
+        self.allow_incomplete = allow_incomplete
         self.v = v
         self.required = list(required)
         self.get_shift = get_shift
@@ -164,6 +166,12 @@ class _Check:
         for line in errors:
             self.v.fail("schema", f"{MANIFEST}: {line}")
         self.v.manifest = m
+        if not errors and m.get("incomplete") and not self.allow_incomplete:
+            self.v.fail(
+                "incomplete",
+                f"{MANIFEST}: a trial bundle built with --allow-incomplete from data that is not the "
+                "published test sets; refused (pass --allow-incomplete to check it as a trial)",
+            )
         return not errors
 
     def files(self, members: dict[str, bytes]) -> None:
@@ -259,7 +267,7 @@ class _Check:
                     "count-mismatch",
                     f"{path}: holds {_fmt_n(n)} predictions but {MANIFEST} says {_fmt_n(entry['n'])}",
                 )
-            if n != expected:
+            if n != expected and not m.get("incomplete"):
                 self.v.fail(
                     "count-mismatch",
                     f"{shift}: {_fmt_n(n)} predictions but the shift has {_fmt_n(expected)} examples (keys dropped or added)",
@@ -479,9 +487,12 @@ def validate_bundle(
     data_root: Path | None = None,
     get_shift: Callable[[str], Shift] = registered_shift,
     limits: Limits = DEFAULT_LIMITS,
+    allow_incomplete: bool = False,
 ) -> Validation:
     """Every check on one bundle; ``Validation.ok`` is true only when nothing failed.
-    ``get_shift`` resolves shift names (specs, and examples with ``data_root``)."""
+    ``get_shift`` resolves shift names (specs, and examples with ``data_root``). A bundle marked
+    incomplete (``submit --allow-incomplete``) fails unless ``allow_incomplete``; then its
+    prediction counts may differ from the published sizes, and every other check still holds."""
     v = Validation(Path(path))
-    _Check(v, required, get_shift, limits).run(data_root)
+    _Check(v, required, get_shift, limits, allow_incomplete).run(data_root)
     return v

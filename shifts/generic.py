@@ -1,4 +1,5 @@
-"""Any user dataset: ``folder`` (torchvision ImageFolder layout) and ``wds`` (CLIP_benchmark shards).
+"""Any user dataset: ``folder`` (torchvision ImageFolder layout), ``folder-unlabeled`` (images with
+no labels) and ``wds`` (CLIP_benchmark shards).
 
 For these two the data root *is* the dataset folder. ``folder`` reads ``<root>/<class>/<image>``
 with classes in sorted-name order (ImageFolder's convention: label = index of the folder name in
@@ -9,13 +10,15 @@ from the data, so :meth:`spec_for` gives the complete spec.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
-from harness.api import ShiftSpec
+from harness.api import UNLABELED, ShiftSpec
 from shifts import wds
 from shifts.base import DatasetShift, Location, Record, folder_records, list_dir
 from shifts.imagenet_meta import imagenet_templates
+from shifts.images import is_image_file
 
 
 def user_metrics(num_classes: int) -> tuple[str, ...]:
@@ -81,6 +84,55 @@ class ImageFolderShift(_UserShift):
             expected_size=n,
             metrics=user_metrics(k),
         )
+
+
+class UnlabeledFolderShift(_UserShift):
+    """Unlabelled images for label-free analyses (``shiftbench estimate``): every image file under
+    the root, at any depth, key = its path relative to the root. Models answer in ImageNet's label
+    space; predictions are stored with the label :data:`harness.api.UNLABELED` and never scored.
+    ``shiftbench run --shifts folder --unlabeled`` selects this shift."""
+
+    spec = ShiftSpec(
+        name="folder-unlabeled",
+        version="user",
+        family="user",
+        label_space="imagenet-1k",
+        num_classes=1000,
+        expected_size=0,
+        metrics=(),
+        protocol={"labels": "none"},
+    )
+
+    def candidates(self, root: Path) -> list[Location]:
+        return [Location("folder", Path(root))]
+
+    def index(self, dataset_dir: Path, split: str) -> list[Record]:
+        dataset_dir = Path(dataset_dir)
+        if not dataset_dir.is_dir():
+            raise FileNotFoundError(f"{dataset_dir}: no such folder of unlabelled images")
+        records = []
+        for here, dirs, files in os.walk(dataset_dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if is_image_file(name) and not name.startswith("."):
+                    path = Path(here) / name
+                    records.append(Record(path.relative_to(dataset_dir).as_posix(), UNLABELED, path))
+        if not records:
+            raise FileNotFoundError(f"{dataset_dir}: no image files (.jpg, .png, ...) at any depth")
+        return sorted(records, key=lambda r: r.key)
+
+    def classnames(self, root: Path | None = None) -> list[str]:
+        from shifts.imagenet_meta import imagenet_classnames
+
+        return list(imagenet_classnames())
+
+    def _check_label(self, label: int, where: str) -> None:
+        if label != UNLABELED:
+            raise ValueError(f"{where}: an unlabelled dataset has label {label}")
+
+    def spec_for(self, root: Path) -> ShiftSpec:
+        root = Path(root)
+        return replace(self.spec, name=f"folder-unlabeled:{root.name}", expected_size=len(self.index(root, "test")))
 
 
 class WebDatasetShift(_UserShift):

@@ -21,6 +21,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "harness.cli.data",
     "harness.cli.merge",
     "harness.cli.ensemble",
+    "harness.cli.download",
+    "harness.cli.demo",
+    "harness.cli.analyses",
 )
 
 

@@ -14,7 +14,7 @@ V2_VARIANTS = {
     "top-images": "imagenetv2-top-images",
     "topimages": "imagenetv2-top-images",
 }
-USER_SHIFTS = ("folder", "wds")
+USER_SHIFTS = ("folder", "folder-unlabeled", "wds")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -30,6 +30,10 @@ def _add_require(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_incomplete(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--allow-incomplete", action="store_true", help=text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "submit",
@@ -57,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="dataset root: also check keys and labels (needed for ObjectNet, whose class map ships with the data)",
     )
     _add_require(p)
+    _add_incomplete(p, "bundle a run scored on data other than the published test sets, marked "
+                    "incomplete in its manifest: a trial of the workflow, refused by validate and leaderboard "
+                    "unless they are given --allow-incomplete too")
     p.set_defaults(func=_submit)
 
     p = sub.add_parser(
@@ -69,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data-root", type=Path, help="dataset root: also check keys and labels against the data"
     )
     _add_require(p)
+    _add_incomplete(p, "accept a bundle marked incomplete (a trial) instead of refusing it")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser(
@@ -108,6 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="revalidate every bundle instead of reusing SITE_DIR/.validation for unchanged ones",
     )
     _add_require(p)
+    _add_incomplete(p, "accept bundles marked incomplete (trials) instead of listing them as rejected")
     p.set_defaults(func=_leaderboard)
 
 
@@ -116,12 +125,17 @@ def _submit(args: argparse.Namespace) -> int:
     from reports.submission_validate import validate_bundle
 
     card = load_card(args.card)
-    manifest, members = build_members(args.run_dir, card, args.model)
+    manifest, members = build_members(args.run_dir, card, args.model, args.allow_incomplete)
     out: Path = args.out
     staging = out.with_name(out.name + ".unchecked")
     pack(manifest, members, staging)
     try:
-        v = validate_bundle(staging, required=_suite(args.require), data_root=args.data_root)
+        v = validate_bundle(
+            staging,
+            required=_suite(args.require),
+            data_root=args.data_root,
+            allow_incomplete=args.allow_incomplete,
+        )
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
@@ -135,9 +149,10 @@ def _submit(args: argparse.Namespace) -> int:
         )
         return 1
     staging.replace(out)
+    trial = " (marked incomplete: a trial bundle)" if manifest.get("incomplete") else ""
     labels = "" if v.labels_checked else "; labels not checked against the data (pass --data-root)"
     print(
-        f"wrote {out}: {manifest['model']} on {len(manifest['predictions'])} shifts, all checks passed{labels}"
+        f"wrote {out}: {manifest['model']} on {len(manifest['predictions'])} shifts, all checks passed{trial}{labels}"
     )
     return 0
 
@@ -145,14 +160,20 @@ def _submit(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from reports.submission_validate import validate_bundle
 
-    v = validate_bundle(args.submission, required=_suite(args.require), data_root=args.data_root)
+    v = validate_bundle(
+        args.submission,
+        required=_suite(args.require),
+        data_root=args.data_root,
+        allow_incomplete=args.allow_incomplete,
+    )
     if v.ok:
+        trial = " (a trial bundle on incomplete data)" if v.manifest.get("incomplete") else ""
         checked = (
             f"keys and labels checked against {args.data_root}"
             if v.labels_checked
             else "labels UNVERIFIED: the bundle's own labels were trusted; pass --data-root to check them against the dataset"
         )
-        print(f"{args.submission}: OK: {v.manifest['model']}, {len(v.scores)} settings recomputed; {checked}")
+        print(f"{args.submission}: OK: {v.manifest['model']}, {len(v.scores)} settings recomputed{trial}; {checked}")
         return 0
     for f in v.failures:
         print(f"{args.submission}: {f}")
@@ -170,6 +191,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         fresh=args.fresh,
         trust_labels=args.trust_labels,
+        allow_incomplete=args.allow_incomplete,
     )
     print(
         f"wrote {args.out}: {len(board.accepted)} accepted, {len(board.rejected)} rejected, "

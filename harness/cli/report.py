@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("report.pdf"), help="PDF path (default report.pdf)")
     p.add_argument("--json", type=Path, default=Path("summary.json"), help="summary path (default summary.json)")
     p.add_argument("--png-dir", type=Path, default=None, help="also save every page as a PNG in this folder")
+    p.add_argument("--no-analyses", action="store_true",
+                   help="leave out the pages computed from run directories' predictions (agreement-on-the-line, "
+                   "paired comparisons, calibration)")
+    p.add_argument("--calibrate-on", default=None, metavar="SHIFT",
+                   help="calibration pages: fit each model's temperature on this ID shift (e.g. imagenet-heldout)")
     p.set_defaults(func=run)
 
 
@@ -74,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         json=args.json,
         png_dir=args.png_dir,
+        analyses=not args.no_analyses,
+        calibrate_on=args.calibrate_on,
     )
     summary = run_report(cfg)
     fitted = len({(f["shift"], f["x_setting"], tuple(f["protocol"].items())) for f in summary["fits"]})

@@ -59,6 +59,8 @@ def split_model_items(items: list[tuple[str, str]] | None) -> tuple[list[str] | 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs models (defaults live in RunConfig)."""
+    from harness.config import PRECISIONS
+
     p.add_argument("--shifts", help="comma-separated shift names, e.g. imagenet,imagenet-r")
     p.add_argument("--data-root", help="folder holding the shifts' data")
     p.add_argument("--run-dir", help="where predictions and results.jsonl go (resumable)")
@@ -68,13 +70,18 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         help="option for the model named by the --model before it (before any --model: for every model); label=NAME names it in results",
     )
     p.add_argument("--split", help="split to evaluate (default: each shift's default split)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision (default fp32); checked against fp32 on a sample")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 (default); bf16 or fp16: autocast (bf16 pays on GPUs and on CPUs with native bf16, "
+                   "AVX-512 BF16 or AMX; elsewhere it is emulated and slower than fp32); bf16-weights: weights cast to bf16 "
+                   "for the pass (faster still on such CPUs). Reduced precisions are checked against fp32 on a sample. "
+                   "Set for every model: models take no precision option")
+    p.add_argument("--device", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N; every model runs there")
     p.add_argument("--batch-size", type=int, help="images per batch (default 64; halved automatically on GPU out-of-memory)")
     p.add_argument("--workers", type=int, help="image decoding processes (default 2)")
     p.add_argument("--decoder", choices=("auto", "pil", "torchvision"),
-                   help="JPEG decoding: auto (default) decodes baseline JPEGs in batches with torchvision on the GPU "
-                   "(nvJPEG) when running on CUDA and with PIL otherwise; pil turns that off; torchvision forces it (also on CPU)")
+                   help="JPEG decoding: auto (default) and pil decode with PIL (auto keeps PIL until the batched GPU "
+                   "path's top-1 effect is measured); torchvision decodes baseline JPEGs in batches on the device "
+                   "(nvJPEG on CUDA, recorded as its own fidelity class)")
     p.add_argument("--cache-dir", help="decoded-image cache (default $SHIFTBENCH_CACHE or ~/.cache/shiftbench/images)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the decoded-image cache")
     p.add_argument("--agreement-sample", type=int, help="images re-run in fp32 to check bf16/fp16 (default 64)")
@@ -91,6 +98,9 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="predict models on shifts, verify, score, append results.jsonl")
     p.add_argument("--model", dest="model_items", action="append", type=_tagged("model"), metavar="NAME:ARG", help="model to evaluate (repeatable)")
+    p.add_argument("--unlabeled", action="store_true",
+                   help="the folder shift holds unlabelled images (any layout, ImageNet label space): store predictions "
+                   "for `shiftbench estimate`, score nothing (the shift folder-unlabeled)")
     add_engine_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -135,10 +145,10 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 def execute(config: Any, sources: list[Any], redo: bool = False) -> int:
     """Print the config, run every model's cells, print the summary."""
-    from harness.engine.distributed import World
+    from harness.cli import UserError
+    from harness.engine.distributed import RankFailed, World
     from harness.engine.predict import resolve_device
     from harness.engine.run import (
-        Engine,
         RunLog,
         all_metric_names,
         plan_tasks,
@@ -148,15 +158,15 @@ def execute(config: Any, sources: list[Any], redo: bool = False) -> int:
 
     plan_tasks(config.shifts, run_specs(config))  # unknown names fail before anything is printed
     log = RunLog(config.json)
-    world = World.from_env(resolve_device(config.device).type)
-    if world.is_main:
-        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
-    if config.executor == "ray":
-        from harness.engine.ray_executor import run_on_ray
-
-        summary = run_on_ray(config, sources, log, redo)
-    else:
-        summary = Engine(config, log=log, world=world, redo=redo).run(sources)
+    world = World.single() if config.executor == "ray" else World.from_env(resolve_device(config.device))
+    try:
+        summary = _execute_in(world, config, sources, log, redo)
+    except RankFailed as exc:  # another rank's error, already printed there: one line here too
+        world.abandon()
+        raise UserError(str(exc)) from None
+    except BaseException:
+        world.abandon()
+        raise
     status = 0
     if world.is_main:
         if config.json:
@@ -168,13 +178,27 @@ def execute(config: Any, sources: list[Any], redo: bool = False) -> int:
     return status
 
 
+def _execute_in(world: Any, config: Any, sources: list[Any], log: Any, redo: bool = False) -> list[dict[str, Any]]:
+    from harness.engine.run import Engine
+
+    if world.is_main:
+        log.event("config", config.describe(), config=config.to_dict(), config_hash=config.config_hash())
+    if config.executor == "ray":
+        from harness.engine.ray_executor import run_on_ray
+
+        return run_on_ray(config, sources, log, redo)
+    return Engine(config, log=log, world=world, redo=redo).run(sources)
+
+
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
     """Exit status 3 (results kept) when a shift is at chance next to a healthy ID reference."""
-    from harness.engine.run import run_specs
+    from harness.engine.run import plan_tasks, run_specs
     from harness.engine.sanity import near_chance
     from harness.engine.store import RunDir
 
-    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models]
+    # this run's shifts only: other rows of the directory may come from another --data-root
+    planned = {t.shift for t in plan_tasks(config.shifts, run_specs(config))}
+    rows = [r for r in RunDir(config.run_dir).read_results() if r.model in models and r.shift in planned]
     messages = near_chance(rows, run_specs(config))
     for message in messages:
         log.event("near_chance", f"WARNING: {message}", detail=message)
@@ -189,16 +213,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if not config.models:
         raise ValueError("no --model given (nor models in the config file)")
+    if args.unlabeled:
+        if "folder" not in config.shifts:
+            raise ValueError("--unlabeled applies to the folder shift: add --shifts folder (or use --shifts folder-unlabeled)")
+        config = dataclasses.replace(config, shifts=tuple("folder-unlabeled" if s == "folder" else s for s in config.shifts))
     return execute(config, models_from_config(config), redo=args.redo)
 
 
 def print_rows(rows: list[Any], as_json: bool) -> None:
-    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent)."""
+    """Result rows on stdout: JSON lines, or one readable line each (metrics in percent, nll in nats)."""
+    from harness.metrics import format_metric
+
     for row in rows:
         if as_json:
             print(row.to_json())
         else:
-            metrics = "  ".join(f"{k}={100 * v:.2f}" for k, v in sorted(row.metrics.items()))
+            metrics = "  ".join(f"{k}={format_metric(k, v)}" for k, v in sorted(row.metrics.items()))
             print(f"{row.model}  {row.setting}  n={row.n}  {metrics}")
 
 

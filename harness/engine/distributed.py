@@ -8,10 +8,17 @@ anything is written. Only rank 0 writes the run directory. gloo on CPU, nccl on 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+class RankFailed(RuntimeError):
+    """Another rank failed in a step this rank finished: raised on every rank but the one that
+    failed (which raises its own error), so all ranks stop together with its message."""
 
 
 @dataclass(frozen=True)
@@ -24,15 +31,35 @@ class World:
         return cls(0, 1)
 
     @classmethod
-    def from_env(cls, device_type: str = "cpu") -> World:
-        """Join the process group ``torchrun`` describes in the environment, if any."""
+    def from_env(cls, device: str | Any = "cpu") -> World:
+        """Join the process group ``torchrun`` describes in the environment, if any.
+
+        On CUDA each rank is bound to its own GPU (``LOCAL_RANK``) before NCCL starts, both
+        with ``set_device`` (so plain ``cuda`` means this rank's GPU) and with the group's
+        ``device_id``; without it every rank would use cuda:0. A single process asked for
+        ``cuda:N`` makes N its current device, so nothing creates a context on GPU 0."""
+        import torch
+
+        device = torch.device(device)
         size = int(os.environ.get("WORLD_SIZE", "1"))
         if size <= 1:
+            if device.type == "cuda" and device.index is not None:
+                torch.cuda.set_device(device.index)
             return cls.single()
         import torch.distributed as dist
 
+        kwargs: dict[str, Any] = {}
+        if device.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if device.index is not None:
+                raise ValueError(
+                    f"--device {device} under torchrun: each rank runs on its own GPU (LOCAL_RANK); "
+                    "use --device cuda, and choose GPUs with CUDA_VISIBLE_DEVICES"
+                )
+            torch.cuda.set_device(local)
+            kwargs["device_id"] = torch.device("cuda", local)
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", **kwargs)
         return cls(dist.get_rank(), dist.get_world_size())
 
     def close(self) -> None:
@@ -64,6 +91,39 @@ class World:
         flags: list[Any] = [None] * self.size
         dist.all_gather_object(flags, bool(ok))
         return all(flags)
+
+    @contextmanager
+    def together(self, what: str) -> Iterator[None]:
+        """Run a rank-local step (no collectives inside) and let every rank learn whether every
+        other rank finished it. A rank that raised re-raises its own error after telling the
+        others; the others raise ``RankFailed`` naming it. Without this, one rank's error leaves
+        the rest waiting in the next collective until the backend's timeout (30 min for gloo,
+        10 for NCCL)."""
+        try:
+            yield
+        except Exception as exc:
+            self._report(f"{type(exc).__name__}: {exc}", what)
+            raise
+        self._report(None, what)
+
+    def _report(self, error: str | None, what: str) -> None:
+        if self.size == 1:
+            return
+        reports = self.gather_objects(error)
+        if error is not None:
+            return
+        failed = [(rank, message) for rank, message in enumerate(reports) if message is not None]
+        if failed:
+            rank, message = failed[0]
+            raise RankFailed(f"rank {rank} of {self.size} failed {what}: {message}")
+
+    def abandon(self) -> None:
+        """Leave the process group after an error, without waiting for the other ranks."""
+        if self.size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
     def sum_counts(self, counts: list[int]) -> list[int]:
         """Element-wise totals of every rank's counts, on every rank."""

@@ -3,7 +3,7 @@
 A cell (one model on one shift) is done only while its identity is unchanged. The identity
 holds the run settings that change predictions, the model's spec and options, the sha256 of
 every weights file those name, the data root and the digest of the manifest actually read
-(every key and label in order), and ``--allow-incomplete``. Point a run directory at other
+(every key and label in order), ``--allow-incomplete`` and the JPEG decoder. Point a run directory at other
 data, rewrite a checkpoint in place, or complete a dataset scored with ``--allow-incomplete``,
 and the cell is predicted again, with a line saying which of these changed.
 
@@ -71,8 +71,11 @@ def weights_digests(model_identity: str) -> dict[str, str]:
     return {str(p): file_sha256(p) for p in sorted(files)}
 
 
-def cell_identity(config: Any, model_identity: str, shift: str, manifest_digest: str, data_root: str) -> dict[str, Any]:
-    """What a cell's predictions depend on (``config`` is the run's ``RunConfig``)."""
+def cell_identity(
+    config: Any, model_identity: str, shift: str, manifest_digest: str, data_root: str, decoder: str = "pil"
+) -> dict[str, Any]:
+    """What a cell's predictions depend on (``config`` is the run's ``RunConfig``; ``decoder``
+    the JPEG decoder's label, ``harness.engine.gpu_decode.planned_decoder``)."""
     return {
         "model": model_identity,
         "weights_sha256": weights_digests(model_identity),
@@ -82,6 +85,7 @@ def cell_identity(config: Any, model_identity: str, shift: str, manifest_digest:
         "allow_incomplete": config.allow_incomplete,
         "data_root": str(Path(data_root).resolve()) if data_root else "",
         "manifest": manifest_digest,
+        "decoder": decoder,
     }
 
 
@@ -99,6 +103,7 @@ _WHAT = {
     "allow_incomplete": "--allow-incomplete",
     "data_root": "the data root",
     "manifest": "the data (keys or labels read)",
+    "decoder": "the JPEG decoder",
 }
 
 

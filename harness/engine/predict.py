@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import queue
 import sys
 import threading
@@ -28,7 +29,16 @@ import torch
 from harness.api import Classifier, LazyExample, Predictions, PreprocessSpec, Shift, ShiftSpec
 from harness.engine.cache import ImageCache, cache_key
 from harness.engine.distributed import World
-from harness.engine.gpu_decode import BatchDecoder, choose_decoder, decoder_label, worker_payload
+from harness.engine.gpu_decode import (
+    BatchDecoder,
+    PackedPayloads,
+    choose_decoder,
+    decoder_fidelity,
+    decoder_label,
+    worker_payload,
+)
+from harness.engine.numerics import Numerics, applied, place, plan, warn_if_emulated
+from harness.engine.pipeline import HostLogits, staged, true_fp32
 from harness.transforms import geometry, normalize
 
 
@@ -121,6 +131,12 @@ def check_manifest(manifest: Manifest, spec: ShiftSpec, expected: int | None, al
         seen: set[str] = set()
         dup = next(k for k in manifest.keys if k in seen or seen.add(k))
         raise ValueError(f"shift {manifest.shift!r} under {manifest.root}: key {dup!r} occurs twice")
+    from harness.api import UNLABELED, is_unlabeled
+
+    if is_unlabeled(spec):
+        if (manifest.labels != UNLABELED).any():
+            raise ValueError(f"shift {manifest.shift!r}: an unlabelled shift's examples must carry no label")
+        return
     bad = (manifest.labels < 0) | (manifest.labels >= spec.num_classes)
     if bad.any():
         raise ValueError(f"shift {manifest.shift!r}: label {int(manifest.labels[bad][0])} outside [0, {spec.num_classes})")
@@ -181,8 +197,9 @@ def _collate(items: list[tuple[int, Any]]) -> tuple[np.ndarray, torch.Tensor | N
     return indices, torch.stack(images) if images else None, failures
 
 
-def _collate_payloads(items: list[tuple[int, Any]]) -> tuple[np.ndarray, list[torch.Tensor], list[DecodeFailure]]:
-    return _split_failures(items)
+def _collate_payloads(items: list[tuple[int, Any]]) -> tuple[np.ndarray, PackedPayloads, list[DecodeFailure]]:
+    indices, payloads, failures = _split_failures(items)
+    return indices, PackedPayloads(payloads), failures
 
 
 def decoded_batches(
@@ -221,7 +238,7 @@ def device_decoded_batches(
     """Workers read bytes (or PIL-decode what the batched decoder cannot take); each batch's
     JPEGs are decoded together on the decoder's device."""
     for idx, payloads in decoded_batches(stream, batch_size, workers, False, _collate_payloads, skipped):
-        kept, images = decoder(idx, payloads)
+        kept, images = decoder(idx, payloads.items())
         failures = [DecodeFailure(message, index, decoder.keys[index]) for index, message in decoder.failures]
         decoder.failures.clear()
         _left_out(failures, skipped)
@@ -281,7 +298,7 @@ class BackoffForward:
                 self.on_oom()
                 continue
             start += len(piece)
-        return np.concatenate(out)
+        return torch.cat(out) if isinstance(out[0], torch.Tensor) else np.concatenate(out)
 
 
 def _release_gpu_memory() -> None:
@@ -289,23 +306,36 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def make_forward(classifier: Classifier, device: torch.device, precision: str) -> Callable[[torch.Tensor], np.ndarray]:
+def make_forward(classifier: Classifier, device: torch.device, precision: str | Numerics) -> Callable[[torch.Tensor], np.ndarray]:
     """uint8 batch -> float32 numpy logits under no_grad and the precision's autocast.
 
-    no_grad rather than inference_mode: with bf16 autocast on CPU it measured 1.5x faster."""
+    The engine alone sets device, precision and layout: the classifier already sits on
+    ``device`` with its weights as ``numerics.applied`` left them, and opens no autocast of
+    its own. no_grad rather than inference_mode: with bf16 autocast on CPU it measured 1.5x
+    faster."""
     spec = classifier.preprocess_spec
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    numerics = precision if isinstance(precision, Numerics) else plan(precision, classifier)
 
     def forward(batch: torch.Tensor) -> np.ndarray:
         x = normalize(batch.to(device, non_blocking=True), spec)
-        if device.type == "cuda":
+        if numerics.weights is not None:
+            x = x.to(numerics.weights)
+        if numerics.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        amp = torch.autocast(device.type, dtype=numerics.autocast) if numerics.autocast is not None else contextlib.nullcontext()
         with torch.no_grad(), amp:
             out = classifier.logits(x)
-        return torch.as_tensor(out).float().cpu().numpy()
+        return torch.as_tensor(out).float()  # on the device: copied back by HostLogits, without a sync
 
     return forward
+
+
+def fp16_top1_changed(logits: np.ndarray, stored: np.ndarray) -> int:
+    """Examples whose top-1 class differs between the logits computed and the float16 ones
+    stored (rounding can tie or swap two close logits); expected to be about 0."""
+    if not len(logits):
+        return 0
+    return int((logits.argmax(1) != stored.argmax(1)).sum())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -316,7 +346,11 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        shown = "" if visible is None else f" (CUDA_VISIBLE_DEVICES={visible!r})"
+        raise ValueError(f"device {name!r} requested but no CUDA GPU is available{shown}; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA GPU(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -378,29 +412,38 @@ def verify(preds: Predictions, manifest: Manifest, num_classes: int) -> None:
         )
 
 
-def predict(
+@dataclass
+class RankPass:
+    """What one rank predicted of a cell, before the ranks' rows are gathered."""
+
+    indices: np.ndarray
+    logits: np.ndarray
+    agreement: tuple[int, int, float] | None  # fp32 agreement counts on this rank's sample
+    skipped: list[DecodeFailure] | None
+    batch_size: int  # as the out-of-memory back-off left it
+    batch_decoder: BatchDecoder | None
+    source: str  # cache | decode
+    cache_note: str | None
+
+
+def _predict_here(
     classifier: Classifier,
     model_name: str,
     shift: Shift,
     manifest: Manifest,
     root: Path,
     options: PredictOptions,
-    world: World | None = None,
-) -> tuple[Predictions, dict[str, Any]]:
-    """Run ``classifier`` over every example once; returns predictions and timing stats."""
-    world = world or World.single()
-    device = resolve_device(options.device)
-    if isinstance(classifier, torch.nn.Module):
-        classifier.to(device).eval()
+    world: World,
+    device: torch.device,
+    numerics: Numerics,
+    decoder: str,
+    cache: ImageCache | None,
+    key: str,
+    cached: np.ndarray | None,
+) -> RankPass:
+    """This rank's share of the cell. No collectives inside (``World.together`` runs it)."""
     spec = classifier.preprocess_spec
     n, size = len(manifest), spec.image_size
-    start = time.perf_counter()
-    decoder = choose_decoder(options.decoder, device, spec, model_name)
-    label = decoder_label(decoder, device)
-
-    cache = ImageCache(options.cache_dir) if options.cache_dir else None
-    key = cache_key(manifest.digest(), spec, label) if cache else ""
-    cached = cache.open(key, n, size) if cache else None
     writer, cache_note = None, None
     if cache is not None and cached is None and world.size == 1:
         try:
@@ -422,10 +465,12 @@ def predict(
         stream = DecodeStream(shift, root, manifest.split, spec, world)
         batches = decoded_batches(stream, options.batch_size, options.workers, device.type == "cuda", skipped=skipped)
         source = "decode"
+    keep = None if writer is None else (lambda idx, images: writer.put(idx, images.cpu().numpy()))
+    batches = staged(batches, device, keep)
 
-    forward = BackoffForward(make_forward(classifier, device, options.precision), options.batch_size)
+    forward = BackoffForward(make_forward(classifier, device, numerics), options.batch_size)
     parts_idx: list[np.ndarray] = []
-    parts_logits: list[np.ndarray] = []
+    host_logits = HostLogits(device)
     sample_idx: list[np.ndarray] = []
     sample_img: list[torch.Tensor] = []
     sampled = 0
@@ -440,10 +485,10 @@ def predict(
         dynamic_ncols=True,
         leave=False,
     )
+    placement = contextlib.ExitStack()  # bf16 weights / channels_last for this pass only
+    placement.enter_context(applied(classifier, numerics))
     try:
         for idx, images in batches:
-            if writer is not None:
-                writer.put(idx, images.cpu().numpy())
             logits = forward(images)
             if logits.shape != (len(idx), classifier.num_classes):
                 raise ValueError(
@@ -451,59 +496,111 @@ def predict(
                     f"{len(idx)}; it declares {classifier.num_classes} classes"
                 )
             parts_idx.append(idx)
-            parts_logits.append(logits)
-            if options.precision != "fp32" and sampled < options.agreement_sample:
+            host_logits.add(logits)
+            if numerics.reduced and sampled < options.agreement_sample:
                 take = min(len(idx), options.agreement_sample - sampled)
                 sample_idx.append(idx[:take])
                 sample_img.append(images[:take].clone())
                 sampled += take
             bar.update(len(idx))
     except BaseException:
+        batches.close()  # the staging thread stops before the entry it writes is removed
         if writer is not None:
             writer.abort()
         raise
     finally:
         bar.close()
+        placement.close()  # the fp32 agreement pass below runs the weights as loaded
     if writer is not None:
         if skipped:
             writer.abort()  # a cache entry with holes would be read as complete
         elif not writer.commit():
             cache_note = f"not written: publishing the entry in {writer.data_path.parent} failed"
-    skipped_all = world.gather_objects(sorted((f.index, f.key) for f in skipped or []))
-    skipped_pairs = sorted(pair for part in skipped_all for pair in part)
 
     indices = np.concatenate(parts_idx) if parts_idx else np.zeros(0, dtype=np.int64)
-    logits = np.concatenate(parts_logits) if parts_logits else np.zeros((0, classifier.num_classes), np.float32)
-    agreement = None
-    if sample_img:
-        ref = make_forward(classifier, device, "fp32")(torch.cat(sample_img))
-        pos = {int(i): k for k, i in enumerate(indices)}
-        low = logits[[pos[int(i)] for i in np.concatenate(sample_idx)]]
-        agreement = (int((ref.argmax(1) == low.argmax(1)).sum()), len(ref), float(np.abs(ref - low).max()))
+    logits = host_logits.numpy(classifier.num_classes)
+    agreement = fp32_agreement(classifier, device, forward.batch_size, sample_idx, sample_img, indices, logits)
+    return RankPass(indices, logits, agreement, skipped, forward.batch_size, batch_decoder, source, cache_note)
+
+
+def fp32_agreement(
+    classifier: Classifier, device: torch.device, batch_size: int, sample_idx: list[np.ndarray], sample_img: list[torch.Tensor],
+    indices: np.ndarray, logits: np.ndarray,
+) -> tuple[int, int, float] | None:
+    """(top-1 agreements, sample size, max |logit difference|) of the sampled images run again
+    in fp32, under the same out-of-memory back-off as the pass (from the batch size it found):
+    an OOM here must not lose a cell already predicted."""
+    if not sample_img:
+        return None
+    ref = BackoffForward(make_forward(classifier, device, "fp32"), batch_size)(torch.cat(sample_img))
+    ref = torch.as_tensor(ref).float().cpu().numpy()
+    pos = {int(i): k for k, i in enumerate(indices)}
+    low = logits[[pos[int(i)] for i in np.concatenate(sample_idx)]]
+    return int((ref.argmax(1) == low.argmax(1)).sum()), len(ref), float(np.abs(ref - low).max())
+
+
+def predict(
+    classifier: Classifier,
+    model_name: str,
+    shift: Shift,
+    manifest: Manifest,
+    root: Path,
+    options: PredictOptions,
+    world: World | None = None,
+) -> tuple[Predictions, dict[str, Any]]:
+    """Run ``classifier`` over every example once; returns predictions and timing stats."""
+    world = world or World.single()
+    with world.together(f"preparing {model_name} | {manifest.shift}"):
+        device = resolve_device(options.device)
+        numerics = plan(options.precision, classifier)
+        warn_if_emulated(numerics, device)
+        place(classifier, device)
+        spec = classifier.preprocess_spec
+        n, size = len(manifest), spec.image_size
+        start = time.perf_counter()
+        decoder = choose_decoder(options.decoder, device, spec, model_name)
+        label = decoder_label(decoder, device)
+        cache = ImageCache(options.cache_dir) if options.cache_dir else None
+        key = cache_key(manifest.digest(), spec, label) if cache else ""
+        cached = cache.open(key, n, size) if cache else None
+    # Ranks shard cached rows and decoded images differently: all read the cache, or none does.
+    if not world.all_ok(cached is not None):
+        cached = None
+    with world.together(f"predicting {model_name} | {manifest.shift}"), true_fp32():
+        local = _predict_here(
+            classifier, model_name, shift, manifest, root, options, world, device, numerics, decoder, cache, key, cached
+        )
+    skipped, batch_decoder = local.skipped, local.batch_decoder
+    skipped_all = world.gather_objects(sorted((f.index, f.key) for f in skipped or []))
+    skipped_pairs = sorted(pair for part in skipped_all for pair in part)
     absent = np.asarray([i for i, _ in skipped_pairs], dtype=np.int64)
-    indices, logits, agreement = world.gather_by_index(indices, logits, n, agreement, absent=absent)
+    indices, logits, agreement = world.gather_by_index(local.indices, local.logits, n, local.agreement, absent=absent)
     kept = manifest.without(absent)
 
     elapsed = time.perf_counter() - start
+    stored = logits.astype(np.float16)  # what is saved, scored now and rescored by `shiftbench score`
     preds = Predictions(
         model=model_name,
         shift=manifest.shift,
         keys=np.asarray(kept.keys, dtype=str),
         labels=kept.labels,
-        logits=logits.astype(np.float16),
+        logits=stored,
         meta=dict(kept.meta),
     )
     stats: dict[str, Any] = {
         "elapsed_s": round(elapsed, 3),
         "images_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
-        "source": source,
+        "source": local.source,
         "decoder": label,
-        "batch_size": forward.batch_size,
+        "decoder_fidelity": decoder_fidelity(label),
+        "batch_size": local.batch_size,
         "device": str(device),
+        **numerics.record(device),
+        "fp16_top1_changed": fp16_top1_changed(logits, stored),
         "world_size": world.size,
     }
-    if cache_note is not None:
-        stats["cache"] = cache_note
+    if local.cache_note is not None:
+        stats["cache"] = local.cache_note
     if skipped is not None:
         stats["skipped_images"] = len(skipped_pairs)
         stats["skipped_keys"] = [key for _, key in skipped_pairs]

@@ -177,6 +177,10 @@ def make_result(
     provenance: dict[str, Any],
     n_expected: int | None = None,
 ) -> Result:
+    protocol = dict(scored_spec.protocol)
+    fidelity = provenance.get("decoder_fidelity")
+    if fidelity not in (None, "exact-pil"):  # rows decoded otherwise than by PIL are never tabled with PIL rows
+        protocol["decoder"] = fidelity
     return Result(
         model=model,
         setting=task.setting,
@@ -186,7 +190,7 @@ def make_result(
         n_expected=len(scored) if task.view_of or n_expected is None else n_expected,
         metrics={k: float(v) for k, v in metrics.items()},
         class_map=scored_spec.class_map.digest() if scored_spec.class_map else None,
-        protocol=dict(scored_spec.protocol),
+        protocol=protocol,
         group_counts={str(k): int(v) for k, v in groups.items()},
         predictions_sha256=sha,
         provenance=provenance,
@@ -269,24 +273,44 @@ class Engine:
             self._manifests[name] = m
         return self._manifests[name]
 
+    def run(self, models: list[ModelSource]) -> list[dict[str, Any]]:
+        tasks = plan_tasks(self.config.shifts, self.spec)
+        with self.world.together("opening the run directory"):
+            self._refuse_other_decoders()
+            if self.world.is_main:
+                self.run_dir.adopt_config(self.config)
+        for model in models:
+            self._run_model(model, tasks)
+        return self.summary
+
     def cell_identity(self, model: ModelSource, shift: str) -> tuple[dict[str, Any], str]:
         """The cell's identity (``harness.engine.identity``) and its hash; reads the manifest."""
         from harness.engine.identity import cell_hash, cell_identity
 
         key = (model.identity, shift)
         if key not in self._identities:
-            identity = cell_identity(self.config, model.identity, shift, self.manifest(shift).digest(), self.config.data_root)
+            identity = cell_identity(
+                self.config, model.identity, shift, self.manifest(shift).digest(), self.config.data_root, self.decoder()
+            )
             self._identities[key] = (identity, cell_hash(identity))
         return self._identities[key]
 
-    def run(self, models: list[ModelSource]) -> list[dict[str, Any]]:
-        tasks = plan_tasks(self.config.shifts, self.spec)
-        if self.world.is_main:
-            self.run_dir.adopt_config(self.config)
-        self.world.barrier()
-        for model in models:
-            self._run_model(model, tasks)
-        return self.summary
+    def decoder(self) -> str:
+        """The JPEG decoder label every cell of this run uses (part of each cell's identity)."""
+        from harness.engine.gpu_decode import planned_decoder
+        from harness.engine.predict import resolve_device
+
+        return planned_decoder(self.config.decoder, resolve_device(self.config.device))
+
+    def _refuse_other_decoders(self) -> None:
+        """One run directory, one JPEG decoder: its rows are compared with one another."""
+        decoder = self.decoder()
+        used = sorted({str(r.provenance["decoder"]) for r in self.run_dir.read_results() if "decoder" in r.provenance} - {decoder})
+        if used:
+            raise ValueError(
+                f"run directory {self.run_dir.path} holds cells decoded with {', '.join(used)}; this run decodes "
+                f"with {decoder} (--decoder {self.config.decoder}); use a new --run-dir, or the decoder it was made with"
+            )
 
     def _cell_state(
         self, model: ModelSource, shift: str, tasks: list[ScoreTask], load: bool = True
@@ -301,7 +325,10 @@ class Engine:
         sidecar = self.run_dir.sidecar(model.name, shift)
         stored_ok = sidecar.get("cell_hash") == digest and self.run_dir.predictions_path(model.name, shift).exists()
         current = [rows.get(t.setting) for t in tasks]
-        if stored_ok and all(r is not None and r.provenance.get("config_hash") == digest and r.predictions_sha256 == sidecar.get("sha256") for r in current):
+        unlabeled = self._unlabeled(shift)  # stored, never scored: no rows to match
+        if stored_ok and (unlabeled or all(
+            r is not None and r.provenance.get("config_hash") == digest and r.predictions_sha256 == sidecar.get("sha256") for r in current
+        )):  # fmt: skip
             return "done", None, ""
         reason = ""
         old = next((r for r in current if r is not None and r.provenance.get("config_hash") != digest), None)
@@ -316,12 +343,19 @@ class Engine:
             return "score", preds, reason
         return "predict", None, reason
 
+    def _unlabeled(self, shift: str) -> bool:
+        from harness.api import is_unlabeled
+
+        return is_unlabeled(self.spec(shift))
+
     def _run_model(self, model: ModelSource, tasks: list[ScoreTask]) -> None:
+        cfg = self.config
         cells = list(dict.fromkeys(t.shift for t in tasks))
         cell_tasks = {c: [t for t in tasks if t.shift == c] for c in cells}
         # Every manifest is read (and checked) before the model loads; predictions are read here
         # only for torchrun ranks, which act on this plan; a single process decides again per cell.
-        plan = {c: self._cell_state(model, c, cell_tasks[c], load=self.world.size > 1) for c in cells}
+        with self.world.together(f"planning {model.name}"):
+            plan = {c: self._cell_state(model, c, cell_tasks[c], load=self.world.size > 1) for c in cells}
         if all(state == "done" for state, _, _ in plan.values()):
             for t in tasks:
                 self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
@@ -333,21 +367,26 @@ class Engine:
             if not built:
                 import torch
 
-                from harness.engine.predict import check_fits
+                from harness.api import building_on
+                from harness.engine.predict import check_fits, resolve_device
 
-                torch.manual_seed(self.config.seed)
-                built.append(model.build())
+                torch.manual_seed(cfg.seed)
+                with building_on(str(resolve_device(cfg.device))):
+                    built.append(model.build())
                 for c in cells:
                     if plan[c][0] == "predict":
                         check_fits(built[0], self.spec(c))
             return built[0]
 
+        with self.world.together(f"loading {model.name}"):
+            if any(state == "predict" for state, _, _ in plan.values()):
+                classifier()
         for c in cells:
-            # One process at a time decides, predicts and scores a cell; ranks of one torchrun
-            # job share the decision made above (only the main rank writes).
-            lock = self.run_dir.cell_lock(model.name, c) if self.world.size == 1 else contextlib.nullcontext()
-            with lock:
-                state, preds, reason = self._cell_state(model, c, cell_tasks[c]) if self.world.size == 1 else plan[c]
+            # One process at a time decides, predicts, saves and scores a cell; the ranks of one
+            # torchrun job act on the plan made above (only the main rank writes).
+            single = self.world.size == 1
+            with self.run_dir.cell_lock(model.name, c) if single else contextlib.nullcontext():
+                state, preds, reason = self._cell_state(model, c, cell_tasks[c]) if single else plan[c]
                 if state == "done":
                     for t in cell_tasks[c]:
                         self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
@@ -355,20 +394,24 @@ class Engine:
                     continue
                 if reason:
                     self.log.event("cell_rerun", f"{model.name} | {c}: running again: {reason}", model=model.name, shift=c, reason=reason)
-                if preds is None:
+                fresh = preds is None
+                if fresh:
                     from harness.engine.predict import check_fits
 
                     check_fits(classifier(), self.spec(c))
                     preds, stats = self._predict(model, classifier(), c)
-                else:
-                    stats = self.run_dir.sidecar(model.name, c).get("stats", {})
-                    self.log.event("cell_reused", f"{model.name} | {c}: predictions on disk, scoring", model=model.name, shift=c)
-                if self.world.is_main:
-                    self._score(model, cell_tasks[c], preds, stats)
-            self.world.barrier()
+                with self.world.together(f"saving and scoring {model.name} | {c}"):
+                    if fresh:
+                        self._keep(model, classifier(), c, preds, stats)
+                    else:
+                        stats = self.run_dir.sidecar(model.name, c).get("stats", {})
+                        self.log.event("cell_reused", f"{model.name} | {c}: predictions on disk, scoring", model=model.name, shift=c)
+                    if self.world.is_main:
+                        self._score(model, cell_tasks[c], preds, stats)
 
     def _predict(self, model: ModelSource, classifier: Classifier, shift: str) -> tuple[Predictions, dict[str, Any]]:
-        from harness.engine.predict import PredictOptions, predict, verify
+        """Every rank's share of the cell, gathered on every rank (collectives inside)."""
+        from harness.engine.predict import PredictOptions, predict
 
         cfg = self.config
         options = PredictOptions(
@@ -385,13 +428,20 @@ class Engine:
         )
         manifest = self.manifest(shift)
         self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
-        preds, stats = predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
+        return predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
+
+    def _keep(self, model: ModelSource, classifier: Classifier, shift: str, preds: Predictions, stats: dict[str, Any]) -> None:
+        """Verify the gathered predictions and save them (rank 0 writes)."""
+        from harness.engine.predict import verify
+
+        manifest = self.manifest(shift)
         skipped = set(stats.get("skipped_keys", ()))
         if skipped:
             self.log.event("images_skipped", f"{model.name} | {shift}: {len(skipped)} undecodable images left out (recorded in the results)", model=model.name, shift=shift, keys=sorted(skipped))
         verify(preds, manifest.without(np.asarray([i for i, k in enumerate(manifest.keys) if k in skipped], dtype=np.int64)), classifier.num_classes)
         self._agreement_checked.add(model.identity)
-        stats["model"] = {**classifier.describe(), **model.provenance, **(model.describe(classifier) if model.describe else {})}
+        stats["model"] = {**classifier.describe(), **model.provenance, **(model.describe(classifier) if model.describe else {}),
+                          "precision": stats["numerics"], "device": stats["device"]}  # what ran, set by the engine
         if self.world.is_main:
             identity, cell_hash = self.cell_identity(model, shift)
             self.run_dir.save_predictions(preds, cell_hash, stats, identity)
@@ -402,10 +452,17 @@ class Engine:
             shift=shift,
             **{k: v for k, v in stats.items() if k != "model"},
         )
-        return preds, stats
 
     def _score(self, model: ModelSource, tasks: list[ScoreTask], preds: Predictions, stats: dict[str, Any]) -> None:
+        from harness.api import is_unlabeled
+
         cfg = self.config
+        if tasks and is_unlabeled(self.spec(tasks[0].shift)):  # stored for label-free analyses, never scored
+            for task in tasks:
+                self.summary.append({"model": model.name, "setting": task.setting, "status": "unlabeled", "n": len(preds)})
+            self.log.event("unlabeled", f"{model.name} | {tasks[0].shift}: no labels; predictions stored for `shiftbench estimate`",
+                           model=model.name, shift=tasks[0].shift)
+            return
         identity, cell_hash = self.cell_identity(model, tasks[0].shift)
         sha = preds.sha256()
         rows = []
@@ -430,6 +487,8 @@ class Engine:
 
 def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1", "top5")) -> str:
     """Fixed-width table of what a run produced (percent for readability; files hold fractions)."""
+    from harness.metrics import format_metric
+
     header = ["model", "setting", "n", *metrics, "img/s", "status"]
     lines = [header]
     for r in rows:
@@ -438,7 +497,7 @@ def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1"
                 r["model"],
                 r["setting"],
                 str(r.get("n", "")),
-                *[f"{100 * r[m]:.2f}" if isinstance(r.get(m), float) else "" for m in metrics],
+                *[format_metric(m, r[m]) if isinstance(r.get(m), float) else "" for m in metrics],
                 "" if r.get("images_per_s") is None else f"{r['images_per_s']:.0f}",
                 r["status"],
             ]
@@ -526,7 +585,10 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
 
 
 def all_metric_names(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    from harness.metrics import CALIBRATION_METRICS
+
     names = {k for r in rows for k, v in r.items() if isinstance(v, float) and k != "images_per_s"}
-    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5"})
+    ordered = [m for m in ("top1", "top5") if m in names] + sorted(names - {"top1", "top5", *CALIBRATION_METRICS})
+    ordered += [m for m in CALIBRATION_METRICS if m in names]
     return tuple(ordered) or ("top1",)
 

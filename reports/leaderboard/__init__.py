@@ -60,6 +60,7 @@ def collect(
     get_shift: Callable[[str], Shift],
     progress: bool = True,
     cache: ValidationCache | None = None,
+    allow_incomplete: bool = False,
     trust_labels: bool = False,
 ):
     """(accepted [(entry id, Validation)], rejected [(file name, reasons)]); ``cache`` reuses
@@ -85,7 +86,11 @@ def collect(
         if v is None:
             try:
                 v = validate_bundle(
-                    path, required=required, data_root=data_root, get_shift=get_shift
+                    path,
+                    required=required,
+                    data_root=data_root,
+                    get_shift=get_shift,
+                    allow_incomplete=allow_incomplete,
                 )
             except (
                 Exception
@@ -129,6 +134,7 @@ def build_leaderboard(
     get_shift: Callable[[str], Shift] = registered_shift,
     progress: bool = True,
     fresh: bool = False,
+    allow_incomplete: bool = False,
     trust_labels: bool = False,
 ) -> Board:
     """Validate, rank and write the whole site into ``out``: built in a temp folder beside it
@@ -147,8 +153,10 @@ def build_leaderboard(
         old_cache = out / ".validation"
         if old_cache.is_dir() and not fresh:
             shutil.copytree(old_cache, site / ".validation")
-        cache = ValidationCache(site / ".validation", required, data_root)
-        accepted, rejected = collect(submissions, required, data_root, get_shift, progress, cache, trust_labels)
+        cache = ValidationCache(site / ".validation", required, data_root, allow_incomplete)
+        accepted, rejected = collect(
+            submissions, required, data_root, get_shift, progress, cache, allow_incomplete, trust_labels
+        )
         tables = build_tables(accepted, required, specs, baseline)
         board = Board(tables, rejected)
 

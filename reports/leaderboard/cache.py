@@ -19,13 +19,21 @@ from reports.submission_validate import Failure, Score, Validation
 
 
 class ValidationCache:
-    def __init__(self, folder: Path, required: Sequence[str], data_root: Path | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        required: Sequence[str],
+        data_root: Path | None,
+        allow_incomplete: bool = False,
+    ) -> None:
         self.folder = Path(folder)
         self.key = {
             "harness_version": __version__,
             "required": list(required),
             "data_root": str(data_root) if data_root else None,
         }
+        if allow_incomplete:
+            self.key["allow_incomplete"] = True
 
     def _path(self, sha: str) -> Path:
         return self.folder / f"{sha}.json"

@@ -137,9 +137,11 @@ def make_entry(
         sx, sy = v.scores[id_setting], v.scores[shift]
         points[shift] = ShiftPoint(shift, id_setting, sx.top1, sx.n, sy.top1, sy.n)
     id_scores = {s: (v.scores[s].top1, v.scores[s].n) for s in id_shifts}
+    card = dict(v.manifest["card"])
+    if v.manifest.get("incomplete"):  # accepted only with --allow-incomplete: say so wherever it is named
+        card["name"] = f"{card.get('name', v.manifest['model'])} [trial: incomplete data]"
     return Entry(
-        entry_id, v.path.name, v.manifest["model"], v.manifest["card"], protocol, id_scores, points,
-        labels_checked=v.labels_checked,
+        entry_id, v.path.name, v.manifest["model"], card, protocol, id_scores, points, labels_checked=v.labels_checked
     )
 
 

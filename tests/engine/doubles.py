@@ -158,9 +158,12 @@ class ColourNet(torch.nn.Module, Classifier):
 
 class LoggedColourNet(ColourNet):
     """ColourNet that appends each batch size to ``$COLOUR_NET_LOG`` and sleeps
-    ``$COLOUR_NET_DELAY`` seconds per batch: for watching a run from another process."""
+    ``$COLOUR_NET_DELAY`` seconds per batch: for watching a run from another process. On the
+    torchrun rank ``$COLOUR_NET_FAIL_RANK`` it fails on its first batch."""
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
+        if os.environ.get("COLOUR_NET_FAIL_RANK", "-") == os.environ.get("RANK"):
+            raise ValueError(f"colour net cannot run on rank {os.environ['RANK']}")
         log = os.environ.get("COLOUR_NET_LOG")
         if log:
             with open(log, "a") as fh:

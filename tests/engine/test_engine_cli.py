@@ -39,7 +39,7 @@ def test_cli_run_prints_config_and_a_summary_table(tmp_path, data, capsys):
     assert "shiftbench run configuration (hash " in err
     assert "precision" in err
     lines = out.splitlines()
-    assert lines[0].split() == ["model", "setting", "n", "top1", "top2", "img/s", "status"]
+    assert lines[0].split() == ["model", "setting", "n", "top1", "top2", "ece", "nll", "img/s", "status"]
     assert lines[1].split()[:5] == ["colour:a", "toy", "8", "62.50", "75.00"]
     assert lines[2].split()[:4] == ["colour:a", "toy@toy-sub", "4", "75.00"]
     assert lines[3].split()[:4] == ["colour:a", "toy-sub", "4", "50.00"]
@@ -119,7 +119,7 @@ def test_a_run_killed_mid_cell_resumes_with_only_the_missing_cells(tmp_path, dat
     after = store.results_path.read_text()
     assert after.startswith(before)
     assert [r.setting for r in store.read_results()] == ["toy", "toy@toy-sub", "toy-sub"]
-    assert store.read_results()[2].metrics == {"top1": 0.5}
+    assert store.read_results()[2].metrics == {"top1": 0.5, "ece": 0.5, "nll": 60.0}
     assert not list(run_dir.rglob("*.tmp"))
 
 

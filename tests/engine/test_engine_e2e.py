@@ -13,6 +13,7 @@ from harness import registry
 from harness.api import Classifier, PreprocessSpec
 from harness.cli import main
 from harness.engine.store import RunDir
+from harness.registry import get_shift
 
 
 class PrefersLowIndex(torch.nn.Module, Classifier):
@@ -48,13 +49,20 @@ def test_run_score_report_on_imagenet_and_imagenet_r_fixtures(tmp_path):
     rows = {r.setting: r for r in RunDir(run_dir).read_results()}
     assert set(rows) == {"imagenet", "imagenet@imagenet-r", "imagenet-r"}
     # ImageNet: only class 0's image is top-1, classes 0..4 are top-5.
-    assert rows["imagenet"].metrics == {"top1": 1 / 1000, "top5": 5 / 1000}
+    # logits -j give softmax p_j proportional to e^-j: every image predicts class 0 with confidence
+    # p_0 (one bin: ece = |accuracy - p_0|), and the label-j image costs -log p_j.
+    log_p = -np.arange(1000.0) - np.log(np.exp(-np.arange(1000.0)).sum())
+    assert rows["imagenet"].metrics == pytest.approx(
+        {"top1": 1 / 1000, "top5": 5 / 1000, "ece": np.exp(log_p[0]) - 1 / 1000, "nll": -log_p.mean()})
     assert (rows["imagenet"].n, rows["imagenet"].n_expected) == (1000, 50_000)
     # ImageNet-R: logits projected onto R's 200 ImageNet indices (ascending), so R class 0 wins.
-    assert rows["imagenet-r"].metrics == {"top1": 1 / 200, "top5": 5 / 200}
+    r = np.array(get_shift("imagenet-r").spec.class_map.members)[:, 0]  # R's ImageNet indices
+    log_q = -(r - r[0]) - np.log(np.exp(-(r - r[0])).sum())  # log-softmax of the projected logits -r
+    expect_r = {"top1": 1 / 200, "top5": 5 / 200, "ece": np.exp(log_q[0]) - 1 / 200, "nll": -log_q.mean()}
+    assert rows["imagenet-r"].metrics == pytest.approx(expect_r)
     assert (rows["imagenet-r"].n, rows["imagenet-r"].n_expected) == (200, 30_000)
     # The ID reference on R's classes: ImageNet's 200 images of those classes, same projection.
-    assert rows["imagenet@imagenet-r"].metrics == {"top1": 1 / 200, "top5": 5 / 200}
+    assert rows["imagenet@imagenet-r"].metrics == pytest.approx(expect_r)
     assert rows["imagenet@imagenet-r"].n == 200
     assert rows["imagenet-r"].class_map == rows["imagenet@imagenet-r"].class_map is not None
     preds = np.load(RunDir(run_dir).predictions_path("low:x", "imagenet"), allow_pickle=False)

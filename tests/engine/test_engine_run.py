@@ -53,16 +53,18 @@ def test_run_predicts_each_shift_once_and_scores_exact_numbers(tmp_path, data):
     net = ColourNet()
     summary = run(make_config(tmp_path, data), source(net))
     rows = rows_by_setting(tmp_path / "run")
+    # ColourNet's logits are tens apart: top-1 confidences are 1 to float precision, so ece is the
+    # error rate and nll the mean logit gap between the top class and the true one.
     # toy: correct at items 0, 2, 3, 4, 6 -> 5/8.
     # top2: item 1 (red 70) ties classes 0 and 2, the lower index ranks first -> in; items 5, 7 out.
-    assert rows["toy"].metrics == {"top1": 5 / 8, "top2": 6 / 8}
+    assert rows["toy"].metrics == {"top1": 5 / 8, "top2": 6 / 8, "ece": 3 / 8, "nll": 45.0}
     assert (rows["toy"].n, rows["toy"].n_expected) == (8, 8)
     # toy on toy-sub's classes: items 2, 3 (class 1), 6, 7 (class 3); item 7 (red 10) picks class 1 -> 3/4.
-    assert rows["toy@toy-sub"].metrics == {"top1": 3 / 4}
+    assert rows["toy@toy-sub"].metrics == {"top1": 3 / 4, "ece": 1 / 4, "nll": 30.0}
     assert rows["toy@toy-sub"].n == 4
     assert rows["toy@toy-sub"].shift == "toy"
     # toy-sub: item 1 (label b) predicts toy class 3 = d, item 3 (label d) predicts class 1 = b -> 2/4.
-    assert rows["toy-sub"].metrics == {"top1": 2 / 4}
+    assert rows["toy-sub"].metrics == {"top1": 2 / 4, "ece": 2 / 4, "nll": 60.0}
     assert rows["toy-sub"].class_map == get_shift("toy-sub").spec.class_map.digest()
     assert rows["toy"].class_map is None
     # The ID shift was predicted once (8 images) although scored twice; batches of 3.
@@ -82,7 +84,9 @@ def test_run_predicts_each_shift_once_and_scores_exact_numbers(tmp_path, data):
     assert prov["config_hash"] == cell_hash(prov["cell"])
     assert prov["cell"]["manifest"] and prov["cell"]["data_root"] == str(data.resolve())
     assert prov["precision"] == "fp32" and prov["batch_size"] == 3 and prov["source"] == "decode"
-    assert prov["model"] == {"name": "colour-net", "label_space": "toy-4", "bias": 0.0}
+    # the engine, not the model, records where and how the forward ran
+    assert prov["model"] == {"name": "colour-net", "label_space": "toy-4", "bias": 0.0, "precision": "fp32", "device": "cpu"}
+    assert (prov["numerics"], prov["memory_format"], prov["fp16_top1_changed"]) == ("fp32", "contiguous", 0)
 
 
 def test_rerun_skips_done_cells_without_loading_the_model(tmp_path, data):
@@ -141,7 +145,7 @@ def test_incomplete_data_fails_before_the_model_is_loaded(tmp_path):
     run(make_config(tmp_path, data, allow_incomplete=True), source(ColourNet()))
     rows = rows_by_setting(tmp_path / "run")
     assert (rows["toy"].n, rows["toy"].n_expected) == (7, 8)
-    assert rows["toy"].metrics == {"top1": 5 / 7, "top2": 6 / 7}  # item 7 (a miss) is the one absent
+    assert rows["toy"].metrics == {"top1": 5 / 7, "top2": 6 / 7, "ece": 2 / 7, "nll": pytest.approx(180 / 7)}  # item 7 (a miss) is the one absent
 
 
 def test_a_model_with_another_label_space_is_refused_before_predicting(tmp_path, data):

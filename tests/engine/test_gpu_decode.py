@@ -164,16 +164,30 @@ def test_an_image_neither_decoder_reads_is_left_out_and_reported():
     assert index == 1 and message.startswith("image 'b': cannot decode (OSError: ")
 
 
-def test_auto_takes_the_batched_decoder_on_cuda_only_where_the_resize_is_reproduced():
+def test_auto_keeps_pil_until_the_batched_decoders_top1_effect_is_measured():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert choose_decoder("auto", cuda, SPEC, "m") == "torchvision"
+    assert choose_decoder("auto", cuda, SPEC, "m") == "pil"  # nvJPEG vs PIL top-1: unmeasured (docs/engine.md)
     assert choose_decoder("auto", cpu, SPEC, "m") == "pil"
     assert choose_decoder("pil", cuda, SPEC, "m") == "pil"
     assert choose_decoder("torchvision", cpu, SPEC, "m") == "torchvision"
+    assert choose_decoder("torchvision", cuda, SPEC, "m") == "torchvision"
     lanczos = PreprocessSpec(image_size=32, resize_size=32, interpolation="lanczos")
     assert choose_decoder("auto", cuda, lanczos, "m") == "pil"
     with pytest.raises(ValueError, match="model 'm' uses 'lanczos'; use --decoder pil or auto"):
         choose_decoder("torchvision", cpu, lanczos, "m")
+
+
+def test_the_decoder_and_its_fidelity_are_part_of_the_cell_identity():
+    from harness.engine.gpu_decode import decoder_fidelity, planned_decoder
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    labels = [planned_decoder(d, dev) for d in ("auto", "pil", "torchvision") for dev in (cpu, cuda)]
+    assert labels == ["pil", "pil", "pil", "pil", "torchvision:cpu", "torchvision:cuda"]
+    assert [decoder_fidelity(x) for x in ("pil", "torchvision:cpu", "torchvision:cuda")] == ["exact-pil", "libjpeg-turbo", "nvjpeg"]
+    config = RunConfig(cache_dir="")
+    hashes = {config.cell_hash("m", "s", label) for label in ("pil", "torchvision:cpu", "torchvision:cuda")}
+    assert len(hashes) == 3
+    assert config.cell_hash("m", "s") == config.cell_hash("m", "s", "pil")  # PIL cells keep their hash
 
 
 def test_cache_entries_never_mix_decoders():
@@ -238,6 +252,9 @@ def test_engine_with_the_batched_decoder_agrees_with_pil_and_records_it(tmp_path
     assert (rows["patch-net"].n, rows["patch-net"].n_expected) == (14, 14)  # size completed from the folders
     prov = rows["patch-net"].provenance
     assert (prov["decoder"], prov["source"]) == ("torchvision:cpu", "decode")
+    assert prov["decoder_fidelity"] == "libjpeg-turbo" and rows["patch-net"].protocol["decoder"] == "libjpeg-turbo"
+    pil_row = RunDir(tmp_path / "pil").read_results()[0]
+    assert pil_row.provenance["decoder_fidelity"] == "exact-pil" and "decoder" not in pil_row.protocol
     assert (prov["decoded_on_device"], prov["decoded_with_pil"]) == (10, 4)
     assert RunDir(tmp_path / "pil").read_results()[0].provenance["decoder"] == "pil"
     # Each decoder filled its own cache entry; a second batched run reads its entry.

@@ -90,7 +90,12 @@ def test_score_projects_with_class_map():
     preds = Predictions("m", "s", np.array(["k0", "k1", "k2"]), np.array([1, 0, 1]), logits)
     metrics, counts = score(preds, spec)
     # row 2 projects to (0, 0, 1): label 1 ranks behind target 2 and the tied lower index 0
-    assert metrics == {"top1": pytest.approx(2 / 3), "top2": pytest.approx(2 / 3), "top3": 1.0}
+    # softmax over the projected logits (0, 5, 0), (4, 3, 0), (0, 0, 1): confidences land in three
+    # different bins, so ece averages |correct - confidence| per row
+    c = [np.exp(5) / (np.exp(5) + 2), np.exp(4) / (np.exp(4) + np.exp(3) + 1), np.e / (np.e + 2)]
+    nll = -(np.log(c[0]) + np.log(c[1]) + np.log(1 / (np.e + 2))) / 3
+    assert metrics == {"top1": pytest.approx(2 / 3), "top2": pytest.approx(2 / 3), "top3": 1.0,
+                       "ece": pytest.approx((1 - c[0] + 1 - c[1] + c[2]) / 3), "nll": pytest.approx(nll)}
     assert counts == {}
 
 

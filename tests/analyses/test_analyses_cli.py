@@ -1,0 +1,153 @@
+"""``shiftbench estimate``, ``compare`` and ``calibrate`` on run directories written through the
+real store and scorer from synthetic predictions with known accuracies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from synthetic_predictions import nested_predictions, on_the_line, write_run
+
+from harness.cli import main
+from reports.run_analyses import compare_pair, settings_of
+from reports.stored import StoredRun
+
+ID_ACC = np.linspace(0.55, 0.9, 5)
+
+
+def _line_run(tmp_path, infos=None, models=5):
+    rng = np.random.default_rng(0)
+    acc = ID_ACC[:models]
+    id_labels, id_pred = nested_predictions(acc, 3000, 1000, rng)
+    ood_labels, ood_pred = nested_predictions(on_the_line(acc, 1.2, -0.8), 2000, 1000, rng)
+    cells = {}
+    for i in range(models):
+        cells[(f"m{i}", "imagenet")] = (id_labels, id_pred[i])
+        cells[(f"m{i}", "imagenetv2")] = (ood_labels, ood_pred[i])
+    run_dir = tmp_path / "run"
+    write_run(run_dir, cells, infos)
+    return run_dir, (ood_pred == ood_labels).mean(axis=1)
+
+
+def test_estimate_prints_the_hidden_label_error(tmp_path, capsys):
+    run_dir, truth = _line_run(tmp_path)
+    out_json = tmp_path / "est.json"
+    assert main(["estimate", str(run_dir), "--shift", "imagenetv2", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "hidden-label check on imagenetv2: mean absolute error ALine-S" in out
+    assert "holds" in out and "DOES NOT HOLD" not in out
+    est = json.loads(out_json.read_text())
+    assert est["id_setting"] == "imagenet"
+    got = np.array([e["aline_d"] for e in est["estimates"]])
+    np.testing.assert_allclose(got, truth, atol=2e-3)
+    assert est["mae"]["aline_s"] < 2e-3 and est["agreement_line"]["slope"] == pytest.approx(1.2, abs=0.02)
+
+
+def test_estimate_warns_about_models_sharing_one_backbone(tmp_path, capsys):
+    infos = {f"m{i}": {"method": "wiseft", "alpha": i / 4, "zeroshot": "clip:zs", "finetuned": "ft", "tags": ["wise-ft"]}
+             for i in range(5)}
+    run_dir, _ = _line_run(tmp_path, infos)
+    assert main(["estimate", str(run_dir), "--shift", "imagenetv2"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: all models are WiSE-FT interpolations of clip:zs and ft" in err
+
+
+def test_estimate_refuses_fewer_than_three_models(tmp_path, capsys):
+    run_dir, _ = _line_run(tmp_path, models=2)
+    assert main(["estimate", str(run_dir), "--shift", "imagenetv2"]) == 2
+    assert "needs 3 or more" in capsys.readouterr().err
+
+
+def test_compare_two_models_gives_paired_difference_and_er_difference(tmp_path, capsys):
+    run_dir, truth = _line_run(tmp_path)
+    out_json = tmp_path / "cmp.json"
+    assert main(["compare", str(run_dir), "--models", "m4,m0", "--json", str(out_json), "--bootstrap", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "McNemar p" in out and "imagenetv2" in out
+    rows = {r["setting"]: r for r in json.loads(out_json.read_text())["pairs"]}
+    assert rows["imagenetv2"]["diff"] == pytest.approx(truth[4] - truth[0])
+    assert rows["imagenetv2"]["low"] < rows["imagenetv2"]["diff"] < rows["imagenetv2"]["high"]
+    assert rows["imagenetv2"]["p_value"] < 1e-10
+    er = rows["imagenetv2"]["er"]
+    assert er is not None and er["low"] < er["diff"] < er["high"]
+    assert rows["imagenet"]["er"] is None  # ID has no effective robustness
+
+
+def test_compare_a_wiseft_sweep_against_both_endpoints(tmp_path, capsys):
+    """alpha 0.5 is right on 600 more OOD images than either endpoint; alpha 0.1 predicts
+    exactly as the zero-shot model: significant vs both, and vs neither, respectively."""
+    rng = np.random.default_rng(4)
+    n = 3000
+    labels = rng.integers(0, 1000, n)
+    wrong = (labels + 1) % 1000
+    right = lambda k: np.where(np.arange(n) < k, labels, wrong)  # noqa: E731
+    alphas = {0.0: right(1500), 0.1: right(1500), 0.5: right(2100), 1.0: right(1500)}
+    id_pred = {0.0: right(2000), 0.1: right(2000), 0.5: right(2300), 1.0: right(2600)}
+    cells, infos = {}, {}
+    for a, pred in alphas.items():
+        name = f"wiseft(alpha={a:g})"
+        cells[(name, "imagenet")] = (labels, id_pred[a])
+        cells[(name, "imagenetv2")] = (labels, pred)
+        infos[name] = {"method": "wiseft", "alpha": a, "zeroshot": "clip:zs", "finetuned": "ft", "tags": ["wise-ft"]}
+    run_dir = tmp_path / "run"
+    write_run(run_dir, cells, infos)
+    out_json = tmp_path / "sweep.json"
+    assert main(["compare", str(run_dir), "--json", str(out_json), "--bootstrap", "500"]) == 0
+    assert "WiSE-FT sweep clip:zs -> ft" in capsys.readouterr().out
+    (sweep,) = json.loads(out_json.read_text())["wiseft"]
+    got = {(r["setting"], r["alpha"], r["endpoint"]): r for r in sweep["rows"]}
+    assert got[("imagenetv2", 0.5, "zero-shot")]["significant"] and got[("imagenetv2", 0.5, "fine-tuned")]["significant"]
+    assert got[("imagenetv2", 0.5, "zero-shot")]["diff"] == pytest.approx(600 / n)
+    assert not got[("imagenetv2", 0.1, "zero-shot")]["significant"]
+    assert got[("imagenetv2", 0.1, "zero-shot")]["p_holm"] == 1.0
+    assert got[("imagenet", 0.1, "fine-tuned")]["significant"]  # 600 fewer ID images right
+
+
+def test_compare_names_unknown_models(tmp_path, capsys):
+    run_dir, _ = _line_run(tmp_path)
+    assert main(["compare", str(run_dir), "--models", "m0,nope"]) == 2
+    assert "no model 'nope'" in capsys.readouterr().err
+
+
+def test_calibrate_fits_on_id_and_applies_everywhere(tmp_path, capsys):
+    run_dir, _ = _line_run(tmp_path)
+    fig, out_json = tmp_path / "cal.png", tmp_path / "cal.json"
+    assert main(["calibrate", str(run_dir), "--calibrate-on", "imagenet", "--out", str(fig), "--json", str(out_json)]) == 0
+    assert fig.stat().st_size > 0
+    rows = json.loads(out_json.read_text())["rows"]
+    assert {r["setting"] for r in rows} == {"imagenet", "imagenetv2"}
+    for model in {r["model"] for r in rows}:
+        temps = {r["temperature"] for r in rows if r["model"] == model}
+        assert len(temps) == 1  # one temperature per model, applied to every setting
+    stored = {(r.model, r.setting): r.metrics for r in StoredRun(run_dir).rows}
+    for r in rows:
+        assert r["ece"] == pytest.approx(stored[(r["model"], r["setting"])]["ece"])
+        assert r["nll"] == pytest.approx(stored[(r["model"], r["setting"])]["nll"])
+        if r["setting"] == "imagenet":
+            assert r["nll_ts"] <= r["nll"] + 1e-9  # fitted there to minimise it
+    assert main(["calibrate", str(run_dir), "--calibrate-on", "imagenet-heldout", "--out", str(fig)]) == 2
+    assert "imagenet-heldout predictions" in capsys.readouterr().err
+
+
+def test_outcomes_of_an_id_view_match_their_row(tmp_path):
+    """imagenet@imagenet-r: ImageNet images of R's 200 classes, logits through R's class map."""
+    rng = np.random.default_rng(9)
+    cells = {}
+    for m in ("a", "b"):
+        cells[(m, "imagenet")] = (np.repeat(np.arange(1000), 2), rng.integers(0, 1000, 2000))
+        cells[(m, "imagenet-r")] = (rng.integers(0, 200, 500), rng.integers(0, 1000, 500))
+    write_run(tmp_path / "run", cells)
+    run = StoredRun(tmp_path / "run")
+    assert run.id_setting("imagenet-r") == "imagenet@imagenet-r"
+    for m in ("a", "b"):
+        for setting in ("imagenet", "imagenet@imagenet-r", "imagenet-r"):
+            o = run.outcomes(m, setting)
+            assert o.accuracy == run.row(m, setting).metrics["top1"]
+            assert len(o) == run.row(m, setting).n
+    assert run.outcomes("a", "imagenet@imagenet-r").logits.shape == (400, 200)
+    # compare pairs the ID view with the view and the shift with the shift
+    rows = {r["setting"]: r for r in compare_pair(run, "a", "b", settings_of(run, ["a", "b"]), None, 200, 0, 0.95)}
+    assert list(rows) == ["imagenet", "imagenet@imagenet-r", "imagenet-r"]
+    for setting, r in rows.items():
+        assert r["acc_a"] == run.row("a", setting).metrics["top1"] and r["n"] == run.row("a", setting).n

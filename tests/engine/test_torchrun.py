@@ -1,0 +1,66 @@
+"""Two real gloo processes under ``torchrun``: one rank's error stops both promptly, with its
+message, and ranks that disagree on whether the image cache exists all decode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from doubles import registered, write_toy_data
+
+from harness.api import Predictions
+from harness.cli import main
+from harness.engine.store import RunDir
+
+RUN_CLI = str(Path(__file__).parent / "run_cli.py")
+RANK_CACHE_CLI = str(Path(__file__).parent / "rank_cache_cli.py")
+
+
+@pytest.fixture
+def data(tmp_path: Path):
+    with registered():
+        yield write_toy_data(tmp_path / "data")
+
+
+def run_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["run", "--model", "colour:a", "--shifts", "toy-sub", "--data-root", str(data), "--run-dir", str(run_dir),
+            "--batch-size", "2", "--no-progress", "--device", "cpu", *extra]  # fmt: skip
+
+
+def torchrun(script: str, args: list[str], env: dict[str, str], timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, *args]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, capture_output=True, text=True, timeout=timeout)
+    return done, time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_one_ranks_error_stops_the_other_promptly_with_its_message(tmp_path, data):
+    done, seconds = torchrun(RUN_CLI, run_args(data, tmp_path / "run", "--workers", "0", "--no-cache"), {"COLOUR_NET_FAIL_RANK": "1"})
+    assert done.returncode != 0
+    # rank 1 prints its own error; rank 0, which finished its share, names rank 1 and its error
+    assert "shiftbench run: error: colour net cannot run on rank 1" in done.stderr
+    assert "shiftbench run: error: rank 1 of 2 failed predicting colour:a | toy: ValueError: colour net cannot run on rank 1" in done.stderr
+    assert seconds < 120  # gloo's own timeout would hold rank 0 for 30 minutes
+    assert not RunDir(tmp_path / "run").predictions_path("colour:a", "toy").exists()
+
+
+@pytest.mark.slow
+def test_ranks_that_disagree_about_the_cache_all_decode(tmp_path, data):
+    """Rank 0 finds a complete cache entry, rank 1 (another cache directory, as on another
+    node) none. Cached rows and decoded images are sharded differently across ranks, so
+    reading the cache on one rank only would predict some examples twice and others never."""
+    caches = tmp_path / "caches"
+    assert main(run_args(data, tmp_path / "seed", "--workers", "0", "--cache-dir", str(caches / "rank0"))) == 0
+    assert list((caches / "rank0").glob("*.u8"))
+    done, _ = torchrun(RANK_CACHE_CLI, run_args(data, tmp_path / "dist", "--workers", "2"), {"RANK_CACHE_ROOT": str(caches)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list((caches / "rank1").glob("*.u8"))  # distributed runs never write the cache
+    dist, single = RunDir(tmp_path / "dist"), RunDir(tmp_path / "seed")
+    for shift in ("toy", "toy-sub"):
+        assert Predictions.load(dist.predictions_path("colour:a", shift)).sha256() == Predictions.load(single.predictions_path("colour:a", shift)).sha256()
+    assert {r.provenance["source"] for r in dist.read_results()} == {"decode"}
