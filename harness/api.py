@@ -144,6 +144,24 @@ def id_view_setting(id_shift: str, ood_shift: str) -> str:
     return f"{id_shift}@{ood_shift}"
 
 
+def id_setting_of(spec: ShiftSpec) -> str | None:
+    """The setting an OOD shift's results pair with on the effective-robustness plot: its ID
+    reference scored on the shift's classes where it has a class map (``imagenet@imagenet-r``),
+    else the ID reference itself (``imagenet``, ``iwildcam:id_test``); None for an ID shift."""
+    ref = spec.id_reference
+    if not ref or ref == spec.name:
+        return None
+    return id_view_setting(ref, spec.name) if spec.class_map is not None else ref
+
+
+SPLIT_SEPARATOR = ":"
+
+
+def split_setting(shift: str, split: str) -> str:
+    """Name of another split of a shift scored as its own setting, e.g. ``iwildcam:id_test``."""
+    return f"{shift}{SPLIT_SEPARATOR}{split}"
+
+
 class Example(NamedTuple):
     """One labelled image. ``label`` is in the shift's own label space."""
 
@@ -333,6 +351,10 @@ class Result:
     group_counts: Mapping[str, int] = field(default_factory=dict)
     predictions_sha256: str | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    #: The setting this row pairs with on the ID-vs-OOD plot (None: an ID row, or unknown).
+    id_setting: str | None = None
+    #: The shift's official metric (a key of ``metrics``), e.g. ``macro_f1`` for iWildCam.
+    main_metric: str = "top1"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -344,3 +366,44 @@ class Result:
         if unknown:
             raise ValueError(f"result row has unknown fields {sorted(unknown)}")
         return cls(**row)
+
+
+class SplitShift(Shift):
+    """One fixed split of a shift, registered under ``<shift>:<split>`` (``iwildcam:id_test``).
+
+    A WILDS shift names its ID split this way as its ``id_reference``, so a run over the OOD
+    test also scores the ID split the WILDS paper compares it with, as its own cell."""
+
+    def __init__(self, base: Shift, split: str, name: str) -> None:
+        if split not in base.spec.splits:
+            raise ValueError(f"shift {base.spec.name!r} has no split {split!r}; it has {', '.join(base.spec.splits)}")
+        self.base, self.fixed_split = base, split
+        size = base.expected_size(split) or 0
+        self.spec = _split_spec(base.spec, split, name, size)
+
+    def examples(self, root: Path, transform: Callable | None = None, split: str | None = None) -> Iterator[Example]:
+        return self.base.examples(root, transform, self.fixed_split)
+
+    def lazy_examples(self, root: Path, split: str | None = None) -> Iterator[LazyExample]:
+        return self.base.lazy_examples(root, self.fixed_split)
+
+    def spec_for(self, root: Path) -> ShiftSpec:
+        full = self.base.spec_for(root)
+        return _split_spec(full, self.fixed_split, self.spec.name, self.spec.expected_size)
+
+    def expected_size(self, split: str | None = None) -> int | None:
+        return self.spec.expected_size or None
+
+    def __getattr__(self, name: str) -> Any:  # class names, templates, locate, ... of the base
+        if name in ("base", "fixed_split", "spec"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def _split_spec(spec: ShiftSpec, split: str, name: str, size: int) -> ShiftSpec:
+    from dataclasses import replace
+
+    return replace(
+        spec, name=name, expected_size=size, id_reference=None, splits=(split,), default_split=split,
+        protocol={**spec.protocol, "split": split},
+    )

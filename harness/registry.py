@@ -98,7 +98,16 @@ models: Registry[Callable[..., Any]] = Registry("model", "shiftbench.models")
 
 
 def get_shift(name: str) -> Any:
-    """The registered shift ``name``, instantiated; unknown names raise ValueError with hints."""
+    """The registered shift ``name``, instantiated; unknown names raise ValueError with hints.
+
+    ``<shift>:<split>`` (``iwildcam:id_test``) is one split of a registered shift as its own
+    shift, for shifts whose ID reference is another split of themselves."""
+    from harness.api import SPLIT_SEPARATOR, SplitShift
+
+    if name not in shifts and SPLIT_SEPARATOR in name:
+        base, _, split = name.rpartition(SPLIT_SEPARATOR)
+        if base in shifts:
+            return SplitShift(get_shift(base), split, name)
     try:
         factory = shifts.get(name)
     except KeyError as exc:

@@ -108,8 +108,8 @@ def fetch_weights(spec: str, *, mirror: str | None = None, endpoint: str | None 
         if not hub:
             raise ValueError(f"{name}/{tag}: open_clip names neither an OpenAI archive nor a Hugging Face repo for it")
         repo, names = open_clip_hub_files(hub)
-        path = _hf(repo, names, endpoint)
-        return Fetched(path, f"Hugging Face {repo}, sha256 checked against the Hub's LFS ETag", usage)
+        path, how = _hf(repo, names, endpoint)
+        return Fetched(path, f"Hugging Face {repo}: {how}", usage)
     import timm
 
     try:
@@ -120,9 +120,8 @@ def fetch_weights(spec: str, *, mirror: str | None = None, endpoint: str | None 
     if not hub:
         raise ValueError(f"timm has no Hugging Face weights for {name!r}; name a pretrained tag, e.g. timm:resnet50.a1_in1k")
     filename = getattr(cfg, "hf_hub_filename", None)
-    path = _hf(hub, [filename] if filename else ["model.safetensors", "pytorch_model.bin"], endpoint)
-    return Fetched(path, f"Hugging Face {hub}, sha256 checked against the Hub's LFS ETag",
-                   f"--model timm:{name} --model-arg weights={path}")
+    path, how = _hf(hub, [filename] if filename else ["model.safetensors", "pytorch_model.bin"], endpoint)
+    return Fetched(path, f"Hugging Face {hub}: {how}", f"--model timm:{name} --model-arg weights={path}")
 
 
 def _fetch_openai(m: re.Match, url: str, mirror: str | None, progress: bool, usage: str) -> Fetched:
@@ -141,8 +140,9 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _hf(repo: str, names: list[str], endpoint: str | None) -> Path:
-    """The first of ``names`` in ``repo``, through huggingface_hub's cache; verified by ETag."""
+def _hf(repo: str, names: list[str], endpoint: str | None) -> tuple[Path, str]:
+    """The first of ``names`` in ``repo`` through huggingface_hub's cache, and what verified it
+    (the Hub's ETag of a Git LFS file is its sha256)."""
     from huggingface_hub import (
         get_hf_file_metadata,
         hf_hub_download,
@@ -154,7 +154,7 @@ def _hf(repo: str, names: list[str], endpoint: str | None) -> Path:
     if _offline():
         hit = hf_cached(repo, names)
         if hit is not None:
-            return hit
+            return hit, "found in the Hugging Face cache (HF_HUB_OFFLINE set: nothing fetched or re-checked)"
         raise DownloadError(
             f"HF_HUB_OFFLINE is set and {repo}/{names[0]} is not in the Hugging Face cache "
             f"({cache or 'default HF_HUB_CACHE'}); fetch it once with network access"
@@ -170,12 +170,13 @@ def _hf(repo: str, names: list[str], endpoint: str | None) -> Path:
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
             raise DownloadError(f"{repo}/{name}: {exc}") from None
         etag = (info.etag or "").strip('"')
-        if SHA256.match(etag):
-            got = sha256_file(path)
-            if got != etag:
-                raise DownloadError(
-                    f"{path}: sha256 {got} does not match the Hub's {etag} for {repo}/{name}; "
-                    "delete it from the cache and fetch again"
-                )
-        return path
+        if not SHA256.match(etag):
+            return path, "the Hub gives no sha256 for it (not a Git LFS file), so it is not verified"
+        got = sha256_file(path)
+        if got != etag:
+            raise DownloadError(
+                f"{path}: sha256 {got} does not match the Hub's {etag} for {repo}/{name}; "
+                "delete it from the cache and fetch again"
+            )
+        return path, f"sha256 {etag[:12]}... matches the Hub's LFS ETag"
     raise DownloadError("; ".join(errors))

@@ -9,13 +9,22 @@ paired with full ImageNet val.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from harness.pairing import id_candidates
+from harness.pairing import pair as pair_settings
 from reports.table import ID_SETTING, SHIFTS, Row
-from reports.trend import DEFAULT_SAMPLES, DEFAULT_SEED, MIN_BASELINE, Trend, clopper_pearson
+from reports.trend import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    MIN_BASELINE,
+    Trend,
+    clopper_pearson,
+    er_interval,
+)
 
 #: imagenet-testbed's split point for ImageNet-A (ResNet-50's accuracy on val-on-imagenet-a-classes).
 IMAGENET_A_SPLIT = 0.9186
@@ -38,8 +47,12 @@ class BaselineRule:
     sources: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     min_x: float | None = None
+    #: Sources whose every model is a baseline model (``--baseline-results``: models you ran).
+    baseline_sources: tuple[str, ...] = ()
 
     def selects(self, p: Point) -> bool:
+        if p.source in self.baseline_sources:
+            return self.min_x is None or p.x >= self.min_x
         return (
             all(t in p.tags for t in self.tags)
             and (not self.sources or p.source in self.sources)
@@ -55,10 +68,14 @@ class BaselineRule:
             parts.append(f"names without {', '.join(self.exclude)}")
         if self.min_x is not None:
             parts.append(f"ID accuracy >= {100 * self.min_x:g}%")
-        return "; ".join(parts)
+        text = "; ".join(parts)
+        if self.baseline_sources:
+            text += f"; plus every model of {', '.join(self.baseline_sources)}"
+        return text
 
     def to_dict(self) -> dict:
-        return {"tags": list(self.tags), "sources": list(self.sources), "exclude": list(self.exclude), "min_x": self.min_x}
+        return {"tags": list(self.tags), "sources": list(self.sources), "exclude": list(self.exclude), "min_x": self.min_x,
+                "baseline_sources": list(self.baseline_sources)}
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,9 @@ class Point:
     n_x: int | None
     n_y: int | None
     preferred: bool = True
+    metric: str = "top1"
+    #: "n of N" where a run scored fewer images than the setting publishes (x, then y).
+    incomplete: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -95,6 +115,11 @@ class Group:
     er: np.ndarray | None = None
     er_low: np.ndarray | None = None
     er_high: np.ndarray | None = None
+    #: The two parts of the ER interval (:class:`reports.trend.ERInterval`).
+    er_sampling_half: np.ndarray | None = None
+    er_fit_low: np.ndarray | None = None
+    er_fit_high: np.ndarray | None = None
+    metric: str = "top1"
     clipped: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
 
@@ -105,44 +130,164 @@ class Group:
         ny = np.array([p.n_y or np.nan for p in self.points], dtype=float)
         return x, y, nx, ny
 
+    def title(self) -> str:
+        """Display names for a page or figure title: ``ImageNet-R vs ImageNet (R's classes)``;
+        the protocol stays in :meth:`label`."""
+        metric = "" if self.metric == "top1" else f" ({self.metric})"
+        return f"{display_name(self.shift)} vs {display_name(self.x_setting)}{metric}"
+
     def label(self) -> str:
         proto = ", ".join(f"{k}={v}" for k, v in self.protocol)
-        return f"{self.shift} vs {self.x_setting}" + (f" [{proto}]" if proto else "")
+        metric = "" if self.metric == "top1" else f" ({self.metric})"
+        return f"{self.shift} vs {self.x_setting}{metric}" + (f" [{proto}]" if proto else "")
 
 
-def pair(rows: Iterable[Row], shifts: Sequence[str] = tuple(SHIFTS)) -> list[Point]:
-    """Points per (source, model, shift): y the shift, x each ID reference the source has for the
-    model: the same-class ID view and full ImageNet val. ``preferred`` marks the one a model is
-    scored by: the same-class view when present, else full val."""
-    by_model: dict[tuple[str, str], dict[str, Row]] = {}
+#: Display names of the known settings (titles only; files and JSON keep the setting names).
+DISPLAY_NAMES = {
+    "imagenet": "ImageNet", "imagenetv2-matched-frequency": "ImageNetV2", "imagenetv2-threshold-0.7": "ImageNetV2 threshold-0.7",
+    "imagenetv2-top-images": "ImageNetV2 top-images", "imagenet-sketch": "ImageNet-Sketch", "imagenet-r": "ImageNet-R",
+    "imagenet-a": "ImageNet-A", "objectnet": "ObjectNet", "iwildcam": "iWildCam", "fmow": "FMoW", "camelyon17": "Camelyon17",
+}
+
+
+def display_name(setting: str) -> str:
+    """``imagenet@imagenet-r`` -> ``ImageNet (ImageNet-R classes)``; ``iwildcam:id_test`` ->
+    ``iWildCam id_test``; unknown names are kept."""
+    head, at, tail = setting.partition("@")
+    if at:
+        return f"{display_name(head)} ({display_name(tail)} classes)"
+    base, colon, split = setting.rpartition(":")
+    if colon and base in DISPLAY_NAMES:
+        return f"{DISPLAY_NAMES[base]} {split}"
+    return DISPLAY_NAMES.get(setting, setting)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """An input row the report does not place on any page, and why."""
+
+    source: str
+    model: str
+    setting: str
+    metric: str
+    reason: str  # a code: unknown-shift, no-id-pair, no-ood-pair
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "model": self.model, "setting": self.setting, "metric": self.metric,
+                "reason": self.reason, "detail": self.detail}
+
+
+DROP_REASONS = {
+    "unknown-shift": "no ID setting to pair with is known for this setting (name one with --id-shift SETTING=ID)",
+    "no-id-pair": "the model has no result on the ID setting this one pairs with",
+    "no-ood-pair": "an ID result no OOD result of the model pairs with",
+    "duplicate": "another row of the same source, model, setting and metric was placed instead (the later one)",
+}
+
+
+def with_id_shifts(rows: Iterable[Row], id_shifts: Mapping[str, str]) -> list[Row]:
+    """Rows with the user's ``--id-shift SETTING=ID`` pairings applied (a user ``folder`` or
+    ``wds`` shift names the ID setting it is compared with)."""
+    if not id_shifts:
+        return list(rows)
+    return [replace(r, id_setting=id_shifts[r.setting]) if r.setting in id_shifts else r for r in rows]
+
+
+def _incomplete(r: Row) -> tuple[str, ...]:
+    from reports.importers import INCOMPLETE
+
+    v = dict(r.protocol).get(INCOMPLETE)
+    return (f"{r.setting}: {v} images",) if v else ()
+
+
+def place(rows: Iterable[Row], user_sources: Iterable[str] = ()) -> tuple[list[Point], list[Dropped]]:
+    """Every OOD row paired with its ID row (:func:`harness.pairing.pair`), per source, model
+    and metric, and every row that could not be placed with its reason.
+
+    A row from one of ``user_sources`` whose source lacks the ID row borrows it from the one
+    other user source that has the same model on that ID setting (a ``folder`` shift run
+    apart from the ImageNet run of the same models)."""
+    rows = list(rows)
+    user = set(user_sources)
+    by_model: dict[tuple[str, str, str], dict[str, Row]] = {}
+    duplicates: list[Row] = []
     for r in rows:
-        by_model.setdefault((r.source, r.model), {})[r.setting] = r
-    points = []
-    for (source, model), settings in by_model.items():
-        for shift in shifts:
-            y = settings.get(shift)
-            if y is None:
-                continue
-            view = SHIFTS.get(shift)
-            refs = [settings[s] for s in (view, ID_SETTING) if s in settings]
-            for i, x in enumerate(refs):
-                tags = tuple(sorted(set(y.tags) | set(x.tags)))
-                proto = tuple(sorted((*y.protocol_key(), *((f"id_{k}", v) for k, v in x.protocol_key()))))
-                points.append(Point(source, model, tags, shift, x.setting, proto, x.accuracy, y.accuracy, x.n, y.n, i == 0))
-    return points
-
-
-def unpaired(rows: Iterable[Row], shifts: Sequence[str] = tuple(SHIFTS)) -> list[str]:
-    """``source:model on shift`` for OOD accuracies with no ID reference to pair with (not plotted)."""
-    have: dict[tuple[str, str], set[str]] = {}
+        settings = by_model.setdefault((r.source, r.model, r.metric), {})
+        if r.setting in settings:
+            duplicates.append(settings[r.setting])
+        settings[r.setting] = r
+    points: list[Point] = []
+    used: set[tuple[str, str, str, str]] = set()
+    for (source, model, metric), settings in by_model.items():
+        pool = dict(settings)
+        if source in user:
+            for r in settings.values():
+                for c in id_candidates(r.id_setting) if r.id_setting else ():
+                    if c in pool:
+                        break
+                    lenders = [o[c] for (s2, m2, k2), o in by_model.items()
+                               if s2 != source and s2 in user and m2 == model and k2 == metric and c in o]
+                    if len(lenders) == 1:
+                        pool[c] = lenders[0]
+                        break
+        for y, x, preferred in pair_settings(pool, lambda _s, r, src=source: r.id_setting if r.source == src else None):
+            tags = tuple(sorted(set(y.tags) | set(x.tags)))
+            proto = tuple(sorted((*y.protocol_key(), *((f"id_{k}", v) for k, v in x.protocol_key()))))
+            points.append(Point(source, model, tags, y.setting, x.setting, proto, x.accuracy, y.accuracy, x.n, y.n,
+                                preferred, metric, _incomplete(x) + _incomplete(y)))
+            used |= {(y.source, y.model, y.setting, metric), (x.source, x.model, x.setting, metric)}
+    named = {r.id_setting for r in rows if r.id_setting} | {ID_SETTING}
+    named |= {c for n in list(named) for c in id_candidates(n)}
+    dropped = [Dropped(r.source, r.model, r.setting, r.metric, "duplicate", DROP_REASONS["duplicate"]) for r in duplicates]
+    placed_rows = {id(r) for settings in by_model.values() for r in settings.values()}
     for r in rows:
-        have.setdefault((r.source, r.model), set()).add(r.setting)
-    out = []
-    for (source, model), settings in sorted(have.items()):
-        for shift in shifts:
-            if shift in settings and ID_SETTING not in settings and SHIFTS.get(shift) not in settings:
-                out.append(f"{source}:{model} on {shift}")
-    return out
+        if id(r) not in placed_rows:
+            continue  # a duplicate, listed above
+        if (r.source, r.model, r.setting, r.metric) in used:
+            continue
+        if r.id_setting:
+            reason, detail = "no-id-pair", f"no {r.metric} result of {r.model} on {' or '.join(id_candidates(r.id_setting))}"
+        elif r.setting in named:
+            reason, detail = "no-ood-pair", f"no OOD result of {r.model} names {r.setting} as its ID setting"
+        else:
+            reason, detail = "unknown-shift", f"{r.setting}: {DROP_REASONS['unknown-shift']}"
+        dropped.append(Dropped(r.source, r.model, r.setting, r.metric, reason, detail))
+    return points, sorted(dropped, key=lambda d: (d.source, d.model, d.setting, d.metric))
+
+
+def pair(rows: Iterable[Row], shifts: Sequence[str] | None = None) -> list[Point]:
+    """Points per (source, model, shift, metric): y the shift, x each ID setting the source has
+    for the model (the one the row names, then the full ID set). ``preferred`` marks the one a
+    model is scored by. ``shifts`` limits the OOD settings (None: all)."""
+    points = place(rows)[0]
+    return points if shifts is None else [p for p in points if p.shift in set(shifts)]
+
+
+def unpaired(rows: Iterable[Row], shifts: Sequence[str] | None = None) -> list[str]:
+    """``source:model on shift`` for OOD results with no ID result to pair with (not plotted)."""
+    return [f"{d.source}:{d.model} on {d.setting}" for d in place(rows)[1]
+            if d.reason == "no-id-pair" and (shifts is None or d.setting in shifts)]
+
+
+WILDS_SHIFTS = ("iwildcam", "fmow", "camelyon17")
+
+
+def shift_order(shifts: Iterable[str]) -> list[str]:
+    """Page order by family: the published ImageNet shifts, other ImageNet shifts (ImageNetV2
+    variants, plugins), WILDS, then user shifts, each by name."""
+    known = list(SHIFTS)
+
+    def key(s: str) -> tuple:
+        if s in known:
+            return (0, known.index(s), s)
+        if s.startswith("imagenet"):
+            return (1, 0, s)
+        if s in WILDS_SHIFTS:
+            return (2, WILDS_SHIFTS.index(s), s)
+        return (3, 0, s)
+
+    return sorted(set(shifts), key=key)
 
 
 def _clipped(trend: Trend, g: Group, x: np.ndarray, y: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> list[str]:
@@ -166,8 +311,9 @@ def analyse(
     samples: int = DEFAULT_SAMPLES,
     seed: int = DEFAULT_SEED,
     split_imagenet_a: bool = False,
-    shifts: Sequence[str] = tuple(SHIFTS),
+    shifts: Sequence[str] | None = None,
     level: float = 0.95,
+    points: Sequence[Point] | None = None,
 ) -> list[Group]:
     """Fit every group under every transform; effective robustness under ``primary``.
 
@@ -176,15 +322,15 @@ def analyse(
     if primary not in transforms:
         transforms = (primary, *transforms)
     buckets: dict[tuple, list[Point]] = {}
-    for p in pair(rows, shifts):
-        buckets.setdefault((p.shift, p.x_setting, p.protocol), []).append(p)
-    order = {s: i for i, s in enumerate(shifts)}
+    for p in (pair(rows, shifts) if points is None else points):
+        buckets.setdefault((p.shift, p.x_setting, p.protocol, p.metric), []).append(p)
+    order = {s: i for i, s in enumerate(shift_order(k[0] for k in buckets))}
     groups = []
-    for key in sorted(buckets, key=lambda k: (order[k[0]], k[1] == ID_SETTING, k[1], k[2])):
+    for key in sorted(buckets, key=lambda k: (order[k[0]], k[3] != "top1", k[3], k[1] == ID_SETTING, k[1], k[2])):
         pts = sorted(buckets[key], key=lambda p: (p.source, p.model))
         filtered = FILTER_MODELS.get(key[0], frozenset())
-        base = np.array([rule.selects(p) and (p.source, p.model) not in filtered for p in pts])
-        g = Group(key[0], key[1], key[2], pts, base)
+        base = np.array([rule.selects(p) and (p.source, p.model) not in filtered for p in pts], dtype=bool)
+        g = Group(key[0], key[1], key[2], pts, base, metric=key[3])
         g.excluded = [p.name for p in pts if (p.source, p.model) in filtered and rule.selects(p)]
         x, y, nx, ny = g.arrays()
         nb = int(base.sum())
@@ -201,8 +347,9 @@ def analyse(
                 g.fits = {t: None for t in transforms}
         trend = g.fits.get(primary)
         if trend is not None:
-            g.er = trend.effective_robustness(x, y, nx)
-            g.er_low, g.er_high = trend.er_interval(x, y, nx, level) if samples else (g.er, g.er)
+            iv = er_interval(trend, x, y, nx, ny, level)
+            g.er, g.er_low, g.er_high = iv.er, iv.low, iv.high
+            g.er_sampling_half, g.er_fit_low, g.er_fit_high = iv.sampling_half, iv.fit_low, iv.fit_high
             g.clipped = _clipped(trend, g, x, y, nx, ny)
         groups.append(g)
     return groups

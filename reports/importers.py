@@ -282,14 +282,9 @@ def read_soups(path: Path, source: str | None = None) -> list[Row]:
     return rows
 
 
-#: The engine's setting names -> the report's, where they differ (``docs/run-directory.md``).
+#: The engine's setting names -> the published tables', where they differ: the only translation
+#: an engine row gets (its ID setting, main metric and protocol codes are read as written).
 ENGINE_SETTINGS = {"imagenetv2": "imagenetv2-matched-frequency", "objectnet-names": "objectnet"}
-#: The engine's protocol values (``ShiftSpec.protocol``) -> the report's vocabulary.
-ENGINE_VALUES = {
-    "head": {"objectnet-113 class names": "objectnet-113-names"},
-    "projection": {"max over mapped ImageNet logits": "max"},
-    "crop": {"border 2px per side": "border-2px"},
-}
 
 
 #: Protocol entry of an engine row scored on fewer images than the shift publishes
@@ -297,25 +292,46 @@ ENGINE_VALUES = {
 INCOMPLETE = "images"
 
 
-def normalise_engine_row(setting: str, version: str, protocol: Mapping[str, str], tags: Iterable[str]) -> tuple[str, dict[str, str], list[str]] | None:
-    """Map an engine result onto the report's setting names, protocol values and tags.
+def engine_setting(setting: str) -> str:
+    """An engine setting under the published tables' name (``imagenetv2`` is matched-frequency)."""
+    head, at, tail = setting.partition("@")
+    return ENGINE_SETTINGS.get(head, head) + (at + ENGINE_SETTINGS.get(tail, tail) if at else "")
 
-    ``imagenetv2`` is the matched-frequency variant (its other variants are not report settings:
-    None); ``objectnet-names`` is ObjectNet through a 113-way name head; a CLIP model tagged
-    ``zero-shot`` is also ``clip-zero-shot``; the models' ``wise-ft`` is the report's ``wiseft``
-    (the tag WiSE-FT's own result files get)."""
-    proto = {k: ENGINE_VALUES.get(k, {}).get(str(v), str(v)) for k, v in protocol.items()}
-    if setting == "imagenetv2" and version not in ("", "imagenetv2-matched-frequency"):
-        return None
-    if setting in ("objectnet", "objectnet-names") and version:
-        proto.setdefault("version", version)
-    setting = ENGINE_SETTINGS.get(setting, setting)
+
+def engine_tags(tags: Iterable[str]) -> list[str]:
+    """A CLIP model tagged ``zero-shot`` is also ``clip-zero-shot``; the models' ``wise-ft`` is the
+    report's ``wiseft`` (the tag WiSE-FT's own result files get)."""
     tags = list(tags)
     if "clip" in tags and "zero-shot" in tags:
         tags.append("clip-zero-shot")
     if "wise-ft" in tags and "wiseft" not in tags:
         tags.append("wiseft")
-    return setting, proto, tags
+    return tags
+
+
+def rows_of_result(res, source: str, where: str) -> list[Row]:
+    """One report row per metric the report fits: top-1, and the shift's main metric where it
+    differs (iWildCam macro-F1, FMoW worst-region accuracy). Only top-1 has a test-set size
+    (``n``): the others get no binomial interval."""
+    model_info = (res.provenance or {}).get("model") or {}
+    tags = engine_tags(model_info.get("tags") or ())
+    protocol = dict(res.protocol or {})
+    if res.setting.partition("@")[0] in ("objectnet", "objectnet-names") and res.shift_version:
+        protocol.setdefault("version", res.shift_version)
+    if res.n_expected and res.n < res.n_expected:
+        protocol[INCOMPLETE] = f"{res.n} of {res.n_expected}"
+    setting = engine_setting(res.setting)
+    id_setting = engine_setting(res.id_setting) if res.id_setting else None
+    rows = []
+    for metric in dict.fromkeys(("top1", res.main_metric or "top1")):
+        if metric not in res.metrics:
+            raise ValueError(f"{where}: result for {res.model!r} on {res.setting!r} has no {metric!r} metric (its main metric)")
+        acc = _fraction(res.metrics[metric], 1, where, f"metrics.{metric}")
+        if acc is None:
+            continue
+        n = (res.n or None) if metric == "top1" else None
+        rows.append(make_row(source, res.model, setting, acc, n, protocol, tags, where, id_setting, metric))
+    return rows
 
 
 def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
@@ -328,7 +344,7 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
     from harness.api import Result
 
     path = Path(path)
-    source = source or f"run:{path.parent.name}"
+    source = source or f"run:{path.parent.name if path.name == 'results.jsonl' else path.stem}"
     results = []
     for line, obj in enumerate(_read_jsonl(path), start=1):
         check_result_row(obj, f"{path}:{line}")
@@ -346,15 +362,7 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
                 for m, (o, t) in owners.items()]  # fmt: skip
     rows = []
     for line, res in results:
-        acc = _fraction(res.metrics["top1"], 1, f"{path}:{line}", "metrics.top1")
-        model_info = (res.provenance or {}).get("model") or {}
-        norm = normalise_engine_row(res.setting, res.shift_version or "", res.protocol or {}, model_info.get("tags") or ())
-        if norm is None:
-            continue
-        setting, protocol, tags = norm
-        if res.n_expected and res.n < res.n_expected:
-            protocol = {**protocol, INCOMPLETE: f"{res.n} of {res.n_expected}"}
-        rows.append(make_row(source, res.model, setting, acc, res.n or None, protocol, tags))
+        rows += rows_of_result(res, source, f"{path}:{line}")
     return rows
 
 
@@ -390,11 +398,30 @@ def names_head_owners(results: Iterable) -> dict[str, tuple[str, list[str]]]:
     return out
 
 
+#: Registered shifts whose data root is the dataset itself: their rows are named after it.
+USER_SHIFTS = ("folder", "wds")
+
+
+def user_shift_names(folder: Path) -> dict[str, str]:
+    """``folder`` -> ``folder:<dataset folder name>`` (and ``wds``) from the run's config, as the
+    shift's completed spec names it, so two user datasets never share a setting."""
+    from harness.layout import RunLayout
+
+    path = RunLayout(folder).config_path
+    try:
+        root = (json.loads(path.read_text()).get("config") or {}).get("data_root") if path.is_file() else None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    return {s: f"{s}:{Path(root).name}" for s in USER_SHIFTS} if root else {}
+
+
 def read_run_dir(folder: Path) -> list[Row]:
     path = Path(folder) / "results.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{folder}: no results.jsonl; is this a run directory (shiftbench run --run-dir)?")
-    return read_results_jsonl(path, f"run:{Path(folder).name}")
+    rows = read_results_jsonl(path, f"run:{Path(folder).name}")
+    names = user_shift_names(folder)
+    return [dataclasses.replace(r, setting=names[r.setting]) if r.setting in names else r for r in rows]
 
 
 READERS: dict[str, Callable[[Path], list[Row]]] = {
@@ -431,7 +458,7 @@ def detect_format(path: Path) -> str:
             return "open_clip"
         if header[:1] == ["model"] and "val" in header:
             return "imagenet-testbed"
-        if tuple(header) == ("source", "model", "setting", "accuracy", "n", "protocol", "tags"):
+        if tuple(header[:7]) == ("source", "model", "setting", "accuracy", "n", "protocol", "tags"):
             return "shiftbench"
     elif name.endswith((".jsonl", ".json")):
         first = _read_jsonl(path)[0]

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from harness.files import atomic_file, atomic_folder
-from reports.analysis import Group, highlight_mask
-from reports.figures import scatter
+from reports.analysis import DROP_REASONS, Group, highlight_mask, shift_order
+from reports.figures import average_points, average_scatter, near_chance, scatter
 from reports.plain_text import plain_text
+from reports.summary_table import build_table, column_name
 from reports.table import SHIFTS
 
 PORTRAIT = (8.27, 11.69)
@@ -44,9 +45,15 @@ with eps = half an example of the test set (0.5/n); clipped points are listed on
 Effective robustness (ER) of a model = its OOD accuracy minus the trend's prediction at its ID
 accuracy, in accuracy points (imagenet-testbed's definition, Taori et al. 2020).
 
-Intervals. Accuracy: Clopper-Pearson (95%) with the test-set size of each setting. Fit band, fit
-coefficients and ER: percentile bootstrap (95%) over baseline models resampled with replacement
-(seeded; imagenet-testbed's seed by default), all resamples computed at once.
+Intervals. Accuracy: Clopper-Pearson (95%) with the test-set size of each setting. Fit band and fit
+coefficients: percentile bootstrap (95%) over baseline models resampled with replacement (seeded;
+imagenet-testbed's seed by default), all resamples computed at once. ER: both the model's own
+sampling error (binomial: z*sqrt(y(1-y)/n_y + f'(x)^2 x(1-x)/n_x), the ID term through the trend's
+slope) and the trend's bootstrap interval, added in quadrature on each side; summary.json keeps
+both parts. Metrics other than top-1 (macro-F1, worst-region accuracy) have no binomial part.
+
+WILDS. Each WILDS shift is paired with its ID split scored in the same run, as the WILDS paper
+compares them (iWildCam and FMoW id_test, Camelyon17 id_val), on top-1 and on its main metric.
 
 Model tags. timm: from the pretrained tag after the dot (docs/report.md): 'standard' = trained on
 ImageNet-1k only; extra-data tokens (in12k, in21k, in22k, laion2b, openai, jft, ig1b, ...) give
@@ -87,7 +94,7 @@ def _wrap(text: str, width: int = 100) -> str:
 def protocol_notes(groups: Sequence[Group]) -> list[str]:
     """One sentence per shift where sources differ in protocol or in ID pairing."""
     notes = []
-    for shift in SHIFTS:
+    for shift in shift_order(g.shift for g in groups):
         protos: dict[tuple, set[str]] = {}
         full_val: set[str] = set()
         for g in groups:
@@ -96,7 +103,7 @@ def protocol_notes(groups: Sequence[Group]) -> list[str]:
             for p in g.points:
                 if p.preferred:
                     protos.setdefault(g.protocol, set()).add(p.source)
-                    if SHIFTS[shift] and g.x_setting == "imagenet":
+                    if SHIFTS.get(shift) and g.x_setting == "imagenet":
                         full_val.add(p.source)
         if len(protos) > 1:
             parts = [f"{', '.join(sorted(s))}: {', '.join(f'{k}={v}' for k, v in pr) or 'default'}" for pr, s in protos.items()]
@@ -131,73 +138,110 @@ def _title_page(pdf, meta: dict[str, Any], groups: Sequence[Group]) -> None:
     notes = protocol_notes(groups)
     if notes:
         lines += ["", "Protocol notes"] + [f"  - {n}" for n in notes]
-    missing = meta.get("unpaired") or []
-    if missing:
-        lines += ["", f"Not plotted, no ImageNet accuracy to pair with ({len(missing)}): "
-                  + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")]
+    dropped = meta.get("dropped") or []
+    if dropped:
+        lines += ["", f"Input rows not placed on any page: {len(dropped)} (listed with their reasons on the "
+                  "'Rows not placed' page and in summary.json)"]
     _text_page(pdf, "Effective robustness report", _wrap("\n".join(lines), 105))
+
+
+def _dropped_pages(pdf, dropped: Sequence[Any], user_sources: set[str]) -> None:
+    """Every row the report does not place: your rows one per line, bundled rows counted."""
+    from collections import Counter
+
+    lines = [f"{len(dropped)} input rows are on no page. Reasons:"]
+    for code, text in DROP_REASONS.items():
+        k = sum(d.reason == code for d in dropped)
+        if k:
+            lines.append(f"  {code} ({k}): {text}")
+    yours = [d for d in dropped if d.source in user_sources or d.source.startswith("baseline:")]
+    bundled = Counter((d.source, d.reason) for d in dropped if d not in yours)
+    if yours:
+        lines += ["", f"Your rows ({len(yours)}):"]
+        lines += [f"  [{d.reason}] {d.source}: {d.model} on {d.setting}" + ("" if d.metric == "top1" else f" ({d.metric})")
+                  + f" - {d.detail}" for d in yours]
+    if bundled:
+        lines += ["", "Bundled published rows (counts; each row is in summary.json):"]
+        lines += [f"  {src}: {k} {reason}" for (src, reason), k in sorted(bundled.items())]
+    per_page = 70
+    chunks = [lines[i : i + per_page] for i in range(0, len(lines), per_page)] or [lines]
+    for k, chunk in enumerate(chunks, start=1):
+        _text_page(pdf, f"Rows not placed ({k}/{len(chunks)})", _wrap("\n".join(chunk), 118), fontsize=7, family="monospace")
 
 
 def _fmt_pct(v: float | None) -> str:
     return "   -  " if v is None or not np.isfinite(v) else f"{100 * v:6.2f}"
 
 
+#: Characters a landscape table line may hold at the table's font size.
+TABLE_WIDTH = 200
+
+
 def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_sources: set[str] = frozenset()) -> None:
-    """Per highlighted model: ID accuracy, each OOD accuracy and ER [interval], average ER."""
-    shifts = [s for s in SHIFTS if any(g.shift == s for g in groups)]
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for gi, g in enumerate(groups):
-        for i, p in enumerate(g.points):
-            if not (p.preferred and hl[gi][i]):
-                continue
-            r = rows.setdefault((p.source, p.model), {})
-            if g.x_setting == "imagenet":
-                r["id"] = p.x
-            er = None if g.er is None else (g.er[i], g.er_low[i], g.er_high[i])
-            r[g.shift] = (p.y, er)
-    if not rows:
+    """Per highlighted model: ID accuracy, each OOD accuracy and ER [interval], average ER with
+    the number of shifts it averages. Names are never truncated; columns that do not fit one
+    page width continue on further pages (each lists only models with a value in its columns)."""
+    table = build_table(groups, hl, user_sources)
+    if not table.rows:
         _text_page(pdf, "Summary", "No model matches the highlight patterns.")
         return
-    head = f"{'model':<42} {'source':<12} {'ID':>6} " + " ".join(f"{SHORT.get(s, s)[:22]:>24}" for s in shifts) + f" {'avg ER':>7}"
-    sub = f"{'':<42} {'':<12} {'':>6} " + " ".join(f"{'OOD   ER [95% CI]':>24}" for _ in shifts)
-    lines = []
-    def order(kv):
-        (src, _), r = kv
-        ers = [v[1][0] for k, v in r.items() if k != "id" and v[1]]
-        return (src not in user_sources, -np.mean(ers) if ers else np.inf)
-
-    for (src, model), r in sorted(rows.items(), key=order):
-        cells, ers = [], []
-        for s in shifts:
-            if s not in r:
-                cells.append(f"{'-':>24}")
+    name_w = max(12, *(len(r.model) + (1 if r.incomplete else 0) for r in table.rows))
+    src_w = max(6, *(len(r.source) for r in table.rows))
+    col_w = max(24, *(len(column_name(c)) for c in table.columns))
+    fixed = name_w + src_w + 6 + 3 + 12
+    per = max(1, (TABLE_WIDTH - fixed) // (col_w + 1))
+    chunks = [table.columns[i : i + per] for i in range(0, len(table.columns), per)]
+    pages: list[tuple[list[str], list[str], str]] = []
+    for cols in chunks:
+        head = f"{'model':<{name_w}} {'source':<{src_w}} {'ID':>6} " + " ".join(f"{column_name(c):>{col_w}}" for c in cols) + f" {'avg ER (k)':>11}"
+        sub = f"{'':<{name_w}} {'':<{src_w}} {'':>6} " + " ".join(f"{'OOD   ER [95% CI]':>{col_w}}" for _ in cols)
+        lines = []
+        for r in table.rows:
+            if not any(c in r.cells for c in cols):
                 continue
-            y, er = r[s]
-            if er is None:
-                cells.append(f"{_fmt_pct(y)}  {'no fit':>16}")
-            else:
-                ers.append(er[0])
-                cells.append(f"{_fmt_pct(y)} {100 * er[0]:+5.1f} [{100 * er[1]:+.1f},{100 * er[2]:+.1f}]".rjust(24))
-        avg = f"{100 * np.mean(ers):+7.2f}" if ers else f"{'-':>7}"
-        lines.append(f"{model[:42]:<42} {src[:12]:<12} {_fmt_pct(r.get('id'))} " + " ".join(cells) + f" {avg}")
-    per_page = -(-len(lines) // -(-len(lines) // TABLE_ROWS))  # balanced: no near-empty last page
-    pages = [lines[i : i + per_page] for i in range(0, len(lines), per_page)]
-    for k, chunk in enumerate(pages, start=1):
-        body = "\n".join([head, sub, "-" * len(head), *chunk])
+            cells = []
+            for c in cols:
+                cell = r.cells.get(c)
+                if cell is None:
+                    cells.append(f"{'-':>{col_w}}")
+                elif cell.er is None:
+                    cells.append(f"{_fmt_pct(cell.ood)}  {'no fit':>16}".rjust(col_w))
+                else:
+                    cells.append(f"{_fmt_pct(cell.ood)} {100 * cell.er:+5.1f} [{100 * cell.er_low:+.1f},{100 * cell.er_high:+.1f}]".rjust(col_w))
+            avg, k = r.avg_er()
+            avg_s = f"{100 * avg:+7.2f} ({k})" if avg is not None else f"{'-':>11}"
+            name = r.model + ("*" if r.incomplete else "")
+            lines.append(f"{name:<{name_w}} {r.source:<{src_w}} {_fmt_pct(r.id_acc)} " + " ".join(cells) + f" {avg_s}")
+        per_page = -(-len(lines) // -(-len(lines) // TABLE_ROWS)) if lines else 1  # balanced pages
+        for i in range(0, len(lines), per_page):
+            pages.append((lines[i : i + per_page], [head, sub, "-" * len(head)], head))
+    marks = [f"  * {r.model}: " + "; ".join(r.incomplete) for r in table.rows if r.incomplete]
+    fontsize = min(5.9, 5.9 * TABLE_WIDTH / max(max(len(h) for _, _, h in pages), 1))
+    for k, (chunk, header, _) in enumerate(pages, start=1):
+        body = "\n".join([*header, *chunk])
         if k == len(pages):
-            body += ("\n\nAccuracies in %, ER in accuracy points; 'no fit': no baseline under that source's protocol "
-                     "(see the title page). ID = full ImageNet val. Your results first, then by average ER.")
-        _text_page(pdf, f"Summary of highlighted models ({k}/{len(pages)})", body, LANDSCAPE, 5.9, "monospace")
+            body += "\n\n" + _wrap("Accuracies in %, ER in accuracy points; 'no fit': no baseline under that source's protocol "
+                                  "(see the title page). ID = full ImageNet val top-1. avg ER (k): mean ER over the k top-1 "
+                                  "shifts with a fitted trend. Your results first, then by average ER.", 150)
+            if marks:
+                body += "\n* scored on fewer images than published (n of N):\n" + "\n".join(marks)
+        _text_page(pdf, f"Summary of highlighted models ({k}/{len(pages)})", body, LANDSCAPE, fontsize, "monospace")
 
 
 def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sources: set[str], rule: str, notes: Sequence[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=PORTRAIT)
-    fig.text(0.07, 0.965, g.label(), fontsize=13, weight="bold", va="top")
+    fig.text(0.07, 0.965, textwrap.fill(g.title(), 60), fontsize=13 if len(g.title()) <= 60 else 10, weight="bold", va="top")
+    if g.label() != g.title():
+        fig.text(0.07, 0.945, textwrap.fill(g.label(), 120), fontsize=7, va="top", family="monospace")
     ax = fig.add_axes((0.11, 0.39, 0.83, 0.54))
     hidden = scatter(ax, g, transform, highlight, user_sources)
     lines = []
+    chance = [p.model for p, c in zip(g.points, near_chance(g), strict=True) if c]
+    if chance:
+        lines.append(f"Near chance (ID below 5%), left off the axes ({len(chance)}): {', '.join(chance[:8])}"
+                     + (" ..." if len(chance) > 8 else ""))
     if hidden:
         lines.append(f"{hidden} models lie outside the plotted range (set by the baseline and highlighted models) and are not drawn.")
     if g.reason:
@@ -222,12 +266,38 @@ def _group_page(pdf, g: Group, transform: str, highlight: np.ndarray, user_sourc
     if g.er is not None and highlight.any():
         idx = np.flatnonzero(highlight)
         idx = idx[np.argsort(-g.er[idx])]
-        lines.append(f"Highlighted models ({len(idx)}), ER in points [95% CI], best first:")
+        lines.append(f"Highlighted models ({len(idx)}), ER in points [95% CI; binomial +-, bootstrap], best first:")
         for i in idx[:10]:
-            lines.append(f"   {g.points[i].model[:60]:<60} {100 * g.er[i]:+6.2f} [{100 * g.er_low[i]:+.2f}, {100 * g.er_high[i]:+.2f}]")
+            p = g.points[i]
+            samp = g.er_sampling_half[i]
+            parts = (f"+-{100 * samp:.2f}" if np.isfinite(samp) else "n/a") + f", [{100 * g.er_fit_low[i]:+.2f}, {100 * g.er_fit_high[i]:+.2f}]"
+            mark = f"  images {'; '.join(p.incomplete)}" if p.incomplete else ""
+            lines.append(f"   {p.model:<48} {100 * g.er[i]:+6.2f} [{100 * g.er_low[i]:+.2f}, {100 * g.er_high[i]:+.2f}; {parts}]{mark}")
         if len(idx) > 10:
             lines.append(f"   ... {len(idx) - 10} more in the summary table and summary.json")
     fig.text(0.07, 0.32, _wrap("\n".join(lines), 108), fontsize=7, va="top", family="monospace", linespacing=1.3)
+    pdf.savefig(fig)
+    plt.close(fig)
+
+
+def _average_page(pdf, groups: Sequence[Group], highlight: Sequence[str], transform: str, user_sources: set[str]) -> None:
+    """Mean OOD accuracy over the ImageNet shifts vs ImageNet accuracy (WiSE-FT's Figure 1 axes)."""
+    import matplotlib.pyplot as plt
+
+    from reports.analysis import Point
+    from reports.export import AVERAGE_SHIFTS
+
+    pts = average_points(groups, AVERAGE_SHIFTS)
+    if not pts:
+        return
+    marks = highlight_mask([Point(p["source"], p["model"], p["tags"], "", "", (), p["x"], p["y"], None, None) for p in pts], highlight)
+    fig = plt.figure(figsize=PORTRAIT)
+    fig.text(0.07, 0.965, "Average over distribution shifts", fontsize=13, weight="bold", va="top")
+    ax = fig.add_axes((0.11, 0.39, 0.83, 0.54))
+    caption = average_scatter(ax, pts, AVERAGE_SHIFTS, transform, marks, user_sources)
+    note = ("Each model's mean top-1 over the shifts it has all of, each on its own source's protocol, against full "
+            "ImageNet val; the trend is fitted on the means of models that are baseline models on every shift.")
+    fig.text(0.07, 0.32, _wrap(caption + "\n" + note, 108), fontsize=7, va="top", family="monospace", linespacing=1.3)
     pdf.savefig(fig)
     plt.close(fig)
 
@@ -253,11 +323,14 @@ def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlig
             pdf = Pages(raw, png_tmp)
             _title_page(pdf, meta, groups)
             _table_pages(pdf, groups, hl, user_sources)
+            _average_page(pdf, groups, highlight, meta["transform"], user_sources)
             notes = protocol_notes(groups)
             for i in shown:
                 _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"], notes)
             for page in extra_pages:
                 page(pdf)
+            if meta.get("dropped"):
+                _dropped_pages(pdf, meta["dropped"], user_sources)
             _text_page(pdf, "Methods", METHODS, fontsize=8.5)
             pages = raw.get_pagecount()
     return pages

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness import __version__
 from reports import importers
-from reports.analysis import BaselineRule, analyse, highlight_mask, unpaired
+from reports.analysis import BaselineRule, analyse, highlight_mask, place, with_id_shifts
 from reports.summary import CLIPPING_RULE, build_summary, write_json
 from reports.table import Row
 from reports.trend import DEFAULT_SAMPLES, DEFAULT_SEED
@@ -20,6 +20,7 @@ BUNDLED_SOURCES = {
     "timm": "huggingface/pytorch-image-models results/ @ aa4b585 (Apache-2.0)",
     "open_clip": "mlfoundations/open_clip docs/openclip_results.csv @ 89fb801 (MIT)",
     "imagenet-testbed": "modestyachts/imagenet-testbed robustness_top1s.csv @ 0170eec (MIT)",
+    "wilds-paper": "Koh et al., WILDS, ICML 2021 (arXiv:2012.07421), Tables 4, 5 and 18: means over 3-10 seeds",
 }
 DEFAULT_HIGHLIGHT = ("tag:clip-zero-shot",)
 
@@ -39,6 +40,12 @@ class ReportConfig:
     out: Path | None = Path("report.pdf")
     json: Path | None = Path("summary.json")
     png_dir: Path | None = None
+    #: Run directories or result files whose every model is a baseline model.
+    baseline_results: Sequence[Path] = ()
+    #: User shift setting -> the ID setting it is compared with (``folder`` -> ``imagenet``).
+    id_shifts: dict[str, str] = field(default_factory=dict)
+    #: Every figure also as a standalone PDF and PNG, plus the summary table as CSV and LaTeX.
+    figures_dir: Path | None = None
     analyses: bool = True  # pages from run directories' stored predictions (reports.analysis_pages)
     calibrate_on: str | None = None
 
@@ -61,20 +68,35 @@ def distinct_source(rows: list[Row], path: Path, taken: dict[str, Path]) -> list
     return [r if renamed[r.source] == r.source else dataclasses.replace(r, source=renamed[r.source]) for r in rows]
 
 
+def _read_input(path: Path, fmt: str | None, source: str | None = None) -> list[Row]:
+    rows = importers.load(Path(path), fmt)
+    if source is not None:
+        rows = [dataclasses.replace(r, source=source) for r in rows]
+    return rows
+
+
+def baseline_source(path: Path) -> str:
+    """``baseline:<name>``: rows of ``--baseline-results`` never share a source with other inputs."""
+    path = Path(path)
+    return f"baseline:{path.name if path.is_dir() else path.stem}"
+
+
 def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
-    """Bundled testbed (unless disabled) plus every input; returns rows and the user sources."""
+    """Bundled testbed (unless disabled), baseline results, then every input; returns rows and
+    the user sources (inputs and baseline results)."""
     rows: list[Row] = []
     if cfg.testbed:
-        from reports.testbed import load_testbed
+        from reports.testbed import load_testbed, load_wilds_published
 
-        rows += load_testbed()
+        rows += load_testbed() + load_wilds_published()
     user: set[str] = set()
     taken: dict[str, Path] = {}
-    for path in cfg.inputs:
-        new = importers.load(Path(path), cfg.fmt)
+    tagged = [(p, baseline_source(p)) for p in cfg.baseline_results] + [(p, None) for p in cfg.inputs]
+    for path, source in tagged:
+        new = _read_input(Path(path), cfg.fmt, source)
         if not new:
             raise ValueError(f"{path}: no accuracies found")
-        incomplete = [r for r in new if importers.INCOMPLETE in dict(r.protocol)]
+        incomplete = list({(r.model, r.setting): r for r in new if importers.INCOMPLETE in dict(r.protocol)}.values())
         if incomplete and not cfg.allow_incomplete:
             listed = "; ".join(f"{r.model} on {r.setting}: {dict(r.protocol)[importers.INCOMPLETE]} images" for r in incomplete[:3])
             more = f" and {len(incomplete) - 3} more" if len(incomplete) > 3 else ""
@@ -93,17 +115,32 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
 def run_report(cfg: ReportConfig) -> dict:
     """Do the whole report; returns the summary object."""
     rows, user_sources = load_rows(cfg)
+    settings = {r.setting for r in rows}
+    unknown = [k for k in cfg.id_shifts if k not in settings]
+    if unknown:
+        user = sorted({r.setting for r in rows if r.source in user_sources and not r.id_setting})
+        raise ValueError(f"--id-shift names {', '.join(unknown)}, which no input row has; settings of your inputs "
+                         f"without an ID setting: {', '.join(user) or '(none)'}")
+    rows = with_id_shifts(rows, cfg.id_shifts)
+    bsources = tuple(sorted({baseline_source(p) for p in cfg.baseline_results}))
+    rule = dataclasses.replace(cfg.baseline, baseline_sources=bsources) if bsources else cfg.baseline
+    points, dropped = place(rows, user_sources)
     transforms = ("logit", "probit") if cfg.transform in ("logit", "probit") else (cfg.transform, "logit", "probit")
-    groups = analyse(rows, cfg.baseline, transforms, cfg.transform, cfg.samples, cfg.seed, cfg.split_imagenet_a)
-    highlight = list(cfg.highlight) or [*DEFAULT_HIGHLIGHT, *(f"source:{s}" for s in sorted(user_sources))]
+    groups = analyse(rows, rule, transforms, cfg.transform, cfg.samples, cfg.seed, cfg.split_imagenet_a, points=points)
+    shown_sources = user_sources - set(bsources)
+    highlight = list(cfg.highlight) or [*DEFAULT_HIGHLIGHT, *(f"source:{s}" for s in sorted(shown_sources))]
     highlighted = {p.name for g in groups for p, h in zip(g.points, highlight_mask(g.points, highlight), strict=True) if h}
     counts = Counter(r.source for r in rows)
     sources = {s: counts[s] for s in sorted(counts)}
-    summary = build_summary(groups, rule=cfg.baseline, transform=cfg.transform, samples=cfg.samples, seed=cfg.seed,
+    summary = build_summary(groups, rule=rule, transform=cfg.transform, samples=cfg.samples, seed=cfg.seed,
                             highlighted=highlighted, sources=sources, version=__version__)
     summary["highlight"] = highlight
     summary["inputs"] = [str(p) for p in cfg.inputs]
-    summary["unpaired"] = unpaired(rows)
+    summary["baseline_results"] = [str(p) for p in cfg.baseline_results]
+    summary["id_shifts"] = dict(cfg.id_shifts)
+    summary["dropped"] = [d.to_dict() for d in dropped]
+    summary["dropped_counts"] = dict(Counter(d.reason for d in dropped))
+    summary["unpaired"] = [f"{d.source}:{d.model} on {d.setting}" for d in dropped if d.reason == "no-id-pair"]
     extra: list = []
     if cfg.analyses:
         from reports import analysis_pages
@@ -116,15 +153,20 @@ def run_report(cfg: ReportConfig) -> dict:
             "version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "sources": {s: f"{n} rows; " + BUNDLED_SOURCES.get(s, "your input") for s, n in sources.items()},
-            "baseline": cfg.baseline.describe(),
+            "baseline": rule.describe(),
             "transform": cfg.transform,
             "clipping": CLIPPING_RULE,
             "samples": cfg.samples,
             "seed": cfg.seed,
             "highlight": highlight,
             "unpaired": summary["unpaired"],
+            "dropped": dropped,
         }
-        summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, user_sources, cfg.png_dir, extra)
+        summary["pages"] = write_pdf(cfg.out, groups, meta, highlight, shown_sources, cfg.png_dir, extra)
+    if cfg.figures_dir:
+        from reports.export import write_figures
+
+        summary["figures"] = write_figures(Path(cfg.figures_dir), groups, highlight, shown_sources, cfg.transform)
     if cfg.json:  # after the PDF, so that the file records its page count
         write_json(summary, cfg.json)
     return summary

@@ -68,10 +68,10 @@ class StoredRun:
     """A run directory's rows and predictions, read lazily and verified."""
 
     def __init__(self, path: str | Path, data_root: str | Path | None = None) -> None:
-        from harness.engine.run import registry_specs
-        from harness.engine.store import RunDir
+        from harness.layout import RunLayout
+        from harness.scoring import registry_specs
 
-        self.run = RunDir(path)
+        self.run = RunLayout(path)
         if not self.run.path.is_dir():
             raise FileNotFoundError(f"{self.run.path}: no such run directory")
         self.rows: list[Result] = self.run.read_results()
@@ -122,7 +122,8 @@ class StoredRun:
     def outcomes(self, model: str, setting: str, temperature: float = 1.0) -> Outcomes:
         """``model`` on ``setting`` (a shift or an ID view ``ref@shift``), scored as its row was."""
         from harness import metrics
-        from harness.engine.run import _view_spec, task_of_row
+        from harness.scoring import task_of_row
+        from harness.scoring import view_spec as _view_spec
 
         row = self.row(model, setting)
         if row is None:

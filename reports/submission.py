@@ -157,9 +157,9 @@ def build_members(
     With ``allow_incomplete``, a model scored on fewer (or more) examples than published is
     bundled with ``"incomplete": true`` in its manifest: a trial bundle that ``validate`` and
     ``leaderboard`` refuse unless they are asked to accept such bundles too."""
-    from harness.engine.store import RunDir
+    from harness.layout import RunLayout
 
-    run = RunDir(run_dir)
+    run = RunLayout(run_dir)
     if not run.results_path.is_file():
         raise FileNotFoundError(
             f"{run.results_path}: not found; is {run_dir} a run directory written by `shiftbench run`?"

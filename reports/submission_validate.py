@@ -377,7 +377,7 @@ class _Check:
     def recompute(self, r: Result, view_of: str | None) -> None:
         """Score the row's predictions through the engine's own scoring path and compare."""
         from harness import metrics
-        from harness.engine.run import ScoreTask, score_task
+        from harness.scoring import ScoreTask, score_task
 
         if (
             r.shift not in self.preds

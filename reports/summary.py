@@ -34,6 +34,7 @@ def _fit_obj(g: Group, transform: str) -> dict[str, Any]:
         "shift": g.shift,
         "x_setting": g.x_setting,
         "y_setting": g.shift,
+        "metric": g.metric,
         "protocol": dict(g.protocol),
         "transform": transform,
         "slope": _num(trend.slope),
@@ -75,7 +76,7 @@ def build_summary(
     fits, unfitted, models = [], [], []
     for g in groups:
         if g.reason:
-            unfitted.append({"shift": g.shift, "x_setting": g.x_setting, "protocol": dict(g.protocol),
+            unfitted.append({"shift": g.shift, "x_setting": g.x_setting, "metric": g.metric, "protocol": dict(g.protocol),
                              "n_baseline": int(g.baseline.sum()), "reason": g.reason})
         else:
             fits += [_fit_obj(g, t) for t in g.fits]
@@ -90,6 +91,7 @@ def build_summary(
                 "tags": list(p.tags),
                 "shift": p.shift,
                 "x_setting": p.x_setting,
+                "metric": p.metric,
                 "protocol": dict(p.protocol),
                 "transform": transform,
                 "id_acc": p.x,
@@ -101,6 +103,12 @@ def build_summary(
                 "effective_robustness": _num(g.er[i]) if fitted else None,
                 "er_low": _num(g.er_low[i]) if fitted else None,
                 "er_high": _num(g.er_high[i]) if fitted else None,
+                "er_interval_parts": {
+                    "sampling_half_width": _num(g.er_sampling_half[i]),
+                    "fit_low": _num(g.er_fit_low[i]),
+                    "fit_high": _num(g.er_fit_high[i]),
+                } if fitted else None,
+                "images": list(p.incomplete),
                 "baseline": bool(g.baseline[i]),
                 "highlighted": p.name in highlighted,
             })

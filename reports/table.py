@@ -19,7 +19,8 @@ from harness.files import atomic_file
 
 ID_SETTING = "imagenet"
 
-#: OOD shifts the report covers, in page order, with the ID view on the same classes (if any).
+#: The published tables' OOD settings, in page order, with the ID view on the same classes (if
+#: any). Page order only: rows of any other setting are placed by the ID setting they name.
 SHIFTS: dict[str, str | None] = {
     "imagenetv2-matched-frequency": None,
     "imagenet-sketch": None,
@@ -27,6 +28,9 @@ SHIFTS: dict[str, str | None] = {
     "imagenet-a": id_view_setting(ID_SETTING, "imagenet-a"),
     "objectnet": id_view_setting(ID_SETTING, "objectnet"),
 }
+
+#: The ID setting each published OOD setting pairs with (foreign tables carry no such field).
+PUBLISHED_ID_SETTINGS: dict[str, str] = {s: v or ID_SETTING for s, v in SHIFTS.items()}
 
 SETTINGS: tuple[str, ...] = (ID_SETTING, *SHIFTS, *(v for v in SHIFTS.values() if v))
 
@@ -57,7 +61,14 @@ PROTOCOL_KEYS: dict[str, dict[str, str]] = {
     "imagenet@objectnet": {"head": "imagenet-1k", "projection": "max"},
 }
 
+#: Protocol entries that separate rows of any setting wherever a row has them: which split was
+#: scored and how, and a decoder other than PIL's (the engine adds ``decoder`` to such rows).
+SPLIT_KEYS = ("split", "split_scheme", "decoder")
+
 COLUMNS = ("source", "model", "setting", "accuracy", "n", "protocol", "tags")
+#: Written only when some row pairs otherwise than its setting's published pairing, or holds
+#: another metric than top-1 (the bundled testbed has neither).
+EXTRA_COLUMNS = ("id_setting", "metric")
 
 
 @dataclass(frozen=True)
@@ -71,12 +82,18 @@ class Row:
     n: int | None
     protocol: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = ()
+    #: The setting this accuracy is plotted against (None: an ID accuracy, or unknown).
+    id_setting: str | None = None
+    #: Which metric ``accuracy`` holds (``top1``, ``macro_f1``, ``worst_acc:region!Other``).
+    metric: str = "top1"
 
     def protocol_key(self) -> tuple[tuple[str, str], ...]:
-        """The comparability key: the values of this setting's protocol keys (defaults filled in)."""
-        defaults = PROTOCOL_KEYS.get(self.setting, {})
+        """The comparability key: the values of this setting's protocol keys (defaults filled in),
+        and the split, split scheme and decoder wherever a row names them (a ``--split train`` row
+        is never fitted with the official test's, nor an nvjpeg-decoded row with PIL's)."""
+        defaults = {**{k: "" for k in SPLIT_KEYS}, **PROTOCOL_KEYS.get(self.setting, {})}
         proto = dict(self.protocol)
-        return tuple((k, proto.get(k, v)) for k, v in sorted(defaults.items()))
+        return tuple((k, proto.get(k, v)) for k, v in sorted(defaults.items()) if proto.get(k, v))
 
 
 def make_row(
@@ -88,8 +105,12 @@ def make_row(
     protocol: Mapping[str, str] | None = None,
     tags: Iterable[str] = (),
     where: str = "",
+    id_setting: str | None = None,
+    metric: str = "top1",
 ) -> Row:
-    """Build a row, refusing accuracies outside [0, 1] (percent must be converted first)."""
+    """Build a row, refusing accuracies outside [0, 1] (percent must be converted first).
+
+    ``id_setting`` None takes the published pairing of the setting, if it has one."""
     acc = float(accuracy)
     if not 0.0 <= acc <= 1.0:
         raise ValueError(
@@ -101,13 +122,19 @@ def make_row(
         model=model,
         setting=setting,
         accuracy=acc,
-        n=int(n) if n else DEFAULT_SIZES.get(setting),
+        n=int(n) if n else (DEFAULT_SIZES.get(setting) if metric == "top1" else None),
         protocol=tuple(sorted((str(k), str(v)) for k, v in (protocol or {}).items())),
         tags=tuple(sorted(set(tags))),
+        id_setting=id_setting or PUBLISHED_ID_SETTINGS.get(setting),
+        metric=metric,
     )
 
 
-def _encode(row: Row) -> list[str]:
+def _plain(row: Row) -> bool:
+    return row.metric == "top1" and row.id_setting == PUBLISHED_ID_SETTINGS.get(row.setting)
+
+
+def _encode(row: Row, extra: bool = False) -> list[str]:
     return [
         row.source,
         row.model,
@@ -116,16 +143,19 @@ def _encode(row: Row) -> list[str]:
         "" if row.n is None else str(row.n),
         ";".join(f"{k}={v}" for k, v in row.protocol),
         ";".join(row.tags),
+        *((row.id_setting or "", row.metric) if extra else ()),
     ]
 
 
 def dumps(rows: Iterable[Row]) -> str:
-    """CSV text of ``rows`` in a stable order (source, model, setting)."""
+    """CSV text of ``rows`` in a stable order (source, model, setting, metric)."""
+    rows = list(rows)
+    extra = not all(_plain(r) for r in rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for row in sorted(rows, key=lambda r: (r.source, r.model, r.setting)):
-        w.writerow(_encode(row))
+    w.writerow((*COLUMNS, *EXTRA_COLUMNS) if extra else COLUMNS)
+    for row in sorted(rows, key=lambda r: (r.source, r.model, r.setting, r.metric)):
+        w.writerow(_encode(row, extra))
     return buf.getvalue()
 
 
@@ -147,14 +177,16 @@ def read_table(path: Path) -> list[Row]:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", newline="") as fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
-        if tuple(header or ()) != COLUMNS:
-            raise ValueError(f"{path}: not a shiftbench testbed table (expected columns {', '.join(COLUMNS)})")
+        header = tuple(next(reader, None) or ())
+        if header not in (COLUMNS, (*COLUMNS, *EXTRA_COLUMNS)):
+            raise ValueError(f"{path}: not a shiftbench testbed table (expected columns {', '.join(COLUMNS)}"
+                             f"[, {', '.join(EXTRA_COLUMNS)}])")
         rows = []
         for line, rec in enumerate(reader, start=2):
-            if len(rec) != len(COLUMNS):
-                raise ValueError(f"{path}:{line}: expected {len(COLUMNS)} columns, found {len(rec)}")
-            source, model, setting, acc, n, proto, tags = rec
+            if len(rec) != len(header):
+                raise ValueError(f"{path}:{line}: expected {len(header)} columns, found {len(rec)}")
+            source, model, setting, acc, n, proto, tags = rec[:7]
+            id_setting, metric = rec[7:] if len(rec) > 7 else ("", "top1")
             rows.append(
                 make_row(
                     source,
@@ -165,6 +197,8 @@ def read_table(path: Path) -> list[Row]:
                     dict(p.split("=", 1) for p in proto.split(";") if p),
                     [t for t in tags.split(";") if t],
                     where=f"{path}:{line}",
+                    id_setting=id_setting or None,
+                    metric=metric or "top1",
                 )
             )
     return rows

@@ -188,3 +188,61 @@ class Trend:
         q = 100 * (1 - level) / 2
         lo, hi = np.percentile(pred, [q, 100 - q], axis=0)
         return lo, hi
+
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class ERInterval:
+    """Each model's effective robustness with its interval and both of the interval's parts.
+
+    ``sampling_half``: half-width of the model's own binomial sampling error, the OOD term plus
+    the ID term through the trend's slope, ``z * sqrt(y(1-y)/n_y + f'(x)^2 x(1-x)/n_x)`` (NaN
+    where a test-set size is unknown: then the interval is the fit's part alone).
+    ``fit_low``/``fit_high``: the percentile bootstrap interval over baseline resamples.
+    ``low``/``high``: both combined in quadrature on each side of ``er``."""
+
+    er: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    sampling_half: np.ndarray
+    fit_low: np.ndarray
+    fit_high: np.ndarray
+
+
+def slope_at(trend: Trend, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """d predict / d x in accuracy units, for propagating the ID accuracy's sampling error."""
+    x = np.asarray(x, dtype=float)
+    lo, hi = np.clip(x - h, 1e-9, 1 - 1e-9), np.clip(x + h, 1e-9, 1 - 1e-9)
+    return (trend.predict(hi) - trend.predict(lo)) / (hi - lo)
+
+
+def er_interval(
+    trend: Trend,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_x: np.ndarray | None = None,
+    n_y: np.ndarray | None = None,
+    level: float = 0.95,
+) -> ERInterval:
+    """Effective robustness with an interval covering the model's sampling error and the
+    trend's: the one definition the report and the leaderboard use."""
+    from scipy.stats import norm
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    nx = np.full(x.shape, np.nan) if n_x is None else np.asarray(n_x, dtype=float)
+    ny = np.full(y.shape, np.nan) if n_y is None else np.asarray(n_y, dtype=float)
+    z = float(norm.ppf(0.5 + level / 2))
+    er = trend.effective_robustness(x, y, nx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = y * (1 - y) / ny + slope_at(trend, x) ** 2 * x * (1 - x) / nx
+    sampling = z * np.sqrt(var)
+    if trend.samples and all(len(s.boot_slopes) for s in trend.segments):
+        fit_low, fit_high = trend.er_interval(x, y, nx, level)
+    else:
+        fit_low, fit_high = er.copy(), er.copy()
+    s = np.nan_to_num(sampling, nan=0.0)
+    low = er - np.sqrt(s**2 + (er - fit_low) ** 2)
+    high = er + np.sqrt(s**2 + (fit_high - er) ** 2)
+    return ERInterval(er, low, high, sampling, fit_low, fit_high)

@@ -155,8 +155,8 @@ _BASE_SPEC = ShiftSpec(
     id_reference="imagenet",
     protocol={
         "head": "imagenet-1k",
-        "projection": "max over mapped ImageNet logits",
-        "crop": f"border {BORDER}px per side",
+        "projection": "max",  # max over each ObjectNet class's mapped ImageNet logits
+        "crop": f"border-{BORDER}px",  # BORDER px cut from each side
     },
     homepage="https://objectnet.dev/",
     citation="Barbu et al., ObjectNet: A large-scale bias-controlled dataset, NeurIPS 2019",
@@ -233,9 +233,9 @@ class ObjectNetNames(ObjectNet):
         label_space="objectnet-113",
         id_reference=None,
         protocol={
-            "head": "objectnet-113 class names",
+            "head": "objectnet-113-names",  # a 113-way head from ObjectNet's class names
             "projection": "none",
-            "crop": f"border {BORDER}px per side",
+            "crop": f"border-{BORDER}px",
         },
     )
 

@@ -13,6 +13,9 @@ Splits, labels and metrics follow the WILDS package exactly (see docs/datasets.m
 - Camelyon17: ``metadata.csv`` split codes 0/1 = train/id_val, then hospital 1 is the OOD val and
   hospital 2 the OOD test, whatever the code says. Patient ids are strings ("004"): the zero
   padding is part of the patch path. Official metric: accuracy.
+
+Each shift's ID reference is its ID split as the WILDS paper compares it (iWildCam and FMoW
+``id_test``, Camelyon17 ``id_val``), scored in the same run as the setting ``<shift>:<split>``.
 """
 
 from __future__ import annotations
@@ -103,10 +106,11 @@ class IWildCam(WildsShift):
         expected_size=IWILDCAM_SIZES["test"],
         metrics=("top1", "macro_f1", "macro_recall"),
         main_metric="macro_f1",
+        id_reference="iwildcam:id_test",
         group_by=("location",),
         splits=IWILDCAM_SPLITS,
         default_split="test",
-        protocol={"split": "official (OOD test: unseen camera locations)"},
+        protocol={"split": "test"},  # the official OOD test: camera locations unseen in training
         homepage=WILDS_HOMEPAGE,
         citation="Beery et al., The iWildCam 2021 Competition Dataset; " + WILDS_CITATION,
         licence="CDLA-Permissive-1.0",
@@ -212,11 +216,13 @@ class FMoW(WildsShift):
         expected_size=FMOW_SIZES["test"],
         metrics=("top1", "acc:region", "worst_acc:region!Other", "acc:year", "worst_acc:year"),
         main_metric="worst_acc:region!Other",
+        id_reference="fmow:id_test",
         group_by=("region", "year"),
         splits=FMOW_SPLITS,
         default_split="test",
         protocol={
-            "split": "official time_after_2016",
+            "split": "test",  # the official OOD test: images from 2016 on
+            "split_scheme": "time_after_2016",
             "worst_region": "excludes Other and empty regions",
         },
         homepage=WILDS_HOMEPAGE,
@@ -294,10 +300,11 @@ class Camelyon17(WildsShift):
         expected_size=CAMELYON_SIZES["test"],
         metrics=("top1", "worst_acc:slide"),
         main_metric="top1",
+        id_reference="camelyon17:id_val",
         group_by=("hospital", "slide"),
         splits=CAMELYON_SPLITS,
         default_split="test",
-        protocol={"split": "official (val: hospital 1, test: hospital 2)"},
+        protocol={"split": "test"},  # the official OOD test: hospital 2 (val: hospital 1)
         homepage=WILDS_HOMEPAGE,
         citation="Bandi et al., From Detection of Individual Metastases to Classification of Lymph Node Status, IEEE TMI 2018; "
         + WILDS_CITATION,

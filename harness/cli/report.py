@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -42,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("report.pdf"), help="PDF path (default report.pdf)")
     p.add_argument("--json", type=Path, default=Path("summary.json"), help="summary path (default summary.json)")
     p.add_argument("--png-dir", type=Path, default=None, help="also save every page as a PNG in this folder")
+    p.add_argument("--figures-dir", type=Path, default=None,
+                   help="also write every plot as a standalone PDF and PNG, and the summary table as summary.csv and summary.tex")
+    p.add_argument("--baseline-results", action="append", type=Path, default=[], metavar="RUN_DIR|FILE",
+                   help="results of models you ran whose every model joins the baseline trend (e.g. your ERM models on WILDS); repeatable")
+    p.add_argument("--id-shift", action="append", default=[], metavar="SETTING=ID",
+                   help="pair a user shift's results with an ID setting, e.g. folder=imagenet or wds=imagenet; repeatable")
     p.add_argument("--no-analyses", action="store_true",
                    help="leave out the pages computed from run directories' predictions (agreement-on-the-line, "
                    "paired comparisons, calibration)")
@@ -79,13 +84,33 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         json=args.json,
         png_dir=args.png_dir,
+        baseline_results=args.baseline_results,
+        id_shifts=parse_id_shifts(args.id_shift),
+        figures_dir=args.figures_dir,
         analyses=not args.no_analyses,
         calibrate_on=args.calibrate_on,
     )
     summary = run_report(cfg)
-    fitted = len({(f["shift"], f["x_setting"], tuple(f["protocol"].items())) for f in summary["fits"]})
-    print(f"shiftbench report: {fitted} trends fitted, {len(summary['unfitted'])} groups without a baseline, "
-          f"{sum(m['highlighted'] for m in summary['models'])} highlighted model-shift pairs", file=sys.stderr)
+    fitted = len({(f["shift"], f["x_setting"], f.get("metric"), tuple(f["protocol"].items())) for f in summary["fits"]})
     print(f"wrote {args.out.resolve()} ({summary['pages']} pages)")
     print(f"wrote {args.json.resolve()}")
+    if args.figures_dir:
+        print(f"wrote {len(summary.get('figures', []))} files to {args.figures_dir.resolve()}")
+    dropped = len(summary["dropped"])
+    print(f"shiftbench report: {fitted} trends fitted, {len(summary['unfitted'])} groups without a baseline, "
+          f"{sum(m['highlighted'] for m in summary['models'])} highlighted model-shift pairs, "
+          f"{dropped} input rows not placed" + (" (listed with reasons in the PDF and summary.json)" if dropped else ""))
     return 0
+
+
+def parse_id_shifts(entries: list[str]) -> dict[str, str]:
+    """``SETTING=ID`` entries -> {setting: ID setting}; malformed ones are an error."""
+    out: dict[str, str] = {}
+    for e in entries:
+        setting, eq, ref = e.partition("=")
+        if not eq or not setting.strip() or not ref.strip():
+            raise ValueError(f"--id-shift {e!r}: expected SETTING=ID, e.g. folder=imagenet")
+        if setting.strip() == ref.strip():
+            raise ValueError(f"--id-shift {e!r}: a setting cannot be its own ID reference")
+        out[setting.strip()] = ref.strip()
+    return out

@@ -39,6 +39,7 @@ from harness.engine.gpu_decode import (
 )
 from harness.engine.numerics import Numerics, applied, place, plan, warn_if_emulated
 from harness.engine.pipeline import HostLogits, staged, true_fp32
+from harness.scoring import resolve_split  # noqa: F401  (the core owns it)
 from harness.transforms import geometry, normalize
 
 
@@ -75,13 +76,6 @@ class Manifest:
         h.update("\n".join(self.keys).encode())
         h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
         return h.hexdigest()
-
-
-def resolve_split(shift: Shift, split: str | None) -> str:
-    split = split or shift.spec.default_split
-    if split not in shift.spec.splits:
-        raise ValueError(f"shift {shift.spec.name!r} has no split {split!r}; it has {', '.join(shift.spec.splits)}")
-    return split
 
 
 def read_manifest(shift: Shift, root: Path, split: str, name: str | None = None) -> Manifest:

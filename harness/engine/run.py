@@ -31,6 +31,17 @@ from harness.config import LABEL_OPTION, RunConfig
 from harness.engine.distributed import World
 from harness.engine.identity import identity_changes
 from harness.engine.store import RunDir
+from harness.scoring import (
+    ScoreTask,
+    SpecOf,
+    completed_spec,
+    make_result,
+    registry_specs,
+    score_task,
+    task_of_row,
+)
+
+__all__ = ["ScoreTask", "completed_spec", "make_result", "registry_specs", "score_task", "task_of_row"]  # re-exported: the core owns them
 
 
 class Scorer(Protocol):
@@ -57,16 +68,6 @@ class ModelSource:
     build: Callable[[], Classifier]
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # added to describe()
     describe: Callable[[Classifier], Mapping[str, Any]] | None = None  # overrides describe() once built
-
-
-@dataclass(frozen=True)
-class ScoreTask:
-    setting: str
-    shift: str  # the shift whose predictions are scored
-    view_of: str | None = None  # the OOD shift whose classes an ID view uses
-
-
-SpecOf = Callable[[str], ShiftSpec]
 
 
 def plan_tasks(shifts: tuple[str, ...] | list[str], spec_of: SpecOf) -> list[ScoreTask]:
@@ -142,59 +143,6 @@ class RunLog:
             print(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}, default=str), file=self.out, flush=True)
         elif message:
             print(message, file=self.err, flush=True)
-
-
-def _view_spec(ood: ShiftSpec, setting: str, n: int) -> ShiftSpec:
-    """The spec an ID view is scored under: the OOD shift's classes and projection."""
-    return dataclasses.replace(ood, name=setting, expected_size=n, id_reference=None, group_by=())
-
-
-def score_task(
-    task: ScoreTask, preds: Predictions, spec_of: SpecOf, scorer: Any
-) -> tuple[Predictions, ShiftSpec, dict[str, float], dict[str, int]]:
-    """Scores one task from its predictions; returns the predictions actually scored."""
-    spec = spec_of(task.shift)
-    if task.view_of is None:
-        metrics, groups = scorer.score(preds, spec)
-        return preds, spec, metrics, groups
-    ood = spec_of(task.view_of)
-    assert ood.class_map is not None  # plan_tasks only makes views for shifts with a class map
-    view = scorer.id_view(preds, ood.class_map, task.setting)
-    vspec = _view_spec(ood, task.setting, len(view))
-    metrics, groups = scorer.score(view, vspec)
-    return view, vspec, metrics, groups
-
-
-def make_result(
-    model: str,
-    task: ScoreTask,
-    scored: Predictions,
-    shift_spec: ShiftSpec,
-    scored_spec: ShiftSpec,
-    metrics: dict[str, float],
-    groups: dict[str, int],
-    sha: str,
-    provenance: dict[str, Any],
-    n_expected: int | None = None,
-) -> Result:
-    protocol = dict(scored_spec.protocol)
-    fidelity = provenance.get("decoder_fidelity")
-    if fidelity not in (None, "exact-pil"):  # rows decoded otherwise than by PIL are never tabled with PIL rows
-        protocol["decoder"] = fidelity
-    return Result(
-        model=model,
-        setting=task.setting,
-        shift=task.shift,
-        shift_version=shift_spec.version,
-        n=len(scored),
-        n_expected=len(scored) if task.view_of or n_expected is None else n_expected,
-        metrics={k: float(v) for k, v in metrics.items()},
-        class_map=scored_spec.class_map.digest() if scored_spec.class_map else None,
-        protocol=protocol,
-        group_counts={str(k): int(v) for k, v in groups.items()},
-        predictions_sha256=sha,
-        provenance=provenance,
-    )
 
 
 class Engine:
@@ -506,47 +454,9 @@ def summary_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("top1"
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def completed_spec(shift: Shift, root: str | Path, split: str | None) -> ShiftSpec:
-    """The shift's spec completed from the data under ``root``. A split other than the
-    default one is named in the protocol, so its rows are never tabled or fitted with the
-    official split's."""
-    from harness.engine.predict import resolve_split
-
-    spec = shift.spec_for(Path(root))
-    chosen = resolve_split(shift, split)
-    if chosen != spec.default_split:
-        spec = dataclasses.replace(spec, protocol={**spec.protocol, "split": chosen})
-    return spec
-
-
-def registry_specs(data_root: str | Path, split: str | None = None) -> SpecOf:
-    """Specs of registered shifts on ``split``, completed from the data under ``data_root``."""
-    from harness.registry import get_shift
-
-    cache: dict[str, ShiftSpec] = {}
-
-    def spec_of(name: str) -> ShiftSpec:
-        if name not in cache:
-            cache[name] = completed_spec(get_shift(name), data_root, split)
-        return cache[name]
-
-    return spec_of
-
-
 def run_specs(config: RunConfig | None) -> SpecOf:
     """Specs as a run with ``config`` completes them: its data root and split (none: bare)."""
     return registry_specs(config.data_root, config.split) if config else registry_specs("")
-
-
-def task_of_row(row: Result, where: str | Path) -> ScoreTask:
-    """The scoring task a stored row came from: ``imagenet@imagenet-r`` is the ID view of
-    ``imagenet``'s predictions on ImageNet-R's classes."""
-    if row.setting == row.shift:
-        return ScoreTask(row.setting, row.shift)
-    prefix = row.shift + "@"
-    if not row.setting.startswith(prefix):
-        raise ValueError(f"{where}: setting {row.setting!r} does not belong to shift {row.shift!r}")
-    return ScoreTask(row.setting, row.shift, row.setting[len(prefix) :])
 
 
 def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) -> list[Result]:

@@ -4,7 +4,7 @@ Every write goes to a temporary file of its own that is renamed into place, so a
 full disk or a second process leaves either the old file or the new one, never half of
 either. Each predictions file has a small sidecar (``<shift>.json``: cell hash, identity and
 sha256) written after it, which is how a rerun knows a cell finished predicting even if
-scoring never ran.
+scoring never ran. The reading methods are the core's (:class:`harness.layout.RunLayout`).
 
 Processes sharing a run directory coordinate through two kinds of ``flock``: ``locked()``
 (``.lock``) around every read-modify-write of ``config.json`` and ``results.jsonl`` (``run``
@@ -16,59 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
-import os
-import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from harness.api import Predictions, Result
-from harness.config import RunConfig, from_dict
+from harness.config import RunConfig
 from harness.files import atomic_write_text, file_lock, storage_error
+from harness.layout import RunLayout, safe_name
 
 __all__ = ["RunDir", "atomic_write_text", "result_identity", "safe_name"]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
-_parsed: dict[str, tuple[bytes, list[Result]]] = {}  # results.jsonl -> (sha256 of its bytes, rows)
 
-
-def safe_name(name: str) -> str:
-    """Filesystem-safe form of a model or shift name (the file header keeps the real one)."""
-    return _UNSAFE.sub("_", name)
-
-
-class RunDir:
-    """One run directory; every method is safe to call again after a crash."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / "results.jsonl"
-
-    def predictions_path(self, model: str, shift: str) -> Path:
-        return self.path / "predictions" / safe_name(model) / f"{safe_name(shift)}.npz"
-
-    def sidecar_path(self, model: str, shift: str) -> Path:
-        return self.predictions_path(model, shift).with_suffix(".json")
+class RunDir(RunLayout):
+    """One run directory; every method is safe to call again after a crash. The reading
+    methods are the core's (:class:`harness.layout.RunLayout`); this class writes."""
 
     # -- config -------------------------------------------------------------------------
-    def read_config(self) -> RunConfig | None:
-        if not self.config_path.exists():
-            return None
-        try:
-            raw = json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{self.config_path}: not valid JSON ({exc}); restore it or use another --run-dir") from None
-        return from_dict(raw.get("config", {}), str(self.config_path))
-
     def adopt_config(self, config: RunConfig) -> RunConfig:
         """Record ``config``; a directory made with other identity settings is refused.
 
@@ -113,13 +77,6 @@ class RunDir:
         atomic_write_text(self.sidecar_path(preds.model, preds.shift), json.dumps(sidecar, sort_keys=True, default=str) + "\n")
         return sha
 
-    def sidecar(self, model: str, shift: str) -> dict[str, Any]:
-        path = self.sidecar_path(model, shift)
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-
     def finished_predictions(self, model: str, shift: str, cell_hash: str) -> Predictions | None:
         """Predictions of a cell that finished predicting with ``cell_hash``, else None."""
         sidecar = self.sidecar_path(model, shift)
@@ -140,42 +97,7 @@ class RunDir:
             return None
         return preds
 
-    def stored_predictions(self) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """Every predictions file with its sidecar, in path order."""
-        for sidecar in sorted((self.path / "predictions").glob("*/*.json")):
-            try:
-                meta = json.loads(sidecar.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{sidecar}: not valid JSON ({exc}); delete it and rerun the cell") from None
-            yield sidecar.with_suffix(".npz"), meta
-
     # -- results -------------------------------------------------------------------------
-    def read_results(self) -> list[Result]:
-        """The rows; a file whose bytes are unchanged since it was last parsed is not parsed
-        again (a run checks its cells against results.jsonl many times)."""
-        try:
-            data = self.results_path.read_bytes()
-        except FileNotFoundError:
-            return []
-        key = os.path.realpath(self.results_path)
-        digest = hashlib.sha256(data).digest()
-        cached = _parsed.get(key)
-        if cached is None or cached[0] != digest:
-            cached = (digest, self._parse_results(data.decode()))
-            _parsed[key] = cached
-        return list(cached[1])
-
-    def _parse_results(self, text: str) -> list[Result]:
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(Result.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, ValueError, TypeError) as exc:
-                raise ValueError(f"{self.results_path}:{i}: not a result row ({exc})") from None
-        return rows
-
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """The run directory's lock: held around each read-modify-write of its shared files."""

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from harness.api import Shift, ShiftSpec
 from harness.files import atomic_folder
+from harness.layout import sha256_file
 from reports.leaderboard.cache import ValidationCache
 from reports.leaderboard.ranking import Entry, Table, build_tables
 from reports.leaderboard.trend import read_baseline
 from reports.submission import DEFAULT_REQUIRED_SHIFTS
 from reports.submission_validate import registered_shift, validate_bundle
-from shifts.wds import sha256_file
 
 BUNDLE_SUFFIX = ".tar.gz"
 SITE_NAMES = frozenset({"index.html", "entries", "plots", "leaderboard.md", "leaderboard.pdf", "site.js", ".validation"})

@@ -1,10 +1,11 @@
 """Accepted submissions placed against the baseline trend and ranked, one table per protocol.
 
 Scores come from the validator's recomputation, never from the submitted numbers. Intervals are
-95% normal approximations of the test sets' sampling error: for average OOD accuracy
-sum_s p_s(1-p_s)/n_s / k^2; for effective robustness y - f(x) the OOD term plus the ID term
-through the trend's slope, f'(x)^2 x(1-x)/n_x. They do not include the trend fit's own
-uncertainty, and shifts are treated as independent.
+95% normal approximations of the test sets' sampling error for average OOD accuracy,
+sum_s p_s(1-p_s)/n_s / k^2. Effective robustness and its interval come from
+:func:`reports.trend.er_interval`, the report's own: the entry's sampling error (the OOD term
+plus the ID term through the trend's slope) and the trend's bootstrap spread. Shifts are treated
+as independent.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.api import Result, ShiftSpec, id_view_setting
+import numpy as np
+
+from harness.api import Result, ShiftSpec, id_setting_of
+from harness.pairing import pair
 from reports.leaderboard.trend import ShiftTrend, baseline_trends
 from reports.submission_validate import Validation, protocol_key
+from reports.trend import er_interval
 
 Z95 = 1.959963984540054
 
@@ -119,13 +124,9 @@ def setting_pairs(required: Sequence[str], specs: Mapping[str, ShiftSpec]) -> di
     """OOD shift -> the ID setting on its classes (x axis), for required shifts with an ID reference."""
     pairs = {}
     for name in required:
-        spec = specs[name]
-        if spec.id_reference:
-            pairs[name] = (
-                id_view_setting(spec.id_reference, name)
-                if spec.class_map is not None
-                else spec.id_reference
-            )
+        ref = id_setting_of(specs[name])
+        if ref:
+            pairs[name] = ref
     return pairs
 
 
@@ -133,8 +134,8 @@ def make_entry(
     entry_id: str, v: Validation, pairs: Mapping[str, str], id_shifts: Sequence[str], protocol: str
 ) -> Entry:
     points = {}
-    for shift, id_setting in pairs.items():
-        sx, sy = v.scores[id_setting], v.scores[shift]
+    scores = {s: (s, v.scores[s]) for s in (*pairs, *pairs.values()) if s in v.scores}
+    for (shift, sy), (id_setting, sx), _ in pair(scores, lambda s, _r: pairs.get(s), fallback=False):
         points[shift] = ShiftPoint(shift, id_setting, sx.top1, sx.n, sy.top1, sy.n)
     id_scores = {s: (v.scores[s].top1, v.scores[s].n) for s in id_shifts}
     card = dict(v.manifest["card"])
@@ -161,13 +162,10 @@ def place(entry: Entry, trends: Mapping[str, ShiftTrend]) -> None:
         t = trends[p.shift]
         if t.trend is None:
             continue
-        sampling = p.y * (1 - p.y) / p.n_y + t.slope_at(p.x) ** 2 * p.x * (1 - p.x) / p.n_x
-        var = sampling + (t.fit_half_width(p.x, p.y) / Z95) ** 2
-        er = p.y - t.predict(p.x)
-        entry.points[p.shift] = ShiftPoint(
-            p.shift, p.id_setting, p.x, p.n_x, p.y, p.n_y, er, Z95 * math.sqrt(var)
-        )
-        placed.append((er, var))
+        iv = er_interval(t.trend, np.array([p.x]), np.array([p.y]), np.array([p.n_x]), np.array([p.n_y]))
+        er, half = float(iv.er[0]), float(iv.high[0] - iv.low[0]) / 2
+        entry.points[p.shift] = ShiftPoint(p.shift, p.id_setting, p.x, p.n_x, p.y, p.n_y, er, half)
+        placed.append((er, (half / Z95) ** 2))
     if placed:
         entry.avg_er = sum(er for er, _ in placed) / len(placed)
         entry.avg_er_half = Z95 * math.sqrt(sum(var for _, var in placed)) / len(placed)

@@ -114,14 +114,15 @@ def points_from_results(
     rows: Iterable[Result], shifts: Mapping[str, Any], ood: str, id_setting: str
 ) -> list[BaselinePoint]:
     """(ID, OOD) of every model with both settings among rows of the table's protocol."""
+    from harness.pairing import pair
+
     by_model: dict[str, dict[str, Result]] = {}
     for r in rows:
-        if _same_protocol(r, shifts):
+        if _same_protocol(r, shifts) and r.setting in (ood, id_setting):
             by_model.setdefault(r.model, {})[r.setting] = r
     out = []
     for model, s in sorted(by_model.items()):
-        if id_setting in s and ood in s:
-            x, y = s[id_setting], s[ood]
+        for y, x, _ in pair(s, lambda setting, _r: id_setting if setting == ood else None, fallback=False):
             out.append(
                 BaselinePoint(model, float(x.metrics["top1"]), float(y.metrics["top1"]), x.n, y.n)
             )

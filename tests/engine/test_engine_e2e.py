@@ -95,8 +95,12 @@ def test_a_wilds_split_other_than_the_test_is_held_to_its_published_size(tmp_pat
         assert main(args) == 2  # the fixture's train split is not the published 129,809 images
         assert not (run_dir / "results.jsonl").exists()
         assert main([*args, "--allow-incomplete"]) == 0
-    (row,) = RunDir(run_dir).read_results()
+    rows = {r.setting: r for r in RunDir(run_dir).read_results()}
+    row = rows["iwildcam"]
     assert (row.setting, row.n, row.n_expected) == ("iwildcam", 2, 129_809)
+    # the ID split is scored in the same run, always on its own split and published size
+    assert (rows["iwildcam:id_test"].n, rows["iwildcam:id_test"].n_expected) == (1, 8_154)
+    assert row.id_setting == "iwildcam:id_test" and row.main_metric == "macro_f1"
     assert row.metrics["top1"] == 0.5
     assert row.protocol["split"] == "train"  # never tabled as the official OOD test
     before = (run_dir / "results.jsonl").read_text()

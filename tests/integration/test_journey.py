@@ -187,7 +187,7 @@ def test_objectnet_is_scored_through_the_class_map_read_from_its_mapping_files(j
     # The fixture's mapping files list labels in reverse and give 12 classes two ImageNet ids:
     # the scores above used exactly those 125 ids (a many-to-one map, max over each class's ids).
     assert sum(len(m) == 2 for m in members) == 12
-    assert rows["objectnet"]["protocol"]["crop"] == "border 2px per side"
+    assert rows["objectnet"]["protocol"]["crop"] == "border-2px"
 
 
 def test_objectnet_with_a_113_way_name_head_is_scored_without_projection(journey):
@@ -203,7 +203,11 @@ def test_objectnet_with_a_113_way_name_head_is_scored_without_projection(journey
 def test_a_wilds_shift_runs_with_its_own_metrics(journey):
     from shifts.fixtures import IWILDCAM_ROWS
 
-    (row,) = rows_of(journey.wilds)
+    rows = {r["setting"]: r for r in rows_of(journey.wilds)}
+    assert sorted(rows) == ["iwildcam", "iwildcam:id_test"]  # the ID split, scored in the same run
+    row, idr = rows["iwildcam"], rows["iwildcam:id_test"]
+    assert (row["id_setting"], row["main_metric"], idr["id_setting"]) == ("iwildcam:id_test", "macro_f1", None)
+    assert idr["n"] == sum(s == "id_test" for s, _, _ in IWILDCAM_ROWS) and idr["protocol"]["split"] == "id_test"
     p = load_predictions(journey.wilds, "fake:wilds", "iwildcam")
     test_rows = [y for s, _, y in IWILDCAM_ROWS if s == "test"]
     assert sorted(p["labels"].tolist()) == sorted(test_rows) and row["n"] == len(test_rows) == 5

@@ -123,7 +123,13 @@ def test_trend_and_effective_robustness_by_hand(site):
     sampling = p.y * (1 - p.y) / 20 + t.slope_at(p.x) ** 2 * p.x * (1 - p.x) / 40
     fit_half = t.fit_half_width(p.x, p.y)
     assert fit_half > 0
-    assert p.er_half == pytest.approx(math.sqrt(Z95**2 * sampling + fit_half**2))
+    # the report's interval (reports.trend.er_interval): the binomial half-width combined in
+    # quadrature with each side of the fit's bootstrap interval; the half-width is half of it
+    (fit_lo,), (fit_hi,) = t.trend.er_interval(np.array([p.x]), np.array([p.y]), level=0.95)
+    b = Z95 * math.sqrt(sampling)
+    lo, hi = p.er - math.sqrt(b**2 + (p.er - fit_lo) ** 2), p.er + math.sqrt(b**2 + (fit_hi - p.er) ** 2)
+    assert p.er_half == pytest.approx((hi - lo) / 2)
+    assert p.er_half >= b and (hi - lo) / 2 >= fit_half / 2
     assert (p.n_x, p.n_y) == (40, 20)
     assert e.points["toy-r"].n_x == 16 and e.points["toy-o"].n_x == 20
     ys = [e.points[s].y for s in table.ood_shifts]

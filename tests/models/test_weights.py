@@ -110,7 +110,7 @@ def test_hugging_face_weights_go_through_its_cache_and_load_offline(tmp_path, se
     server.serve(path, data, ETag=f'"{sha}"', **{"X-Repo-Commit": "a" * 40})
     status, out, err = cli("fetch-weights", f"clip:{tiny_arch}@hubtag", "--hf-endpoint", server.base, "--no-progress")
     assert status == 0, err
-    assert str(tmp_path / "hf") in out and "LFS ETag" in out
+    assert str(tmp_path / "hf") in out and f"sha256 {sha[:12]}... matches the Hub's LFS ETag" in out
     assert any(p == path and m == "GET" for m, p, _ in server.requests)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     before = len(server.requests)
@@ -118,6 +118,7 @@ def test_hugging_face_weights_go_through_its_cache_and_load_offline(tmp_path, se
     assert model.describe()["weights_sha256"] == sha
     status, out, _ = cli("fetch-weights", f"clip:{tiny_arch}@hubtag", "--hf-endpoint", server.base, "--no-progress")
     assert status == 0 and len(server.requests) == before  # offline: served from the cache
+    assert "HF_HUB_OFFLINE set" in out
 
 
 def test_a_hub_file_that_differs_from_its_etag_is_refused(tmp_path, server, monkeypatch, tiny_arch):

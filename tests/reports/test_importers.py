@@ -130,9 +130,9 @@ def test_engine_settings_and_protocols_are_normalised(tmp_path):
                 protocol={"variant": "matched-frequency", "labels": "int(folder)"}),
         _result("m", "imagenetv2-top-images", 0.75, 10_000, version="imagenetv2-top-images"),
         _result("m", "objectnet", 0.40, 18_574, version="1.0", protocol={
-            "head": "imagenet-1k", "projection": "max over mapped ImageNet logits", "crop": "border 2px per side"}),
+            "head": "imagenet-1k", "projection": "max", "crop": "border-2px"}),
         _result("n", "objectnet-names", 0.45, 18_574, version="1.0", protocol={
-            "head": "objectnet-113 class names", "projection": "none", "crop": "border 2px per side"}),
+            "head": "objectnet-113-names", "projection": "none", "crop": "border-2px"}),
         _result("m", "imagenet@objectnet", 0.8, 6_250, version="2012", protocol={
             "view": "imagenet restricted to objectnet classes", "projection": "max"}),
     ]
@@ -202,18 +202,32 @@ def test_missing_path_and_unknown_format(tmp_path):
 
 
 def test_engine_rows_speak_the_reports_vocabulary():
-    from reports.importers import normalise_engine_row
+    """An engine row is read as written: its ID setting, main metric and protocol codes; the one
+    translation is the published tables' name of ImageNetV2 matched-frequency."""
+    from harness.api import Result
+    from reports.importers import rows_of_result
 
-    assert normalise_engine_row("imagenetv2", "imagenetv2-matched-frequency", {}, ["fake"]) == (
-        "imagenetv2-matched-frequency", {}, ["fake"])  # fmt: skip
-    assert normalise_engine_row("imagenetv2", "imagenetv2-top-images", {}, []) is None
-    setting, proto, tags = normalise_engine_row(
-        "objectnet", "1.0", {"projection": "max over mapped ImageNet logits", "crop": "border 2px per side"}, ["clip", "zero-shot"]
-    )
-    assert (setting, proto) == ("objectnet", {"projection": "max", "crop": "border-2px", "version": "1.0"})
-    assert tags == ["clip", "zero-shot", "clip-zero-shot"]
+    def res(setting, metrics, id_setting=None, main="top1", protocol=None, tags=(), version="1.0", n=100, n_expected=100):
+        return Result("m", setting, setting.split("@")[0], version, n, n_expected, metrics, None, protocol or {}, {}, "x",
+                      {"model": {"tags": list(tags)}}, id_setting, main)
+
+    (v2,) = rows_of_result(res("imagenetv2", {"top1": 0.5}, "imagenet", tags=["fake"]), "run:x", "here")
+    assert (v2.setting, v2.id_setting, v2.metric, v2.n, v2.tags) == ("imagenetv2-matched-frequency", "imagenet", "top1", 100, ("fake",))
+    (top,) = rows_of_result(res("imagenetv2-top-images", {"top1": 0.6}, "imagenet"), "run:x", "here")
+    assert (top.setting, top.id_setting) == ("imagenetv2-top-images", "imagenet")  # a variant is its own setting
+    (obj,) = rows_of_result(res("objectnet", {"top1": 0.3}, "imagenet@objectnet", protocol={"projection": "max", "crop": "border-2px"},
+                                tags=["clip", "zero-shot"]), "run:x", "here")
+    assert dict(obj.protocol) == {"projection": "max", "crop": "border-2px", "version": "1.0"}
+    assert obj.id_setting == "imagenet@objectnet" and "clip-zero-shot" in obj.tags
     # a WiSE-FT cell of the engine (models tag it wise-ft) carries the tag WiSE-FT's files get
-    assert normalise_engine_row("imagenet-r", "1.0", {}, ["clip", "wise-ft"])[2] == ["clip", "wise-ft", "wiseft"]
+    assert "wiseft" in rows_of_result(res("imagenet-r", {"top1": 0.2}, tags=["clip", "wise-ft"]), "r", "h")[0].tags
+    # a WILDS row gives top-1 and its main metric; only top-1 has a binomial size; n of N is kept
+    rows = rows_of_result(res("iwildcam", {"top1": 0.7, "macro_f1": 0.3}, "iwildcam:id_test", "macro_f1", n=90), "run:x", "h")
+    assert [(r.metric, r.accuracy, r.n, r.id_setting) for r in rows] == [
+        ("top1", 0.7, 90, "iwildcam:id_test"), ("macro_f1", 0.3, None, "iwildcam:id_test")]
+    assert dict(rows[0].protocol)["images"] == "90 of 100"
+    with pytest.raises(ValueError, match="no 'macro_f1' metric"):
+        rows_of_result(res("iwildcam", {"top1": 0.7}, "iwildcam:id_test", "macro_f1"), "run:x", "h")
 
 
 def test_a_113_way_objectnet_head_is_paired_with_its_weights_imagenet_accuracy(tmp_path):
@@ -223,7 +237,7 @@ def test_a_113_way_objectnet_head_is_paired_with_its_weights_imagenet_accuracy(t
     from reports.importers import read_results_jsonl
 
     def row(model, setting, top1, sha, n):
-        proto = {"head": "objectnet-113 class names", "projection": "none"} if setting == "objectnet-names" else {}
+        proto = {"head": "objectnet-113-names", "projection": "none"} if setting == "objectnet-names" else {}
         info = {"weights_sha256": sha, "arch": "ViT-B-32", "tags": ["clip", "zero-shot"]}
         return Result(model, setting, setting, "1.0", n, n, {"top1": top1}, None, proto, {}, "x", {"model": info})
 

@@ -69,7 +69,15 @@ def test_cli_end_to_end_with_run_dir(tmp_path, capsys):
     expected = 0.0 - expit(1.2 * logit(0.90) - 2.0)
     assert mine["x_setting"] == "imagenet@imagenet-r" and mine["source"] == "run:mine" and mine["highlighted"]
     assert mine["effective_robustness"] == pytest.approx(expected)
-    assert mine["er_low"] == pytest.approx(expected) and mine["er_high"] == pytest.approx(expected)
+    # the fit is exact, so its bootstrap part is zero; the interval is the model's own sampling
+    # error: the OOD term (0 at y = 0) plus the ID term through the trend's slope f'(x)
+    parts = mine["er_interval_parts"]
+    assert parts["fit_low"] == pytest.approx(expected) and parts["fit_high"] == pytest.approx(expected)
+    f = expit(1.2 * logit(0.90) - 2.0)
+    slope = f * (1 - f) * 1.2 / (0.90 * 0.10)
+    half = 1.959963984540054 * np.sqrt(slope**2 * 0.90 * 0.10 / 10_000)
+    assert parts["sampling_half_width"] == pytest.approx(half, rel=1e-4)
+    assert mine["er_low"] == pytest.approx(expected - half, rel=1e-4) and mine["er_high"] == pytest.approx(expected + half, rel=1e-4)
     assert any("run:mine:my-model (y=0)" in c for c in fit["clipped"])
     # ObjectNet: the two heads never share a fit; the 113-way head has no baseline and says so
     obj = [f for f in s["fits"] if f["shift"] == "objectnet"]

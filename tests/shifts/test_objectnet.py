@@ -50,7 +50,7 @@ def test_border_crop_two_pixels_each_side(root):
     assert ex.image.size == (16, 16)  # 20x20 PNG with a 2 px white border
     px = np.asarray(ex.image)
     assert (px != 255).any(axis=2).all(), "no white border pixel survives the crop"
-    assert ObjectNet.spec.protocol["crop"] == "border 2px per side"
+    assert ObjectNet.spec.protocol["crop"] == "border-2px"
 
 
 def test_two_protocols_are_distinct_shifts(root):
