@@ -75,7 +75,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    "AVX-512 BF16 or AMX; elsewhere it is emulated and slower than fp32); bf16-weights: weights cast to bf16 "
                    "for the pass (faster still on such CPUs). Reduced precisions are checked against fp32 on a sample. "
                    "Set for every model: models take no precision option")
-    p.add_argument("--device", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N; every model runs there")
+    p.add_argument("--device", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N; every model runs there "
+                   "(under torchrun: cuda, each rank on its LOCAL_RANK GPU)")
     p.add_argument("--batch-size", type=int, help="images per batch (default 64; halved automatically on GPU out-of-memory)")
     p.add_argument("--workers", type=int, help="image decoding processes (default 2)")
     p.add_argument("--decoder", choices=("auto", "pil", "torchvision"),

@@ -125,6 +125,11 @@ class World:
             if dist.is_initialized():
                 dist.destroy_process_group()
 
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank: for decisions every rank must take alike (which
+        cells to predict), where ranks may see a shared directory differently for a moment."""
+        return obj if self.size == 1 else self.gather_objects(obj)[0]
+
     def sum_counts(self, counts: list[int]) -> list[int]:
         """Element-wise totals of every rank's counts, on every rank."""
         return [sum(c) for c in zip(*self.gather_objects(list(counts)), strict=True)]

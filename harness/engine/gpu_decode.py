@@ -118,17 +118,28 @@ def tensor_geometry(img: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
 def resize_uint8(img: torch.Tensor, width: int, height: int, interpolation: str) -> torch.Tensor:
     """Antialiased resize of a uint8 ``[3, H, W]`` image within one level of PIL's.
 
-    On the CPU torchvision's native uint8 kernel (PIL's fixed-point scheme, measured within
-    one level on photo-sized images); on any other device ``pil_resize``, PIL's arithmetic in
-    integer tensor ops. torchvision's own resize there goes through float32 and a single
-    rounding, up to 5-6 levels off PIL on photo-sized images."""
-    if img.device.type == "cpu":
-        from torchvision.transforms.v2 import InterpolationMode
-        from torchvision.transforms.v2.functional import resize
+    On the CPU, where torchvision has its native uint8 kernel for the mode (PIL's fixed-point
+    scheme, measured within one level on photo-sized images), that kernel; everywhere else
+    (CUDA; bilinear on a CPU without AVX2) ``pil_resize``, PIL's arithmetic in integer tensor
+    ops. torchvision's own resize there goes through float32 and a single rounding, up to 5-6
+    levels off PIL on photo-sized images."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2.functional import resize
 
-        mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
+    mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
+    if img.device.type == "cpu" and _native_uint8_kernel(mode):
         return resize(img, [height, width], interpolation=mode, antialias=True)
     return pil_resize(img, width, height, interpolation)
+
+
+def _native_uint8_kernel(mode: object) -> bool:
+    """Whether torchvision resizes uint8 images on this CPU with its native kernel (it decides
+    by mode and CPU capability); if that cannot be told, no."""
+    try:
+        from torchvision.transforms.v2.functional._geometry import _do_native_uint8_resize_on_cpu
+    except ImportError:
+        return False
+    return bool(_do_native_uint8_resize_on_cpu(mode))
 
 
 # PIL's Resample.c: 8-bit images are resampled with coefficients in fixed point.

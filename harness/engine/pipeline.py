@@ -140,3 +140,9 @@ def true_fp32() -> Iterator[None]:
     finally:
         for b, value in zip(backends, before, strict=True):
             b.fp32_precision = value
+
+
+def current_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """``device`` as the thread's current CUDA device inside the block: pinned buffers and
+    the caching allocator then never create a context on GPU 0 for a ``cuda:N`` run."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()

@@ -38,7 +38,7 @@ from harness.engine.gpu_decode import (
     worker_payload,
 )
 from harness.engine.numerics import Numerics, applied, place, plan, warn_if_emulated
-from harness.engine.pipeline import HostLogits, staged, true_fp32
+from harness.engine.pipeline import HostLogits, current_device, staged, true_fp32
 from harness.scoring import resolve_split  # noqa: F401  (the core owns it)
 from harness.transforms import geometry, normalize
 
@@ -271,12 +271,12 @@ class BackoffForward:
 
     The chunk size found is kept for later batches and reported as ``batch_size``."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], np.ndarray], batch_size: int, on_oom: Callable[[], None] | None = None) -> None:
+    def __init__(self, forward: Callable[[torch.Tensor], Any], batch_size: int, on_oom: Callable[[], None] | None = None) -> None:
         self.forward = forward
         self.batch_size = batch_size
         self.on_oom = on_oom or _release_gpu_memory
 
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+    def __call__(self, batch: torch.Tensor) -> Any:
         out = []
         start = 0
         while start < len(batch):
@@ -300,8 +300,8 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def make_forward(classifier: Classifier, device: torch.device, precision: str | Numerics) -> Callable[[torch.Tensor], np.ndarray]:
-    """uint8 batch -> float32 numpy logits under no_grad and the precision's autocast.
+def make_forward(classifier: Classifier, device: torch.device, precision: str | Numerics) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 batch -> float32 logits, left on the device, under no_grad and the precision's autocast.
 
     The engine alone sets device, precision and layout: the classifier already sits on
     ``device`` with its weights as ``numerics.applied`` left them, and opens no autocast of
@@ -560,7 +560,7 @@ def predict(
     # Ranks shard cached rows and decoded images differently: all read the cache, or none does.
     if not world.all_ok(cached is not None):
         cached = None
-    with world.together(f"predicting {model_name} | {manifest.shift}"), true_fp32():
+    with world.together(f"predicting {model_name} | {manifest.shift}"), true_fp32(), current_device(device):
         local = _predict_here(
             classifier, model_name, shift, manifest, root, options, world, device, numerics, decoder, cache, key, cached
         )

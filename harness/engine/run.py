@@ -300,10 +300,15 @@ class Engine:
         cfg = self.config
         cells = list(dict.fromkeys(t.shift for t in tasks))
         cell_tasks = {c: [t for t in tasks if t.shift == c] for c in cells}
-        # Every manifest is read (and checked) before the model loads; predictions are read here
-        # only for torchrun ranks, which act on this plan; a single process decides again per cell.
+        # Every manifest is read (and checked) before the model loads. A single process decides
+        # again per cell under its lock; the ranks of a torchrun job act on this plan, rank 0's
+        # view deciding for all (a shared directory may reach another node late), and only rank
+        # 0, which scores, reads stored predictions here.
+        multi = self.world.size > 1
         with self.world.together(f"planning {model.name}"):
-            plan = {c: self._cell_state(model, c, cell_tasks[c], load=self.world.size > 1) for c in cells}
+            local = {c: self._cell_state(model, c, cell_tasks[c], load=multi and self.world.is_main) for c in cells}
+            decided = self.world.from_main({c: (state, reason) for c, (state, _, reason) in local.items()})
+        plan = {c: (decided[c][0], local[c][1] if decided[c][0] == local[c][0] else None, decided[c][1]) for c in cells}
         if all(state == "done" for state, _, _ in plan.values()):
             for t in tasks:
                 self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
@@ -342,7 +347,7 @@ class Engine:
                     continue
                 if reason:
                     self.log.event("cell_rerun", f"{model.name} | {c}: running again: {reason}", model=model.name, shift=c, reason=reason)
-                fresh = preds is None
+                fresh = state == "predict"  # a rank other than 0 scores nothing: it holds no stored predictions
                 if fresh:
                     from harness.engine.predict import check_fits
 

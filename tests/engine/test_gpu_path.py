@@ -413,3 +413,43 @@ def test_a_run_directory_holds_one_decoder(tmp_path, capsys):
     assert (tmp_path / "run" / "config.json").read_bytes() == config_before
     assert main([*base, "--decoder", "torchvision"]) == 0  # the same decoder resumes: nothing to redo
     assert (tmp_path / "run" / "results.jsonl").read_bytes() == before
+
+
+def test_the_forward_leaves_logits_on_the_device_and_batches_arrive_there():
+    """``meta`` stands in for cuda: a host copy inside the forward (a per-batch sync on a GPU)
+    would fail on it."""
+    from harness.engine.predict import make_forward
+
+    device = torch.device("meta")
+    net = PatchNet("x").to(device)
+    batches = staged(iter([(np.arange(2), torch.zeros(2, 3, 32, 32, dtype=torch.uint8))]), device)
+    [(idx, images)] = list(batches)
+    assert images.device == device and idx.tolist() == [0, 1]
+    out = make_forward(net, device, "fp32")(images)
+    assert out.device == device and out.shape == (2, 5)
+
+
+def test_a_cuda_n_cell_makes_n_the_current_device(monkeypatch):
+    from harness.engine import pipeline
+
+    entered = []
+    monkeypatch.setattr(torch.cuda, "device", lambda d: entered.append(d) or __import__("contextlib").nullcontext())
+    with pipeline.current_device(torch.device("cuda", 2)):
+        pass
+    with pipeline.current_device(torch.device("cpu")):
+        pass
+    assert entered == [torch.device("cuda", 2)]
+
+
+def test_where_torchvision_would_resize_in_float_pils_arithmetic_runs_instead(monkeypatch):
+    """torchvision takes its float path for bilinear on CPUs without AVX2 (and always on CUDA):
+    forced here, ``tensor_geometry`` still gives PIL's pixels."""
+    import torchvision.transforms.v2.functional._geometry as geo
+
+    monkeypatch.setattr(geo, "_do_native_uint8_resize_on_cpu", lambda interpolation: False)
+    for interpolation in ("bicubic", "bilinear"):
+        spec = PreprocessSpec(image_size=224, resize_size=224, interpolation=interpolation)
+        img = Image.fromarray(pattern(500, 333, seed=5))
+        want = np.asarray(resize_and_crop(img, spec))
+        got = tensor_geometry(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1), spec).permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(got, want)

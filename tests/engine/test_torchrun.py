@@ -64,3 +64,29 @@ def test_ranks_that_disagree_about_the_cache_all_decode(tmp_path, data):
     for shift in ("toy", "toy-sub"):
         assert Predictions.load(dist.predictions_path("colour:a", shift)).sha256() == Predictions.load(single.predictions_path("colour:a", shift)).sha256()
     assert {r.provenance["source"] for r in dist.read_results()} == {"decode"}
+
+
+def _decide(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from harness.engine.distributed import World
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    world = World(rank, 2)
+    # rank 1 does not see a cell rank 0 finished (a shared directory lagging on its node)
+    decided = world.from_main(["toy"] if rank == 0 else ["toy", "toy-sub"])
+    Path(out, f"rank{rank}").write_text(",".join(decided))
+    world.close()
+
+
+@pytest.mark.slow
+def test_rank_0s_view_of_the_run_directory_decides_for_every_rank(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_decide, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+    assert (tmp_path / "rank0").read_text() == (tmp_path / "rank1").read_text() == "toy"
