@@ -418,6 +418,7 @@ class RankPass:
     batch_decoder: BatchDecoder | None
     source: str  # cache | decode
     cache_note: str | None
+    agreement_s: float = 0.0  # seconds of the fp32 agreement re-run (part of the cell's elapsed_s)
 
 
 def _predict_here(
@@ -513,8 +514,10 @@ def _predict_here(
 
     indices = np.concatenate(parts_idx) if parts_idx else np.zeros(0, dtype=np.int64)
     logits = host_logits.numpy(classifier.num_classes)
+    agreement_start = time.perf_counter()
     agreement = fp32_agreement(classifier, device, forward.batch_size, sample_idx, sample_img, indices, logits)
-    return RankPass(indices, logits, agreement, skipped, forward.batch_size, batch_decoder, source, cache_note)
+    agreement_s = round(time.perf_counter() - agreement_start, 3) if agreement is not None else 0.0
+    return RankPass(indices, logits, agreement, skipped, forward.batch_size, batch_decoder, source, cache_note, agreement_s)
 
 
 def fp32_agreement(
@@ -606,6 +609,7 @@ def predict(
         stats["fp32_agreement"] = agree / total
         stats["fp32_agreement_n"] = total
         stats["fp32_max_abs_diff"] = max_diff
+        stats["fp32_agreement_s"] = local.agreement_s  # this rank's fp32 re-run, part of elapsed_s
         if agree / total < options.min_agreement:
             raise ValueError(
                 f"{model_name} on {manifest.shift}: {options.precision} top-1 agrees with fp32 on only "
