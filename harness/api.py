@@ -11,6 +11,8 @@ import abc
 import contextvars
 import hashlib
 import json
+import os
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -301,7 +303,7 @@ class Predictions:
         """Write atomically as an ``.npz`` (no pickle); returns the content sha256."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")  # one per writer
         arrays = {
             "keys": np.asarray(self.keys, dtype=str),
             "labels": np.asarray(self.labels, dtype=np.int64),
@@ -310,9 +312,15 @@ class Predictions:
         }
         for name, col in self.meta.items():
             arrays[f"meta.{name}"] = np.asarray(col)
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        tmp.replace(path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return self.sha256()
 
     @classmethod
@@ -324,7 +332,7 @@ class Predictions:
                 meta = {k[5:]: z[k] for k in z.files if k.startswith("meta.")}
                 return cls(header["model"], header["shift"], z["keys"], z["labels"], z["logits"], meta)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{path}: not a readable predictions file ({exc}); delete it and rerun to redo the cell") from exc
+            raise ValueError(f"{path}: not a readable predictions file ({exc}); rerun its cell with `shiftbench run ... --redo`") from exc
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The frozen run configuration: defaults < config file < command line.
 
-One ``RunConfig`` is resolved per invocation and never mutated; each cell hashes only the
-settings that change its numbers (``cell_hash``), so adding a model or a shift to a run
-directory redoes nothing, while changing the precision or the split does.
+One ``RunConfig`` is resolved per invocation and never mutated; each cell's identity
+(``harness.engine.identity``) takes only the settings that change its numbers, so adding a
+model or a shift to a run directory redoes nothing, while changing the precision or the
+split does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ DECODERS = ("auto", "pil", "torchvision")  # see harness.engine.gpu_decode
 # A model's own options are part of its cell hash instead, so one directory holds models
 # built with different weights.
 IDENTITY_FIELDS = ("split", "precision", "seed")
+
+# Allowed ranges of integer settings. The fp32 agreement check of reduced precision cannot be
+# switched off by a zero or negative sample; torch seeds are 64-bit, numpy's 32-bit.
+INT_RANGES = {
+    "batch_size": (1, 1 << 20),
+    "workers": (0, 512),
+    "agreement_sample": (1, 1 << 20),
+    "seed": (0, (1 << 32) - 1),
+}
 
 # The option that names a model in results instead of its NAME:ARG; never passed to factories.
 LABEL_OPTION = "label"
@@ -107,10 +117,10 @@ class RunConfig:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement is a fraction in [0, 1], got {self.min_agreement}")
         _options(self.model_args, "--model-arg")
@@ -127,16 +137,6 @@ class RunConfig:
 
     def config_hash(self) -> str:
         payload = json.dumps({**self.identity(), "models": self.models, "shifts": self.shifts}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-    def cell_hash(self, model: str, shift: str, decoder: str = "pil") -> str:
-        """Hash of what determines one (model, shift) cell's predictions. ``decoder``: the JPEG
-        decoder's label (``harness.engine.gpu_decode.planned_decoder``); PIL cells keep the
-        hash they had before decoders were chosen."""
-        entry = {**self.identity(), "model": model, "shift": shift, "skip_bad_images": self.skip_bad_images}
-        if decoder != "pil":
-            entry["decoder"] = decoder
-        payload = json.dumps(entry, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def model_options(self) -> dict[str, str]:
@@ -173,20 +173,37 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return tuple(value)
     try:
         if ftype == "int":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise TypeError
             return int(value)
         if ftype == "float":
-            return float(value)
+            value = float(value)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+            return value
         if ftype == "bool":
             if not isinstance(value, bool):
                 raise TypeError
             return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{source}: {name} must be {ftype}, got {value!r}") from None
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{source}: {name} must be a string, got {value!r}")
     return value
+
+
+def _unique_keys(path: Path) -> Any:
+    """A JSON object hook refusing a key given twice (``json`` keeps the last silently)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(f"{path}: setting {key!r} is given twice; keep one")
+            out[key] = value
+        return out
+
+    return hook
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -197,7 +214,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = path.read_text()
     try:
         if path.suffix == ".json":
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_unique_keys(path))
         else:
             raw = tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

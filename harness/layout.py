@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from harness.api import Result
 from harness.config import RunConfig, from_dict
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
+_parsed: dict[str, tuple[bytes, list[Result]]] = {}  # results.jsonl -> (sha256 of its bytes, rows)
 
 
 def safe_name(name: str) -> str:
@@ -76,10 +78,23 @@ class RunLayout:
             yield sidecar.with_suffix(".npz"), meta
 
     def read_results(self) -> list[Result]:
-        if not self.results_path.exists():
+        """The rows; a file whose bytes are unchanged since it was last parsed is not parsed
+        again (a run checks its cells against results.jsonl many times)."""
+        try:
+            data = self.results_path.read_bytes()
+        except FileNotFoundError:
             return []
+        key = os.path.realpath(self.results_path)
+        digest = hashlib.sha256(data).digest()
+        cached = _parsed.get(key)
+        if cached is None or cached[0] != digest:
+            cached = (digest, self._parse_results(data.decode()))
+            _parsed[key] = cached
+        return list(cached[1])
+
+    def _parse_results(self, text: str) -> list[Result]:
         rows = []
-        for i, line in enumerate(self.results_path.read_text().splitlines(), 1):
+        for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

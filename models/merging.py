@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from harness.files import atomic_write_text
 from models.checkpoints import LazyStateDict
 
 
@@ -161,9 +162,7 @@ class GreedySoupRecord:
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GreedySoupRecord:

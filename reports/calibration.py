@@ -155,9 +155,10 @@ def format_table(rows: list[CalibrationRow]) -> str:
 def save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
+    from harness.files import atomic_file
+    from reports.plain_text import plain_figure
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    tmp.replace(path)
+    with atomic_file(path, "wb", fsync=False) as fh:  # a unique temp name, renamed when complete
+        plain_figure(fig).savefig(fh, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from reports.row_checks import check_result_row, unique_results
 from reports.table import ID_SETTING, Row, make_row, read_table
 from reports.timm_tags import timm_tags
 
@@ -352,6 +353,7 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
     source = source or f"run:{path.parent.name if path.name == 'results.jsonl' else path.stem}"
     results = []
     for line, obj in enumerate(_read_jsonl(path), start=1):
+        check_result_row(obj, f"{path}:{line}")
         try:
             res = Result.from_dict(obj)
         except (TypeError, ValueError) as exc:
@@ -359,6 +361,7 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
         if "top1" not in res.metrics:
             raise ValueError(f"{path}:{line}: result for {res.model!r} on {res.setting!r} has no 'top1' metric")
         results.append((line, res))
+    results = unique_results(results, path)
     owners = names_head_owners(res for _, res in results)
     imagenet = {res.model: (line, res) for line, res in results if res.setting == "imagenet"}
     results += [(imagenet[o][0], dataclasses.replace(imagenet[o][1], model=m, provenance=_with_tags(imagenet[o][1], t)))

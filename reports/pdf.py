@@ -3,7 +3,7 @@ methods. Pages are matplotlib figures written with ``PdfPages`` to a temp file, 
 
 from __future__ import annotations
 
-import os
+import contextlib
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.files import atomic_file, atomic_folder
 from reports.analysis import DROP_REASONS, Group, highlight_mask, shift_order
 from reports.figures import average_points, average_scatter, near_chance, scatter
+from reports.plain_text import plain_text
 from reports.summary_table import build_table, column_name
 from reports.table import SHIFTS
 
@@ -311,23 +313,25 @@ def write_pdf(path: Path, groups: Sequence[Group], meta: dict[str, Any], highlig
     from matplotlib.backends.backend_pdf import PdfPages
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a PDF file path such as {path / 'report.pdf'}")
     hl = {i: highlight_mask(g.points, highlight) for i, g in enumerate(groups)}
     shown = [i for i, g in enumerate(groups) if any(p.preferred for p in g.points)]
-    with PdfPages(tmp, metadata={"Title": "shiftbench effective robustness report", "Creator": f"shiftbench {meta['version']}"}) as raw:
-        pdf = Pages(raw, Path(png_dir) if png_dir else None)
-        _title_page(pdf, meta, groups)
-        _table_pages(pdf, groups, hl, user_sources)
-        _average_page(pdf, groups, highlight, meta["transform"], user_sources)
-        notes = protocol_notes(groups)
-        for i in shown:
-            _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"], notes)
-        for page in extra_pages:
-            page(pdf)
-        if meta.get("dropped"):
-            _dropped_pages(pdf, meta["dropped"], user_sources)
-        _text_page(pdf, "Methods", METHODS, fontsize=8.5)
-        pages = raw.get_pagecount()
-    tmp.replace(path)
+    pngs = atomic_folder(png_dir, lambda name: name.startswith("page-") and name.endswith(".png"), "--png-dir") if png_dir else contextlib.nullcontext(None)
+    # The PDF (and the PNG folder) appear only complete: temp names, renamed when done.
+    with pngs as png_tmp, atomic_file(path, "wb", fsync=False) as fh, plain_text():
+        with PdfPages(fh, metadata={"Title": "shiftbench effective robustness report", "Creator": f"shiftbench {meta['version']}"}) as raw:
+            pdf = Pages(raw, png_tmp)
+            _title_page(pdf, meta, groups)
+            _table_pages(pdf, groups, hl, user_sources)
+            _average_page(pdf, groups, highlight, meta["transform"], user_sources)
+            notes = protocol_notes(groups)
+            for i in shown:
+                _group_page(pdf, groups[i], meta["transform"], hl[i], user_sources, meta["baseline"], notes)
+            for page in extra_pages:
+                page(pdf)
+            if meta.get("dropped"):
+                _dropped_pages(pdf, meta["dropped"], user_sources)
+            _text_page(pdf, "Methods", METHODS, fontsize=8.5)
+            pages = raw.get_pagecount()
     return pages

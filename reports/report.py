@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections import Counter
 from collections.abc import Sequence
@@ -49,11 +50,27 @@ class ReportConfig:
     calibrate_on: str | None = None
 
 
+def distinct_source(rows: list[Row], path: Path, taken: dict[str, Path]) -> list[Row]:
+    """Rows of ``path`` under source names no other input uses: two run directories that are
+    both called ``run`` are two sources (``run:exp1/run``, ``run:exp2/run``), never merged."""
+    path = Path(path).resolve()
+    folder = path.parent if path.is_file() else path
+    renamed: dict[str, str] = {}
+    for source in sorted({r.source for r in rows}):
+        name = source
+        if name in taken and taken[name] != path:
+            prefix, _, _ = source.partition(":")
+            name = f"{prefix}:{folder.parent.name}/{folder.name}" if prefix else f"{source} ({folder})"
+            if name in taken and taken[name] != path:
+                name = f"{prefix or source}:{folder}"
+        taken[name] = path
+        renamed[source] = name
+    return [r if renamed[r.source] == r.source else dataclasses.replace(r, source=renamed[r.source]) for r in rows]
+
+
 def _read_input(path: Path, fmt: str | None, source: str | None = None) -> list[Row]:
     rows = importers.load(Path(path), fmt)
     if source is not None:
-        import dataclasses
-
         rows = [dataclasses.replace(r, source=source) for r in rows]
     return rows
 
@@ -73,6 +90,7 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
 
         rows += load_testbed() + load_wilds_published()
     user: set[str] = set()
+    taken: dict[str, Path] = {}
     tagged = [(p, baseline_source(p)) for p in cfg.baseline_results] + [(p, None) for p in cfg.inputs]
     for path, source in tagged:
         new = _read_input(Path(path), cfg.fmt, source)
@@ -86,6 +104,7 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
                 f"{path}: scored on fewer images than the shifts publish ({listed}{more}); such accuracies are not "
                 "comparable with the testbed's. Complete the data and rerun, or pass --allow-incomplete to report them"
             )
+        new = distinct_source(new, path, taken)
         user |= {r.source for r in new}
         rows += new
     if not rows:
@@ -95,8 +114,6 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
 
 def run_report(cfg: ReportConfig) -> dict:
     """Do the whole report; returns the summary object."""
-    import dataclasses
-
     rows, user_sources = load_rows(cfg)
     settings = {r.setting for r in rows}
     unknown = [k for k in cfg.id_shifts if k not in settings]

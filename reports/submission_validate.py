@@ -59,6 +59,9 @@ class Validation:
     #: setting -> the claimed release's published figure against the recomputed top-1
     #: (``reports.published``): shown as a mark, never a reason to reject.
     published: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # True only when keys and labels were checked against the dataset (a data root was given):
+    # without it, labels are the bundle's word and a forged bundle can score 100%.
+    labels_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -135,6 +138,7 @@ class _Check:
         self.load_rows(members)
         if data_root is not None:
             self.against_data(Path(data_root))
+            self.v.labels_checked = True
         self.required_shifts()  # after the data completed the specs (ObjectNet: imagenet@objectnet)
         self.rows_consistent()
         self.published_checks()

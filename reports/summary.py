@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.files import atomic_write_text
 from reports.analysis import BaselineRule, Group, point_intervals
 from reports.scales import DEFAULT_EPS
 
@@ -131,8 +131,7 @@ def write_json(obj: Any, path: Path) -> None:
     """Write JSON atomically (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, allow_nan=False)
-        fh.write("\n")
-    tmp.replace(path)
+    if path.is_dir():
+        raise ValueError(f"--json {path} is a folder; give a file path such as {path / 'summary.json'}")
+    text = json.dumps(obj, indent=1, allow_nan=False) + "\n"
+    atomic_write_text(path, text)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import id_view_setting
+from harness.files import atomic_file
 
 ID_SETTING = "imagenet"
 
@@ -163,14 +163,12 @@ def write_table(rows: Iterable[Row], path: Path) -> None:
     """Write a ``.csv`` or ``.csv.gz`` table atomically; gzip output is byte-reproducible."""
     path = Path(path)
     data = dumps(rows).encode()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path, "wb") as fh:
         if path.name.endswith(".gz"):
             with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
                 gz.write(data)
         else:
             fh.write(data)
-    tmp.replace(path)
 
 
 def read_table(path: Path) -> list[Row]:

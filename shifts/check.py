@@ -76,8 +76,9 @@ def check_shift(
         return _check_plain_shift(shift, root, split, deep)
     split = shift.resolve_split(split)
     spec = shift.spec
+    # 0: a user dataset (folder, wds) publishes no size; its own manifest may give one below
     report = DataReport(
-        spec.name, split, False, homepage=spec.homepage, n_expected=shift.expected_size(split)
+        spec.name, split, False, homepage=spec.homepage, n_expected=shift.expected_size(split) or None
     )
     report.per_class_expected = shift.per_class
     cands = [c for c in shift.candidates(root) if form in (None, c.form)]
@@ -88,6 +89,8 @@ def check_shift(
     loc = present[0]
     report.found, report.form, report.path = True, loc.form, str(loc.path)
     try:  # from here on, anything wrong is wrong data, not missing data
+        if report.n_expected is None and split == spec.default_split:
+            report.n_expected = shift.spec_for(Path(root)).expected_size or None
         pairs = shift.keys_and_labels(root, split, loc.form)
     except (ValueError, FileNotFoundError) as exc:
         report.problems.append(str(exc))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.api import ShiftSpec, id_view_setting
+from harness.files import atomic_write_text
 from shifts.base import (
     DatasetShift,
     Record,
@@ -317,7 +318,5 @@ def write_heldout_keys(data_root: Path, per_class: int, seed: int) -> Path:
         pick = sorted(rng.choice(len(files), size=per_class, replace=False))
         keys += [f"{wnid}/{files[i]}" for i in pick]
     out = train_dir.parent / HELDOUT_KEYS
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in keys))
-    tmp.replace(out)
+    atomic_write_text(out, "".join(k + "\n" for k in keys))
     return out

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.files import atomic_write_text
 from shifts.download import (
     ChecksumMismatch,
     DownloadError,
@@ -57,9 +58,7 @@ def record_digest(root: Path, filename: str, sha256: str, source: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _ledger(root)
     data[filename] = {"sha256": sha256, "source": source, "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def expected_digest(root: Path, archive: Archive) -> tuple[str | None, str]:

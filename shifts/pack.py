@@ -66,6 +66,29 @@ def check_written(
     return done
 
 
+SOURCE_FILE = ".pack-source"  # the folder an unfinished pack reads, removed when it finishes
+
+
+def check_source(split_dir: Path, source: Path, resuming: bool) -> None:
+    """An interrupted pack resumes only from the folder it started from: shards of another data
+    root with the same file names would otherwise be kept as if they were this one's."""
+    marker = split_dir / SOURCE_FILE
+    here = str(Path(source).resolve())
+    if resuming:
+        try:
+            first = marker.read_text().strip()
+        except OSError:
+            first = "an unrecorded folder"
+        if first != here:
+            raise ValueError(
+                f"{split_dir} holds shards packed from {first}, not {here}; rerun with that --data-root, "
+                f"or delete {split_dir} to pack this one"
+            )
+        return
+    split_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(here + "\n")
+
+
 def pack(
     shift: DatasetShift,
     root: Path,
@@ -89,6 +112,7 @@ def pack(
         raise ValueError("maxcount must be at least 1")
     records = shift.index(loc.path, split)
     written = wds.written_shards(split_dir)
+    check_source(split_dir, loc.path, bool(written))
     done = check_written(written, records, maxcount, split_dir)
     if written and progress:
         print(
@@ -106,4 +130,5 @@ def pack(
     )
     for name in shift.pack_copies:
         shutil.copytree(loc.path / name, Path(out) / name, dirs_exist_ok=True)
+    (split_dir / SOURCE_FILE).unlink(missing_ok=True)
     return manifest

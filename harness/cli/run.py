@@ -93,6 +93,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=("local", "ray"), help="run cells here (default) or on a Ray cluster")
     p.add_argument("--json", action="store_true", default=None, help="JSON lines on stdout instead of bars and a table")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.add_argument("--redo", action="store_true", help="predict and score this command's cells again even if done; their rows are replaced")
 
 
 def register(sub: Any) -> None:
@@ -143,7 +144,7 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
     return config
 
 
-def execute(config: Any, sources: list[Any]) -> int:
+def execute(config: Any, sources: list[Any], redo: bool = False) -> int:
     """Print the config, run every model's cells, print the summary."""
     from harness.cli import UserError
     from harness.engine.distributed import RankFailed, World
@@ -160,7 +161,7 @@ def execute(config: Any, sources: list[Any]) -> int:
     log = RunLog(config.json)
     world = World.single() if config.executor == "ray" else World.from_env(resolve_device(config.device))
     try:
-        summary = _execute_in(world, config, sources, log)
+        summary = _execute_in(world, config, sources, log, redo)
     except RankFailed as exc:  # another rank's error, already printed there: one line here too
         world.abandon()
         raise UserError(str(exc)) from None
@@ -179,7 +180,7 @@ def execute(config: Any, sources: list[Any]) -> int:
     return status
 
 
-def _execute_in(world: Any, config: Any, sources: list[Any], log: Any) -> list[dict[str, Any]]:
+def _execute_in(world: Any, config: Any, sources: list[Any], log: Any, redo: bool = False) -> list[dict[str, Any]]:
     from harness.engine.run import Engine
 
     if world.is_main:
@@ -187,8 +188,8 @@ def _execute_in(world: Any, config: Any, sources: list[Any], log: Any) -> list[d
     if config.executor == "ray":
         from harness.engine.ray_executor import run_on_ray
 
-        return run_on_ray(config, sources, log)
-    return Engine(config, log=log, world=world).run(sources)
+        return run_on_ray(config, sources, log, redo)
+    return Engine(config, log=log, world=world, redo=redo).run(sources)
 
 
 def alarm_near_chance(config: Any, models: set[str], log: Any) -> int:
@@ -231,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "folder" not in config.shifts:
             raise ValueError("--unlabeled applies to the folder shift: add --shifts folder (or use --shifts folder-unlabeled)")
         config = dataclasses.replace(config, shifts=tuple("folder-unlabeled" if s == "folder" else s for s in config.shifts))
-    return execute(config, models_from_config(config))
+    return execute(config, models_from_config(config), redo=args.redo)
 
 
 def print_rows(rows: list[Any], as_json: bool) -> None:
@@ -267,11 +268,11 @@ def cmd_wiseft(args: argparse.Namespace) -> int:
     finetuned = model_entry(args.finetuned, args.finetuned_arg)
     config = resolve_config(args)
     config = dataclasses.replace(config, models=(zeroshot, finetuned))
-    return execute(config, wiseft_sources(*config.model_specs(), alphas))
+    return execute(config, wiseft_sources(*config.model_specs(), alphas), redo=args.redo)
 
 
 def cmd_soup(args: argparse.Namespace) -> int:
     from harness.engine.sweeps import soup_sources
 
     config = resolve_config(args)
-    return execute(config, soup_sources(args.ingredients, args.recipe, args.held_out, config))
+    return execute(config, soup_sources(args.ingredients, args.recipe, args.held_out, config), redo=args.redo)

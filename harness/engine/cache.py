@@ -7,8 +7,14 @@ decoding. The key is the dataset manifest (shift, version, split, data root, eve
 label in order), the geometry fields of the ``PreprocessSpec`` and the JPEG decoder —
 normalisation is not part of it, so models differing only in mean/std share an entry.
 
-Layout: ``<cache_dir>/<key>.u8`` (raw array) and ``<key>.json`` (shape, manifest digest),
-the json written last: an entry without it is incomplete and is rebuilt.
+Layout: ``<cache_dir>/<key>.u8`` (raw array) and ``<key>.json`` (shape, row count, sha256 of
+the array), the json written last. Runs on the same data share entries safely: each writer
+fills its own temp file (``.<key>.u8.<pid>.<random>.tmp``), and publishes it only when every
+row is written, by renaming it into place and then writing the index. A reader opens the
+array, checks its size and sha256 against the index, and memory-maps that same open file, so
+an entry replaced meanwhile by another writer is never mixed with the index it read. An
+entry that fails the check is ignored and rebuilt. The cache only saves time: a problem with
+it (full disk, permissions) never fails a cell.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.api import PreprocessSpec
-from harness.engine.store import atomic_write_text
+from harness.files import atomic_write_text, temp_path
 
 GEOMETRY_FIELDS = ("image_size", "resize_size", "resize_mode", "crop", "interpolation")
 
@@ -41,6 +47,19 @@ def cache_key(manifest_digest: str, spec: PreprocessSpec, decoder: str = "pil") 
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def _sha256_of(fh, length: int, chunk: int = 1 << 24) -> str:  # noqa: ANN001 - a binary file object
+    h = hashlib.sha256()
+    fh.seek(0)
+    left = length
+    while left > 0:
+        block = fh.read(min(chunk, left))
+        if not block:
+            break
+        h.update(block)
+        left -= len(block)
+    return h.hexdigest()
+
+
 class ImageCache:
     """A directory of cache entries; ``open`` reads one, ``writer`` builds one."""
 
@@ -51,18 +70,22 @@ class ImageCache:
         return self.dir / f"{key}.u8", self.dir / f"{key}.json"
 
     def open(self, key: str, n: int, size: int) -> np.ndarray | None:
-        """The cached ``[n, 3, size, size]`` array (memory-mapped), or None if absent/incomplete."""
+        """The cached ``[n, 3, size, size]`` array (memory-mapped), or None if absent,
+        incomplete, or not the bytes its index describes."""
         data, index = self._paths(key)
-        if not (data.exists() and index.exists()):
-            return None
+        shape = (n, 3, size, size)
         try:
             meta = json.loads(index.read_text())
-        except json.JSONDecodeError:
+            if tuple(meta.get("shape", ())) != shape or meta.get("rows") != n or not meta.get("sha256"):
+                return None
+            with open(data, "rb") as fh:
+                length = os.fstat(fh.fileno()).st_size
+                if length != int(np.prod(shape)) or _sha256_of(fh, length) != meta["sha256"]:
+                    return None
+                # copy-on-write: writable views, file untouched; mapped from the file just verified
+                return np.memmap(fh, dtype=np.uint8, mode="c", shape=shape)
+        except (OSError, ValueError, AttributeError, json.JSONDecodeError):
             return None
-        shape = (n, 3, size, size)
-        if tuple(meta.get("shape", ())) != shape or data.stat().st_size != int(np.prod(shape)):
-            return None
-        return np.memmap(data, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: writable views, file untouched
 
     def writer(self, key: str, n: int, size: int) -> CacheWriter:
         return CacheWriter(self, key, (n, 3, size, size))
@@ -73,14 +96,14 @@ class CacheWriter:
 
     def __init__(self, cache: ImageCache, key: str, shape: tuple[int, int, int, int]) -> None:
         self.data_path, self.index_path = cache._paths(key)
-        self.tmp_path = self.data_path.with_name(self.data_path.name + ".tmp")
+        cache.dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = temp_path(self.data_path)
         self.shape = shape
         self.filled = np.zeros(shape[0], dtype=bool)
-        cache.dir.mkdir(parents=True, exist_ok=True)
         # Reserve the whole entry now: a full disk is an OSError here, not a SIGBUS when a
         # page of a sparse memory map is first written.
         try:
-            with open(self.tmp_path, "wb") as fh:
+            with open(self.tmp_path, "xb") as fh:
                 os.posix_fallocate(fh.fileno(), 0, int(np.prod(shape)))
         except OSError:
             self.tmp_path.unlink(missing_ok=True)
@@ -93,16 +116,25 @@ class CacheWriter:
         self.filled[indices] = True
 
     def commit(self) -> bool:
-        """Publish the entry if complete; returns whether it was published."""
-        if self.array is not None:
-            self.array.flush()
-        self.array = None
-        if not self.filled.all():
+        """Publish the entry if complete; returns whether it was published. Never raises for
+        storage problems: the cache only saves time."""
+        try:
+            if self.array is not None:
+                self.array.flush()
+                del self.array
+            self.array = None
+            if not self.filled.all():
+                self.tmp_path.unlink(missing_ok=True)
+                return False
+            with open(self.tmp_path, "rb") as fh:
+                digest = _sha256_of(fh, int(np.prod(self.shape)))
+            self.tmp_path.replace(self.data_path)
+            index = {"shape": list(self.shape), "rows": self.shape[0], "sha256": digest}
+            atomic_write_text(self.index_path, json.dumps(index) + "\n")
+            return True
+        except (OSError, ValueError):
             self.tmp_path.unlink(missing_ok=True)
             return False
-        self.tmp_path.replace(self.data_path)
-        atomic_write_text(self.index_path, json.dumps({"shape": list(self.shape)}) + "\n")
-        return True
 
     def abort(self) -> None:
         self.array = None

@@ -80,7 +80,16 @@ def jpeg_fallback_reason(data: bytes) -> str | None:
         return "RGB-coded (Adobe transform 0)"
     if height == 0 or width == 0:
         return "height defined after the scan (DNL)"
+    if too_many_pixels(width, height):
+        return f"{width}x{height} pixels, over PIL's decompression-bomb limit (PIL refuses it unread)"
     return None
+
+
+def too_many_pixels(width: int, height: int) -> bool:
+    """PIL's own limit (``Image.MAX_IMAGE_PIXELS``, an error above twice it): the batched decoder
+    would allocate such an image in full, so it goes to PIL, which refuses it from the header."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and width * height > 2 * limit
 
 
 def tensor_geometry(img: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:

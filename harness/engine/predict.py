@@ -443,8 +443,8 @@ def _predict_here(
     if cache is not None and cached is None and world.size == 1:
         try:
             writer = cache.writer(key, n, size)
-        except OSError as exc:  # the cache only saves time: run without it
-            cache_note = f"not written: cannot reserve {n * 3 * size * size:,} bytes in {cache.dir} ({exc.strerror or exc})"
+        except (OSError, ValueError) as exc:  # the cache only saves time: run without it
+            cache_note = f"not written: cannot reserve {n * 3 * size * size:,} bytes in {cache.dir} ({getattr(exc, 'strerror', None) or exc})"
             print(f"image cache {cache_note}; predicting without it", file=sys.stderr)
     batch_decoder = None
     skipped: list[DecodeFailure] | None = [] if options.skip_bad_images else None
@@ -509,8 +509,8 @@ def _predict_here(
     if writer is not None:
         if skipped:
             writer.abort()  # a cache entry with holes would be read as complete
-        else:
-            writer.commit()
+        elif not writer.commit():
+            cache_note = f"not written: publishing the entry in {writer.data_path.parent} failed"
 
     indices = np.concatenate(parts_idx) if parts_idx else np.zeros(0, dtype=np.int64)
     logits = host_logits.numpy(classifier.num_classes)

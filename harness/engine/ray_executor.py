@@ -1,8 +1,9 @@
 """``--executor ray``: each model's cells run as one Ray task against the shared run directory.
 
 Ray is an optional extra (``pip install 'shiftbench[ray]'``). Tasks resume like local runs:
-each skips its done cells; ``results.jsonl`` is rewritten under a file lock, so concurrent
-tasks never tear it. The run directory must be on storage every Ray worker sees.
+each skips its done cells; cells and ``results.jsonl`` are guarded by file locks
+(``harness.engine.store``), so concurrent tasks never tear or lose a row. The run directory
+must be on storage every Ray worker sees.
 
 A run on CUDA (``--device cuda``/``cuda:N``, or ``auto`` where the Ray cluster has GPUs) asks
 Ray for one GPU per task, and Ray gives each task its own (``CUDA_VISIBLE_DEVICES``). A task
@@ -31,8 +32,8 @@ def _import_ray() -> Any:
     return ray
 
 
-def _run_one(config: RunConfig, source: ModelSource) -> list[dict[str, Any]]:
-    return Engine(dataclasses.replace(config, progress=False), log=RunLog(config.json, quiet=True)).run([source])
+def _run_one(config: RunConfig, source: ModelSource, redo: bool = False) -> list[dict[str, Any]]:
+    return Engine(dataclasses.replace(config, progress=False), log=RunLog(config.json, quiet=True), redo=redo).run([source])
 
 
 def task_resources(config: RunConfig, cluster_gpus: float) -> tuple[dict[str, Any], RunConfig]:
@@ -54,13 +55,13 @@ def task_resources(config: RunConfig, cluster_gpus: float) -> tuple[dict[str, An
     return {"num_gpus": 1}, dataclasses.replace(config, device="cuda")
 
 
-def run_on_ray(config: RunConfig, sources: list[ModelSource], log: RunLog) -> list[dict[str, Any]]:
+def run_on_ray(config: RunConfig, sources: list[ModelSource], log: RunLog, redo: bool = False) -> list[dict[str, Any]]:
     ray = _import_ray()
     if not ray.is_initialized():
         ray.init(address="auto" if _has_cluster() else None)
     options, config = task_resources(config, _cluster_gpus(ray))
     task = ray.remote(_run_one).options(**options)
-    futures = [task.remote(config, s) for s in sources]
+    futures = [task.remote(config, s, redo) for s in sources]
     summary: list[dict[str, Any]] = []
     for source, future in zip(sources, futures, strict=True):
         rows = ray.get(future)

@@ -10,6 +10,7 @@ disk; everything else is predicted, verified, saved, then scored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -28,6 +29,7 @@ from harness import __version__
 from harness.api import Classifier, ClassMap, Predictions, Result, Shift, ShiftSpec, id_view_setting
 from harness.config import LABEL_OPTION, RunConfig
 from harness.engine.distributed import World
+from harness.engine.identity import identity_changes
 from harness.engine.store import RunDir
 from harness.scoring import (
     ScoreTask,
@@ -153,6 +155,7 @@ class Engine:
         get_shift: Callable[[str], Shift] | None = None,
         log: RunLog | None = None,
         world: World | None = None,
+        redo: bool = False,
     ) -> None:
         from harness.registry import get_shift as registry_get_shift
 
@@ -163,6 +166,8 @@ class Engine:
         self._shifts: dict[str, Shift] = {}
         self._specs: dict[str, ShiftSpec] = {}
         self._manifests: dict[str, Any] = {}
+        self._identities: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+        self.redo = redo  # predict every cell again, even if done (``run --redo``)
         self.world = world or World.single()
         self.log = log or RunLog(config.json)
         if not self.world.is_main:
@@ -222,11 +227,21 @@ class Engine:
             self._refuse_other_decoders()
             if self.world.is_main:
                 self.run_dir.adopt_config(self.config)
-            done = {(r.model, r.setting, r.provenance.get("config_hash")) for r in self.run_dir.read_results()}
-        done = self.world.from_main(done)  # rank 0 writes the directory: its view of it decides for all
         for model in models:
-            self._run_model(model, tasks, done)
+            self._run_model(model, tasks)
         return self.summary
+
+    def cell_identity(self, model: ModelSource, shift: str) -> tuple[dict[str, Any], str]:
+        """The cell's identity (``harness.engine.identity``) and its hash; reads the manifest."""
+        from harness.engine.identity import cell_hash, cell_identity
+
+        key = (model.identity, shift)
+        if key not in self._identities:
+            identity = cell_identity(
+                self.config, model.identity, shift, self.manifest(shift).digest(), self.config.data_root, self.decoder()
+            )
+            self._identities[key] = (identity, cell_hash(identity))
+        return self._identities[key]
 
     def decoder(self) -> str:
         """The JPEG decoder label every cell of this run uses (part of each cell's identity)."""
@@ -245,27 +260,64 @@ class Engine:
                 f"with {decoder} (--decoder {self.config.decoder}); use a new --run-dir, or the decoder it was made with"
             )
 
-    def _run_model(self, model: ModelSource, tasks: list[ScoreTask], done: set) -> None:
+    def _cell_state(
+        self, model: ModelSource, shift: str, tasks: list[ScoreTask], load: bool = True
+    ) -> tuple[str, Predictions | None, str]:
+        """What a cell needs now: ``done``, ``score`` (predictions on disk) or ``predict``, with
+        the stored predictions to score (read and verified only with ``load``) and, for a cell
+        done before, why it runs again."""
+        identity, digest = self.cell_identity(model, shift)
+        if self.redo:
+            return "predict", None, "--redo"
+        rows = {r.setting: r for r in self.run_dir.read_results() if r.model == model.name}
+        sidecar = self.run_dir.sidecar(model.name, shift)
+        stored_ok = sidecar.get("cell_hash") == digest and self.run_dir.predictions_path(model.name, shift).exists()
+        current = [rows.get(t.setting) for t in tasks]
+        unlabeled = self._unlabeled(shift)  # stored, never scored: no rows to match
+        if stored_ok and (unlabeled or all(
+            r is not None and r.provenance.get("config_hash") == digest and r.predictions_sha256 == sidecar.get("sha256") for r in current
+        )):  # fmt: skip
+            return "done", None, ""
+        reason = ""
+        old = next((r for r in current if r is not None and r.provenance.get("config_hash") != digest), None)
+        if old is not None:
+            reason = identity_changes(old.provenance.get("cell"), identity)
+        elif any(r is not None for r in current):
+            reason = "its predictions file is missing or no longer matches its results"
+        if not load:
+            return ("score" if stored_ok else "predict"), None, reason
+        preds = self.run_dir.finished_predictions(model.name, shift, digest)
+        if preds is not None:
+            return "score", preds, reason
+        return "predict", None, reason
+
+    def _unlabeled(self, shift: str) -> bool:
+        from harness.api import is_unlabeled
+
+        return is_unlabeled(self.spec(shift))
+
+    def _run_model(self, model: ModelSource, tasks: list[ScoreTask]) -> None:
         cfg = self.config
-        decoder = self.decoder()
-        cell_hash = {t.shift: cfg.cell_hash(model.identity, t.shift, decoder) for t in tasks}
-        pending = [t for t in tasks if (model.name, t.setting, cell_hash[t.shift]) not in done]
-        for t in tasks:
-            if t not in pending:
+        cells = list(dict.fromkeys(t.shift for t in tasks))
+        cell_tasks = {c: [t for t in tasks if t.shift == c] for c in cells}
+        # Every manifest is read (and checked) before the model loads. A single process decides
+        # again per cell under its lock; the ranks of a torchrun job act on this plan, rank 0's
+        # view deciding for all (a shared directory may reach another node late), and only rank
+        # 0, which scores, reads stored predictions here.
+        multi = self.world.size > 1
+        with self.world.together(f"planning {model.name}"):
+            local = {c: self._cell_state(model, c, cell_tasks[c], load=multi and self.world.is_main) for c in cells}
+            decided = self.world.from_main({c: (state, reason) for c, (state, _, reason) in local.items()})
+        plan = {c: (decided[c][0], local[c][1] if decided[c][0] == local[c][0] else None, decided[c][1]) for c in cells}
+        if all(state == "done" for state, _, _ in plan.values()):
+            for t in tasks:
                 self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
-        if not pending:
             self.log.event("model_skipped", f"{model.name}: all cells done, skipped", model=model.name)
             return
-        cells = list(dict.fromkeys(t.shift for t in pending))
-        with self.world.together(f"reading {model.name}'s predictions"):
-            stored = {c: self.run_dir.finished_predictions(model.name, c, cell_hash[c]) for c in cells}
-        # Every rank predicts the same cells (their collectives pair up): those rank 0 lacks.
-        to_predict = self.world.from_main([c for c in cells if stored[c] is None])
-        with self.world.together(f"loading {model.name}"):
-            for c in to_predict:  # incomplete data fails here, before the model is loaded
-                self.manifest(c)
-            classifier = None
-            if to_predict:
+        built: list[Classifier] = []
+
+        def classifier() -> Classifier:
+            if not built:
                 import torch
 
                 from harness.api import building_on
@@ -273,23 +325,42 @@ class Engine:
 
                 torch.manual_seed(cfg.seed)
                 with building_on(str(resolve_device(cfg.device))):
-                    classifier = model.build()
+                    built.append(model.build())
+                for c in cells:
+                    if plan[c][0] == "predict":
+                        check_fits(built[0], self.spec(c))
+            return built[0]
 
-                for c in to_predict:
-                    check_fits(classifier, self.spec(c))
+        with self.world.together(f"loading {model.name}"):
+            if any(state == "predict" for state, _, _ in plan.values()):
+                classifier()
         for c in cells:
-            preds = stored[c]
-            if c in to_predict:
-                assert classifier is not None
-                preds, stats = self._predict(model, classifier, c)
-            with self.world.together(f"saving and scoring {model.name} | {c}"):
-                if c in to_predict:
-                    self._keep(model, classifier, c, cell_hash[c], preds, stats)
-                else:
-                    stats = self.run_dir.sidecar(model.name, c).get("stats", {})
-                    self.log.event("cell_reused", f"{model.name} | {c}: predictions on disk, scoring", model=model.name, shift=c)
-                if self.world.is_main:
-                    self._score(model, [t for t in pending if t.shift == c], preds, cell_hash[c], stats)
+            # One process at a time decides, predicts, saves and scores a cell; the ranks of one
+            # torchrun job act on the plan made above (only the main rank writes).
+            single = self.world.size == 1
+            with self.run_dir.cell_lock(model.name, c) if single else contextlib.nullcontext():
+                state, preds, reason = self._cell_state(model, c, cell_tasks[c]) if single else plan[c]
+                if state == "done":
+                    for t in cell_tasks[c]:
+                        self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
+                    self.log.event("cell_skipped", f"{model.name} | {c}: done, skipped", model=model.name, shift=c)
+                    continue
+                if reason:
+                    self.log.event("cell_rerun", f"{model.name} | {c}: running again: {reason}", model=model.name, shift=c, reason=reason)
+                fresh = state == "predict"  # a rank other than 0 scores nothing: it holds no stored predictions
+                if fresh:
+                    from harness.engine.predict import check_fits
+
+                    check_fits(classifier(), self.spec(c))
+                    preds, stats = self._predict(model, classifier(), c)
+                with self.world.together(f"saving and scoring {model.name} | {c}"):
+                    if fresh:
+                        self._keep(model, classifier(), c, preds, stats)
+                    else:
+                        stats = self.run_dir.sidecar(model.name, c).get("stats", {})
+                        self.log.event("cell_reused", f"{model.name} | {c}: predictions on disk, scoring", model=model.name, shift=c)
+                    if self.world.is_main:
+                        self._score(model, cell_tasks[c], preds, stats)
 
     def _predict(self, model: ModelSource, classifier: Classifier, shift: str) -> tuple[Predictions, dict[str, Any]]:
         """Every rank's share of the cell, gathered on every rank (collectives inside)."""
@@ -312,7 +383,7 @@ class Engine:
         self.log.event("cell_start", f"{model.name} | {shift}: predicting {len(manifest)} images", model=model.name, shift=shift, n=len(manifest))
         return predict(classifier, model.name, self.get_shift(shift), manifest, Path(cfg.data_root), options, self.world)
 
-    def _keep(self, model: ModelSource, classifier: Classifier, shift: str, cell_hash: str, preds: Predictions, stats: dict[str, Any]) -> None:
+    def _keep(self, model: ModelSource, classifier: Classifier, shift: str, preds: Predictions, stats: dict[str, Any]) -> None:
         """Verify the gathered predictions and save them (rank 0 writes)."""
         from harness.engine.predict import verify
 
@@ -325,7 +396,8 @@ class Engine:
         stats["model"] = {**classifier.describe(), **model.provenance, **(model.describe(classifier) if model.describe else {}),
                           "precision": stats["numerics"], "device": stats["device"]}  # what ran, set by the engine
         if self.world.is_main:
-            self.run_dir.save_predictions(preds, cell_hash, stats)
+            identity, cell_hash = self.cell_identity(model, shift)
+            self.run_dir.save_predictions(preds, cell_hash, stats, identity)
         self.log.event(
             "cell_predicted",
             f"{model.name} | {shift}: {len(preds)} images in {stats['elapsed_s']:.1f}s ({stats['images_per_s']} img/s, {stats['source']}, {stats['decoder']})",
@@ -334,7 +406,7 @@ class Engine:
             **{k: v for k, v in stats.items() if k != "model"},
         )
 
-    def _score(self, model: ModelSource, tasks: list[ScoreTask], preds: Predictions, cell_hash: str, stats: dict[str, Any]) -> None:
+    def _score(self, model: ModelSource, tasks: list[ScoreTask], preds: Predictions, stats: dict[str, Any]) -> None:
         from harness.api import is_unlabeled
 
         cfg = self.config
@@ -344,6 +416,7 @@ class Engine:
             self.log.event("unlabeled", f"{model.name} | {tasks[0].shift}: no labels; predictions stored for `shiftbench estimate`",
                            model=model.name, shift=tasks[0].shift)
             return
+        identity, cell_hash = self.cell_identity(model, tasks[0].shift)
         sha = preds.sha256()
         rows = []
         for task in tasks:
@@ -352,6 +425,7 @@ class Engine:
                 "harness_version": __version__,
                 "git_sha": git_sha(),
                 "config_hash": cell_hash,
+                "cell": identity,
                 "run_config_hash": cfg.config_hash(),
                 "seed": cfg.seed,
                 "precision": cfg.precision,
@@ -401,32 +475,36 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
     """Re-derive every result row's metrics from its stored predictions (no model runs).
 
     Specs come from the registry completed from the run's data root (class maps of some shifts
-    ship with the data). Refuses if a predictions file changed since it was scored."""
+    ship with the data). Refuses if a predictions file changed since it was scored. Holds the
+    run directory's lock from reading the rows to writing them, so a row a concurrent
+    ``run`` appends is never lost."""
     scorer = scorer if scorer is not None else default_scorer()
-    rows = run_dir.read_results()
-    if not rows:
-        raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
-    if spec_of is None:
-        spec_of = run_specs(run_dir.read_config())
-    loaded: dict[tuple[str, str], Predictions] = {}
-    out = []
-    for row in rows:
-        path = run_dir.predictions_path(row.model, row.shift)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: predictions for {row.model} on {row.setting} are missing; rerun the cell")
-        if (row.model, row.shift) not in loaded:
-            loaded[(row.model, row.shift)] = Predictions.load(path)
-        preds = loaded[(row.model, row.shift)]
-        if preds.sha256() != row.predictions_sha256:
-            raise ValueError(f"{path}: changed since it was scored (sha256 differs); rerun the cell instead of rescoring")
-        task = task_of_row(row, run_dir.results_path)
-        scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
+    with run_dir.locked():
+        rows = run_dir.read_results()
+        if not rows:
+            raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
+        if spec_of is None:
+            spec_of = run_specs(run_dir.read_config())
+        loaded: dict[tuple[str, str], Predictions] = {}
+        out = []
         from reports.published import with_published_check
 
-        out.append(with_published_check(
-            make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance), row.n_expected)
-        ))
-    run_dir.write_results(out)
+        redo = "rerun the `shiftbench run` command that made it (it predicts such a cell again), or add --redo to it"
+        for row in rows:
+            path = run_dir.predictions_path(row.model, row.shift)
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: predictions for {row.model} on {row.setting} are missing; {redo}")
+            if (row.model, row.shift) not in loaded:
+                loaded[(row.model, row.shift)] = Predictions.load(path)
+            preds = loaded[(row.model, row.shift)]
+            if preds.sha256() != row.predictions_sha256:
+                raise ValueError(f"{path}: changed since it was scored (sha256 differs); {redo}")
+            task = task_of_row(row, run_dir.results_path)
+            scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
+            out.append(with_published_check(
+                make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance), row.n_expected)
+            ))
+        run_dir.write_results(out)
     return out
 
 

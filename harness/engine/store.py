@@ -1,53 +1,31 @@
 """The run directory (``docs/run-directory.md``): config, predictions, results.
 
-Every write goes to a temporary file that is renamed into place, so a crash or a full
-disk leaves either the old file or the new one, never half of either. Each predictions
-file has a small sidecar (``<shift>.json``: cell hash and sha256) written after it, which
-is how a rerun knows a cell finished predicting even if scoring never ran.
+Every write goes to a temporary file of its own that is renamed into place, so a crash, a
+full disk or a second process leaves either the old file or the new one, never half of
+either. Each predictions file has a small sidecar (``<shift>.json``: cell hash, identity and
+sha256) written after it, which is how a rerun knows a cell finished predicting even if
+scoring never ran. The reading methods are the core's (:class:`harness.layout.RunLayout`).
+
+Processes sharing a run directory coordinate through two kinds of ``flock``: ``locked()``
+(``.lock``) around every read-modify-write of ``config.json`` and ``results.jsonl`` (``run``
+appending, ``score`` rescoring), and ``cell_lock`` (``.locks/<model>/<shift>.lock``) around
+deciding, predicting, saving and scoring one cell, so two runs never predict one cell twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
-import os
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from harness.api import Predictions, Result
 from harness.config import RunConfig
+from harness.files import atomic_write_text, file_lock, storage_error
 from harness.layout import RunLayout, safe_name
 
-__all__ = ["RunDir", "atomic_write_text", "safe_name"]
-
-
-def _storage_error(path: Path, exc: OSError) -> ValueError:
-    if exc.errno == errno.ENOSPC:
-        return ValueError(f"disk full while writing {path}; free space and rerun (completed cells are kept)")
-    return ValueError(f"cannot write {path}: {exc.strerror or exc}; fix the path or permissions and rerun")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file + fsync + rename.
-
-    The temp name is unique per writer, so processes sharing a run directory (Ray tasks,
-    torchrun ranks) never rename each other's half-written files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _storage_error(path, exc) from exc
+__all__ = ["RunDir", "atomic_write_text", "result_identity", "safe_name"]
 
 
 class RunDir(RunLayout):
@@ -61,6 +39,10 @@ class RunDir(RunLayout):
         The stored models and shifts become the union of old and new, so the directory
         describes everything it holds.
         """
+        with self.locked():
+            return self._adopt_config(config)
+
+    def _adopt_config(self, config: RunConfig) -> RunConfig:
         old = self.read_config()
         if old is not None and old.identity() != config.identity():
             diffs = [f"{k}: {old.identity()[k]!r} -> {config.identity()[k]!r}" for k in old.identity() if old.identity()[k] != config.identity()[k]]
@@ -80,15 +62,18 @@ class RunDir(RunLayout):
         return merged
 
     # -- predictions ---------------------------------------------------------------------
-    def save_predictions(self, preds: Predictions, cell_hash: str, stats: dict[str, Any] | None = None) -> str:
+    def save_predictions(
+        self, preds: Predictions, cell_hash: str, stats: dict[str, Any] | None = None, identity: dict[str, Any] | None = None
+    ) -> str:
         """Write the predictions, then the sidecar that marks the cell as predicted."""
         path = self.predictions_path(preds.model, preds.shift)
         try:
             sha = preds.save(path)
         except OSError as exc:
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-            raise _storage_error(path, exc) from exc
+            raise storage_error(path, exc) from exc
         sidecar = {"model": preds.model, "shift": preds.shift, "cell_hash": cell_hash, "sha256": sha, "n": len(preds), "stats": stats or {}}
+        if identity is not None:
+            sidecar["identity"] = identity
         atomic_write_text(self.sidecar_path(preds.model, preds.shift), json.dumps(sidecar, sort_keys=True, default=str) + "\n")
         return sha
 
@@ -114,34 +99,33 @@ class RunDir(RunLayout):
 
     # -- results -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def locked(self) -> Iterator[None]:
+        """The run directory's lock: held around each read-modify-write of its shared files."""
+        with file_lock(self.path / ".lock"):
+            yield
 
-    def append_results(self, rows: list[Result], replace: bool = True) -> None:
-        """Add rows; with ``replace``, a row for the same (model, setting, config hash) is
-        replaced rather than duplicated. Rewrites the file atomically under a lock, so
-        concurrent cells (Ray) and crashes never leave a torn line."""
-        with self._locked():
-            existing = self.read_results()
-            if replace:
-                new_ids = {result_identity(r) for r in rows}
-                existing = [r for r in existing if result_identity(r) not in new_ids]
+    def cell_lock(self, model: str, shift: str) -> contextlib.AbstractContextManager[None]:
+        """One cell's lock: a second process wanting the cell waits, then finds it done."""
+        return file_lock(self.path / ".locks" / safe_name(model) / f"{safe_name(shift)}.lock")
+
+    def append_results(self, rows: list[Result]) -> None:
+        """Add rows; a stored row for the same (model, setting) is superseded, never duplicated.
+        Rewrites the file atomically under the lock, so concurrent runs, ``score`` and crashes
+        never lose or tear a row."""
+        with self.locked():
+            new_ids = {result_identity(r) for r in rows}
+            existing = [r for r in self.read_results() if result_identity(r) not in new_ids]
             text = "".join(r.to_json() + "\n" for r in [*existing, *rows])
             atomic_write_text(self.results_path, text)
 
     def write_results(self, rows: list[Result]) -> None:
-        with self._locked():
+        with self.locked():
             atomic_write_text(self.results_path, "".join(r.to_json() + "\n" for r in rows))
 
 
-def result_identity(row: Result) -> tuple[str, str, str | None]:
-    return row.model, row.setting, row.provenance.get("config_hash")
+def result_identity(row: Result) -> tuple[str, str]:
+    """A run directory holds one row per (model, setting): the latest one computed."""
+    return row.model, row.setting
 
 
 def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ import torch
 from harness.api import Classifier
 from harness.config import RunConfig
 from harness.engine.run import Engine, ModelSource, RunLog
-from harness.engine.store import atomic_write_text
+from harness.files import atomic_write_text
 
 CLIP_FACTORIES = frozenset({"clip", "finetuned"})  # factories that take activation=
 
@@ -280,7 +280,7 @@ def held_out_score(engine: Engine, source: ModelSource, held_out: str) -> float:
     """Runs (or reuses) ``source`` on the held-out shift and returns its main metric."""
     engine.run([source])
     metric = engine.spec(held_out).main_metric
-    cell = engine.config.cell_hash(source.identity, held_out, engine.decoder())
+    _, cell = engine.cell_identity(source, held_out)
     for row in engine.run_dir.read_results():
         if row.model == source.name and row.setting == held_out and row.provenance.get("config_hash") == cell:
             return float(row.metrics[metric])

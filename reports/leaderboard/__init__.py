@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.api import Shift, ShiftSpec
+from harness.files import atomic_folder
 from harness.layout import sha256_file
 from reports.leaderboard.cache import ValidationCache
 from reports.leaderboard.ranking import Entry, Table, build_tables
@@ -28,6 +29,11 @@ from reports.submission import DEFAULT_REQUIRED_SHIFTS
 from reports.submission_validate import registered_shift, validate_bundle
 
 BUNDLE_SUFFIX = ".tar.gz"
+SITE_NAMES = frozenset({"index.html", "entries", "plots", "leaderboard.md", "leaderboard.pdf", "site.js", ".validation"})
+UNVERIFIED_REASON = (
+    "[labels-unverified] keys and labels were not checked against the dataset (a forged bundle "
+    "can claim any accuracy): pass --data-root, or --trust-labels to list it marked as unverified"
+)
 
 
 @dataclass
@@ -55,9 +61,11 @@ def collect(
     progress: bool = True,
     cache: ValidationCache | None = None,
     allow_incomplete: bool = False,
+    trust_labels: bool = False,
 ):
     """(accepted [(entry id, Validation)], rejected [(file name, reasons)]); ``cache`` reuses
-    earlier results for unchanged bundles."""
+    earlier results for unchanged bundles. A bundle whose labels were not checked against the
+    data (no ``data_root``) is rejected unless ``trust_labels``: its labels are its own word."""
     from tqdm import tqdm
 
     submissions = Path(submissions)
@@ -94,7 +102,9 @@ def collect(
                 continue
             if cache:
                 cache.put(sha, v)
-        if v.ok:
+        if v.ok and not v.labels_checked and not trust_labels:
+            rejected.append((path.name, [UNVERIFIED_REASON]))
+        elif v.ok:
             accepted.append((entry_id(path, sha), v))
         else:
             rejected.append((path.name, [str(f) for f in v.failures]))
@@ -125,8 +135,10 @@ def build_leaderboard(
     progress: bool = True,
     fresh: bool = False,
     allow_incomplete: bool = False,
+    trust_labels: bool = False,
 ) -> Board:
-    """Validate, rank and write the whole site into ``out``."""
+    """Validate, rank and write the whole site into ``out``: built in a temp folder beside it
+    and swapped into place, so a failure leaves the old site (or none), never half of one."""
     from tqdm import tqdm
 
     from reports.leaderboard.html import SITE_JS, entry_html, index_html, plot_path, write_text
@@ -137,24 +149,25 @@ def build_leaderboard(
     specs = completed_specs(required, get_shift, data_root)
     baseline = read_baseline(baselines) if baselines else None
     out = Path(out)
-    cache = ValidationCache(out / ".validation", required, data_root, allow_incomplete)
-    if fresh:
-        shutil.rmtree(cache.folder, ignore_errors=True)
-    accepted, rejected = collect(
-        submissions, required, data_root, get_shift, progress, cache, allow_incomplete
-    )
-    tables = build_tables(accepted, required, specs, baseline)
-    board = Board(tables, rejected)
+    with atomic_folder(out, lambda name: name in SITE_NAMES) as site:
+        old_cache = out / ".validation"
+        if old_cache.is_dir() and not fresh:
+            shutil.copytree(old_cache, site / ".validation")
+        cache = ValidationCache(site / ".validation", required, data_root, allow_incomplete)
+        accepted, rejected = collect(
+            submissions, required, data_root, get_shift, progress, cache, allow_incomplete, trust_labels
+        )
+        tables = build_tables(accepted, required, specs, baseline)
+        board = Board(tables, rejected)
 
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(t, s) for t in tables for s in t.ood_shifts]
-    for t, s in tqdm(jobs, desc="drawing plots", unit="plot", disable=not progress):
-        write_scatter(t, s, out / plot_path(t, s))
-    for t in tables:
-        for e in t.entries:
-            write_text(out / "entries" / f"{e.id}.html", entry_html(t, e))
-    shutil.copyfile(SITE_JS, out / "site.js")
-    write_text(out / "leaderboard.md", leaderboard_md(tables, rejected))
-    write_pdf(out / "leaderboard.pdf", tables, rejected)
-    write_text(out / "index.html", index_html(tables, rejected))
+        jobs = [(t, s) for t in tables for s in t.ood_shifts]
+        for t, s in tqdm(jobs, desc="drawing plots", unit="plot", disable=not progress):
+            write_scatter(t, s, site / plot_path(t, s))
+        for t in tables:
+            for e in t.entries:
+                write_text(site / "entries" / f"{e.id}.html", entry_html(t, e))
+        shutil.copyfile(SITE_JS, site / "site.js")
+        write_text(site / "leaderboard.md", leaderboard_md(tables, rejected))
+        write_pdf(site / "leaderboard.pdf", tables, rejected)
+        write_text(site / "index.html", index_html(tables, rejected))
     return board

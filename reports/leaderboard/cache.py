@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
+from harness.files import atomic_write_text
 from reports.submission_validate import Failure, Score, Validation
 
 
@@ -46,6 +47,7 @@ class ValidationCache:
         if obj.get("key") != self.key:
             return None
         v = Validation(Path(path), [Failure(c, m) for c, m in obj["failures"]], obj["manifest"])
+        v.labels_checked = self.key["data_root"] is not None  # validated against that data
         v.scores = {s: Score(top1, n) for s, (top1, n) in obj["scores"].items()}
         return v
 
@@ -55,8 +57,6 @@ class ValidationCache:
             "failures": [[f.code, f.message] for f in v.failures],
             "manifest": v.manifest,
             "scores": {s: [sc.top1, sc.n] for s, sc in v.scores.items()},
+            "labels_checked": v.labels_checked,
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self._path(sha).with_suffix(".tmp")
-        tmp.write_text(json.dumps(obj))
-        tmp.replace(self._path(sha))
+        atomic_write_text(self._path(sha), json.dumps(obj))

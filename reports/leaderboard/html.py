@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reports.leaderboard.ranking import Entry, Table
+from harness.files import atomic_write_bytes
+from reports.leaderboard.ranking import Entry, Table, labels_note, shown_name
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -96,7 +97,7 @@ def table_html(table: Table) -> str:
         cells = [
             f'<td data-v="{num(e.rank_er)}">{esc(e.rank_text("er"))}</td>',
             f'<td data-v="{e.rank_ood}">{esc(e.rank_text("ood"))}</td>',
-            f'<td class="t" data-v="{esc(e.card["name"])}"><a href="entries/{e.id}.html">{esc(e.card["name"])}</a>{_published(e)}</td>',
+            f'<td class="t" data-v="{esc(e.card["name"])}"><a href="entries/{e.id}.html">{esc(shown_name(e))}</a>{_published(e)}</td>',
             f'<td class="t">{esc(method_text(e.card))}</td>',
             f'<td class="t">{"yes" if e.card.get("extra_data") else "no"}</td>',
             f'<td data-v="{num(e.avg_er)}">{pct(e.avg_er, e.avg_er_half)}</td>',
@@ -141,6 +142,7 @@ def index_html(tables: Sequence[Table], rejected: Sequence[tuple[str, list[str]]
         "95% and combine the test sets' sampling error with the trend fit's bootstrap spread; a rank's range is the ranks "
         "its interval allows. Click a column header to sort.</p>",
         '<p>Downloads: <a href="leaderboard.md">Markdown</a> &middot; <a href="leaderboard.pdf">PDF</a></p>',
+        f'<p class="labels">{esc(labels_note(tables))}</p>' if labels_note(tables) else "",
     ]
     for t in tables:
         parts.append(
@@ -192,6 +194,8 @@ def entry_html(table: Table, e: Entry) -> str:
             f'<tr><th class="t">Paper</th><td class="t">{link(card["paper"], card["paper"])}</td></tr>'
         )
     rows.append(f'<tr><th class="t">Submission file</th><td class="t">{esc(e.source)}</td></tr>')
+    checked = "yes" if e.labels_checked else "no: listed with --trust-labels, accuracies rest on the submitted labels"
+    rows.append(f'<tr><th class="t">Labels checked against the dataset</th><td class="t">{checked}</td></tr>')
     shift_rows = []
     for s in table.ood_shifts:
         p = e.points[s]
@@ -201,7 +205,7 @@ def entry_html(table: Table, e: Entry) -> str:
         )
     body = (
         f'<p><a href="../index.html#p-{table.protocol}">&larr; leaderboard</a></p>'
-        f"<h1>{esc(card['name'])}</h1>"
+        f"<h1>{esc(shown_name(e))}</h1>"
         f"<p>ER rank {esc(e.rank_text('er'))} &middot; OOD rank {esc(e.rank_text('ood'))} &middot; "
         f"avg effective robustness {pct(e.avg_er, e.avg_er_half)} pp &middot; avg OOD top-1 {pct(e.avg_ood, e.avg_ood_half)}%</p>"
         f"<table>{''.join(rows)}</table>"
@@ -216,10 +220,7 @@ def entry_html(table: Table, e: Entry) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 SITE_JS = Path(__file__).with_name("site.js")

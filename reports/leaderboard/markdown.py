@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from reports.leaderboard.html import method_text
-from reports.leaderboard.ranking import Table
+from reports.leaderboard.ranking import Table, labels_note, shown_name
 
 
 def cell(value: object) -> str:
@@ -40,7 +40,7 @@ def table_md(t: Table) -> str:
         row = [
             e.rank_text("er"),
             e.rank_text("ood"),
-            cell(e.card["name"]) + (f" ({e.published_mark()})" if e.published else ""),
+            cell(shown_name(e)) + (f" ({e.published_mark()})" if e.published else ""),
             cell(method_text(e.card)),
             "yes" if e.card.get("extra_data") else "no",
             pct(e.avg_er, e.avg_er_half),
@@ -57,6 +57,8 @@ def leaderboard_md(tables: Sequence[Table], rejected: Sequence[tuple[str, list[s
     out.append(
         "Scores are recomputed from each submission's predictions; top-1 in %, effective robustness (ER) in percentage points; intervals are 95%."
     )
+    if labels_note(tables):
+        out += ["", cell(labels_note(tables))]
     for t in tables:
         out += ["", f"## Protocol {t.protocol}", "", cell(t.label), ""]
         if t.trend_note():

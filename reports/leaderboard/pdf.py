@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.files import temp_path
 from reports.leaderboard.html import method_text
 from reports.leaderboard.markdown import pct
 from reports.leaderboard.plots import scatter_figure
-from reports.leaderboard.ranking import Table
+from reports.leaderboard.ranking import Table, labels_note, shown_name
+from reports.plain_text import plain_text
 
 ROWS_PER_PAGE = 40
 
@@ -32,9 +34,9 @@ def _clip(text: str, width: int) -> str:
 def table_lines(t: Table) -> list[str]:
     head = f"{'ER rank':>9} {'OOD rank':>9}  {'model':<28} {'method':<18} {'avg ER (pp)':>15} {'avg OOD (%)':>15}"
     head += "".join(f" {_clip(s, 12):>12}" for s in t.ood_shifts)
-    lines = [_clip(t.label, 150), "", head]
+    lines = [_clip(t.label, 150), *([_clip(labels_note([t]), 150)] if labels_note([t]) else []), "", head]
     for e in t.entries:
-        line = f"{e.rank_text('er'):>9} {e.rank_text('ood'):>9}  {_clip(e.card['name'], 28):<28} {_clip(method_text(e.card), 18):<18}"
+        line = f"{e.rank_text('er'):>9} {e.rank_text('ood'):>9}  {_clip(shown_name(e), 28):<28} {_clip(method_text(e.card), 18):<18}"
         line += f" {pct(e.avg_er, e.avg_er_half):>15} {pct(e.avg_ood, e.avg_ood_half):>15}"
         line += "".join(f" {pct(e.points[s].y):>12}" for s in t.ood_shifts)
         lines.append(line)
@@ -47,8 +49,8 @@ def write_pdf(
     from matplotlib.backends.backend_pdf import PdfPages
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with PdfPages(
+    tmp = temp_path(path)
+    with plain_text(), PdfPages(
         tmp, metadata={"Title": "shiftbench leaderboard", "Creator": "shiftbench"}
     ) as pdf:
         for t in tables:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.files import atomic_file
 from reports.leaderboard.ranking import Table
 from reports.leaderboard.trend import logit, sigmoid
+from reports.plain_text import plain_text
 
 TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
@@ -103,8 +105,6 @@ def scatter_figure(table: Table, shift: str):
 
 
 def write_scatter(table: Table, shift: str, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    scatter_figure(table, shift).savefig(tmp, format="png")
-    tmp.replace(path)
+    with atomic_file(path, "wb", fsync=False) as fh, plain_text():
+        scatter_figure(table, shift).savefig(fh, format="png")
     return path

@@ -56,6 +56,7 @@ class Entry:
     rank_er_range: tuple[int, int] | None = None  # ranks the 95% intervals allow
     rank_ood_range: tuple[int, int] = (0, 0)
     published: str | None = None  # "reproduces" / "differs": the release's published figures
+    labels_checked: bool = True  # False: listed with --trust-labels, labels never checked against the data
 
     def published_mark(self) -> str:
         """'reproduces published' when every recomputed score is within tolerance of the
@@ -72,6 +73,29 @@ class Entry:
         if rank is None or span is None:
             return "–"
         return str(rank) if span[0] == span[1] else f"{rank} ({span[0]}–{span[1]})"
+
+
+UNVERIFIED_MARK = " [labels unverified]"
+
+
+def shown_name(e: Entry) -> str:
+    """The card's name as the tables show it: marked when its labels were never checked."""
+    return str(e.card["name"]) + ("" if e.labels_checked else UNVERIFIED_MARK)
+
+
+def labels_note(tables: Sequence[Table]) -> str:
+    """Which entries' keys and labels were checked against the dataset (said on every output)."""
+    entries = [e for t in tables for e in t.entries]
+    unchecked = [str(e.card["name"]) for e in entries if not e.labels_checked]
+    if not entries:
+        return ""
+    if not unchecked:
+        return "Labels: every entry's keys and labels were checked against the dataset."
+    checked = [str(e.card["name"]) for e in entries if e.labels_checked]
+    return (
+        "Labels NOT checked against the dataset (listed with --trust-labels; their accuracies rest on the "
+        f"submitters' own labels): {', '.join(unchecked)}. Checked: {', '.join(checked) or 'none'}."
+    )
 
 
 @dataclass
@@ -125,7 +149,10 @@ def make_entry(
     card = dict(v.manifest["card"])
     if v.manifest.get("incomplete"):  # accepted only with --allow-incomplete: say so wherever it is named
         card["name"] = f"{card.get('name', v.manifest['model'])} [trial: incomplete data]"
-    return Entry(entry_id, v.path.name, v.manifest["model"], card, protocol, id_scores, points, published=published)
+    return Entry(
+        entry_id, v.path.name, v.manifest["model"], card, protocol, id_scores, points,
+        published=published, labels_checked=v.labels_checked,
+    )
 
 
 def place(entry: Entry, trends: Mapping[str, ShiftTrend]) -> None:

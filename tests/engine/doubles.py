@@ -244,6 +244,7 @@ def mean_rgb(root: Path, shift: str) -> tuple[list[str], np.ndarray]:
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
-    """Every file under a run directory (relative path -> bytes), to show a failure changed nothing."""
+    """Every file under a run directory but its (empty) lock files (relative path -> bytes), to
+    show a failure changed nothing."""
     run_dir = Path(run_dir)
-    return {str(f.relative_to(run_dir)): f.read_bytes() for f in sorted(run_dir.rglob("*")) if f.is_file() and f.name != ".lock"}
+    return {str(f.relative_to(run_dir)): f.read_bytes() for f in sorted(run_dir.rglob("*")) if f.is_file() and f.suffix != ".lock"}  # lock files are empty

@@ -11,10 +11,10 @@ import pytest
 from doubles import ColourNet, get_shift, snapshot, toy_config, write_toy_data
 from test_gpu_decode import PatchNet, baseline, write_folder_dataset
 
+from harness import files
 from harness.api import Predictions
 from harness.config import RunConfig
 from harness.engine import cache as cache_module
-from harness.engine import store
 from harness.engine.run import Engine, ModelSource
 from harness.engine.store import RunDir
 from shifts.generic import ImageFolderShift
@@ -43,17 +43,17 @@ def test_a_full_disk_while_writing_results_keeps_the_old_rows_and_the_rerun_scor
 
     def full_for_results(fd):
         name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
-        if name.startswith("results.jsonl.") and name.endswith(".tmp"):
+        if name.startswith(".results.jsonl.") and name.endswith(".tmp"):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(store.os, "fsync", full_for_results)
-    with pytest.raises(ValueError, match=r"disk full while writing .*results.jsonl; free space and rerun \(completed cells are kept\)"):
+    monkeypatch.setattr(files.os, "fsync", full_for_results)
+    with pytest.raises(ValueError, match=r"disk full while writing .*results.jsonl; free space and rerun \(completed work is kept\)"):
         run(config, ColourNet(name="second", bias=1.0))
     assert results.read_text() == before
     assert not list((tmp_path / "run").rglob("*.tmp"))
 
-    monkeypatch.setattr(store.os, "fsync", real_fsync)  # space freed
+    monkeypatch.setattr(files.os, "fsync", real_fsync)  # space freed
     builds: list = []
     run(config, ColourNet(name="second", bias=1.0), builds)
     assert builds == []  # its predictions were complete on disk: scored, not recomputed

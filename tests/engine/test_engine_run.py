@@ -13,6 +13,7 @@ from doubles import ColourNet, get_shift, snapshot, toy_config, write_toy_data
 
 from harness.api import Predictions
 from harness.config import RunConfig
+from harness.engine.identity import cell_hash
 from harness.engine.run import Engine, ModelSource, ScoreTask, plan_tasks, rescore
 from harness.engine.store import RunDir
 
@@ -80,7 +81,8 @@ def test_run_predicts_each_shift_once_and_scores_exact_numbers(tmp_path, data):
     assert preds.meta["colour_g"].tolist() == list(range(8))
     prov = rows["toy"].provenance
     assert rows["toy"].predictions_sha256 == preds.sha256() == rows["toy@toy-sub"].predictions_sha256
-    assert prov["config_hash"] == make_config(tmp_path, data).cell_hash("colour-net", "toy")
+    assert prov["config_hash"] == cell_hash(prov["cell"])
+    assert prov["cell"]["manifest"] and prov["cell"]["data_root"] == str(data.resolve())
     assert prov["precision"] == "fp32" and prov["batch_size"] == 3 and prov["source"] == "decode"
     # the engine, not the model, records where and how the forward ran
     assert prov["model"] == {"name": "colour-net", "label_space": "toy-4", "bias": 0.0, "precision": "fp32", "device": "cpu"}

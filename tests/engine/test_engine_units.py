@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -48,13 +49,27 @@ def test_config_file_errors_name_the_file_and_the_fix(tmp_path):
         RunConfig(precision="fp64")
 
 
-def test_cell_hash_follows_what_changes_predictions_only():
+def test_cell_hash_follows_what_changes_predictions_only(tmp_path):
+    from harness.engine.identity import cell_hash, cell_identity
+
+    def h(config: RunConfig, model: str = "m", shift: str = "imagenet", manifest: str = "d1", root: str = "/data") -> str:
+        return cell_hash(cell_identity(config, model, shift, manifest, root))
+
     base = RunConfig(cache_dir="")
-    h = base.cell_hash("m", "imagenet")
-    assert h == dataclasses.replace(base, batch_size=7, workers=0, run_dir="x", models=("z",)).cell_hash("m", "imagenet")
-    assert h != dataclasses.replace(base, precision="bf16").cell_hash("m", "imagenet")
-    assert h != dataclasses.replace(base, split="val").cell_hash("m", "imagenet")
-    assert h != base.cell_hash("m2", "imagenet") != base.cell_hash("m", "imagenet-r")
+    ref = h(base)
+    assert ref == h(dataclasses.replace(base, batch_size=7, workers=0, run_dir="x", models=("z",)))
+    assert ref != h(dataclasses.replace(base, precision="bf16"))
+    assert ref != h(dataclasses.replace(base, split="val"))
+    assert ref != h(dataclasses.replace(base, allow_incomplete=True))
+    assert ref != h(base, model="m2") != h(base, shift="imagenet-r")
+    assert ref != h(base, manifest="d2")  # other keys or labels read
+    assert ref != h(base, root="/other")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"one")
+    model = json.dumps({"model": "x:y", "options": {"weights": str(weights)}})
+    before = h(base, model=model)
+    weights.write_bytes(b"two")  # rewritten in place: same path, other contents
+    assert h(base, model=model) != before
 
 
 class FakeOOM:
@@ -167,3 +182,32 @@ def test_ray_executor_without_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ValueError, match=r"--executor ray needs Ray: pip install 'shiftbench\[ray\]'"):
         _import_ray()
+
+
+@pytest.mark.parametrize(
+    "text,suffix,match",
+    [
+        ("batch_size = 1e400\n", ".toml", "batch_size must be int, got inf"),
+        ("batch_size = 2.5\n", ".toml", "batch_size must be int, got 2.5"),
+        ("seed = 99999999999999999999\n", ".toml", r"seed must be an integer in \[0, 4294967295\]"),
+        ("agreement_sample = -5\n", ".toml", r"agreement_sample must be an integer in \[1, "),
+        ("min_agreement = nan\n", ".toml", "min_agreement must be float, got nan"),
+        ('{"batch_size": 8, "batch_size": 64}', ".json", "setting 'batch_size' is given twice"),
+    ],
+)
+def test_config_values_are_range_checked_and_keys_given_once(tmp_path, text, suffix, match):
+    path = tmp_path / f"run{suffix}"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        resolve({}, path)
+
+
+def test_out_of_range_command_line_values_are_one_line_errors(tmp_path, capsys):
+    from harness.cli import main
+
+    for flag, value in (("--seed", "99999999999999999999"), ("--agreement-sample", "-5"), ("--batch-size", "0")):
+        argv = ["run", "--model", "fake:x", "--shifts", "folder", "--data-root", str(tmp_path), "--run-dir", str(tmp_path / "run"), flag, value]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "must be an integer in" in err
+    assert not (tmp_path / "run").exists()

@@ -184,10 +184,11 @@ def test_the_decoder_and_its_fidelity_are_part_of_the_cell_identity():
     labels = [planned_decoder(d, dev) for d in ("auto", "pil", "torchvision") for dev in (cpu, cuda)]
     assert labels == ["pil", "pil", "pil", "pil", "torchvision:cpu", "torchvision:cuda"]
     assert [decoder_fidelity(x) for x in ("pil", "torchvision:cpu", "torchvision:cuda")] == ["exact-pil", "libjpeg-turbo", "nvjpeg"]
+    from harness.engine.identity import cell_hash, cell_identity
+
     config = RunConfig(cache_dir="")
-    hashes = {config.cell_hash("m", "s", label) for label in ("pil", "torchvision:cpu", "torchvision:cuda")}
+    hashes = {cell_hash(cell_identity(config, "m", "s", "digest", "/data", label)) for label in ("pil", "torchvision:cpu", "torchvision:cuda")}
     assert len(hashes) == 3
-    assert config.cell_hash("m", "s") == config.cell_hash("m", "s", "pil")  # PIL cells keep their hash
 
 
 def test_cache_entries_never_mix_decoders():
@@ -348,3 +349,34 @@ def test_skip_bad_images_covers_images_the_batched_path_cannot_read(tmp_path):
     assert row.provenance["skipped_keys"] == ["class2/zz_bogus.jpg"]
     assert (row.provenance["decoded_on_device"], row.provenance["decoded_with_pil"]) == (10, 4)
     assert row.metrics == reference.metrics
+
+
+def bomb_header(claimed: int = 20000) -> bytes:
+    """A 64x64 baseline JPEG (~700 bytes) whose frame header claims ``claimed`` x ``claimed``."""
+    data = bytearray(baseline(64, 64, 3))
+    i = data.find(b"\xff\xc0")
+    data[i + 5 : i + 7] = claimed.to_bytes(2, "big")
+    data[i + 7 : i + 9] = claimed.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_the_batched_decoder_refuses_a_decompression_bomb_before_decoding_it(tmp_path):
+    """The torchvision path decoded a 694-byte JPEG claiming 20000x20000 (1.2 GB of memory) and
+    scored it; like the PIL path, it must refuse it from the header, naming the file."""
+    bomb = bomb_header()
+    assert "decompression-bomb limit" in jpeg_fallback_reason(bomb)
+    assert jpeg_fallback_reason(bomb_header(64)) is None  # the same file, honest about its size
+    data = write_folder_dataset(tmp_path / "photos")
+    (data / "class2" / "zz_bomb.jpg").write_bytes(bomb)
+
+    def evaluate(run_dir: str, **kw) -> None:
+        config = RunConfig(shifts=("folder",), data_root=str(data), run_dir=str(tmp_path / run_dir), batch_size=4,
+                           workers=0, cache_dir="", progress=False, decoder="torchvision", **kw)  # fmt: skip
+        net = PatchNet(f"folder:{data.name}")
+        Engine(config, get_shift=lambda name: ImageFolderShift()).run([ModelSource(net.name, net.name, lambda: net)])
+
+    with pytest.raises(ValueError, match=r"zz_bomb\.jpg.*(DecompressionBomb|decompression bomb)"):
+        evaluate("run")
+    evaluate("run", skip_bad_images=True)
+    (row,) = RunDir(tmp_path / "run").read_results()
+    assert row.provenance["skipped_keys"] == ["class2/zz_bomb.jpg"]

@@ -403,7 +403,7 @@ def test_report_pdf_opens_and_names_the_highlighted_model(journey):
 
 def test_leaderboard_entry_shows_the_runs_accuracies(journey):
     rows = by_setting(journey.run, "clip:journey-clip")
-    assert journey.logs["validate"].endswith(": OK: clip:journey-clip, 9 settings recomputed\n")
+    assert journey.logs["validate"].endswith(f": OK: clip:journey-clip, 9 settings recomputed; keys and labels checked against {journey.data}\n")
     site = journey.root / "site"
     (validation,) = (site / ".validation").glob("*.json")
     scores = json.loads(validation.read_text())["scores"]

@@ -68,6 +68,7 @@ def site(tmp_path_factory):
         baselines=[baseline],
         get_shift=toy.get_shift,
         progress=False,
+        trust_labels=True,
     )
     return root, root / "site", board
 

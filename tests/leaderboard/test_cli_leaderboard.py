@@ -18,7 +18,8 @@ def test_submit_then_validate(tmp_path, run_dir, card, capsys):
     )
     assert "wrote" in capsys.readouterr().out and out.is_file()
     assert main(["validate", str(out), "--require", SUITE]) == 0
-    assert capsys.readouterr().out == f"{out}: OK: toy-net, 6 settings recomputed\n"
+    said = capsys.readouterr().out
+    assert said.startswith(f"{out}: OK: toy-net, 6 settings recomputed; labels UNVERIFIED")
     data = tmp_path / "data"
     toy.write_dataset(data)
     again = tmp_path / "again.tar.gz"
@@ -144,6 +145,9 @@ def test_leaderboard_command(tmp_path, run_dir, card, capsys):
     (subs / "junk.tar.gz").write_bytes(b"junk")
     site = tmp_path / "site"
     assert main(["leaderboard", str(subs), "--out", str(site), "--require", SUITE]) == 0
+    assert "0 accepted, 2 rejected" in capsys.readouterr().out  # no --data-root: labels unchecked
+    assert "[labels-unverified]" in (site / "leaderboard.md").read_text()
+    assert main(["leaderboard", str(subs), "--out", str(site), "--require", SUITE, "--trust-labels"]) == 0
     assert "1 accepted, 1 rejected, 1 protocol table(s)" in capsys.readouterr().out
     assert {"index.html", "leaderboard.md", "leaderboard.pdf", "site.js"} <= {
         p.name for p in site.iterdir()

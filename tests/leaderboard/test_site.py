@@ -56,7 +56,7 @@ def site(tmp_path_factory):
     before = {p for p in root.rglob("*")}
     out = root / "site"
     board = build_leaderboard(
-        subs, out, required=toy.SUITE, baselines=[baseline], get_shift=toy.get_shift, progress=False
+        subs, out, required=toy.SUITE, baselines=[baseline], get_shift=toy.get_shift, progress=False, trust_labels=True
     )
     written = {p for p in root.rglob("*")} - before
     return root, out, board, written
@@ -193,7 +193,7 @@ def test_site_against_the_testbed_without_matching_shifts_ranks_by_ood(tmp_path,
     shutil.copy(root / "subs" / "alpha.tar.gz", subs)
     shutil.copy(root / "subs" / "beta.tar.gz", subs)
     board = build_leaderboard(
-        subs, tmp_path / "site", required=toy.SUITE, get_shift=toy.get_shift, progress=False
+        subs, tmp_path / "site", required=toy.SUITE, get_shift=toy.get_shift, progress=False, trust_labels=True
     )
     (t,) = board.tables
     assert all(e.avg_er is None and e.rank_er is None for e in t.entries)
@@ -234,7 +234,7 @@ def test_rebuild_reuses_validation_of_unchanged_bundles(site, tmp_path, monkeypa
         shutil.copy(root / "subs" / name, subs)
     out = tmp_path / "site"
     first = build_leaderboard(
-        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, trust_labels=True
     )
     assert len(list((out / ".validation").glob("*.json"))) == 2
     calls = []
@@ -243,7 +243,7 @@ def test_rebuild_reuses_validation_of_unchanged_bundles(site, tmp_path, monkeypa
         lb, "validate_bundle", lambda *a, **k: calls.append(a[0].name) or real(*a, **k)
     )
     again = build_leaderboard(
-        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, trust_labels=True
     )
     assert calls == []
     assert [e.id for e in again.accepted] == [e.id for e in first.accepted]
@@ -252,10 +252,10 @@ def test_rebuild_reuses_validation_of_unchanged_bundles(site, tmp_path, monkeypa
         (e.avg_ood, e.avg_ood_half) for e in first.accepted
     ]
     shutil.copy(root / "subs" / "beta.tar.gz", subs / "alpha.tar.gz")  # changed content, same name
-    build_leaderboard(subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False)
+    build_leaderboard(subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, trust_labels=True)
     assert calls == ["alpha.tar.gz"]
     build_leaderboard(
-        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, fresh=True
+        subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, trust_labels=True, fresh=True
     )
     assert calls == ["alpha.tar.gz", "alpha.tar.gz", "cheat.tar.gz"]
 

@@ -249,3 +249,18 @@ def test_images_pickle_as_plain_decoded_images(r_root):
     ex = next(get_shift("imagenet-r").examples(r_root, lambda img: img))  # still undecoded here
     back = pickle.loads(pickle.dumps(ex.image))
     assert type(back) is Image.Image and back.mode == "RGB" and back.tobytes() == ex.image.tobytes()
+
+
+def test_check_data_calls_a_good_user_folder_or_webdataset_complete(tmp_path, capsys):
+    """A user dataset publishes no size: it was "INCOMPLETE: expected 0" with exit status 2."""
+    from harness.cli import main
+    from harness.registry import get_shift
+    from shifts.pack import pack
+
+    folder = tmp_path / "photos"
+    fixtures.write_folder(folder, per_class=2)
+    assert main(["check-data", "folder", "--data-root", str(folder)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("8/8 images, 4 classes, 2..2 per class: complete")
+    pack(get_shift("folder"), folder, tmp_path / "packed", maxcount=3, progress=False)
+    assert main(["check-data", "wds", "--data-root", str(tmp_path / "packed")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("8/8 images, 4 classes, 2..2 per class: complete")

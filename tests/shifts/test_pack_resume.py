@@ -63,3 +63,18 @@ def test_a_finished_pack_is_not_packed_again(tmp_path, imagenet_r):
     pack(shift, data, tmp_path / "out", maxcount=MAXCOUNT, progress=False)
     with pytest.raises(ValueError, match="already holds shards"):
         pack(shift, data, tmp_path / "out", maxcount=MAXCOUNT, progress=False)
+
+
+def test_a_pack_resumed_from_another_data_root_is_refused(tmp_path, imagenet_r):
+    """Shards of another copy of the data with the same file names were kept as this pack's."""
+    shift, data, records = imagenet_r
+    other = tmp_path / "other"
+    fixtures.write_imagenet_r(other)  # same names, a different copy
+    records[120].path.write_bytes(b"not a jpeg")
+    with pytest.raises(BadImageError):
+        pack(shift, data, tmp_path / "out", maxcount=MAXCOUNT, progress=False)
+    split_dir = tmp_path / "out" / "test"
+    before = split_files(split_dir)
+    with pytest.raises(ValueError, match=f"packed from {data.resolve() / 'imagenet-r'}, not {other.resolve() / 'imagenet-r'}"):
+        pack(shift, other, tmp_path / "out", maxcount=MAXCOUNT, progress=False)
+    assert split_files(split_dir) == before

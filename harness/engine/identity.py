@@ -1,0 +1,128 @@
+"""A cell's identity: everything that fixes its numbers, as content rather than names.
+
+A cell (one model on one shift) is done only while its identity is unchanged. The identity
+holds the run settings that change predictions, the model's spec and options, the sha256 of
+every weights file those name, the data root and the digest of the manifest actually read
+(every key and label in order), ``--allow-incomplete`` and the JPEG decoder. Point a run directory at other
+data, rewrite a checkpoint in place, or complete a dataset scored with ``--allow-incomplete``,
+and the cell is predicted again, with a line saying which of these changed.
+
+This module is the one place a cell's identity is computed: add a field here and every
+stored cell whose recorded identity lacks it reruns once, saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Suffixes of weights files looked for inside a folder named by a model option.
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
+
+_sha_memo: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Content hash of one file, remembered per (path, size, mtime) within the process."""
+    st = os.stat(path)
+    memo_key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if memo_key not in _sha_memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+        _sha_memo[memo_key] = h.hexdigest()
+    return _sha_memo[memo_key]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def weights_digests(model_identity: str) -> dict[str, str]:
+    """sha256 of every file a model's identity names (its weights, a soup's ingredients, a
+    head's templates), keyed by resolved path; a folder contributes its weights files."""
+    try:
+        parsed = json.loads(model_identity)
+    except (json.JSONDecodeError, TypeError):
+        parsed = model_identity
+    files: set[Path] = set()
+    for text in _strings(parsed):
+        if not text or len(text) > 4096 or "\n" in text:
+            continue
+        path = Path(text).expanduser()
+        try:
+            if path.is_file():
+                files.add(path.resolve())
+            elif path.is_dir():
+                files.update(p.resolve() for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHTS_SUFFIXES)
+        except OSError:
+            continue
+    return {str(p): file_sha256(p) for p in sorted(files)}
+
+
+def cell_identity(
+    config: Any, model_identity: str, shift: str, manifest_digest: str, data_root: str, decoder: str = "pil"
+) -> dict[str, Any]:
+    """What a cell's predictions depend on (``config`` is the run's ``RunConfig``; ``decoder``
+    the JPEG decoder's label, ``harness.engine.gpu_decode.planned_decoder``)."""
+    return {
+        "model": model_identity,
+        "weights_sha256": weights_digests(model_identity),
+        "shift": shift,
+        **config.identity(),
+        "skip_bad_images": config.skip_bad_images,
+        "allow_incomplete": config.allow_incomplete,
+        "data_root": str(Path(data_root).resolve()) if data_root else "",
+        "manifest": manifest_digest,
+        "decoder": decoder,
+    }
+
+
+def cell_hash(identity: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_WHAT = {
+    "model": "the model's spec or options",
+    "shift": "the shift",
+    "split": "the split",
+    "precision": "the precision",
+    "seed": "the seed",
+    "skip_bad_images": "--skip-bad-images",
+    "allow_incomplete": "--allow-incomplete",
+    "data_root": "the data root",
+    "manifest": "the data (keys or labels read)",
+    "decoder": "the JPEG decoder",
+}
+
+
+def identity_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """Why a stored cell no longer matches: a short phrase naming what changed."""
+    if not old:
+        return "its stored results do not record what they were computed from (made by an older shiftbench)"
+    reasons = []
+    for key, what in _WHAT.items():
+        if old.get(key) != new.get(key):
+            if key == "data_root":
+                reasons.append(f"the data root ({old.get(key) or '?'} -> {new.get(key)})")
+            else:
+                reasons.append(what)
+    old_w, new_w = old.get("weights_sha256") or {}, new.get("weights_sha256") or {}
+    changed = sorted(p for p in set(old_w) | set(new_w) if old_w.get(p) != new_w.get(p))
+    if changed and old.get("model") == new.get("model"):
+        reasons.append("the contents of " + ", ".join(changed))
+    extra = sorted(set(old) ^ set(new))
+    if extra:
+        reasons.append("what a cell's identity records (" + ", ".join(extra) + ")")
+    return "changed: " + "; ".join(reasons) if reasons else "its inputs changed"

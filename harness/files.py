@@ -1,0 +1,141 @@
+"""Publishing shared files and folders: a unique temp name, then one atomic rename.
+
+Several processes may write the same path at once (two runs sharing an image cache or a run
+directory, torchrun ranks, Ray tasks). Each writer gets its own temp name (pid + random), so
+no writer truncates or renames another's half-written file, and readers see either the old
+file or a complete new one. A failed writer removes its temp file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def temp_path(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A sibling of ``path`` no other writer uses: ``.<name>.<pid>.<random><suffix>``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def storage_error(path: Path, exc: OSError) -> ValueError:
+    """One line naming the file and the fix."""
+    if exc.errno == errno.ENOSPC:
+        return ValueError(f"disk full while writing {path}; free space and rerun (completed work is kept)")
+    return ValueError(f"cannot write {path}: {exc.strerror or exc}; fix the path or permissions and rerun")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO[Any]]:
+    """``with atomic_file(p) as fh: fh.write(...)`` publishes ``p`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, mode) as fh:
+            yield fh
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, exc) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a unique temp file + fsync + rename."""
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path, "wb") as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, ours: Callable[[str], bool] = lambda name: True, what: str = "--out") -> Iterator[Path]:
+    """Build a folder under a temp name and swap it into place when the block succeeds.
+
+    A failure leaves ``path`` as it was (the old folder, or nothing) and no temp folder
+    behind. An existing ``path`` that is not a folder, or holds a name ``ours`` does not
+    claim (someone else's files, which the swap would delete), is refused before anything
+    is built."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} exists and is not a folder; give a folder path")
+    if path.is_dir():
+        foreign = sorted(p.name for p in path.iterdir() if not ours(p.name))
+        if foreign:
+            raise ValueError(
+                f"{what} {path} holds files this command did not write ({', '.join(foreign[:3])}); "
+                "give a new or empty folder"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path, ".building")
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_folder(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_folder(new: Path, path: Path) -> None:
+    """Put folder ``new`` at ``path``; an old folder there is moved aside, then removed."""
+    old = None
+    if path.exists():
+        old = temp_path(path, ".old")
+        path.rename(old)
+    try:
+        new.rename(path)
+    except OSError:
+        if old is not None:
+            old.rename(path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+_locks: dict[str, tuple[threading.RLock, list[Any]]] = {}
+_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock on ``path`` across processes (``flock``), reentrant within one.
+
+    Threads of one process queue on an ``RLock``; the first holder takes the ``flock``, so a
+    function that holds the lock may call another that takes it again."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(path)
+    with _locks_guard:
+        rlock, state = _locks.setdefault(key, (threading.RLock(), [None, 0]))
+    with rlock:
+        if state[1] == 0:
+            fh = open(path, "a")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            state[0] = fh
+        state[1] += 1
+        try:
+            yield
+        finally:
+            state[1] -= 1
+            if state[1] == 0:
+                fcntl.flock(state[0], fcntl.LOCK_UN)
+                state[0].close()
+                state[0] = None
