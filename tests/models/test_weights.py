@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import importlib.util
 import io
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,26 +20,10 @@ from harness.cli import main
 _spec = importlib.util.spec_from_file_location("local_http", Path(__file__).parents[1] / "shifts" / "local_http.py")
 local_http = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(local_http)
+loopback_only, server = local_http.loopback_only, local_http.server  # fixtures: every test is held to 127.0.0.1
 
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch):
-    real = socket.socket.connect
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
-            raise AssertionError(f"test tried to reach {address}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-@pytest.fixture
-def server():
-    with local_http.LocalServer() as s:
-        yield s
 
 
 def cli(*args) -> tuple[int, str, str]:

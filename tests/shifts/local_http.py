@@ -7,8 +7,11 @@ by dropping the connection part-way through the body (once). Every request's pat
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 
 class LocalServer:
@@ -104,3 +107,22 @@ class LocalServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Any connection to a host other than 127.0.0.1 fails the test (autouse where imported)."""
+    real = socket.socket.connect
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
+            raise AssertionError(f"test tried to reach {address}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@pytest.fixture
+def server():
+    with LocalServer() as s:
+        yield s

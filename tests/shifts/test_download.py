@@ -11,36 +11,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import socket
 import tarfile
 import zipfile
 from pathlib import Path
 
+import local_http  # noqa: E402
 import pytest
-from local_http import LocalServer  # noqa: E402
 
 from harness.cli import main  # noqa: E402
 from shifts import download as dl  # noqa: E402
 from shifts import fixtures, install, sources  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch):
-    """Any connection to a host other than 127.0.0.1 fails the test."""
-    real = socket.socket.connect
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
-            raise AssertionError(f"test tried to reach {address}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-
-
-@pytest.fixture
-def server():
-    with LocalServer() as s:
-        yield s
+loopback_only, server = local_http.loopback_only, local_http.server  # fixtures: every test is held to 127.0.0.1
 
 
 def cli(*args) -> tuple[int, str, str]:
