@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from harness.strict_parse import no_duplicates
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -192,19 +194,6 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     return value
 
 
-def _unique_keys(path: Path) -> Any:
-    """A JSON object hook refusing a key given twice (``json`` keeps the last silently)."""
-
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise ValueError(f"{path}: setting {key!r} is given twice; keep one")
-            out[key] = value
-        return out
-
-    return hook
-
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A TOML (``[run]`` table or top level) or JSON file -> validated field values."""
@@ -214,7 +203,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = path.read_text()
     try:
         if path.suffix == ".json":
-            raw = json.loads(text, object_pairs_hook=_unique_keys(path))
+            raw = json.loads(text, object_pairs_hook=no_duplicates(str(path), "setting {key!r} is given twice; keep one"))
         else:
             raw = tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -27,7 +27,7 @@ from typing import Any
 
 from harness import __version__
 from harness.api import Predictions, Result
-from reports.strict_parse import loads_json, loads_jsonl, loads_toml
+from harness.strict_parse import loads_json, loads_jsonl, loads_toml
 
 FORMAT = "shiftbench-submission"
 FORMAT_VERSION = 1

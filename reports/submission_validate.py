@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from harness.api import Predictions, Result, Shift, ShiftSpec, id_view_setting
+from harness.strict_parse import loads_jsonl
 from reports.safe_archive import DEFAULT_LIMITS, BundleError, Limits, read_bundle, read_npz
-from reports.strict_parse import loads_jsonl
 from reports.submission import (
     DEFAULT_REQUIRED_SHIFTS,
     FORMAT_VERSION,

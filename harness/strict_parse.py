@@ -13,12 +13,14 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 
-def _no_duplicates(source: str):
+def no_duplicates(source: str, problem: str = "duplicate key {key!r}; each key may appear once"):
+    """A JSON object hook refusing a key given twice, naming ``source`` and the key."""
+
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in pairs:
             if key in out:
-                raise ValueError(f"{source}: duplicate key {key!r}; each key may appear once")
+                raise ValueError(f"{source}: {problem.format(key=key)}")
             out[key] = value
         return out
 
@@ -46,7 +48,7 @@ def loads_json(text: str | bytes, source: str) -> Any:
     text = _text(text, source)
     try:
         return json.loads(
-            text, object_pairs_hook=_no_duplicates(source), parse_constant=_no_constant(source)
+            text, object_pairs_hook=no_duplicates(source), parse_constant=_no_constant(source)
         )
     except json.JSONDecodeError as exc:
         raise ValueError(
