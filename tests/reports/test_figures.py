@@ -143,3 +143,20 @@ def test_labels_overlap_no_marker_and_no_other_label_and_stay_inside(dpi):
         if gap > 12 * fig.dpi / 72:
             assert text.arrow_patch is not None, text.get_text()
     plt.close(fig)
+
+
+def test_a_label_with_no_free_spot_is_drawn_with_a_leader_line_not_dropped():
+    from reports.labels import place_labels
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    grid = np.linspace(0, 1, 12)
+    ax.scatter(*np.meshgrid(grid, grid), s=400)  # markers cover the whole axes
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    (label,) = place_labels(ax, [0.5], [0.5], ["a model"])
+    assert label.get_text() == "a model" and label.arrow_patch is not None
+    fig.canvas.draw()
+    box = label.get_bbox_patch().get_window_extent(fig.canvas.get_renderer())
+    frame = ax.get_window_extent()
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+    plt.close(fig)
