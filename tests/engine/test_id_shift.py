@@ -132,3 +132,19 @@ def test_the_id_shift_applies_to_user_shifts_only():
     assert id_setting_with(user, None) is None
     assert id_setting_with(sketch, "folder:pets-id") == "imagenet"
     assert id_setting_with(unlabeled, "imagenet") is None
+
+
+def test_a_user_shift_with_a_class_map_is_refused():
+    """Its ID reference would pair on its classes (``imagenet@<shift>``), which a run over the
+    user dataset alone cannot score."""
+    from harness.api import ClassMap
+    from harness.config import RunConfig
+    from harness.engine.run import check_id_shift
+
+    mapped = ShiftSpec("folder:dogs", "user", "user", "imagenet-1k", 2, 8,
+                       class_map=ClassMap("dogs", "imagenet-1k", ("a", "b"), ((151,), (207,))))
+    assert id_setting_with(mapped, "imagenet") == "imagenet@folder:dogs"  # the rule of registered shifts
+    config = RunConfig(shifts=("folder",), id_shift="imagenet", cache_dir="")
+    with pytest.raises(ValueError, match=r"folder:dogs has a class map onto imagenet-1k, so it pairs with imagenet scored on "
+                                         r"its classes.*`shiftbench report --id-shift folder:dogs=ID`"):
+        check_id_shift(config, lambda name: mapped)
