@@ -139,6 +139,12 @@ def is_unlabeled(spec: ShiftSpec) -> bool:
     return spec.protocol.get("labels") == "none"
 
 
+def is_user_shift(spec: ShiftSpec) -> bool:
+    """A labelled dataset of the user's own (``folder``, ``wds``): it knows no ID reference
+    of its own; ``shiftbench run --id-shift`` names one."""
+    return spec.family == "user" and not is_unlabeled(spec)
+
+
 def id_view_setting(id_shift: str, ood_shift: str) -> str:
     """Name of the ID reference scored on an OOD shift's classes, e.g. ``imagenet@imagenet-r``."""
     return f"{id_shift}@{ood_shift}"
@@ -152,6 +158,18 @@ def id_setting_of(spec: ShiftSpec) -> str | None:
     if not ref or ref == spec.name:
         return None
     return id_view_setting(ref, spec.name) if spec.class_map is not None else ref
+
+
+def id_setting_with(spec: ShiftSpec, id_shift: str | None) -> str | None:
+    """:func:`id_setting_of`, where a user shift takes ``id_shift`` (``run --id-shift``) as its
+    ID reference. The rule is the same: a shift with a class map would pair with the view
+    ``<id_shift>@<shift>``; ``folder`` and ``wds`` shifts have none (a model answers in their
+    own classes), so they pair with ``id_shift`` itself."""
+    if id_shift and is_user_shift(spec):
+        from dataclasses import replace
+
+        spec = replace(spec, id_reference=id_shift)
+    return id_setting_of(spec)
 
 
 SPLIT_SEPARATOR = ":"

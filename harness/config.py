@@ -111,6 +111,9 @@ class RunConfig:
     allow_incomplete: bool = False
     decoder: str = "auto"
     skip_bad_images: bool = False
+    #: The ID setting a user (``folder``/``wds``) shift's rows pair with, e.g. ``imagenet``:
+    #: metadata of the rows, never of the predictions, so no cell's identity holds it.
+    id_shift: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -125,6 +128,8 @@ class RunConfig:
                 raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement is a fraction in [0, 1], got {self.min_agreement}")
+        if self.id_shift is not None:
+            check_id_shift_name(self.id_shift)
         _options(self.model_args, "--model-arg")
         for entry in self.models:
             parse_model_entry(entry)
@@ -159,6 +164,22 @@ class RunConfig:
         width = max(len(f.name) for f in fields(self))
         lines = [f"  {name:<{width}}  {value}" for name, value in self.to_dict().items()]
         return "shiftbench run configuration (hash " + self.config_hash() + "):\n" + "\n".join(lines)
+
+
+def check_id_shift_name(name: str) -> None:
+    """The form of an ``--id-shift``: one setting name (the registry checks that it exists)."""
+    if not name or name != name.strip() or any(c.isspace() for c in name):
+        raise ValueError(f"--id-shift {name!r}: expected one ID setting name, e.g. --id-shift imagenet")
+    if "=" in name:
+        raise ValueError(
+            f"--id-shift {name!r}: `shiftbench run` takes the ID setting alone (e.g. --id-shift imagenet); "
+            "SETTING=ID is the form of `shiftbench report --id-shift`"
+        )
+    if "@" in name:
+        raise ValueError(
+            f"--id-shift {name!r}: name the ID setting itself (e.g. imagenet), not a same-class view; "
+            "a view is formed from a shift's class map"
+        )
 
 
 _TUPLE_FIELDS = {f.name for f in fields(RunConfig) if str(f.type).startswith("tuple")}

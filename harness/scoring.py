@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.api import Predictions, Result, Shift, ShiftSpec, id_setting_of
+from harness.api import Predictions, Result, Shift, ShiftSpec, id_setting_with
 
 SpecOf = Callable[[str], ShiftSpec]
 
@@ -59,8 +59,10 @@ def make_result(
     sha: str,
     provenance: dict[str, Any],
     n_expected: int | None = None,
+    id_shift: str | None = None,
 ) -> Result:
-    """The results row of one scored task. An OOD row records the setting it pairs with."""
+    """The results row of one scored task. An OOD row records the setting it pairs with
+    (``id_shift``: the run's ``--id-shift``, the ID reference of a user shift)."""
     protocol = dict(scored_spec.protocol)
     fidelity = provenance.get("decoder_fidelity")
     if fidelity not in (None, "exact-pil"):  # rows decoded otherwise than by PIL are never tabled with PIL rows
@@ -78,9 +80,15 @@ def make_result(
         group_counts={str(k): int(v) for k, v in groups.items()},
         predictions_sha256=sha,
         provenance=provenance,
-        id_setting=None if task.view_of else id_setting_of(shift_spec),
+        id_setting=row_id_setting(task, shift_spec, id_shift),
         main_metric=scored_spec.main_metric,
     )
+
+
+def row_id_setting(task: ScoreTask, shift_spec: ShiftSpec, id_shift: str | None = None) -> str | None:
+    """The ``id_setting`` a task's row carries: none for an ID view, else the shift's pairing
+    (:func:`harness.api.id_setting_with`)."""
+    return None if task.view_of else id_setting_with(shift_spec, id_shift)
 
 
 def task_of_row(row: Result, where: object) -> ScoreTask:

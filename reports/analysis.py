@@ -179,7 +179,8 @@ class Dropped:
 
 
 DROP_REASONS = {
-    "unknown-shift": "no ID setting to pair with is known for this setting (name one with --id-shift SETTING=ID)",
+    "unknown-shift": "no ID setting to pair with is known for this setting (name one with `shiftbench run --id-shift ID` "
+                     "or `report --id-shift SETTING=ID`)",
     "no-id-pair": "the model has no result on the ID setting this one pairs with",
     "no-ood-pair": "an ID result no OOD result of the model pairs with",
     "duplicate": "another row of the same source, model, setting and metric was placed instead (the later one)",

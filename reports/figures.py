@@ -9,6 +9,7 @@ import numpy as np
 
 from reports import scales
 from reports.analysis import Group, point_intervals
+from reports.labels import place_labels
 
 #: Candidate tick positions, percent.
 #: Models below this ID accuracy are near chance: left off the axes (they would stretch a logit
@@ -61,26 +62,6 @@ def _ticks(transform: str, lo: float, hi: float) -> list[float]:
 
 def _fmt(t: float) -> str:
     return f"{t:g}"
-
-
-def _place_labels(ax, xs, ys, texts) -> None:
-    """Label points, trying offsets until a label overlaps no earlier label and stays inside."""
-    renderer = ax.figure.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
-    taken = []
-    offsets = [(6, 4), (6, -10), (-6, 4), (-6, -10), (6, 14), (6, -20), (-6, 14), (-6, -20), (10, 26), (10, -32)]
-    for x, y, text in zip(xs, ys, texts, strict=True):
-        for dx, dy in offsets:
-            style = {"fontsize": 6, "ha": "left" if dx > 0 else "right", "textcoords": "offset points"}
-            trial = ax.annotate(text, (x, y), xytext=(dx, dy), **style)
-            box = trial.get_window_extent(renderer)
-            trial.remove()
-            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
-            if inside and not any(box.overlaps(b) for b in taken):
-                taken.append(box)
-                ax.annotate(text, (x, y), xytext=(dx, dy), arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"}, zorder=6,
-                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75}, **style)
-                break
 
 
 def _error_bars(ax, g: Group, transform: str, sel: np.ndarray) -> None:
@@ -156,9 +137,10 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
     if (soup & visible).any():
         ax.scatter(zx[soup & visible], zy[soup & visible], s=60, marker="*", c="#e377c2", edgecolors="black", linewidths=0.5,
                    zorder=5, label=f"model soups ({int((soup & visible).sum())})")
+    curves = []
     for k, (_base, idx) in enumerate(wiseft_curves(g, visible)):
-        ax.plot(zx[idx], zy[idx], "-", lw=0.9, c="#8c564b", alpha=0.8, zorder=3,
-                label="WiSE-FT, alpha 0 (zero-shot) to 1 (fine-tuned)" if k == 0 else None)
+        curves += ax.plot(zx[idx], zy[idx], "-", lw=0.9, c="#8c564b", alpha=0.8, zorder=3,
+                          label="WiSE-FT, alpha 0 (zero-shot) to 1 (fine-tuned)" if k == 0 else None)
         ax.annotate("", xy=(zx[idx[-1]], zy[idx[-1]]), xytext=(zx[idx[-2]], zy[idx[-2]]),
                     arrowprops={"arrowstyle": "->", "color": "#8c564b", "lw": 0.9}, zorder=3)
     _error_bars(ax, g, transform, highlight & visible)
@@ -189,7 +171,7 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
         score = np.abs(g.er[idx]) if g.er is not None else zy[idx]
         idx = idx[np.argsort(-score)[:MAX_LABELS]]
     idx = idx[np.argsort(-zy[idx])]
-    _place_labels(ax, zx[idx], zy[idx], [g.points[i].model for i in idx])
+    place_labels(ax, zx[idx], zy[idx], [g.points[i].model for i in idx], curves)
     return int((~visible & ~chance).sum())
 
 
@@ -264,5 +246,5 @@ def average_scatter(ax, pts: list[dict], shifts: Sequence[str], transform: str, 
     ax.set_xlabel(f"ImageNet top-1 accuracy (%, {transform} scale)", fontsize=8)
     ax.set_ylabel(f"average OOD top-1 over {len(shifts)} shifts (%, {transform} scale)", fontsize=8)
     ax.legend(fontsize=6, loc="upper left", framealpha=0.9)
-    _place_labels(ax, zx[idx], zy[idx], [pts[i]["model"] for i in idx])
+    place_labels(ax, zx[idx], zy[idx], [pts[i]["model"] for i in idx])
     return caption

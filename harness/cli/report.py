@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline-results", action="append", type=Path, default=[], metavar="RUN_DIR|FILE",
                    help="results of models you ran whose every model joins the baseline trend (e.g. your ERM models on WILDS); repeatable")
     p.add_argument("--id-shift", action="append", default=[], metavar="SETTING=ID",
-                   help="pair a user shift's results with an ID setting, e.g. folder=imagenet or wds=imagenet; repeatable")
+                   help="pair a setting's results with an ID setting, e.g. folder:pets=imagenet; overrides the id_setting a row "
+                   "was written with (`shiftbench run --id-shift`), for this report only; repeatable")
     p.add_argument("--no-analyses", action="store_true",
                    help="leave out the pages computed from run directories' predictions (agreement-on-the-line, "
                    "paired comparisons, calibration)")

@@ -28,6 +28,7 @@ RUN_SETTINGS = (
     "allow_incomplete",
     "decoder",
     "skip_bad_images",
+    "id_shift",
 )
 
 
@@ -93,6 +94,11 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=("local", "ray"), help="run cells here (default) or on a Ray cluster")
     p.add_argument("--json", action="store_true", default=None, help="JSON lines on stdout instead of bars and a table")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.add_argument("--id-shift", metavar="ID",
+                   help="the ID setting a folder or wds shift's results are compared with, e.g. imagenet, or folder:NAME for a "
+                   "user dataset run in its own --run-dir; written into its rows (id_setting), so `shiftbench report` pairs them "
+                   "with no flag. Only rows change: adding or changing it rescores stored predictions, predicts nothing; the run "
+                   "directory keeps it until a run names another")
     p.add_argument("--redo", action="store_true", help="predict and score this command's cells again even if done; their rows are replaced")
 
 
@@ -152,12 +158,15 @@ def execute(config: Any, sources: list[Any], redo: bool = False) -> int:
     from harness.engine.run import (
         RunLog,
         all_metric_names,
+        check_id_shift,
         plan_tasks,
         run_specs,
         summary_table,
     )
 
-    plan_tasks(config.shifts, run_specs(config))  # unknown names fail before anything is printed
+    spec_of = run_specs(config)
+    plan_tasks(config.shifts, spec_of)  # unknown names fail before anything is printed
+    check_id_shift(config, spec_of)
     log = RunLog(config.json)
     world = World.single() if config.executor == "ray" else World.from_env(resolve_device(config.device))
     try:

@@ -60,7 +60,8 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
         raise ValueError(f"--label {name!r} is one of the members; choose another name")
     from models.ensembles import ensemble_predictions
 
-    spec_of = run_specs(run_dir.read_config())
+    config = run_dir.read_config()
+    spec_of = run_specs(config)
     scorer = default_scorer()
     shifts = sorted({r.shift for r in rows if r.model == members[0]})
     new: list[Result] = []
@@ -85,7 +86,8 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
             task = task_of_row(row, run_dir.results_path)
             scored, scored_spec, metrics, groups = score_task(task, combined, spec_of, scorer)
             new.append(
-                make_result(name, task, scored, spec_of(shift), scored_spec, metrics, groups, sha, provenance, row.n_expected)
+                make_result(name, task, scored, spec_of(shift), scored_spec, metrics, groups, sha, provenance, row.n_expected,
+                            config.id_shift if config else None)
             )
             log.event("scored", "", model=name, setting=task.setting, n=len(scored), metrics=metrics)
     if not new:

@@ -37,6 +37,7 @@ from harness.scoring import (
     completed_spec,
     make_result,
     registry_specs,
+    row_id_setting,
     score_task,
     task_of_row,
 )
@@ -84,6 +85,58 @@ def plan_tasks(shifts: tuple[str, ...] | list[str], spec_of: SpecOf) -> list[Sco
                 tasks.setdefault(view, ScoreTask(view, ref, view_of=name))
         tasks.setdefault(name, ScoreTask(name, name))
     return list(tasks.values())
+
+
+#: The shifts whose data is a user's own dataset, named after its folder (``folder:pets``).
+USER_SETTING_PREFIXES = ("folder", "wds")
+
+
+def check_id_shift(config: RunConfig, spec_of: SpecOf) -> None:
+    """Refuse an ``--id-shift`` that cannot apply, before anything runs: a run with no labelled
+    ``folder``/``wds`` shift, an ID that is the user shift itself, a user shift with a class map
+    (its ID reference would have to be scored on its classes in this run), or an ID setting no
+    shift names. It applies to every user shift of the run; registered shifts keep their own."""
+    from harness.api import is_unlabeled, is_user_shift
+
+    ref = config.id_shift
+    if not ref:
+        return
+    specs = [(name, spec_of(name)) for name in config.shifts]
+    user = [(name, spec) for name, spec in specs if is_user_shift(spec)]
+    if not user:
+        unlabeled = [name for name, spec in specs if is_unlabeled(spec)]
+        why = (f"; {', '.join(unlabeled)} holds unlabelled images, never scored (`shiftbench estimate --id ID` names "
+               "their ID reference)" if unlabeled else "")
+        raise ValueError(
+            f"--id-shift {ref} names the ID reference of a user dataset, but this run has no labelled folder or wds shift "
+            f"(--shifts {','.join(config.shifts)}){why}. Registered shifts pair with their own ID reference: drop --id-shift, "
+            "or run it with --shifts folder (or wds)"
+        )
+    for name, spec in user:
+        if ref in (name, spec.name):
+            raise ValueError(
+                f"--id-shift {ref} is the shift {spec.name} itself; name the ID dataset its results are compared with, "
+                "e.g. --id-shift imagenet, or --id-shift folder:<ID folder name> for a user dataset run in its own --run-dir"
+            )
+        if spec.class_map is not None:
+            raise ValueError(
+                f"--id-shift {ref}: {spec.name} has a class map onto {spec.label_space}, so it pairs with {ref} scored on its "
+                "classes, which this run cannot score (its data root is the user dataset); drop --id-shift and pair the "
+                f"rows in the report (`shiftbench report --id-shift {spec.name}=ID`)"
+            )
+    head, colon, tail = ref.partition(":")
+    if colon and head in USER_SETTING_PREFIXES and tail:
+        return  # another user dataset, run in its own run directory
+    if ref in USER_SETTING_PREFIXES:
+        raise ValueError(f"--id-shift {ref}: a user dataset's setting is named after its folder, {ref}:<folder name>")
+    from harness.registry import get_shift
+
+    try:
+        spec = get_shift(ref).spec
+    except ValueError as exc:
+        raise ValueError(f"--id-shift {ref}: {exc} A user dataset's setting is folder:<folder name> or wds:<folder name>.") from None
+    if is_unlabeled(spec):
+        raise ValueError(f"--id-shift {ref}: unlabelled images have no accuracy to pair with; name a labelled ID setting")
 
 
 def model_from_spec(spec: str, options: dict[str, str]) -> ModelSource:
@@ -226,7 +279,9 @@ class Engine:
         with self.world.together("opening the run directory"):
             self._refuse_other_decoders()
             if self.world.is_main:
-                self.run_dir.adopt_config(self.config)
+                adopted = self.run_dir.adopt_config(self.config)
+                if adopted.id_shift != self.config.id_shift:  # the directory's, named by an earlier run
+                    self.config = dataclasses.replace(self.config, id_shift=adopted.id_shift)
         for model in models:
             self._run_model(model, tasks)
         return self.summary
@@ -277,19 +332,30 @@ class Engine:
         if stored_ok and (unlabeled or all(
             r is not None and r.provenance.get("config_hash") == digest and r.predictions_sha256 == sidecar.get("sha256") for r in current
         )):  # fmt: skip
-            return "done", None, ""
-        reason = ""
-        old = next((r for r in current if r is not None and r.provenance.get("config_hash") != digest), None)
-        if old is not None:
-            reason = identity_changes(old.provenance.get("cell"), identity)
-        elif any(r is not None for r in current):
-            reason = "its predictions file is missing or no longer matches its results"
+            # the ID setting is the rows' metadata, not the predictions': a new one rescores them
+            moved = [] if unlabeled else [(r.id_setting, self.id_setting(t)) for t, r in zip(tasks, current, strict=True)
+                                          if r is not None and r.id_setting != self.id_setting(t)]
+            if not moved:
+                return "done", None, ""
+            (was, now), *_ = moved
+            reason = f"its ID setting changes ({was or 'none'} -> {now or 'none'}), scored again from its stored predictions"
+        else:
+            reason = ""
+            old = next((r for r in current if r is not None and r.provenance.get("config_hash") != digest), None)
+            if old is not None:
+                reason = identity_changes(old.provenance.get("cell"), identity)
+            elif any(r is not None for r in current):
+                reason = "its predictions file is missing or no longer matches its results"
         if not load:
             return ("score" if stored_ok else "predict"), None, reason
         preds = self.run_dir.finished_predictions(model.name, shift, digest)
         if preds is not None:
             return "score", preds, reason
         return "predict", None, reason
+
+    def id_setting(self, task: ScoreTask) -> str | None:
+        """The ID setting ``task``'s row pairs with in this run (``--id-shift`` for a user shift)."""
+        return row_id_setting(task, self.spec(task.shift), self.config.id_shift)
 
     def _unlabeled(self, shift: str) -> bool:
         from harness.api import is_unlabeled
@@ -431,7 +497,8 @@ class Engine:
                 "precision": cfg.precision,
                 **{k: v for k, v in stats.items()},
             }
-            row = make_result(model.name, task, scored, self.spec(task.shift), scored_spec, metrics, groups, sha, provenance, self.expected_size(task.shift))
+            row = make_result(model.name, task, scored, self.spec(task.shift), scored_spec, metrics, groups, sha, provenance,
+                              self.expected_size(task.shift), cfg.id_shift)
             from reports.published import describe_check, with_published_check
 
             row = with_published_check(row)
@@ -475,7 +542,7 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
     """Re-derive every result row's metrics from its stored predictions (no model runs).
 
     Specs come from the registry completed from the run's data root (class maps of some shifts
-    ship with the data). Refuses if a predictions file changed since it was scored. Holds the
+    ship with the data); a user shift's rows keep the run's ``--id-shift``. Refuses if a predictions file changed since it was scored. Holds the
     run directory's lock from reading the rows to writing them, so a row a concurrent
     ``run`` appends is never lost."""
     scorer = scorer if scorer is not None else default_scorer()
@@ -483,8 +550,10 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
         rows = run_dir.read_results()
         if not rows:
             raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
+        config = run_dir.read_config()
         if spec_of is None:
-            spec_of = run_specs(run_dir.read_config())
+            spec_of = run_specs(config)
+        id_shift = config.id_shift if config else None
         loaded: dict[tuple[str, str], Predictions] = {}
         out = []
         from reports.published import with_published_check
@@ -502,7 +571,8 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
             task = task_of_row(row, run_dir.results_path)
             scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
             out.append(with_published_check(
-                make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "", dict(row.provenance), row.n_expected)
+                make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "",
+                            dict(row.provenance), row.n_expected, id_shift)
             ))
         run_dir.write_results(out)
     return out

@@ -37,7 +37,7 @@ class RunDir(RunLayout):
         """Record ``config``; a directory made with other identity settings is refused.
 
         The stored models and shifts become the union of old and new, so the directory
-        describes everything it holds.
+        describes everything it holds; its ``id_shift`` stays until a run names another.
         """
         with self.locked():
             return self._adopt_config(config)
@@ -56,6 +56,7 @@ class RunDir(RunLayout):
                 config,
                 models=_union(old.models, config.models),
                 shifts=_union(old.shifts, config.shifts),
+                id_shift=config.id_shift or old.id_shift,  # a run that names none keeps the directory's
             )
         payload = {"config_hash": merged.config_hash(), "config": merged.to_dict()}
         atomic_write_text(self.config_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

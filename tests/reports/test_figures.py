@@ -3,6 +3,7 @@ ingredients marked, the average-over-shifts points, unique figure names."""
 
 import matplotlib
 import numpy as np
+import pytest
 
 matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
@@ -57,3 +58,105 @@ def test_figure_names_differ_by_protocol():
              (("imagenet", 0.5 + i / 10, {}), ("objectnet", 0.3 + i / 10, {"crop": "border-2px"}))]
     stems = [figure_stem(g) for g in analyse(rows, BaselineRule(), samples=0)]
     assert len(stems) == 2 and len(set(stems)) == 2
+
+
+def _dense_group():
+    """300 baseline models in a narrow band, 12 highlighted models and a WiSE-FT sweep among them."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, x in enumerate(np.linspace(0.55, 0.85, 300)):
+        y = float(np.clip(x - 0.2 + rng.normal(0, 0.01), 0.01, 0.99))
+        rows += [make_row("pub", f"std{i}", "imagenet", float(x), 50_000, tags=["standard"]),
+                 make_row("pub", f"std{i}", "imagenet-sketch", y, 50_889, tags=["standard"])]
+    for i, x in enumerate(np.linspace(0.62, 0.80, 8)):  # close to each other and inside the cloud
+        rows += [make_row("clip", f"clip model number {i}", s, a, tags=["clip-zero-shot"])
+                 for s, a in (("imagenet", float(x)), ("imagenet-sketch", float(x - 0.19)))]
+    for alpha, (x, y) in {"0.0": (0.68, 0.50), "0.5": (0.76, 0.57), "1.0": (0.80, 0.58), "0.25": (0.73, 0.55)}.items():
+        rows += [make_row("wiseft:run", f"ViT-B/32 alpha={alpha}", s, a, tags=["wiseft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
+    (g,) = analyse(rows, BaselineRule(), samples=0)
+    highlight = np.array([p.source != "pub" for p in g.points], dtype=bool)
+    return g, highlight
+
+
+def _marker_circles(ax, renderer):
+    """(x, y, radius) in display pixels of every marker drawn on the axes, and the WiSE-FT curves
+    sampled every pixel."""
+    from matplotlib.collections import PathCollection
+
+    px = ax.figure.dpi / 72
+    out = []
+    for c in ax.collections:
+        if isinstance(c, PathCollection) and len(c.get_offsets()):
+            xy = c.get_offset_transform().transform(c.get_offsets())
+            r = np.sqrt(np.broadcast_to(c.get_sizes(), len(xy))) / 2 * px
+            out += [(x, y, rr) for (x, y), rr in zip(xy, r, strict=True)]
+    for line in ax.lines:
+        if line.get_label().startswith("WiSE-FT") or line.get_gid() == "wiseft-curve":
+            xy = line.get_transform().transform(line.get_xydata())
+            for a, b in zip(xy[:-1], xy[1:], strict=True):
+                k = int(np.hypot(*(b - a))) + 2
+                out += [(x, y, line.get_linewidth() / 2 * px) for x, y in np.linspace(a, b, k)]
+    return np.array(out)
+
+
+def _label_boxes(ax, renderer, names):
+    from matplotlib.text import Text
+
+    boxes = {}
+    for t in ax.texts:
+        if t.get_text() in names:
+            box = Text.get_window_extent(t, renderer)  # the text alone: an Annotation's adds its leader line
+            patch = t.get_bbox_patch()
+            if patch is not None:
+                box = type(box).union([box, patch.get_window_extent(renderer)])
+            boxes[t.get_text()] = (t, box)
+    return boxes
+
+
+@pytest.mark.parametrize("dpi", [72, 110, 200])  # the PDF's, the page PNGs', the standalone figures'
+def test_labels_overlap_no_marker_and_no_other_label_and_stay_inside(dpi):
+    g, highlight = _dense_group()
+    names = {p.model for p, h in zip(g.points, highlight, strict=True) if h}
+    fig = plt.figure(figsize=(8.27, 11.69))
+    ax = fig.add_axes((0.11, 0.39, 0.83, 0.54))  # the report page's axes
+    scatter(ax, g, "logit", highlight, set())
+    fig.set_dpi(dpi)  # placed at the figure's own dpi, saved at another
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = _label_boxes(ax, renderer, names)
+    assert len(boxes) == 12  # MAX_LABELS of the 12 highlighted models: none dropped
+    circles = _marker_circles(ax, renderer)
+    frame = ax.get_window_extent(renderer)
+    placed = list(boxes.values())
+    for i, (text, box) in enumerate(placed):
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text.get_text()
+        # distance from each marker centre to the box, against the marker's radius
+        dx = np.maximum(np.maximum(box.x0 - circles[:, 0], circles[:, 0] - box.x1), 0)
+        dy = np.maximum(np.maximum(box.y0 - circles[:, 1], circles[:, 1] - box.y1), 0)
+        hit = np.hypot(dx, dy) < circles[:, 2]
+        assert not hit.any(), f"{text.get_text()!r} covers {int(hit.sum())} markers"
+        for other, obox in placed[i + 1:]:
+            assert not box.overlaps(obox), (text.get_text(), other.get_text())
+        # a label away from its point is tied to it by a leader line
+        point = ax.transData.transform(text.xy)
+        gap = np.hypot(max(box.x0 - point[0], 0, point[0] - box.x1), max(box.y0 - point[1], 0, point[1] - box.y1))
+        if gap > 12 * fig.dpi / 72:
+            assert text.arrow_patch is not None, text.get_text()
+    plt.close(fig)
+
+
+def test_a_label_with_no_free_spot_is_drawn_with_a_leader_line_not_dropped():
+    from reports.labels import place_labels
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    grid = np.linspace(0, 1, 12)
+    ax.scatter(*np.meshgrid(grid, grid), s=400)  # markers cover the whole axes
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    (label,) = place_labels(ax, [0.5], [0.5], ["a model"])
+    assert label.get_text() == "a model" and label.arrow_patch is not None
+    fig.canvas.draw()
+    box = label.get_bbox_patch().get_window_extent(fig.canvas.get_renderer())
+    frame = ax.get_window_extent()
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+    plt.close(fig)
