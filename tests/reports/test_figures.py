@@ -6,23 +6,23 @@ import numpy as np
 
 matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
+from report_rows import row  # noqa: E402
 
 from reports.analysis import BaselineRule, analyse  # noqa: E402
 from reports.export import figure_stem  # noqa: E402
 from reports.figures import average_points, scatter, wiseft_curves  # noqa: E402
-from reports.table import make_row  # noqa: E402
 
 
 def _rows():
     rows = []
     for i, (x, y) in enumerate([(0.60, 0.40), (0.70, 0.50), (0.80, 0.62), (0.75, 0.55)]):
         for setting, acc in (("imagenet", x), ("imagenet-sketch", y)):
-            rows.append(make_row("pub", f"std{i}", setting, acc, 50_000, tags=["standard"]))
+            rows.append(row("pub", f"std{i}", setting, acc, 50_000, tags=["standard"]))
     # a WiSE-FT sweep listed out of order, a soup and an ingredient
     for alpha, (x, y) in {"0.5": (0.78, 0.62), "0.0": (0.68, 0.60), "1.0": (0.81, 0.52), "0.25": (0.75, 0.63)}.items():
-        rows += [make_row("wiseft:run", f"ViT-B/32 alpha={alpha}", s, a, tags=["wiseft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
-    rows += [make_row("soups:greedy", "greedy_soup", s, a, tags=["soup"]) for s, a in (("imagenet", 0.81), ("imagenet-sketch", 0.53))]
-    rows += [make_row("soups:ind", "ingredient 1", s, a, tags=["fine-tuned"]) for s, a in (("imagenet", 0.79), ("imagenet-sketch", 0.48))]
+        rows += [row("wiseft:run", f"ViT-B/32 alpha={alpha}", s, a, tags=["wiseft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
+    rows += [row("soups:greedy", "greedy_soup", s, a, tags=["soup"]) for s, a in (("imagenet", 0.81), ("imagenet-sketch", 0.53))]
+    rows += [row("soups:ind", "ingredient 1", s, a, tags=["fine-tuned"]) for s, a in (("imagenet", 0.79), ("imagenet-sketch", 0.48))]
     return rows
 
 
@@ -41,7 +41,7 @@ def test_wiseft_sweeps_are_curves_in_alpha_order_and_soups_are_marked():
 
 
 def test_average_over_shifts_needs_every_shift():
-    rows = _rows() + [make_row("pub", "std0", "imagenet-r", 0.3, 30_000, tags=["standard"])]
+    rows = _rows() + [row("pub", "std0", "imagenet-r", 0.3, 30_000, tags=["standard"])]
     groups = analyse(rows, BaselineRule(), samples=0)
     pts = average_points(groups, ("imagenet-sketch",))
     assert {p["model"] for p in pts} >= {"std0", "greedy_soup"} and all(p["x"] is not None for p in pts)
@@ -51,9 +51,9 @@ def test_average_over_shifts_needs_every_shift():
 
 
 def test_figure_names_differ_by_protocol():
-    rows = [make_row("a", f"m{i}", s, v, protocol=p, tags=["standard"]) for i in range(3) for s, v, p in
+    rows = [row("a", f"m{i}", s, v, protocol=p, tags=["standard"]) for i in range(3) for s, v, p in
             (("imagenet", 0.5 + i / 10, {}), ("objectnet", 0.3 + i / 10, {"crop": "none"}))]
-    rows += [make_row("b", f"m{i}", s, v, protocol=p, tags=["standard"]) for i in range(3) for s, v, p in
+    rows += [row("b", f"m{i}", s, v, protocol=p, tags=["standard"]) for i in range(3) for s, v, p in
              (("imagenet", 0.5 + i / 10, {}), ("objectnet", 0.3 + i / 10, {"crop": "border-2px"}))]
     stems = [figure_stem(g) for g in analyse(rows, BaselineRule(), samples=0)]
     assert len(stems) == 2 and len(set(stems)) == 2
