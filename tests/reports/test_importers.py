@@ -280,3 +280,43 @@ def test_a_113_way_objectnet_head_is_paired_with_its_weights_imagenet_accuracy(t
     points, dropped = place(read)
     assert [(p.model, p.shift, p.x_setting, p.x, p.y) for p in points] == [("b32-names", "objectnet-names", "imagenet", 0.5, 0.4)]
     assert ("other-names", "objectnet-names", "no-id-pair") in {(d.model, d.setting, d.reason) for d in dropped}
+
+
+def _inputs(tmp_path: Path) -> dict[str, Path]:
+    """One real-layout input per format (rows cut from the vendored published files)."""
+    timm = _head(PUBLISHED / "timm/results-imagenetv2-matched-frequency.csv", tmp_path / "results-imagenetv2-matched-frequency.csv",
+                 {"resnet50.a1_in1k"})  # fmt: skip
+    lines = (PUBLISHED / "open_clip/openclip_results.csv").read_text().splitlines()
+    oc = tmp_path / "openclip_results.csv"
+    oc.write_text("\n".join([lines[0]] + [ln for ln in lines if ln.startswith("ViT-B-32,openai,")]) + "\n")
+    tb = _head(PUBLISHED / "imagenet_testbed/robustness_top1s.csv", tmp_path / "robustness_top1s.csv", {"resnet50"})
+    wf = tmp_path / "wiseft.jsonl"
+    wf.write_text(json.dumps({"model": "ViT-B/32", "alpha": [0.5], "ImageNet:top1": 0.79, "ImageNetV2:top1": 0.68,
+                              "ObjectNet:top1": 0.5}) + "\n")  # fmt: skip
+    soups = tmp_path / "greedy_soup_results.jsonl"
+    soups.write_text(json.dumps({"model_name": "greedy_soup", "ImageNet": 0.81, "ImageNetV2": 0.71, "ObjectNet": 0.53}) + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(_result("m", "imagenetv2", 0.7, 10_000, id_setting="imagenet").to_json() + "\n")
+    from reports.table import write_table
+
+    table = tmp_path / "mine.csv.gz"
+    write_table(importers.load(soups), table)
+    return {"timm": timm, "open_clip": oc, "imagenet-testbed": tb, "wiseft": wf, "soups": soups, "results": run,
+            "shiftbench": table}  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", importers.FORMATS)
+def test_every_importer_returns_result_rows_in_the_engines_vocabulary(tmp_path, fmt):
+    from reports.vocabulary import KNOWN_ID_SETTINGS, LEGACY_NAMES
+
+    path = _inputs(tmp_path)[fmt]
+    assert importers.detect_format(path) == fmt
+    rows = importers.load(path)
+    assert rows and all(type(r) is Result for r in rows)
+    for r in rows:
+        assert source_of(r) and r.setting not in LEGACY_NAMES and "top1" in r.metrics and 0 <= r.metrics["top1"] <= 1
+        assert r.main_metric in r.metrics and r.shift == r.setting.partition("@")[0]
+        assert r.id_setting == KNOWN_ID_SETTINGS.get(r.setting)  # each names what it pairs with
+        assert r.n > 0 and r.n_expected == r.n  # published sizes where the table gives none
+    assert "imagenetv2" in {r.setting for r in rows}

@@ -81,12 +81,14 @@ def test_cli_end_to_end_with_run_dir(tmp_path, capsys):
     assert parts["sampling_half_width"] == pytest.approx(half, rel=1e-4)
     assert mine["er_low"] == pytest.approx(expected - half, rel=1e-4) and mine["er_high"] == pytest.approx(expected + half, rel=1e-4)
     assert any("run:mine:my-model (y=0)" in c for c in fit["clipped"])
-    # ObjectNet: the two heads never share a fit; the 113-way head has no baseline and says so
+    # ObjectNet: the two heads are two settings and never share a fit; the 113-way head
+    # (objectnet-names) has no baseline and says so
     obj = [f for f in s["fits"] if f["shift"] == "objectnet"]
     assert {tuple(sorted(f["protocol"].items())) for f in obj} == {
         (("crop", "none"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))}
     (un,) = s["unfitted"]
-    assert un["protocol"]["head"] == "objectnet-113-names" and "0 baseline models" in un["reason"]
+    assert (un["shift"], un["protocol"]["head"]) == ("objectnet-names", "objectnet-113-names")
+    assert "0 baseline models" in un["reason"]
     (zs,) = [m for m in s["models"] if m["model"] == "clipzs"]
     assert zs["effective_robustness"] is None and zs["ood_acc"] == 0.5
     # the PDF reads back: title, summary, one page per group with points scored by it, methods
