@@ -22,7 +22,7 @@ from reports.rows import model_tags, published_result, source_of
 from reports.vocabulary import KNOWN_ID_SETTINGS, legacy_setting
 
 COLUMNS = ("source", "model", "setting", "accuracy", "n", "protocol", "tags")
-#: Written only when some row pairs otherwise than its setting's published pairing, or holds
+#: Written only when some row pairs otherwise than its setting's known pairing, or holds
 #: another metric than top-1 (the bundled testbed has neither).
 EXTRA_COLUMNS = ("id_setting", "metric")
 

@@ -32,8 +32,6 @@ SHIFTS: dict[str, str | None] = {
 #: carry no such field; the engine's ``objectnet-names`` spec has no ID reference of its own).
 KNOWN_ID_SETTINGS: dict[str, str] = {s: v or ID_SETTING for s, v in SHIFTS.items()}
 
-SETTINGS: tuple[str, ...] = (ID_SETTING, *SHIFTS, *(v for v in SHIFTS.values() if v))
-
 #: The shifts the average-over-shifts figure averages, as the WiSE-FT and model-soups papers do.
 AVERAGE_SHIFTS: tuple[str, ...] = ("imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet")
 #: A setting that measures one of ``AVERAGE_SHIFTS`` under another protocol, and stands for it in
