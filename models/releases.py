@@ -42,12 +42,22 @@ class Release:
 EXTRA: dict[str, Release] = {}
 
 
+#: OpenAI's CLIP archives: ``https://<host>/clip/models/<sha256>/<file>.pt``.
+OPENAI_URL = re.compile(r"^https?://[^/]+/clip/models/([0-9a-f]{64})/([^/]+\.pt)$")
+
+
+def openai_archive(url: str) -> tuple[str, str] | None:
+    """(sha256, file name) of an OpenAI CLIP archive URL, whose path carries the file's full sha256."""
+    m = OPENAI_URL.match(url or "")
+    return (m.group(1), m.group(2)) if m else None
+
+
 def url_sha256(url: str) -> str | None:
     """The checksum open_clip's downloader checks for ``url`` (full or prefix), if any."""
     name = os.path.basename(url)
-    if "openaipublic" in url:
-        digest = url.split("/")[-2]
-    elif "mlfoundations" in url:
+    if (archive := openai_archive(url)) is not None:
+        return archive[0]
+    if "mlfoundations" in url:
         digest = os.path.splitext(name)[0].split("-")[-1]
     else:
         return None

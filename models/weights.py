@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.releases import openai_archive
 from shifts.download import DownloadError, fetch, sha256_file
 
-OPENAI_URL = re.compile(r"^https?://[^/]+/clip/models/([0-9a-f]{64})/([^/]+\.pt)$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -61,8 +61,9 @@ def open_clip_cfg(arch: str, tag: str) -> dict:
     return cfg
 
 
-def openai_url(cfg: dict) -> re.Match | None:
-    return OPENAI_URL.match(cfg.get("url") or "")
+def openai_url(cfg: dict) -> tuple[str, str] | None:
+    """(sha256, file name) when open_clip's pretrained entry is an OpenAI archive."""
+    return openai_archive(cfg.get("url") or "")
 
 
 def open_clip_hub_files(hub: str) -> tuple[str, list[str]]:
@@ -92,7 +93,7 @@ def cached_url_weights(arch: str, tag: str) -> Path | None:
     m = openai_url(open_clip_cfg(arch, tag))
     if m is None:
         return None
-    path = weights_dir() / "openai" / m.group(1) / m.group(2)
+    path = weights_dir() / "openai" / m[0] / m[1]
     return path if path.is_file() else None
 
 
@@ -124,8 +125,8 @@ def fetch_weights(spec: str, *, mirror: str | None = None, endpoint: str | None 
     return Fetched(path, f"Hugging Face {hub}: {how}", f"--model timm:{name} --model-arg weights={path}")
 
 
-def _fetch_openai(m: re.Match, url: str, mirror: str | None, progress: bool, usage: str) -> Fetched:
-    sha, filename = m.group(1), m.group(2)
+def _fetch_openai(archive: tuple[str, str], url: str, mirror: str | None, progress: bool, usage: str) -> Fetched:
+    sha, filename = archive
     dest = weights_dir() / "openai" / sha / filename
     if dest.is_file():
         if sha256_file(dest) == sha:

@@ -104,9 +104,12 @@ def clip_benchmark_cmd(tools: Path, wds: Path, ckpt: Path, head: Path, work: Pat
 
 
 def shiftbench_cmd(wds: Path, ft: Path, run_dir: Path, precision: str, workers: int, batch: int, cache: Path | None,
-                   decoder: str = "pil", device: str = "auto") -> list[str]:
-    return [PYTHON, "-m", "harness", "run", "--model", "finetuned:ViT-B-32", "--model-arg", f"weights={ft}",
-            "--model-arg", f"label_space=wds:{wds.name}", "--shifts", "wds", "--data-root", str(wds), "--run-dir", str(run_dir),
+                   decoder: str = "pil", device: str = "auto", arch: str = "ViT-B-32", config: Path | None = None) -> list[str]:
+    """``shiftbench run`` as the benchmark times it. ``activation=gelu``: CLIP_benchmark builds
+    open_clip's ViT-B-32 with GELU, and a checkpoint of unknown provenance must say which it is."""
+    extra = ["--model-arg", f"config={config}"] if config is not None else []
+    return [PYTHON, "-m", "harness", "run", "--model", f"finetuned:{arch}", "--model-arg", f"weights={ft}", *extra,
+            "--model-arg", "activation=gelu", "--model-arg", f"label_space=wds:{wds.name}", "--shifts", "wds", "--data-root", str(wds), "--run-dir", str(run_dir),
             "--precision", precision, "--batch-size", str(batch), "--workers", str(workers), "--decoder", decoder,
             "--device", device, "--no-progress", *(["--cache-dir", str(cache)] if cache else ["--no-cache"])]  # fmt: skip
 
@@ -128,7 +131,7 @@ def model_only(ft: Path, wds: Path, precision: str, n: int, batch: int, device: 
     from harness.engine.predict import make_forward
     from models.clip import finetuned
 
-    clf = finetuned("ViT-B-32", weights=str(ft), label_space=f"wds:{wds.name}")
+    clf = finetuned("ViT-B-32", weights=str(ft), label_space=f"wds:{wds.name}", activation="gelu")
     dev = torch.device(device)
     place(clf, dev)
     numerics = plan(precision, clf)
@@ -269,7 +272,7 @@ def wiseft_sweep(work: Path, per_class: int, alphas: int = 11, device: str = "au
         fixtures.write_imagenet_sketch(data, per_class=per_class)
         fixtures.write_objectnet(data, per_class=per_class)
     zs, ft = sweep_endpoints(work / "sweep-assets", arch, config)
-    extra = [f"config={config}"] if config is not None else []
+    extra = ["activation=gelu", *([f"config={config}"] if config is not None else [])]
     alpha_list = ",".join(f"{i / (alphas - 1):.6g}" for i in range(alphas))
     cmd = [PYTHON, "-m", "harness", "wiseft", "--zeroshot", f"finetuned:{arch}", *[a for e in [f"weights={zs}", *extra] for a in ("--zeroshot-arg", e)],
            "--finetuned", f"finetuned:{arch}", *[a for e in [f"weights={ft}", *extra] for a in ("--finetuned-arg", e)],

@@ -32,7 +32,7 @@ def test_first_pass_against_clip_benchmark_at_its_default_precision(benchmark, t
 
 @pytest.mark.slow
 def test_zero_shot_head_against_clip_benchmark(benchmark):
-    classes = int(os.environ.get("SHIFTBENCH_BENCH_HEAD_CLASSES", "5"))
+    classes = int(os.environ.get("SHIFTBENCH_BENCH_HEAD_CLASSES", "20"))
     figures = benchmark.pedantic(lambda: head_build(classes), rounds=1, iterations=1)
     report(benchmark, f"ViT-B-32 zero-shot head, {classes} classes x 80 templates", figures)
 

@@ -154,4 +154,4 @@ def test_open_clip_openai_tags_carry_their_sha256_in_the_url():
     assert len(tags) >= 9
     assert all(openai_url(open_clip_cfg(m, t)) for m, t in tags)
     m = openai_url(open_clip_cfg("ViT-B-32", "openai"))
-    assert m.group(1) == "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+    assert m[0] == "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
