@@ -3,6 +3,7 @@ ingredients marked, the average-over-shifts points, unique figure names."""
 
 import matplotlib
 import numpy as np
+import pytest
 
 matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
@@ -48,6 +49,23 @@ def test_average_over_shifts_needs_every_shift():
     assert [p for p in average_points(groups, ("imagenet-sketch", "imagenet-r")) if p["model"] != "std0"] == []
     std0 = next(p for p in average_points(groups, ("imagenet-sketch", "imagenet-r")))
     assert std0["y"] == (0.40 + 0.3) / 2
+
+
+def test_a_names_head_objectnet_counts_for_objectnet_in_the_average_only_where_there_is_none():
+    """open_clip's ObjectNet is objectnet-names: the average over shifts takes it for ObjectNet, as
+    the published tables do, unless the model also has an ImageNet-head ObjectNet figure."""
+    head = {"version": "1.0", "head": "imagenet-1k", "projection": "max", "crop": "none"}
+    names = {"version": "1.0", "head": "objectnet-113-names", "projection": "none", "crop": "none"}
+    rows = []
+    for m, on, obj in (("names-only", 0.40, None), ("both", 0.20, 0.30)):
+        rows += [row("pub", m, "imagenet", 0.7, 50_000), row("pub", m, "imagenet-sketch", 0.5, 50_889),
+                 row("pub", m, "objectnet-names", on, 18_574, names)]
+        if obj is not None:
+            rows.append(row("pub", m, "objectnet", obj, 18_574, head))
+    groups = analyse(rows, BaselineRule(), samples=0)
+    assert {g.shift for g in groups} == {"imagenet-sketch", "objectnet", "objectnet-names"}
+    pts = {p["model"]: p["y"] for p in average_points(groups, ("imagenet-sketch", "objectnet"))}
+    assert pts == {"names-only": pytest.approx((0.5 + 0.40) / 2), "both": pytest.approx((0.5 + 0.30) / 2)}
 
 
 def test_figure_names_differ_by_protocol():
