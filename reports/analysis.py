@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from harness.api import Result
 from harness.pairing import id_candidates
 from harness.pairing import pair as pair_settings
-from reports.table import ID_SETTING, SHIFTS, Row
+from reports.rows import report_tags, source_of
 from reports.trend import (
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
@@ -25,6 +26,7 @@ from reports.trend import (
     clopper_pearson,
     er_interval,
 )
+from reports.vocabulary import ID_SETTING, KNOWN_ID_SETTINGS, SHIFTS, protocol_key
 
 #: imagenet-testbed's split point for ImageNet-A (ResNet-50's accuracy on val-on-imagenet-a-classes).
 IMAGENET_A_SPLIT = 0.9186
@@ -144,9 +146,10 @@ class Group:
 
 #: Display names of the known settings (titles only; files and JSON keep the setting names).
 DISPLAY_NAMES = {
-    "imagenet": "ImageNet", "imagenetv2-matched-frequency": "ImageNetV2", "imagenetv2-threshold-0.7": "ImageNetV2 threshold-0.7",
+    "imagenet": "ImageNet", "imagenetv2": "ImageNetV2", "imagenetv2-threshold-0.7": "ImageNetV2 threshold-0.7",
     "imagenetv2-top-images": "ImageNetV2 top-images", "imagenet-sketch": "ImageNet-Sketch", "imagenet-r": "ImageNet-R",
-    "imagenet-a": "ImageNet-A", "objectnet": "ObjectNet", "iwildcam": "iWildCam", "fmow": "FMoW", "camelyon17": "Camelyon17",
+    "imagenet-a": "ImageNet-A", "objectnet": "ObjectNet",
+    "objectnet-names": "ObjectNet (names head)", "iwildcam": "iWildCam", "fmow": "FMoW", "camelyon17": "Camelyon17",
 }
 
 
@@ -187,7 +190,7 @@ DROP_REASONS = {
 }
 
 
-def with_id_shifts(rows: Iterable[Row], id_shifts: Mapping[str, str]) -> list[Row]:
+def with_id_shifts(rows: Iterable[Result], id_shifts: Mapping[str, str]) -> list[Result]:
     """Rows with the user's ``--id-shift SETTING=ID`` pairings applied (a user ``folder`` or
     ``wds`` shift names the ID setting it is compared with)."""
     if not id_shifts:
@@ -195,24 +198,54 @@ def with_id_shifts(rows: Iterable[Row], id_shifts: Mapping[str, str]) -> list[Ro
     return [replace(r, id_setting=id_shifts[r.setting]) if r.setting in id_shifts else r for r in rows]
 
 
-def _incomplete(r: Row) -> tuple[str, ...]:
-    from reports.importers import INCOMPLETE
+@dataclass(frozen=True)
+class _Value:
+    """One figure a fit uses: a row's top-1 or its main metric, under the row's own names."""
 
-    v = dict(r.protocol).get(INCOMPLETE)
-    return (f"{r.setting}: {v} images",) if v else ()
+    row: Result
+    source: str
+    metric: str
+    value: float
+    n: int | None  # test-set size: top-1 only (other metrics get no binomial interval)
+    id_setting: str | None
+
+    @property
+    def model(self) -> str:
+        return self.row.model
+
+    @property
+    def setting(self) -> str:
+        return self.row.setting
+
+    def protocol_key(self) -> tuple[tuple[str, str], ...]:
+        return protocol_key(self.row.setting, self.row.protocol, self.row.shift_version)
+
+    def incomplete(self) -> tuple[str, ...]:
+        """``"<setting>: n of N images"`` where the row was scored on fewer images than published."""
+        r = self.row
+        return (f"{r.setting}: {r.n} of {r.n_expected} images",) if r.n_expected and r.n < r.n_expected else ()
 
 
-def place(rows: Iterable[Row], user_sources: Iterable[str] = ()) -> tuple[list[Point], list[Dropped]]:
-    """Every OOD row paired with its ID row (:func:`harness.pairing.pair`), per source, model
-    and metric, and every row that could not be placed with its reason.
+def values(res: Result) -> list[_Value]:
+    """The figures of one row the fits use: top-1, and the main metric where it differs (iWildCam
+    macro-F1, FMoW worst-region accuracy). Nothing is renamed; a row that names no ID setting
+    takes its setting's known pairing (:data:`reports.vocabulary.KNOWN_ID_SETTINGS`)."""
+    id_setting = res.id_setting or KNOWN_ID_SETTINGS.get(res.setting)
+    return [_Value(res, source_of(res), m, float(res.metrics[m]), (res.n or None) if m == "top1" else None, id_setting)
+            for m in dict.fromkeys(("top1", res.main_metric or "top1")) if m in res.metrics]
+
+
+def place(results: Iterable[Result], user_sources: Iterable[str] = ()) -> tuple[list[Point], list[Dropped]]:
+    """Every OOD figure paired with its ID figure (:func:`harness.pairing.pair`), per source,
+    model and metric, and every figure that could not be placed with its reason.
 
     A row from one of ``user_sources`` whose source lacks the ID row borrows it from the one
     other user source that has the same model on that ID setting (a ``folder`` shift run
     apart from the ImageNet run of the same models)."""
-    rows = list(rows)
+    rows = [v for res in results for v in values(res)]
     user = set(user_sources)
-    by_model: dict[tuple[str, str, str], dict[str, Row]] = {}
-    duplicates: list[Row] = []
+    by_model: dict[tuple[str, str, str], dict[str, _Value]] = {}
+    duplicates: list[_Value] = []
     for r in rows:
         settings = by_model.setdefault((r.source, r.model, r.metric), {})
         if r.setting in settings:
@@ -233,10 +266,10 @@ def place(rows: Iterable[Row], user_sources: Iterable[str] = ()) -> tuple[list[P
                         pool[c] = lenders[0]
                         break
         for y, x, preferred in pair_settings(pool, lambda _s, r, src=source: r.id_setting if r.source == src else None):
-            tags = tuple(sorted(set(y.tags) | set(x.tags)))
+            tags = tuple(sorted(set(report_tags(y.row)) | set(report_tags(x.row))))
             proto = tuple(sorted((*y.protocol_key(), *((f"id_{k}", v) for k, v in x.protocol_key()))))
-            points.append(Point(source, model, tags, y.setting, x.setting, proto, x.accuracy, y.accuracy, x.n, y.n,
-                                preferred, metric, _incomplete(x) + _incomplete(y)))
+            points.append(Point(source, model, tags, y.setting, x.setting, proto, x.value, y.value, x.n, y.n,
+                                preferred, metric, x.incomplete() + y.incomplete()))
             used |= {(y.source, y.model, y.setting, metric), (x.source, x.model, x.setting, metric)}
     named = {r.id_setting for r in rows if r.id_setting} | {ID_SETTING}
     named |= {c for n in list(named) for c in id_candidates(n)}
@@ -257,7 +290,7 @@ def place(rows: Iterable[Row], user_sources: Iterable[str] = ()) -> tuple[list[P
     return points, sorted(dropped, key=lambda d: (d.source, d.model, d.setting, d.metric))
 
 
-def pair(rows: Iterable[Row], shifts: Sequence[str] | None = None) -> list[Point]:
+def pair(rows: Iterable[Result], shifts: Sequence[str] | None = None) -> list[Point]:
     """Points per (source, model, shift, metric): y the shift, x each ID setting the source has
     for the model (the one the row names, then the full ID set). ``preferred`` marks the one a
     model is scored by. ``shifts`` limits the OOD settings (None: all)."""
@@ -265,7 +298,7 @@ def pair(rows: Iterable[Row], shifts: Sequence[str] | None = None) -> list[Point
     return points if shifts is None else [p for p in points if p.shift in set(shifts)]
 
 
-def unpaired(rows: Iterable[Row], shifts: Sequence[str] | None = None) -> list[str]:
+def unpaired(rows: Iterable[Result], shifts: Sequence[str] | None = None) -> list[str]:
     """``source:model on shift`` for OOD results with no ID result to pair with (not plotted)."""
     return [f"{d.source}:{d.model} on {d.setting}" for d in place(rows)[1]
             if d.reason == "no-id-pair" and (shifts is None or d.setting in shifts)]
@@ -305,7 +338,7 @@ def _clipped(trend: Trend, g: Group, x: np.ndarray, y: np.ndarray, nx: np.ndarra
 
 
 def analyse(
-    rows: Iterable[Row],
+    rows: Iterable[Result],
     rule: BaselineRule = BaselineRule(),
     transforms: Sequence[str] = ("logit", "probit"),
     primary: str = "logit",

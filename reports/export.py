@@ -13,10 +13,7 @@ from pathlib import Path
 
 from reports.analysis import Group, highlight_mask
 from reports.summary_table import build_table, to_csv, to_latex
-from reports.table import SHIFTS
-
-#: The shifts the average-over-shifts figure averages, as the WiSE-FT and model-soups papers do.
-AVERAGE_SHIFTS = tuple(SHIFTS)
+from reports.vocabulary import AVERAGE_SHIFTS
 
 
 def figure_stem(g: Group) -> str:

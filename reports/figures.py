@@ -178,25 +178,30 @@ def scatter(ax, g: Group, transform: str, highlight: np.ndarray, user_sources: s
 def average_points(groups: Sequence[Group], shifts: Sequence[str]) -> list[dict]:
     """Per (source, model) with a preferred top-1 point on every one of ``shifts``: full ImageNet
     top-1 (x) and the mean OOD top-1 over the shifts (y), with its tags and whether it is a
-    baseline model on all of them."""
+    baseline model on all of them. A setting of :data:`reports.vocabulary.STANDS_FOR` counts for
+    its shift where the model has no figure of its own there (open_clip's names-head ObjectNet)."""
+    from reports.vocabulary import STANDS_FOR
+
     per: dict[tuple[str, str], dict] = {}
     for g in groups:
-        if g.metric != "top1" or g.shift not in shifts:
+        shift = g.shift if g.shift in shifts else STANDS_FOR.get(g.shift)
+        if g.metric != "top1" or shift not in shifts:
             continue
+        own = g.shift == shift
         for i, p in enumerate(g.points):
             if not p.preferred and g.x_setting != "imagenet":
                 continue
-            d = per.setdefault((p.source, p.model), {"ys": {}, "x": None, "tags": set(p.tags), "baseline": True, "point": p})
+            d = per.setdefault((p.source, p.model), {"ys": {}, "x": None, "tags": set(p.tags), "baseline": {}})
             if g.x_setting == "imagenet":
                 d["x"] = p.x
-            if p.preferred:
-                d["ys"][g.shift] = p.y
-                d["baseline"] &= bool(g.baseline[i])
+            if p.preferred and (own or shift not in d["ys"]):
+                d["ys"][shift] = p.y
+                d["baseline"][shift] = bool(g.baseline[i])
     out = []
     for (source, model), d in sorted(per.items()):
         if d["x"] is not None and set(d["ys"]) == set(shifts):
             out.append({"source": source, "model": model, "x": d["x"], "y": float(np.mean([d["ys"][s] for s in shifts])),
-                        "tags": tuple(sorted(d["tags"])), "baseline": d["baseline"]})
+                        "tags": tuple(sorted(d["tags"])), "baseline": all(d["baseline"].values())})
     return out
 
 

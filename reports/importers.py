@@ -1,4 +1,9 @@
-"""Readers for published result formats and the engine's run directories, into :class:`Row`.
+"""Readers for published result formats and the engine's run directories, into ``Result`` rows.
+
+The engine's ``results.jsonl`` rows are read as written. Foreign tables are translated into the
+engine's vocabulary (:mod:`reports.vocabulary`): its setting names, figures as fractions in
+``metrics``, ``n`` and ``n_expected``, protocol codes, ``id_setting`` and ``main_metric``; their
+source and model tags go into ``provenance`` (:mod:`reports.rows`).
 
 Every reader converts units at the boundary: timm and imagenet-testbed publish percent,
 open_clip, WiSE-FT, model soups and ``results.jsonl`` fractions. A value outside the format's
@@ -16,16 +21,19 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.api import Result
 from reports.row_checks import check_result_row, unique_results
-from reports.table import ID_SETTING, Row, make_row, read_table
+from reports.rows import published_result, with_model_tags, with_source
+from reports.table import read_table
 from reports.timm_tags import timm_tags
+from reports.vocabulary import ID_SETTING
 
 # -- timm ------------------------------------------------------------------------------------
 
 #: ``results-<name>.csv`` -> setting. ``-clean`` files are ImageNet val on the 200 R/A classes.
 TIMM_FILES = {
     "imagenet": "imagenet",
-    "imagenetv2-matched-frequency": "imagenetv2-matched-frequency",
+    "imagenetv2-matched-frequency": "imagenetv2",
     "sketch": "imagenet-sketch",
     "imagenet-r": "imagenet-r",
     "imagenet-r-clean": "imagenet@imagenet-r",
@@ -38,20 +46,22 @@ TIMM_COLUMNS = ("model", "img_size", "top1")
 
 OPEN_CLIP_COLUMNS = {
     "ImageNet 1k": "imagenet",
-    "ImageNet v2": "imagenetv2-matched-frequency",
+    "ImageNet v2": "imagenetv2",
     "ImageNet Sketch": "imagenet-sketch",
     "ImageNet-R": "imagenet-r",
     "ImageNet-A": "imagenet-a",
-    "ObjectNet": "objectnet",
+    # CLIP_benchmark, which measured open_clip's table, scores ObjectNet with a 113-way zero-shot
+    # head from ObjectNet's class names: the engine's ``objectnet-names``, not ``objectnet``.
+    "ObjectNet": "objectnet-names",
 }
 #: open_clip (CLIP_benchmark) scores ObjectNet-1.0 with a 113-way head built from its class names.
-OPEN_CLIP_PROTOCOL = {"objectnet": {"version": "1.0", "head": "objectnet-113-names", "projection": "none", "crop": "none"}}
+OPEN_CLIP_PROTOCOL = {"objectnet-names": {"version": "1.0", "head": "objectnet-113-names", "projection": "none", "crop": "none"}}
 
 # -- imagenet-testbed ---------------------------------------------------------------------------
 
 TESTBED_COLUMNS = {
     "val": ("imagenet", 50_000, {}),
-    "imagenetv2-matched-frequency-format-val": ("imagenetv2-matched-frequency", 10_000, {"format": "format-val"}),
+    "imagenetv2-matched-frequency-format-val": ("imagenetv2", 10_000, {"format": "format-val"}),
     # The testbed registers ImageNet-Sketch with size 50,000, used only for its error bars; the
     # accuracies are over the dataset's 50,889 images, so intervals use 50,889.
     "imagenet-sketch": ("imagenet-sketch", 50_889, {}),
@@ -75,7 +85,7 @@ TESTBED_TYPES = {
 
 WISEFT_KEYS = {
     "ImageNet:top1": "imagenet",
-    "ImageNetV2:top1": "imagenetv2-matched-frequency",
+    "ImageNetV2:top1": "imagenetv2",
     "ImageNetSketch:top1": "imagenet-sketch",
     "ImageNetR:top1": "imagenet-r",
     "ImageNetA:top1": "imagenet-a",
@@ -83,7 +93,7 @@ WISEFT_KEYS = {
 }
 SOUP_KEYS = {
     "ImageNet": "imagenet",
-    "ImageNetV2": "imagenetv2-matched-frequency",
+    "ImageNetV2": "imagenetv2",
     "ImageNetSketch": "imagenet-sketch",
     "ImageNetR": "imagenet-r",
     "ImageNetA": "imagenet-a",
@@ -125,7 +135,7 @@ def _check_not_fractions(values: list[float], path: Path) -> None:
         raise ValueError(f"{path}: every ImageNet accuracy is <= 1 in a percent format; the file holds fractions")
 
 
-def read_timm_csv(path: Path, setting: str | None = None, source: str = "timm") -> list[Row]:
+def read_timm_csv(path: Path, setting: str | None = None, source: str = "timm") -> list[Result]:
     """One timm ``results-<set>.csv`` (percent). Models at several sizes are named ``model@<size>px``."""
     path = Path(path)
     if setting is None:
@@ -150,16 +160,17 @@ def read_timm_csv(path: Path, setting: str | None = None, source: str = "timm") 
             continue
         vals.append(acc)
         name = r["model"] if counts[r["model"]] == 1 else f"{r['model']}@{r['img_size']}px"
-        rows.append(make_row(source, name, setting, acc, None, {"img_size": r["img_size"]}, timm_tags(r["model"])))
+        rows.append(published_result(source, name, setting, {"top1": acc}, None, {"img_size": r["img_size"]}, timm_tags(r["model"]),
+                                     f"{path}:{line}"))
     if setting == ID_SETTING:
         _check_not_fractions(vals, path)
     return rows
 
 
-def read_timm_dir(folder: Path, source: str = "timm") -> list[Row]:
+def read_timm_dir(folder: Path, source: str = "timm") -> list[Result]:
     """Every known ``results-*.csv`` in a timm ``results/`` folder."""
     folder = Path(folder)
-    rows: list[Row] = []
+    rows: list[Result] = []
     found = False
     for stem, setting in TIMM_FILES.items():
         p = folder / f"results-{stem}.csv"
@@ -171,7 +182,7 @@ def read_timm_dir(folder: Path, source: str = "timm") -> list[Row]:
     return rows
 
 
-def read_open_clip(path: Path, source: str = "open_clip") -> list[Row]:
+def read_open_clip(path: Path, source: str = "open_clip") -> list[Result]:
     """open_clip's ``openclip_results.csv`` (zero-shot, fractions). Models are ``clip:<name>@<pretrained>``."""
     path = Path(path)
     with open(path, newline="") as fh:
@@ -185,11 +196,12 @@ def read_open_clip(path: Path, source: str = "open_clip") -> list[Row]:
         for col, setting in OPEN_CLIP_COLUMNS.items():
             acc = _fraction(r[col], 1, f"{path}:{line}", col)
             if acc is not None:
-                rows.append(make_row(source, model, setting, acc, None, OPEN_CLIP_PROTOCOL.get(setting), tags))
+                rows.append(published_result(source, model, setting, {"top1": acc}, None, OPEN_CLIP_PROTOCOL.get(setting), tags,
+                                             f"{path}:{line}"))
     return rows
 
 
-def read_testbed(path: Path, types_path: Path | None = None, source: str = "imagenet-testbed") -> list[Row]:
+def read_testbed(path: Path, types_path: Path | None = None, source: str = "imagenet-testbed") -> list[Result]:
     """imagenet-testbed's ``robustness_top1s.csv`` (percent) with its ``model_types.json``.
 
     ``types_path`` defaults to ``model_types.json`` beside the CSV; without it models are
@@ -218,7 +230,7 @@ def read_testbed(path: Path, types_path: Path | None = None, source: str = "imag
                 continue
             if setting == ID_SETTING:
                 vals.append(acc)
-            rows.append(make_row(source, model, setting, acc, n, proto, tags))
+            rows.append(published_result(source, model, setting, {"top1": acc}, n, proto, tags, f"{path}:{line}"))
     _check_not_fractions(vals, path)
     return rows
 
@@ -241,7 +253,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_wiseft(path: Path, source: str | None = None) -> list[Row]:
+def read_wiseft(path: Path, source: str | None = None) -> list[Result]:
     """A WiSE-FT ``--results-db`` JSONL: ``"{Dataset}:top1"`` keys (fractions) plus the run's args."""
     path = Path(path)
     source = source or f"wiseft:{path.stem}"
@@ -261,11 +273,12 @@ def read_wiseft(path: Path, source: str | None = None) -> list[Row]:
         for key, setting in WISEFT_KEYS.items():
             acc = _fraction(obj.get(key), 1, f"{path}:{line}", key)
             if acc is not None:
-                rows.append(make_row(source, model, setting, acc, None, WF_PROTOCOL.get(setting), tags))
+                rows.append(published_result(source, model, setting, {"top1": acc}, None, WF_PROTOCOL.get(setting), tags,
+                                             f"{path}:{line}"))
     return rows
 
 
-def read_soups(path: Path, source: str | None = None) -> list[Row]:
+def read_soups(path: Path, source: str | None = None) -> list[Result]:
     """model-soups ``*_results.jsonl``: ``model_name`` plus one fraction per dataset."""
     path = Path(path)
     source = source or f"soups:{path.stem}"
@@ -278,77 +291,20 @@ def read_soups(path: Path, source: str | None = None) -> list[Row]:
         for key, setting in SOUP_KEYS.items():
             acc = _fraction(obj.get(key), 1, f"{path}:{line}", key)
             if acc is not None:
-                rows.append(make_row(source, model, setting, acc, None, WF_PROTOCOL.get(setting), ("clip", kind, "more-data")))
+                rows.append(published_result(source, model, setting, {"top1": acc}, None, WF_PROTOCOL.get(setting),
+                                             ("clip", kind, "more-data"), f"{path}:{line}"))
     return rows
 
 
-#: The engine's setting names -> the published tables', where they differ: the only translation
-#: an engine row gets (its ID setting, main metric and protocol codes are read as written).
-ENGINE_SETTINGS = {"imagenetv2": "imagenetv2-matched-frequency", "objectnet-names": "objectnet"}
-
-
-#: Tags of engine rows whose known release was checked against its published figure.
-PUBLISHED_TAGS = {"reproduces": "reproduces-published", "differs": "differs-from-published"}
-
-#: Protocol entry of an engine row scored on fewer images than the shift publishes
-#: (``--allow-incomplete`` or ``--skip-bad-images``): "n of n_expected".
-INCOMPLETE = "images"
-
-
-def engine_setting(setting: str) -> str:
-    """An engine setting under the published tables' name (``imagenetv2`` is matched-frequency)."""
-    head, at, tail = setting.partition("@")
-    return ENGINE_SETTINGS.get(head, head) + (at + ENGINE_SETTINGS.get(tail, tail) if at else "")
-
-
-def engine_tags(tags: Iterable[str]) -> list[str]:
-    """A CLIP model tagged ``zero-shot`` is also ``clip-zero-shot``; the models' ``wise-ft`` is the
-    report's ``wiseft`` (the tag WiSE-FT's own result files get)."""
-    tags = list(tags)
-    if "clip" in tags and "zero-shot" in tags:
-        tags.append("clip-zero-shot")
-    if "wise-ft" in tags and "wiseft" not in tags:
-        tags.append("wiseft")
-    return tags
-
-
-def rows_of_result(res, source: str, where: str) -> list[Row]:
-    """One report row per metric the report fits: top-1, and the shift's main metric where it
-    differs (iWildCam macro-F1, FMoW worst-region accuracy). Only top-1 has a test-set size
-    (``n``): the others get no binomial interval."""
-    model_info = (res.provenance or {}).get("model") or {}
-    tags = engine_tags(model_info.get("tags") or ())
-    verdict = ((res.provenance or {}).get("published_check") or {}).get("verdict")
-    if verdict in PUBLISHED_TAGS:
-        tags.append(PUBLISHED_TAGS[verdict])
-    protocol = dict(res.protocol or {})
-    if res.setting.partition("@")[0] in ("objectnet", "objectnet-names") and res.shift_version:
-        protocol.setdefault("version", res.shift_version)
-    if res.n_expected and res.n < res.n_expected:
-        protocol[INCOMPLETE] = f"{res.n} of {res.n_expected}"
-    setting = engine_setting(res.setting)
-    id_setting = engine_setting(res.id_setting) if res.id_setting else None
-    rows = []
-    for metric in dict.fromkeys(("top1", res.main_metric or "top1")):
-        if metric not in res.metrics:
-            raise ValueError(f"{where}: result for {res.model!r} on {res.setting!r} has no {metric!r} metric (its main metric)")
-        acc = _fraction(res.metrics[metric], 1, where, f"metrics.{metric}")
-        if acc is None:
-            continue
-        n = (res.n or None) if metric == "top1" else None
-        rows.append(make_row(source, res.model, setting, acc, n, protocol, tags, where, id_setting, metric))
-    return rows
-
-
-def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
-    """The engine's ``results.jsonl`` (``harness.api.Result`` rows); tags from ``provenance.model.tags``.
+def read_results_jsonl(path: Path, source: str | None = None) -> list[Result]:
+    """The engine's ``results.jsonl`` (``harness.api.Result`` rows), read as written; each row
+    records the input it came from (:func:`reports.rows.source_of`).
 
     An ``objectnet-names`` row comes from a model with a 113-way head, which cannot score
     ImageNet; as open_clip does, it is paired with the ImageNet accuracy of the same weights'
     1000-way head: the model of the same file with the same ``weights_sha256`` and architecture
-    and an ImageNet row lends its ImageNet row to the 113-way model."""
-    from harness.api import Result
-
+    and an ImageNet row lends a copy of its ImageNet row to the 113-way model (marked
+    ``provenance["id_row_of"]``)."""
     path = Path(path)
     source = source or f"run:{path.parent.name if path.name == 'results.jsonl' else path.stem}"
     results = []
@@ -358,28 +314,29 @@ def read_results_jsonl(path: Path, source: str | None = None) -> list[Row]:
             res = Result.from_dict(obj)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{line}: not a result row ({exc})") from None
-        if "top1" not in res.metrics:
-            raise ValueError(f"{path}:{line}: result for {res.model!r} on {res.setting!r} has no 'top1' metric")
+        for metric in dict.fromkeys(("top1", res.main_metric or "top1")):
+            if metric not in res.metrics:
+                raise ValueError(f"{path}:{line}: result for {res.model!r} on {res.setting!r} has no {metric!r} metric"
+                                 + (" (its main metric)" if metric != "top1" else ""))
+            _fraction(res.metrics[metric], 1, f"{path}:{line}", f"metrics.{metric}")
         results.append((line, res))
     results = unique_results(results, path)
     owners = names_head_owners(res for _, res in results)
-    imagenet = {res.model: (line, res) for line, res in results if res.setting == "imagenet"}
-    results += [(imagenet[o][0], dataclasses.replace(imagenet[o][1], model=m, provenance=_with_tags(imagenet[o][1], t)))
-                for m, (o, t) in owners.items()]  # fmt: skip
-    rows = []
-    for line, res in results:
-        rows += rows_of_result(res, source, f"{path}:{line}")
-    return rows
+    imagenet = {res.model: res for _, res in results if res.setting == ID_SETTING}
+    lent = [_lent(imagenet[owner], model, tags) for model, (owner, tags) in owners.items()]
+    return [with_source(res, source) for res in [*(res for _, res in results), *lent]]
+
+
+def _lent(owner_row: Result, model: str, tags: list[str]) -> Result:
+    """The owner's ImageNet row as the names-head model's, with the names model's tags."""
+    res = with_model_tags(dataclasses.replace(owner_row, model=model), tags)
+    return dataclasses.replace(res, provenance={**res.provenance, "id_row_of": owner_row.model})
 
 
 def _weights_key(res) -> tuple[str, str] | None:
     info = (res.provenance or {}).get("model") or {}
     sha = info.get("weights_sha256")
     return (str(sha), str(info.get("arch"))) if sha else None
-
-
-def _with_tags(res, tags: list[str]) -> dict:
-    return {**(res.provenance or {}), "model": {**((res.provenance or {}).get("model") or {}), "tags": tags}}
 
 
 def names_head_owners(results: Iterable) -> dict[str, tuple[str, list[str]]]:
@@ -390,7 +347,7 @@ def names_head_owners(results: Iterable) -> dict[str, tuple[str, list[str]]]:
     with_imagenet: dict[tuple[str, str], set[str]] = {}
     for res in results:
         key = _weights_key(res)
-        if res.setting == "imagenet" and key is not None:
+        if res.setting == ID_SETTING and key is not None:
             with_imagenet.setdefault(key, set()).add(res.model)
     own = {m for models in with_imagenet.values() for m in models}
     out = {}
@@ -421,7 +378,9 @@ def user_shift_names(folder: Path) -> dict[str, str]:
     return {s: f"{s}:{Path(root).name}" for s in USER_SHIFTS} if root else {}
 
 
-def read_run_dir(folder: Path) -> list[Row]:
+def read_run_dir(folder: Path) -> list[Result]:
+    """A run directory's ``results.jsonl``; a ``folder`` or ``wds`` setting takes its dataset's
+    name (:func:`user_shift_names`)."""
     path = Path(folder) / "results.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{folder}: no results.jsonl; is this a run directory (shiftbench run --run-dir)?")
@@ -430,7 +389,7 @@ def read_run_dir(folder: Path) -> list[Row]:
     return [dataclasses.replace(r, setting=names[r.setting]) if r.setting in names else r for r in rows]
 
 
-READERS: dict[str, Callable[[Path], list[Row]]] = {
+READERS: dict[str, Callable[[Path], list[Result]]] = {
     "timm": lambda p: read_timm_dir(p) if Path(p).is_dir() else read_timm_csv(p),
     "open_clip": read_open_clip,
     "imagenet-testbed": read_testbed,
@@ -477,7 +436,7 @@ def detect_format(path: Path) -> str:
     raise ValueError(f"{path}: unknown results format; pass --format, one of {', '.join(FORMATS)}")
 
 
-def load(path: Path, fmt: str | None = None) -> list[Row]:
+def load(path: Path, fmt: str | None = None) -> list[Result]:
     """Read ``path`` in ``fmt`` (auto-detected when None)."""
     fmt = fmt or detect_format(path)
     if fmt not in READERS:

@@ -16,14 +16,11 @@ from reports.analysis import DROP_REASONS, Group, highlight_mask, shift_order
 from reports.figures import average_points, average_scatter, near_chance, scatter
 from reports.plain_text import plain_text
 from reports.summary_table import build_table, column_name
-from reports.table import SHIFTS
+from reports.vocabulary import SHIFTS
 
 PORTRAIT = (8.27, 11.69)
 LANDSCAPE = (11.69, 8.27)
 TABLE_ROWS = 40
-SHORT = {"imagenetv2-matched-frequency": "ImageNetV2", "imagenet-sketch": "ImageNet-Sketch",
-         "imagenet-r": "ImageNet-R", "imagenet-a": "ImageNet-A", "objectnet": "ObjectNet"}
-
 METHODS = """\
 Pairing. Each OOD accuracy is paired with every ID reference its source has: ImageNet val on the
 shift's classes (ImageNet-R's or -A's 200 classes, ObjectNet's 113 classes) and full ImageNet val.
@@ -286,7 +283,7 @@ def _average_page(pdf, groups: Sequence[Group], highlight: Sequence[str], transf
     import matplotlib.pyplot as plt
 
     from reports.analysis import Point
-    from reports.export import AVERAGE_SHIFTS
+    from reports.vocabulary import AVERAGE_SHIFTS
 
     pts = average_points(groups, AVERAGE_SHIFTS)
     if not pts:

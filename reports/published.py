@@ -31,27 +31,22 @@ def tolerance(expected: float, n_expected: int, got: float, n_got: int) -> float
     return Z * math.sqrt(var) + MARGIN
 
 
-def published_rows() -> list[Any]:
+def published_rows() -> list[Result]:
     """The published figures compared against: the bundled testbed."""
     from reports.testbed import load_testbed
 
     return load_testbed()
 
 
-def published_figure(name: str, row: Result) -> Any | None:
-    """The testbed's top-1 row of model ``name`` for ``row``'s setting on the same protocol, if any."""
-    import dataclasses
+def published_figure(name: str, row: Result) -> Result | None:
+    """The testbed's row of model ``name`` with a top-1 figure for ``row``'s setting on the same
+    protocol, if any (both under the engine's setting names)."""
+    from reports.vocabulary import protocol_key
 
-    from reports.importers import rows_of_result
-
-    scored = dataclasses.replace(row, main_metric=METRIC)  # only top-1 is compared
-    mine = [r for r in rows_of_result(scored, "run", f"{row.model} | {row.setting}") if r.metric == METRIC]
-    if not mine:
-        return None
-    key = mine[0].protocol_key()
+    key = protocol_key(row.setting, row.protocol, row.shift_version)
     for published in published_rows():
-        if (published.model == name and published.setting == mine[0].setting and published.metric == METRIC
-                and published.protocol_key() == key):
+        if (published.model == name and published.setting == row.setting and METRIC in published.metrics
+                and protocol_key(published.setting, published.protocol, published.shift_version) == key):
             return published
     return None
 
@@ -66,22 +61,24 @@ def published_check(model: Mapping[str, Any], row: Result) -> dict[str, Any] | N
     figure = published_figure(name, row)
     if figure is None:
         return None
-    from reports.table import DEFAULT_SIZES
+    from reports.rows import source_of
+    from reports.vocabulary import DEFAULT_SIZES
 
     got, n = float(row.metrics[METRIC]), int(row.n)
+    expected = float(figure.metrics[METRIC])
     n_expected = int(figure.n or DEFAULT_SIZES.get(figure.setting, n))
-    tol = tolerance(figure.accuracy, n_expected, got, n)
+    tol = tolerance(expected, n_expected, got, n)
     return {
         "model": name,
-        "source": figure.source,
+        "source": source_of(figure),
         "metric": METRIC,
-        "expected": figure.accuracy,
+        "expected": expected,
         "expected_n": n_expected,
         "got": got,
         "n": n,
-        "difference": got - figure.accuracy,
+        "difference": got - expected,
         "tolerance": tol,
-        "verdict": "reproduces" if abs(got - figure.accuracy) <= tol else "differs",
+        "verdict": "reproduces" if abs(got - expected) <= tol else "differs",
     }
 
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import __version__
+from harness.api import Result
 from reports import importers
 from reports.analysis import BaselineRule, analyse, highlight_mask, place, with_id_shifts
+from reports.rows import source_of, with_source
 from reports.summary import CLIPPING_RULE, build_summary, write_json
-from reports.table import Row
 from reports.trend import DEFAULT_SAMPLES, DEFAULT_SEED
 
 BUNDLED_SOURCES = {
@@ -50,13 +51,13 @@ class ReportConfig:
     calibrate_on: str | None = None
 
 
-def distinct_source(rows: list[Row], path: Path, taken: dict[str, Path]) -> list[Row]:
+def distinct_source(rows: list[Result], path: Path, taken: dict[str, Path]) -> list[Result]:
     """Rows of ``path`` under source names no other input uses: two run directories that are
     both called ``run`` are two sources (``run:exp1/run``, ``run:exp2/run``), never merged."""
     path = Path(path).resolve()
     folder = path.parent if path.is_file() else path
     renamed: dict[str, str] = {}
-    for source in sorted({r.source for r in rows}):
+    for source in sorted({source_of(r) for r in rows}):
         name = source
         if name in taken and taken[name] != path:
             prefix, _, _ = source.partition(":")
@@ -65,13 +66,13 @@ def distinct_source(rows: list[Row], path: Path, taken: dict[str, Path]) -> list
                 name = f"{prefix or source}:{folder}"
         taken[name] = path
         renamed[source] = name
-    return [r if renamed[r.source] == r.source else dataclasses.replace(r, source=renamed[r.source]) for r in rows]
+    return [r if renamed[source_of(r)] == source_of(r) else with_source(r, renamed[source_of(r)]) for r in rows]
 
 
-def _read_input(path: Path, fmt: str | None, source: str | None = None) -> list[Row]:
+def _read_input(path: Path, fmt: str | None, source: str | None = None) -> list[Result]:
     rows = importers.load(Path(path), fmt)
     if source is not None:
-        rows = [dataclasses.replace(r, source=source) for r in rows]
+        rows = [with_source(r, source) for r in rows]
     return rows
 
 
@@ -81,10 +82,10 @@ def baseline_source(path: Path) -> str:
     return f"baseline:{path.name if path.is_dir() else path.stem}"
 
 
-def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
-    """Bundled testbed (unless disabled), baseline results, then every input; returns rows and
-    the user sources (inputs and baseline results)."""
-    rows: list[Row] = []
+def load_rows(cfg: ReportConfig) -> tuple[list[Result], set[str]]:
+    """Bundled testbed (unless disabled), baseline results, then every input, as ``Result``
+    rows; returns rows and the user sources (inputs and baseline results)."""
+    rows: list[Result] = []
     if cfg.testbed:
         from reports.testbed import load_testbed, load_wilds_published
 
@@ -96,16 +97,16 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Row], set[str]]:
         new = _read_input(Path(path), cfg.fmt, source)
         if not new:
             raise ValueError(f"{path}: no accuracies found")
-        incomplete = list({(r.model, r.setting): r for r in new if importers.INCOMPLETE in dict(r.protocol)}.values())
+        incomplete = list({(r.model, r.setting): r for r in new if r.n_expected and r.n < r.n_expected}.values())
         if incomplete and not cfg.allow_incomplete:
-            listed = "; ".join(f"{r.model} on {r.setting}: {dict(r.protocol)[importers.INCOMPLETE]} images" for r in incomplete[:3])
+            listed = "; ".join(f"{r.model} on {r.setting}: {r.n} of {r.n_expected} images" for r in incomplete[:3])
             more = f" and {len(incomplete) - 3} more" if len(incomplete) > 3 else ""
             raise ValueError(
                 f"{path}: scored on fewer images than the shifts publish ({listed}{more}); such accuracies are not "
                 "comparable with the testbed's. Complete the data and rerun, or pass --allow-incomplete to report them"
             )
         new = distinct_source(new, path, taken)
-        user |= {r.source for r in new}
+        user |= {source_of(r) for r in new}
         rows += new
     if not rows:
         raise ValueError("nothing to report: no inputs and the bundled testbed is disabled")
@@ -118,7 +119,7 @@ def run_report(cfg: ReportConfig) -> dict:
     settings = {r.setting for r in rows}
     unknown = [k for k in cfg.id_shifts if k not in settings]
     if unknown:
-        user = sorted({r.setting for r in rows if r.source in user_sources and not r.id_setting})
+        user = sorted({r.setting for r in rows if source_of(r) in user_sources and not r.id_setting})
         raise ValueError(f"--id-shift names {', '.join(unknown)}, which no input row has; settings of your inputs "
                          f"without an ID setting: {', '.join(user) or '(none)'}")
     rows = with_id_shifts(rows, cfg.id_shifts)
@@ -130,7 +131,7 @@ def run_report(cfg: ReportConfig) -> dict:
     shown_sources = user_sources - set(bsources)
     highlight = list(cfg.highlight) or [*DEFAULT_HIGHLIGHT, *(f"source:{s}" for s in sorted(shown_sources))]
     highlighted = {p.name for g in groups for p, h in zip(g.points, highlight_mask(g.points, highlight), strict=True) if h}
-    counts = Counter(r.source for r in rows)
+    counts = Counter(source_of(r) for r in rows)
     sources = {s: counts[s] for s in sorted(counts)}
     summary = build_summary(groups, rule=rule, transform=cfg.transform, samples=cfg.samples, seed=cfg.seed,
                             highlighted=highlighted, sources=sources, version=__version__)

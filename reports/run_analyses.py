@@ -53,16 +53,15 @@ class TestbedTrends:
     def trend(self, model: str, shift: str) -> tuple[Any, str]:
         """(trend or None, what it is or why there is none) for ``model`` on engine shift ``shift``."""
         from reports.analysis import analyse
-        from reports.importers import ENGINE_SETTINGS, read_run_dir
+        from reports.importers import read_run_dir
         from reports.testbed import load_testbed
 
         if self._groups is None:
             rows = load_testbed() + read_run_dir(self.run_dir)
             self._groups = analyse(rows, transforms=(self.transform,), primary=self.transform, samples=self.samples, seed=self.seed)
         source = f"run:{self.run_dir.name}"
-        target = ENGINE_SETTINGS.get(shift, shift)
         for g in self._groups:
-            if g.shift != target:
+            if g.shift != shift:
                 continue
             if any(p.source == source and p.model == model and p.preferred for p in g.points):
                 fit = g.fits.get(self.transform)

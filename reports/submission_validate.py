@@ -130,7 +130,7 @@ class _Check:
             members = read_bundle(self.v.path, self.limits)
         except BundleError as exc:
             return self.v.fail(exc.code, str(exc))
-        if not self.manifest(members):
+        if not self.manifest(members) or not self.engine_names():
             return
         self.files(members)
         self.load_specs()
@@ -192,6 +192,31 @@ class _Check:
                 "published test sets; refused (pass --allow-incomplete to check it as a trial)",
             )
         return not errors
+
+    def old_name(self, name: str, protocol: Mapping[str, str], where: str) -> bool:
+        """Fail (``old-name``) where ``name`` is the published tables' name of an engine setting."""
+        from reports.vocabulary import legacy_setting
+
+        new = legacy_setting(name, protocol)
+        if new != name:
+            self.v.fail(
+                "old-name",
+                f"{where}: {name!r} is the published tables' name of the engine's {new!r}; the leaderboard reads "
+                f"the engine's setting names only: rebuild the bundle with `shiftbench submit` from the run "
+                f"directory (`shiftbench run` names it {new!r})",
+            )
+        return new != name
+
+    def engine_names(self) -> bool:
+        """The manifest's shifts and predictions use the engine's setting names (checked before
+        anything else, so an old name is one clear reason, not a list of missing shifts)."""
+        m = self.v.manifest
+        bad = [self.old_name(name, (entry or {}).get("protocol") or {}, f"{MANIFEST} shifts")
+               for name, entry in sorted(m["shifts"].items())]
+        protocols = {name: (entry or {}).get("protocol") or {} for name, entry in m["shifts"].items()}
+        bad += [self.old_name(name, protocols.get(name, {}), f"{MANIFEST} predictions")
+                for name in sorted(m["predictions"]) if name not in m["shifts"]]
+        return not any(bad)
 
     def files(self, members: dict[str, bytes]) -> None:
         listed = self.v.manifest["files"]
@@ -325,6 +350,8 @@ class _Check:
                 continue
             if r is None:
                 self.v.fail("schema", f"{RESULTS} line {i}: not a JSON object")
+                continue
+            if self.old_name(r.setting, r.protocol, f"{RESULTS} line {i}"):
                 continue
             if r.model != self.v.manifest["model"]:
                 self.v.fail(

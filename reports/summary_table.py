@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reports.analysis import Group, shift_order
-from reports.table import ID_SETTING
+from reports.vocabulary import ID_SETTING
 
 
 @dataclass

@@ -5,7 +5,7 @@ with a seeded bootstrap over baseline models). This module only chooses the base
 
 - given ``--baseline`` results.jsonl files: every model in them, rows of the table's protocol;
 - otherwise the bundled testbed's ``standard`` models (ImageNet-trained, no extra data) at the
-  published protocol, with the testbed's setting names mapped onto registered shift names.
+  published protocol; the testbed's rows are ``Result`` rows under the engine's setting names.
 """
 
 from __future__ import annotations
@@ -31,10 +31,6 @@ def logit(p) -> np.ndarray:
 
 def sigmoid(z) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
-
-
-#: Registered shift name -> the testbed's setting name, where they differ.
-TESTBED_SETTINGS = {"imagenetv2": "imagenetv2-matched-frequency"}
 
 
 @dataclass(frozen=True)
@@ -131,34 +127,21 @@ def points_from_results(
 
 def points_from_testbed(ood: str, id_setting: str) -> list[BaselinePoint]:
     """The bundled testbed's standard models at the published protocol of each setting."""
-    from reports.table import PROTOCOL_KEYS
+    from reports.rows import model_tags, source_of
     from reports.testbed import load_testbed
+    from reports.vocabulary import PROTOCOL_KEYS, protocol_key
 
-    def name(setting: str) -> str:
-        head, _, tail = setting.partition("@")
-        return TESTBED_SETTINGS.get(head, head) + (
-            f"@{TESTBED_SETTINGS.get(tail, tail)}" if tail else ""
-        )
-
-    want_x, want_y = name(id_setting), name(ood)
-    by_model: dict[tuple[str, str], dict[str, Any]] = {}
+    by_model: dict[tuple[str, str], dict[str, Result]] = {}
     for r in load_testbed():
-        if r.setting in (want_x, want_y) and "standard" in r.tags:
+        if r.setting in (id_setting, ood) and "standard" in model_tags(r) and "top1" in r.metrics:
             canonical = tuple(sorted(PROTOCOL_KEYS.get(r.setting, {}).items()))
-            if r.protocol_key() == canonical:
-                by_model.setdefault((r.source, r.model), {})[r.setting] = r
+            if protocol_key(r.setting, r.protocol, r.shift_version) == canonical:
+                by_model.setdefault((source_of(r), r.model), {})[r.setting] = r
     out = []
     for (source, model), s in sorted(by_model.items()):
-        if want_x in s and want_y in s:
-            out.append(
-                BaselinePoint(
-                    f"{source}:{model}",
-                    s[want_x].accuracy,
-                    s[want_y].accuracy,
-                    s[want_x].n,
-                    s[want_y].n,
-                )
-            )
+        if id_setting in s and ood in s:
+            x, y = s[id_setting], s[ood]
+            out.append(BaselinePoint(f"{source}:{model}", x.metrics["top1"], y.metrics["top1"], x.n or None, y.n or None))
     return out
 
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.api import Result
 from reports.importers import read_open_clip, read_testbed, read_timm_dir
-from reports.table import Row, write_table
+from reports.table import write_table
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCES = REPO / "data" / "published"
 DEFAULT_OUT = Path(__file__).with_name("testbed.csv.gz")
 
 
-def build_rows(sources: Path = DEFAULT_SOURCES) -> list[Row]:
+def build_rows(sources: Path = DEFAULT_SOURCES) -> list[Result]:
     """All testbed rows from the three published sources under ``sources``."""
     sources = Path(sources)
     if not sources.is_dir():

@@ -15,7 +15,7 @@ from harness.engine.store import RunDir
 from models.checkpoints import file_sha256
 from models.releases import EXTRA, Release
 from reports.published import tolerance
-from reports.table import Row
+from reports.rows import published_result, report_tags
 
 # A one-layer open_clip ViT (random weights) standing in for a released CLIP.
 TINY = {
@@ -52,7 +52,7 @@ def publish(monkeypatch, accuracy: float) -> None:
     import reports.published as published
     from reports.testbed import load_testbed
 
-    row = Row("test-publisher", PUBLISHED, "toy", accuracy, 50_000)
+    row = published_result("test-publisher", PUBLISHED, "toy", {"top1": accuracy}, 50_000)
     monkeypatch.setattr(published, "published_rows", lambda: [*load_testbed(), row])
 
 
@@ -96,8 +96,8 @@ def test_a_release_far_from_its_published_figure_is_flagged_and_a_close_one_is_n
     # The report marks the rows, and the leaderboard recomputes the check from the bundle.
     from reports.importers import read_results_jsonl
 
-    assert "reproduces-published" in read_results_jsonl(tmp_path / "near" / "results.jsonl")[0].tags
-    assert "differs-from-published" in read_results_jsonl(tmp_path / "far" / "results.jsonl")[0].tags
+    assert "reproduces-published" in report_tags(read_results_jsonl(tmp_path / "near" / "results.jsonl")[0])
+    assert "differs-from-published" in report_tags(read_results_jsonl(tmp_path / "far" / "results.jsonl")[0])
     assert leaderboard_mark(tmp_path / "near", tmp_path) == "reproduces published"
     publish(monkeypatch, far)  # the same bundle, against a figure it does not reproduce
     assert leaderboard_mark(tmp_path / "near", tmp_path) == "differs from published"

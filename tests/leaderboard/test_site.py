@@ -150,9 +150,9 @@ def test_too_few_baseline_models_give_no_trend_and_say_why():
     assert t.trend is None and "at least 3 needed" in t.reason
 
 
-def test_testbed_baseline_maps_registered_names():
-    """imagenetv2 is 'imagenetv2-matched-frequency' in the testbed; only standard models at the
-    published protocol are used."""
+def test_testbed_baseline_speaks_the_registered_names():
+    """The testbed's rows carry the engine's setting names (imagenetv2 is matched-frequency); only
+    standard models at the published protocol are used."""
     v2 = points_from_testbed("imagenetv2", "imagenet")
     r = points_from_testbed("imagenet-r", "imagenet@imagenet-r")
     assert len(v2) > 50 and len(r) > 50

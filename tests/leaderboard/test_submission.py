@@ -393,3 +393,38 @@ def test_a_data_shipped_class_map_requires_the_same_class_id_row(bundle, tmp_pat
     edited = rewrite(bundle, tmp_path / "no-view.tar.gz", drop_view)
     v = validate_bundle(edited, required=toy.SUITE, get_shift=toy.get_shift_late_map, data_root=data)
     assert [str(f) for f in v.failures] == ["[missing-shift] toy-o: its ID reference 'toy@toy-o' has no result row in the bundle"]
+
+
+def test_a_bundle_under_the_published_tables_names_is_refused_naming_the_engines(bundle, tmp_path):
+    """The leaderboard reads the engine's setting names: a bundle that calls ImageNetV2
+    ``imagenetv2-matched-frequency`` or a names-head ObjectNet ``objectnet`` gets one reason per
+    old name, naming the engine's name and the fix, and nothing else is checked."""
+
+    def rename_shift(manifest, members):
+        manifest["shifts"]["imagenetv2-matched-frequency"] = manifest["shifts"].pop("toy-v2")
+        manifest["predictions"]["imagenetv2-matched-frequency"] = manifest["predictions"].pop("toy-v2")
+
+    v = check(rewrite(bundle, tmp_path / "t.tar.gz", rename_shift))
+    assert v.codes() == ["old-name"]
+    assert messages(v, "old-name")[0] == (
+        "manifest.json shifts: 'imagenetv2-matched-frequency' is the published tables' name of the engine's "
+        "'imagenetv2'; the leaderboard reads the engine's setting names only: rebuild the bundle with "
+        "`shiftbench submit` from the run directory (`shiftbench run` names it 'imagenetv2')"
+    )
+
+    def names_head_objectnet(manifest, members):
+        manifest["shifts"]["objectnet"] = {**manifest["shifts"]["toy-o"], "protocol": {"head": "objectnet-113-names"}}
+
+    v = check(rewrite(bundle, tmp_path / "o.tar.gz", names_head_objectnet))
+    assert v.codes() == ["old-name"] and "the engine's 'objectnet-names'" in v.failures[0].message
+
+    def rename_row(manifest, members):
+        rows = [json.loads(line) for line in members["results.jsonl"].decode().splitlines()]
+        (v2,) = [r for r in rows if r["setting"] == "toy-v2"]
+        v2["setting"] = v2["shift"] = "imagenetv2-matched-frequency"
+        members["results.jsonl"] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        _rehash(manifest, members, "results.jsonl")
+
+    v = check(rewrite(bundle, tmp_path / "r.tar.gz", rename_row))
+    assert any(m.startswith("results.jsonl line ") and "the engine's 'imagenetv2'" in m for m in messages(v, "old-name"))
+    assert not v.ok

@@ -7,23 +7,23 @@ import pytest
 
 matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
+from report_rows import row  # noqa: E402
 
 from reports.analysis import BaselineRule, analyse  # noqa: E402
 from reports.export import figure_stem  # noqa: E402
 from reports.figures import average_points, scatter, wiseft_curves  # noqa: E402
-from reports.table import make_row  # noqa: E402
 
 
 def _rows():
     rows = []
     for i, (x, y) in enumerate([(0.60, 0.40), (0.70, 0.50), (0.80, 0.62), (0.75, 0.55)]):
         for setting, acc in (("imagenet", x), ("imagenet-sketch", y)):
-            rows.append(make_row("pub", f"std{i}", setting, acc, 50_000, tags=["standard"]))
+            rows.append(row("pub", f"std{i}", setting, acc, 50_000, tags=["standard"]))
     # a WiSE-FT sweep listed out of order, a soup and an ingredient
     for alpha, (x, y) in {"0.5": (0.78, 0.62), "0.0": (0.68, 0.60), "1.0": (0.81, 0.52), "0.25": (0.75, 0.63)}.items():
-        rows += [make_row("wiseft:run", f"ViT-B/32 alpha={alpha}", s, a, tags=["wiseft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
-    rows += [make_row("soups:greedy", "greedy_soup", s, a, tags=["soup"]) for s, a in (("imagenet", 0.81), ("imagenet-sketch", 0.53))]
-    rows += [make_row("soups:ind", "ingredient 1", s, a, tags=["fine-tuned"]) for s, a in (("imagenet", 0.79), ("imagenet-sketch", 0.48))]
+        rows += [row("wiseft:run", f"ViT-B/32 alpha={alpha}", s, a, tags=["wiseft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
+    rows += [row("soups:greedy", "greedy_soup", s, a, tags=["soup"]) for s, a in (("imagenet", 0.81), ("imagenet-sketch", 0.53))]
+    rows += [row("soups:ind", "ingredient 1", s, a, tags=["fine-tuned"]) for s, a in (("imagenet", 0.79), ("imagenet-sketch", 0.48))]
     return rows
 
 
@@ -42,7 +42,7 @@ def test_wiseft_sweeps_are_curves_in_alpha_order_and_soups_are_marked():
 
 
 def test_average_over_shifts_needs_every_shift():
-    rows = _rows() + [make_row("pub", "std0", "imagenet-r", 0.3, 30_000, tags=["standard"])]
+    rows = _rows() + [row("pub", "std0", "imagenet-r", 0.3, 30_000, tags=["standard"])]
     groups = analyse(rows, BaselineRule(), samples=0)
     pts = average_points(groups, ("imagenet-sketch",))
     assert {p["model"] for p in pts} >= {"std0", "greedy_soup"} and all(p["x"] is not None for p in pts)
@@ -51,10 +51,27 @@ def test_average_over_shifts_needs_every_shift():
     assert std0["y"] == (0.40 + 0.3) / 2
 
 
+def test_a_names_head_objectnet_counts_for_objectnet_in_the_average_only_where_there_is_none():
+    """open_clip's ObjectNet is objectnet-names: the average over shifts takes it for ObjectNet, as
+    the published tables do, unless the model also has an ImageNet-head ObjectNet figure."""
+    head = {"version": "1.0", "head": "imagenet-1k", "projection": "max", "crop": "none"}
+    names = {"version": "1.0", "head": "objectnet-113-names", "projection": "none", "crop": "none"}
+    rows = []
+    for m, on, obj in (("names-only", 0.40, None), ("both", 0.20, 0.30)):
+        rows += [row("pub", m, "imagenet", 0.7, 50_000), row("pub", m, "imagenet-sketch", 0.5, 50_889),
+                 row("pub", m, "objectnet-names", on, 18_574, names)]
+        if obj is not None:
+            rows.append(row("pub", m, "objectnet", obj, 18_574, head))
+    groups = analyse(rows, BaselineRule(), samples=0)
+    assert {g.shift for g in groups} == {"imagenet-sketch", "objectnet", "objectnet-names"}
+    pts = {p["model"]: p["y"] for p in average_points(groups, ("imagenet-sketch", "objectnet"))}
+    assert pts == {"names-only": pytest.approx((0.5 + 0.40) / 2), "both": pytest.approx((0.5 + 0.30) / 2)}
+
+
 def test_figure_names_differ_by_protocol():
-    rows = [make_row("a", f"m{i}", s, v, protocol=p, tags=["standard"]) for i in range(3) for s, v, p in
+    rows = [row("a", f"m{i}", s, v, protocol=p, tags=["standard"]) for i in range(3) for s, v, p in
             (("imagenet", 0.5 + i / 10, {}), ("objectnet", 0.3 + i / 10, {"crop": "none"}))]
-    rows += [make_row("b", f"m{i}", s, v, protocol=p, tags=["standard"]) for i in range(3) for s, v, p in
+    rows += [row("b", f"m{i}", s, v, protocol=p, tags=["standard"]) for i in range(3) for s, v, p in
              (("imagenet", 0.5 + i / 10, {}), ("objectnet", 0.3 + i / 10, {"crop": "border-2px"}))]
     stems = [figure_stem(g) for g in analyse(rows, BaselineRule(), samples=0)]
     assert len(stems) == 2 and len(set(stems)) == 2
@@ -66,13 +83,13 @@ def _dense_group():
     rows = []
     for i, x in enumerate(np.linspace(0.55, 0.85, 300)):
         y = float(np.clip(x - 0.2 + rng.normal(0, 0.01), 0.01, 0.99))
-        rows += [make_row("pub", f"std{i}", "imagenet", float(x), 50_000, tags=["standard"]),
-                 make_row("pub", f"std{i}", "imagenet-sketch", y, 50_889, tags=["standard"])]
+        rows += [row("pub", f"std{i}", "imagenet", float(x), 50_000, tags=["standard"]),
+                 row("pub", f"std{i}", "imagenet-sketch", y, 50_889, tags=["standard"])]
     for i, x in enumerate(np.linspace(0.62, 0.80, 8)):  # close to each other and inside the cloud
-        rows += [make_row("clip", f"clip model number {i}", s, a, tags=["clip-zero-shot"])
+        rows += [row("clip", f"clip model number {i}", s, a, tags=["clip-zero-shot"])
                  for s, a in (("imagenet", float(x)), ("imagenet-sketch", float(x - 0.19)))]
     for alpha, (x, y) in {"0.0": (0.68, 0.50), "0.5": (0.76, 0.57), "1.0": (0.80, 0.58), "0.25": (0.73, 0.55)}.items():
-        rows += [make_row("wiseft:run", f"ViT-B/32 alpha={alpha}", s, a, tags=["wiseft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
+        rows += [row("wiseft:run", f"ViT-B/32 alpha={alpha}", s, a, tags=["wiseft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
     (g,) = analyse(rows, BaselineRule(), samples=0)
     highlight = np.array([p.source != "pub" for p in g.points], dtype=bool)
     return g, highlight

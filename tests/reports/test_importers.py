@@ -1,5 +1,6 @@
 """Importers on real rows of each format, unit conversion at the boundary, and bad input."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,14 +8,19 @@ import pytest
 
 from harness.api import Result
 from reports import importers
-from reports.table import Row
+from reports.rows import model_tags, report_tags, source_of
+from reports.vocabulary import protocol_key
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "data" / "published"
 
 
-def _by(rows, model, setting) -> Row:
+def _by(rows, model, setting) -> Result:
     (row,) = [r for r in rows if r.model == model and r.setting == setting]
     return row
+
+
+def _key(row: Result):
+    return protocol_key(row.setting, row.protocol, row.shift_version)
 
 
 def _head(src: Path, dst: Path, keep) -> Path:
@@ -30,18 +36,18 @@ def test_timm_percent_to_fraction_and_sizes(tmp_path):
     rows = importers.load(f)
     assert importers.detect_format(f) == "timm"
     r = _by(rows, "resnet50.a1_in1k@288px", "imagenet")
-    assert r.accuracy == pytest.approx(0.8124) and r.n == 50_000 and r.tags == ("standard",)
-    assert _by(rows, "resnet50.a1_in1k@224px", "imagenet").accuracy == pytest.approx(0.80382)
+    assert r.metrics["top1"] == pytest.approx(0.8124) and r.n == 50_000 and model_tags(r) == ("standard",)
+    assert _by(rows, "resnet50.a1_in1k@224px", "imagenet").metrics["top1"] == pytest.approx(0.80382)
     # a model at two image sizes becomes two models; "1,013.01" param counts do not disturb parsing
-    assert _by(rows, "convnext_xlarge.fb_in22k_ft_in1k@288px", "imagenet").accuracy == pytest.approx(0.87378)
-    assert _by(rows, "convnext_xlarge.fb_in22k_ft_in1k@224px", "imagenet").accuracy == pytest.approx(0.8697)
-    assert _by(rows, "eva_giant_patch14_336.clip_ft_in1k", "imagenet").tags == ("clip", "more-data")
+    assert _by(rows, "convnext_xlarge.fb_in22k_ft_in1k@288px", "imagenet").metrics["top1"] == pytest.approx(0.87378)
+    assert _by(rows, "convnext_xlarge.fb_in22k_ft_in1k@224px", "imagenet").metrics["top1"] == pytest.approx(0.8697)
+    assert model_tags(_by(rows, "eva_giant_patch14_336.clip_ft_in1k", "imagenet")) == ("clip", "more-data")
 
 
 def test_timm_clean_file_is_the_id_view_on_200_classes(tmp_path):
     f = _head(PUBLISHED / "timm/results-imagenet-r-clean.csv", tmp_path / "results-imagenet-r-clean.csv", {"resnet50.a1_in1k"})
     r = _by(importers.load(f), "resnet50.a1_in1k@288px", "imagenet@imagenet-r")
-    assert (r.setting, r.accuracy, r.n) == ("imagenet@imagenet-r", pytest.approx(0.9431), 10_000)
+    assert (r.setting, r.metrics["top1"], r.n) == ("imagenet@imagenet-r", pytest.approx(0.9431), 10_000)
 
 
 def test_open_clip_fractions_and_objectnet_protocol(tmp_path):
@@ -51,15 +57,18 @@ def test_open_clip_fractions_and_objectnet_protocol(tmp_path):
     rows = importers.load(f)
     assert importers.detect_format(f) == "open_clip"
     m = "clip:ViT-B-32@openai"
-    assert _by(rows, m, "imagenet").accuracy == 0.6332
-    assert _by(rows, m, "imagenet-sketch").accuracy == 0.4229
-    assert _by(rows, m, "imagenetv2-matched-frequency").accuracy == 0.5592
-    assert _by(rows, m, "imagenet-a").accuracy == 0.3155
-    assert _by(rows, m, "imagenet-r").accuracy == 0.6933
-    obj = _by(rows, m, "objectnet")
-    assert obj.accuracy == 0.4431 and dict(obj.protocol)["head"] == "objectnet-113-names"
-    assert obj.protocol_key() == (("crop", "none"), ("head", "objectnet-113-names"), ("projection", "none"), ("version", "1.0"))
-    assert "clip-zero-shot" in obj.tags and "standard" not in obj.tags
+    assert _by(rows, m, "imagenet").metrics["top1"] == 0.6332
+    assert _by(rows, m, "imagenet-sketch").metrics["top1"] == 0.4229
+    assert _by(rows, m, "imagenetv2").metrics["top1"] == 0.5592
+    assert _by(rows, m, "imagenet-a").metrics["top1"] == 0.3155
+    assert _by(rows, m, "imagenet-r").metrics["top1"] == 0.6933
+    # CLIP_benchmark measured this column with a 113-way head from ObjectNet's names: objectnet-names
+    assert not [r for r in rows if r.setting == "objectnet"]
+    obj = _by(rows, m, "objectnet-names")
+    assert obj.metrics["top1"] == 0.4431 and dict(obj.protocol)["head"] == "objectnet-113-names"
+    assert _key(obj) == (("crop", "none"), ("head", "objectnet-113-names"), ("projection", "none"), ("version", "1.0"))
+    assert "clip-zero-shot" in model_tags(obj) and "standard" not in model_tags(obj)
+    assert (obj.id_setting, obj.main_metric, obj.n, obj.n_expected) == ("imagenet", "top1", 18_574, 18_574)
 
 
 def test_testbed_columns_types_and_protocols(tmp_path):
@@ -69,23 +78,23 @@ def test_testbed_columns_types_and_protocols(tmp_path):
     rows = importers.load(f)
     assert importers.detect_format(f) == "imagenet-testbed"
     r = _by(rows, "resnet50", "imagenet")
-    assert r.accuracy == pytest.approx(0.761300048828125) and r.tags == ("standard",)
-    v2 = _by(rows, "resnet50", "imagenetv2-matched-frequency")
-    assert v2.accuracy == pytest.approx(0.63209999) and dict(v2.protocol) == {"format": "format-val"}
+    assert r.metrics["top1"] == pytest.approx(0.761300048828125) and model_tags(r) == ("standard",)
+    v2 = _by(rows, "resnet50", "imagenetv2")
+    assert v2.metrics["top1"] == pytest.approx(0.63209999) and dict(v2.protocol) == {"format": "format-val"}
     a = _by(rows, "resnet50", "imagenet-a")
-    assert a.accuracy == 0.0 and a.n == 7_500
+    assert a.metrics["top1"] == 0.0 and a.n == 7_500
     obj = _by(rows, "resnet50", "objectnet")
     assert obj.n == 18_514
     assert dict(obj.protocol) == {"version": "1.0-beta", "head": "imagenet-1k", "projection": "max", "crop": "border-2px"}
-    assert _by(rows, "resnet50", "imagenet@objectnet").accuracy == pytest.approx(0.7886400604)
-    assert _by(rows, "resnet50", "imagenet@imagenet-r").accuracy == pytest.approx(0.921199984)
+    assert _by(rows, "resnet50", "imagenet@objectnet").metrics["top1"] == pytest.approx(0.7886400604)
+    assert _by(rows, "resnet50", "imagenet@imagenet-r").metrics["top1"] == pytest.approx(0.921199984)
     assert _by(rows, "resnet50", "imagenet-sketch").n == 50_889
-    assert _by(rows, "FixResNeXt101_32x48d_v2", "imagenet").tags == ("more-data",)
+    assert model_tags(_by(rows, "FixResNeXt101_32x48d_v2", "imagenet")) == ("more-data",)
 
 
 def test_testbed_without_types_is_untyped(tmp_path):
     f = _head(PUBLISHED / "imagenet_testbed/robustness_top1s.csv", tmp_path / "top1.csv", {"resnet50"})
-    assert {r.tags for r in importers.load(f)} == {("untyped",)}
+    assert {model_tags(r) for r in importers.load(f)} == {("untyped",)}
 
 
 def test_wiseft_results_db(tmp_path):
@@ -99,10 +108,10 @@ def test_wiseft_results_db(tmp_path):
     assert importers.detect_format(f) == "wiseft"
     out = importers.load(f)
     zs = _by(out, "ViT-B/32 alpha=0.0", "imagenet")
-    assert zs.accuracy == 0.6332 and "clip-zero-shot" in zs.tags
-    assert _by(out, "ViT-B/32 alpha=0.5", "imagenet-a").accuracy == 0.3
-    assert "wiseft" in _by(out, "ViT-B/32 alpha=0.5", "imagenet").tags
-    assert _by(out, "ViT-B/32 alpha=0.0", "objectnet").protocol_key() == (
+    assert zs.metrics["top1"] == 0.6332 and "clip-zero-shot" in model_tags(zs)
+    assert _by(out, "ViT-B/32 alpha=0.5", "imagenet-a").metrics["top1"] == 0.3
+    assert "wiseft" in model_tags(_by(out, "ViT-B/32 alpha=0.5", "imagenet"))
+    assert _key(_by(out, "ViT-B/32 alpha=0.0", "objectnet")) == (
         ("crop", "none"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
 
 
@@ -112,9 +121,9 @@ def test_model_soups_jsonl(tmp_path):
                              "ImageNetSketch": 0.5297, "ImageNetR": 0.7236, "ObjectNet": 0.5254, "ImageNetA": 0.5082}) + "\n")
     assert importers.detect_format(f) == "soups"
     rows = importers.load(f)
-    assert {r.setting for r in rows} == {"imagenet", "imagenetv2-matched-frequency", "imagenet-sketch", "imagenet-r", "objectnet", "imagenet-a"}
-    assert _by(rows, "greedy_soup", "imagenet-sketch").accuracy == 0.5297
-    assert "soup" in _by(rows, "greedy_soup", "imagenet").tags
+    assert {r.setting for r in rows} == {"imagenet", "imagenetv2", "imagenet-sketch", "imagenet-r", "objectnet", "imagenet-a"}
+    assert _by(rows, "greedy_soup", "imagenet-sketch").metrics["top1"] == 0.5297
+    assert "soup" in model_tags(_by(rows, "greedy_soup", "imagenet"))
 
 
 def _result(model, setting, top1, n, tags=("zero-shot", "clip"), **kw) -> Result:
@@ -123,8 +132,9 @@ def _result(model, setting, top1, n, tags=("zero-shot", "clip"), **kw) -> Result
                   metrics={"top1": top1, "top5": min(1.0, top1 + 0.1)}, provenance={"model": {"name": model, "tags": list(tags)}}, **kw)
 
 
-def test_engine_settings_and_protocols_are_normalised(tmp_path):
-    """Rows as the engine writes them (shift specs of shifts/imagenet_shifts.py and shifts/objectnet.py)."""
+def test_engine_rows_are_read_as_written(tmp_path):
+    """Rows as the engine writes them (shift specs of shifts/imagenet_shifts.py and shifts/objectnet.py):
+    every field kept, the engine's setting names included; only the input is recorded."""
     res = [
         _result("m", "imagenetv2", 0.70, 10_000, version="imagenetv2-matched-frequency",
                 protocol={"variant": "matched-frequency", "labels": "int(folder)"}),
@@ -139,17 +149,21 @@ def test_engine_settings_and_protocols_are_normalised(tmp_path):
     f = tmp_path / "results.jsonl"
     f.write_text("".join(r.to_json() + "\n" for r in res))
     rows = importers.load(f)
+    assert all(isinstance(r, Result) for r in rows)
     # other ImageNetV2 variants keep their own names and never join the matched-frequency trend
     assert {(r.model, r.setting) for r in rows} == {
-        ("m", "imagenetv2-matched-frequency"), ("m", "imagenetv2-top-images"), ("m", "objectnet"), ("n", "objectnet"),
+        ("m", "imagenetv2"), ("m", "imagenetv2-top-images"), ("m", "objectnet"), ("n", "objectnet-names"),
         ("m", "imagenet@objectnet")}
-    assert _by(rows, "m", "imagenetv2-matched-frequency").protocol_key() == (("format", "original"),)
-    assert _by(rows, "m", "objectnet").protocol_key() == (
+    for got, written in zip(rows, res, strict=True):
+        assert source_of(got) == f"run:{tmp_path.name}"
+        assert dataclasses.replace(got, provenance={k: v for k, v in got.provenance.items() if k != "results_source"}) == written
+    assert _key(_by(rows, "m", "imagenetv2")) == (("format", "original"),)
+    assert _key(_by(rows, "m", "objectnet")) == (
         ("crop", "border-2px"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
-    assert _by(rows, "n", "objectnet").protocol_key() == (
+    assert _key(_by(rows, "n", "objectnet-names")) == (
         ("crop", "border-2px"), ("head", "objectnet-113-names"), ("projection", "none"), ("version", "1.0"))
-    assert _by(rows, "m", "imagenet@objectnet").protocol_key() == (("head", "imagenet-1k"), ("projection", "max"))
-    assert "clip-zero-shot" in _by(rows, "m", "objectnet").tags
+    assert _key(_by(rows, "m", "imagenet@objectnet")) == (("head", "imagenet-1k"), ("projection", "max"))
+    assert "clip-zero-shot" in report_tags(_by(rows, "m", "objectnet"))
 
 
 def test_run_directory_results_jsonl(tmp_path):
@@ -166,8 +180,8 @@ def test_run_directory_results_jsonl(tmp_path):
     assert importers.detect_format(run) == "results"
     rows = importers.load(run)
     r = _by(rows, "clip:ViT-B-32@openai", "imagenet@imagenet-r")
-    assert (r.source, r.accuracy, r.n, r.tags) == ("run:b32", 0.85, 10_000, ("clip", "clip-zero-shot", "zero-shot"))
-    assert _by(rows, "clip:ViT-B-32@openai", "objectnet").protocol_key() == (
+    assert (source_of(r), r.metrics["top1"], r.n, report_tags(r)) == ("run:b32", 0.85, 10_000, ("clip", "clip-zero-shot", "zero-shot"))
+    assert _key(_by(rows, "clip:ViT-B-32@openai", "objectnet")) == (
         ("crop", "border-2px"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
 
 
@@ -201,39 +215,47 @@ def test_missing_path_and_unknown_format(tmp_path):
         importers.load(f, "xls")
 
 
-def test_engine_rows_speak_the_reports_vocabulary():
-    """An engine row is read as written: its ID setting, main metric and protocol codes; the one
-    translation is the published tables' name of ImageNetV2 matched-frequency."""
-    from harness.api import Result
-    from reports.importers import rows_of_result
+def test_the_analysis_projects_a_result_without_renaming_it():
+    """The fits read a row's top-1 and main metric under the row's own setting, ID setting and
+    protocol codes; the report's tags add what the model's imply."""
+    from reports.analysis import values
 
     def res(setting, metrics, id_setting=None, main="top1", protocol=None, tags=(), version="1.0", n=100, n_expected=100):
         return Result("m", setting, setting.split("@")[0], version, n, n_expected, metrics, None, protocol or {}, {}, "x",
-                      {"model": {"tags": list(tags)}}, id_setting, main)
+                      {"model": {"tags": list(tags)}, "results_source": "run:x"}, id_setting, main)
 
-    (v2,) = rows_of_result(res("imagenetv2", {"top1": 0.5}, "imagenet", tags=["fake"]), "run:x", "here")
-    assert (v2.setting, v2.id_setting, v2.metric, v2.n, v2.tags) == ("imagenetv2-matched-frequency", "imagenet", "top1", 100, ("fake",))
-    (top,) = rows_of_result(res("imagenetv2-top-images", {"top1": 0.6}, "imagenet"), "run:x", "here")
+    (v2,) = values(res("imagenetv2", {"top1": 0.5}, "imagenet", tags=["fake"]))
+    assert (v2.setting, v2.id_setting, v2.metric, v2.n, v2.source) == ("imagenetv2", "imagenet", "top1", 100, "run:x")
+    (top,) = values(res("imagenetv2-top-images", {"top1": 0.6}, "imagenet"))
     assert (top.setting, top.id_setting) == ("imagenetv2-top-images", "imagenet")  # a variant is its own setting
-    (obj,) = rows_of_result(res("objectnet", {"top1": 0.3}, "imagenet@objectnet", protocol={"projection": "max", "crop": "border-2px"},
-                                tags=["clip", "zero-shot"]), "run:x", "here")
-    assert dict(obj.protocol) == {"projection": "max", "crop": "border-2px", "version": "1.0"}
-    assert obj.id_setting == "imagenet@objectnet" and "clip-zero-shot" in obj.tags
+    (names,) = values(res("objectnet-names", {"top1": 0.3}, None, protocol={"head": "objectnet-113-names"}))
+    # the engine's names-head spec names no ID setting: its known pairing is full ImageNet
+    assert (names.setting, names.id_setting) == ("objectnet-names", "imagenet")
+    (obj,) = values(res("objectnet", {"top1": 0.3}, "imagenet@objectnet", protocol={"projection": "max", "crop": "border-2px"},
+                        tags=["clip", "zero-shot"]))
+    assert obj.protocol_key() == (("crop", "border-2px"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))
+    assert obj.id_setting == "imagenet@objectnet" and "clip-zero-shot" in report_tags(obj.row)
     # a WiSE-FT cell of the engine (models tag it wise-ft) carries the tag WiSE-FT's files get
-    assert "wiseft" in rows_of_result(res("imagenet-r", {"top1": 0.2}, tags=["clip", "wise-ft"]), "r", "h")[0].tags
+    assert "wiseft" in report_tags(res("imagenet-r", {"top1": 0.2}, tags=["clip", "wise-ft"]))
     # a WILDS row gives top-1 and its main metric; only top-1 has a binomial size; n of N is kept
-    rows = rows_of_result(res("iwildcam", {"top1": 0.7, "macro_f1": 0.3}, "iwildcam:id_test", "macro_f1", n=90), "run:x", "h")
-    assert [(r.metric, r.accuracy, r.n, r.id_setting) for r in rows] == [
+    vals = values(res("iwildcam", {"top1": 0.7, "macro_f1": 0.3}, "iwildcam:id_test", "macro_f1", n=90))
+    assert [(v.metric, v.value, v.n, v.id_setting) for v in vals] == [
         ("top1", 0.7, 90, "iwildcam:id_test"), ("macro_f1", 0.3, None, "iwildcam:id_test")]
-    assert dict(rows[0].protocol)["images"] == "90 of 100"
-    with pytest.raises(ValueError, match="no 'macro_f1' metric"):
-        rows_of_result(res("iwildcam", {"top1": 0.7}, "iwildcam:id_test", "macro_f1"), "run:x", "h")
+    assert vals[0].incomplete() == ("iwildcam: 90 of 100 images",)
+
+
+def test_an_engine_row_without_its_main_metric_is_a_clear_error(tmp_path):
+    row = Result("m", "iwildcam", "iwildcam", "1.0", 10, 10, {"top1": 0.7}, id_setting="iwildcam:id_test", main_metric="macro_f1")
+    path = tmp_path / "results.jsonl"
+    path.write_text(row.to_json() + "\n")
+    with pytest.raises(ValueError, match=r"results.jsonl:1: .* no 'macro_f1' metric \(its main metric\)"):
+        importers.load(path)
 
 
 def test_a_113_way_objectnet_head_is_paired_with_its_weights_imagenet_accuracy(tmp_path):
     """open_clip's ObjectNet protocol: a zero-shot head from ObjectNet's 113 class names cannot
     score ImageNet, so its point takes the ImageNet accuracy of the same weights' 1000-way head."""
-    from harness.api import Result
+    from reports.analysis import place
     from reports.importers import read_results_jsonl
 
     def row(model, setting, top1, sha, n):
@@ -245,11 +267,56 @@ def test_a_113_way_objectnet_head_is_paired_with_its_weights_imagenet_accuracy(t
             row("other-names", "objectnet-names", 0.1, "bb", 113)]  # fmt: skip
     path = tmp_path / "results.jsonl"
     path.write_text("".join(r.to_json() + "\n" for r in rows))
-    got = {(r.model, r.setting): r for r in read_results_jsonl(path, "run:x")}
-    assert sorted(got) == [("b32", "imagenet"), ("b32-names", "imagenet"), ("b32-names", "objectnet"),
-                           ("other-names", "objectnet")]  # fmt: skip
-    assert (got["b32-names", "imagenet"].accuracy, got["b32-names", "imagenet"].n) == (0.5, 1000)
-    assert dict(got["b32-names", "objectnet"].protocol)["head"] == "objectnet-113-names"
-    assert got["b32-names", "objectnet"].accuracy == 0.4 and "clip-zero-shot" in got["b32-names", "imagenet"].tags
+    read = read_results_jsonl(path, "run:x")
+    got = {(r.model, r.setting): r for r in read}
+    assert sorted(got) == [("b32", "imagenet"), ("b32-names", "imagenet"), ("b32-names", "objectnet-names"),
+                           ("other-names", "objectnet-names")]  # fmt: skip
+    lent = got["b32-names", "imagenet"]
+    assert (lent.metrics["top1"], lent.n, lent.provenance["id_row_of"]) == (0.5, 1000, "b32")
+    assert got["b32-names", "objectnet-names"].protocol["head"] == "objectnet-113-names"
+    assert "clip-zero-shot" in report_tags(lent)
     # no weights with an ImageNet row: nothing is lent, the point stays unpaired
     assert ("other-names", "imagenet") not in got
+    points, dropped = place(read)
+    assert [(p.model, p.shift, p.x_setting, p.x, p.y) for p in points] == [("b32-names", "objectnet-names", "imagenet", 0.5, 0.4)]
+    assert ("other-names", "objectnet-names", "no-id-pair") in {(d.model, d.setting, d.reason) for d in dropped}
+
+
+def _inputs(tmp_path: Path) -> dict[str, Path]:
+    """One real-layout input per format (rows cut from the vendored published files)."""
+    timm = _head(PUBLISHED / "timm/results-imagenetv2-matched-frequency.csv", tmp_path / "results-imagenetv2-matched-frequency.csv",
+                 {"resnet50.a1_in1k"})  # fmt: skip
+    lines = (PUBLISHED / "open_clip/openclip_results.csv").read_text().splitlines()
+    oc = tmp_path / "openclip_results.csv"
+    oc.write_text("\n".join([lines[0]] + [ln for ln in lines if ln.startswith("ViT-B-32,openai,")]) + "\n")
+    tb = _head(PUBLISHED / "imagenet_testbed/robustness_top1s.csv", tmp_path / "robustness_top1s.csv", {"resnet50"})
+    wf = tmp_path / "wiseft.jsonl"
+    wf.write_text(json.dumps({"model": "ViT-B/32", "alpha": [0.5], "ImageNet:top1": 0.79, "ImageNetV2:top1": 0.68,
+                              "ObjectNet:top1": 0.5}) + "\n")  # fmt: skip
+    soups = tmp_path / "greedy_soup_results.jsonl"
+    soups.write_text(json.dumps({"model_name": "greedy_soup", "ImageNet": 0.81, "ImageNetV2": 0.71, "ObjectNet": 0.53}) + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(_result("m", "imagenetv2", 0.7, 10_000, id_setting="imagenet").to_json() + "\n")
+    from reports.table import write_table
+
+    table = tmp_path / "mine.csv.gz"
+    write_table(importers.load(soups), table)
+    return {"timm": timm, "open_clip": oc, "imagenet-testbed": tb, "wiseft": wf, "soups": soups, "results": run,
+            "shiftbench": table}  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", importers.FORMATS)
+def test_every_importer_returns_result_rows_in_the_engines_vocabulary(tmp_path, fmt):
+    from reports.vocabulary import KNOWN_ID_SETTINGS, LEGACY_NAMES
+
+    path = _inputs(tmp_path)[fmt]
+    assert importers.detect_format(path) == fmt
+    rows = importers.load(path)
+    assert rows and all(type(r) is Result for r in rows)
+    for r in rows:
+        assert source_of(r) and r.setting not in LEGACY_NAMES and "top1" in r.metrics and 0 <= r.metrics["top1"] <= 1
+        assert r.main_metric in r.metrics and r.shift == r.setting.partition("@")[0]
+        assert r.id_setting == KNOWN_ID_SETTINGS.get(r.setting)  # each names what it pairs with
+        assert r.n > 0 and r.n_expected == r.n  # published sizes where the table gives none
+    assert "imagenetv2" in {r.setting for r in rows}

@@ -1,9 +1,10 @@
 """One pairing rule (harness.pairing) and the report's placement of rows by it."""
 
+from report_rows import row
+
 from harness.api import ShiftSpec, id_setting_of
 from harness.pairing import id_candidates, pair
 from reports.analysis import place
-from reports.table import make_row
 
 
 def test_the_spec_names_the_id_setting_and_pair_falls_back_to_the_full_id_set():
@@ -18,9 +19,9 @@ def test_the_spec_names_the_id_setting_and_pair_falls_back_to_the_full_id_set():
 
 
 def test_an_id_row_is_borrowed_from_another_input_only_when_exactly_one_has_it():
-    ood = make_row("run:ood", "m", "folder:pets-ood", 0.5, 10, id_setting="folder:pets-id")
-    id_a = make_row("run:a", "m", "folder:pets-id", 0.6, 10)
-    id_b = make_row("run:b", "m", "folder:pets-id", 0.7, 10)
+    ood = row("run:ood", "m", "folder:pets-ood", 0.5, 10, id_setting="folder:pets-id")
+    id_a = row("run:a", "m", "folder:pets-id", 0.6, 10)
+    id_b = row("run:b", "m", "folder:pets-id", 0.7, 10)
     points, dropped = place([ood, id_a], user_sources={"run:ood", "run:a"})
     assert [(p.shift, p.x_setting, p.x) for p in points] == [("folder:pets-ood", "folder:pets-id", 0.6)] and dropped == []
     # two inputs could lend it: which is meant is unknown, so nothing is borrowed and the row is listed
@@ -39,14 +40,14 @@ def test_an_id_shift_for_a_setting_no_input_has_is_an_error(tmp_path):
     from reports.table import write_table
 
     path = tmp_path / "mine.csv.gz"
-    write_table([make_row("me", "m", "folder:pets", 0.5, 10, id_setting=None)], path)
+    write_table([row("me", "m", "folder:pets", 0.5, 10, id_setting=None)], path)
     with pytest.raises(ValueError, match=r"--id-shift names folder:cats, which no input row has; .*folder:pets"):
         run_report(ReportConfig(inputs=[path], testbed=False, id_shifts={"folder:cats": "imagenet"}, out=None, json=None))
 
 
 def test_a_duplicate_row_is_listed_not_lost():
-    rows = [make_row("a", "m", "imagenet", 0.7, 100), make_row("a", "m", "imagenet-sketch", 0.3, 100),
-            make_row("a", "m", "imagenet-sketch", 0.4, 100)]
+    rows = [row("a", "m", "imagenet", 0.7, 100), row("a", "m", "imagenet-sketch", 0.3, 100),
+            row("a", "m", "imagenet-sketch", 0.4, 100)]
     points, dropped = place(rows)
     assert [(p.y) for p in points] == [0.4]
     assert [(d.setting, d.reason) for d in dropped] == [("imagenet-sketch", "duplicate")]

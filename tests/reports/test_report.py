@@ -5,12 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_rows import row
 from scipy.special import expit, logit
 
 from harness.api import Result
 from harness.cli import main
 from reports.report import ReportConfig, run_report
-from reports.table import make_row, write_table
+from reports.table import write_table
 
 FIT_FIELDS = {"shift", "x_setting", "y_setting", "transform", "slope", "intercept", "r2", "n", "baseline_models"}
 MODEL_FIELDS = {"model", "source", "tags", "shift", "id_acc", "ood_acc", "effective_robustness", "er_low", "er_high"}
@@ -24,12 +25,13 @@ def _table(tmp_path: Path) -> Path:
     rows = []
     for i, (x, y) in enumerate(zip(X, Y, strict=True)):
         m = f"std{i}"
-        rows += [make_row("pub", m, "imagenet@imagenet-r", x, 10_000, tags=["standard"]),
-                 make_row("pub", m, "imagenet-r", y, 30_000, tags=["standard"]),
-                 make_row("pub", m, "imagenet", x - 0.1, 50_000, tags=["standard"]),
-                 make_row("pub", m, "objectnet", y - 0.3, 18_574, {"version": "1.0", "head": "imagenet-1k", "projection": "max"}, ["standard"])]
-    rows += [make_row("pub", "clipzs", "imagenet", 0.70, 50_000, tags=["clip-zero-shot"]),
-             make_row("pub", "clipzs", "objectnet", 0.50, 18_574, {"version": "1.0", "head": "objectnet-113-names"}, ["clip-zero-shot"])]
+        rows += [row("pub", m, "imagenet@imagenet-r", x, 10_000, tags=["standard"]),
+                 row("pub", m, "imagenet-r", y, 30_000, tags=["standard"]),
+                 row("pub", m, "imagenet", x - 0.1, 50_000, tags=["standard"]),
+                 row("pub", m, "objectnet", y - 0.3, 18_574, {"version": "1.0", "head": "imagenet-1k", "projection": "max"}, ["standard"])]
+    rows += [row("pub", "clipzs", "imagenet", 0.70, 50_000, tags=["clip-zero-shot"]),
+             row("pub", "clipzs", "objectnet-names", 0.50, 18_574, {"version": "1.0", "head": "objectnet-113-names"},
+                 ["clip-zero-shot"])]
     path = tmp_path / "pub.csv.gz"
     write_table(rows, path)
     return path
@@ -79,12 +81,14 @@ def test_cli_end_to_end_with_run_dir(tmp_path, capsys):
     assert parts["sampling_half_width"] == pytest.approx(half, rel=1e-4)
     assert mine["er_low"] == pytest.approx(expected - half, rel=1e-4) and mine["er_high"] == pytest.approx(expected + half, rel=1e-4)
     assert any("run:mine:my-model (y=0)" in c for c in fit["clipped"])
-    # ObjectNet: the two heads never share a fit; the 113-way head has no baseline and says so
+    # ObjectNet: the two heads are two settings and never share a fit; the 113-way head
+    # (objectnet-names) has no baseline and says so
     obj = [f for f in s["fits"] if f["shift"] == "objectnet"]
     assert {tuple(sorted(f["protocol"].items())) for f in obj} == {
         (("crop", "none"), ("head", "imagenet-1k"), ("projection", "max"), ("version", "1.0"))}
     (un,) = s["unfitted"]
-    assert un["protocol"]["head"] == "objectnet-113-names" and "0 baseline models" in un["reason"]
+    assert (un["shift"], un["protocol"]["head"]) == ("objectnet-names", "objectnet-113-names")
+    assert "0 baseline models" in un["reason"]
     (zs,) = [m for m in s["models"] if m["model"] == "clipzs"]
     assert zs["effective_robustness"] is None and zs["ood_acc"] == 0.5
     # the PDF reads back: title, summary, one page per group with points scored by it, methods
@@ -107,7 +111,8 @@ def test_bundled_testbed_summary_without_pdf(tmp_path):
     assert {("imagenet-sketch", "imagenet"), ("imagenet-r", "imagenet@imagenet-r"), ("imagenet-a", "imagenet@imagenet-a"),
             ("objectnet", "imagenet@objectnet")} <= shifts
     clip = [m for m in s["models"] if m["model"] == "clip:ViT-L-14@openai"]
-    assert {m["shift"] for m in clip} == {"imagenetv2-matched-frequency", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet"}
+    # open_clip's ObjectNet figures come from a 113-way names head: the engine's objectnet-names
+    assert {m["shift"] for m in clip} == {"imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet-names"}
     assert all(m["highlighted"] for m in clip)
     r = next(m for m in clip if m["shift"] == "imagenet-r")
     assert r["x_setting"] == "imagenet" and r["effective_robustness"] > 0.3
@@ -145,7 +150,7 @@ def test_soups_file_via_results_flag_is_highlighted_and_unpaired_rows_are_stated
     noid.write_text(json.dumps({"model_name": "ood-only", "ImageNet": None, "ImageNetR": 0.7}) + "\n")
     s = run_report(ReportConfig(inputs=[soups, noid], samples=10, out=None, json=None))
     mine = [m for m in s["models"] if m["model"] == "greedy_soup"]
-    assert {m["shift"] for m in mine} == {"imagenetv2-matched-frequency", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet"}
+    assert {m["shift"] for m in mine} == {"imagenetv2", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet"}
     assert all(m["highlighted"] and m["x_setting"] == "imagenet" for m in mine)
     sk = next(m for m in mine if m["shift"] == "imagenet-sketch")
     assert sk["effective_robustness"] > 0.2  # far above the ImageNet-1k trend

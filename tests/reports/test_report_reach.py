@@ -219,15 +219,15 @@ def test_near_chance_models_are_left_off_the_axes_and_listed():
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from report_rows import row
 
     from reports.analysis import BaselineRule, analyse
     from reports.figures import near_chance, scatter
-    from reports.table import make_row
 
     rows = []
     for i, (x, y) in enumerate([(0.6, 0.4), (0.7, 0.5), (0.8, 0.62), (0.01, 0.002)]):
-        rows += [make_row("pub", f"m{i}", "imagenet", x, 50_000, tags=["standard"]),
-                 make_row("pub", f"m{i}", "imagenet-sketch", y, 50_889, tags=["standard"])]
+        rows += [row("pub", f"m{i}", "imagenet", x, 50_000, tags=["standard"]),
+                 row("pub", f"m{i}", "imagenet-sketch", y, 50_889, tags=["standard"])]
     (g,) = analyse(rows, BaselineRule(min_x=0.05), samples=0)
     assert near_chance(g).tolist() == [False, False, False, True]
     fig, ax = plt.subplots()
@@ -269,11 +269,8 @@ def test_figures_and_tables_for_a_paper(reached):
 
 
 def test_split_and_decoder_separate_rows_of_any_setting():
-    from reports.table import make_row
+    from reports.vocabulary import protocol_key
 
-    official = make_row("run:a", "m", "iwildcam", 0.5, 100, {"split": "test"})
-    train = make_row("run:a", "m", "iwildcam", 0.5, 100, {"split": "train"})
-    gpu = make_row("run:a", "m", "imagenet-sketch", 0.5, 100, {"decoder": "nvjpeg"})
-    pil = make_row("run:a", "m", "imagenet-sketch", 0.5, 100)
-    assert official.protocol_key() != train.protocol_key()
-    assert gpu.protocol_key() == (("decoder", "nvjpeg"),) and pil.protocol_key() == ()
+    assert protocol_key("iwildcam", {"split": "test"}) != protocol_key("iwildcam", {"split": "train"})
+    assert protocol_key("imagenet-sketch", {"decoder": "nvjpeg"}) == (("decoder", "nvjpeg"),)
+    assert protocol_key("imagenet-sketch", {}) == ()
