@@ -115,20 +115,27 @@ _locks_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
+def file_lock(path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
     """An exclusive lock on ``path`` across processes (``flock``), reentrant within one.
 
     Threads of one process queue on an ``RLock``; the first holder takes the ``flock``, so a
-    function that holds the lock may call another that takes it again."""
+    function that holds the lock may call another that takes it again. ``wait=False`` raises
+    ``BlockingIOError`` at once when another thread or process holds it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(path)
     with _locks_guard:
         rlock, state = _locks.setdefault(key, (threading.RLock(), [None, 0]))
-    with rlock:
+    if not rlock.acquire(blocking=wait):
+        raise BlockingIOError(f"{path} is locked by another thread")
+    try:
         if state[1] == 0:
             fh = open(path, "a")
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BaseException:
+                fh.close()
+                raise
             state[0] = fh
         state[1] += 1
         try:
@@ -139,3 +146,5 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
                 fcntl.flock(state[0], fcntl.LOCK_UN)
                 state[0].close()
                 state[0] = None
+    finally:
+        rlock.release()

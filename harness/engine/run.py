@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -89,6 +89,9 @@ def plan_tasks(shifts: tuple[str, ...] | list[str], spec_of: SpecOf) -> list[Sco
 
 #: The shifts whose data is a user's own dataset, named after its folder (``folder:pets``).
 USER_SETTING_PREFIXES = ("folder", "wds")
+
+#: Seconds between a torchrun job's tries for a cell another process holds.
+CELL_LOCK_POLL_S = 1.0
 
 
 def check_id_shift(config: RunConfig, spec_of: SpecOf) -> None:
@@ -366,15 +369,12 @@ class Engine:
         cfg = self.config
         cells = list(dict.fromkeys(t.shift for t in tasks))
         cell_tasks = {c: [t for t in tasks if t.shift == c] for c in cells}
-        # Every manifest is read (and checked) before the model loads. A single process decides
-        # again per cell under its lock; the ranks of a torchrun job act on this plan, rank 0's
-        # view deciding for all (a shared directory may reach another node late), and only rank
-        # 0, which scores, reads stored predictions here.
-        multi = self.world.size > 1
+        # Every manifest is read (and checked) before the model loads, and the model is built
+        # only if some cell needs predicting; each cell is decided again under its lock (rank 0's
+        # view for every rank of a torchrun job, as in ``_decide``).
         with self.world.together(f"planning {model.name}"):
-            local = {c: self._cell_state(model, c, cell_tasks[c], load=multi and self.world.is_main) for c in cells}
-            decided = self.world.from_main({c: (state, reason) for c, (state, _, reason) in local.items()})
-        plan = {c: (decided[c][0], local[c][1] if decided[c][0] == local[c][0] else None, decided[c][1]) for c in cells}
+            local = {c: self._cell_state(model, c, cell_tasks[c], load=False) for c in cells}
+        plan = self.world.from_main({c: (state, None, reason) for c, (state, _, reason) in local.items()})
         if all(state == "done" for state, _, _ in plan.values()):
             for t in tasks:
                 self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
@@ -401,11 +401,10 @@ class Engine:
             if any(state == "predict" for state, _, _ in plan.values()):
                 classifier()
         for c in cells:
-            # One process at a time decides, predicts, saves and scores a cell; the ranks of one
-            # torchrun job act on the plan made above (only the main rank writes).
-            single = self.world.size == 1
-            with self.run_dir.cell_lock(model.name, c) if single else contextlib.nullcontext():
-                state, preds, reason = self._cell_state(model, c, cell_tasks[c]) if single else plan[c]
+            # One process (or torchrun job) at a time decides, predicts, saves and scores a cell;
+            # the ranks of a job act on rank 0's decision, made under the lock (only it writes).
+            with self._cell_held(model, c):
+                state, preds, reason = self._decide(model, c, cell_tasks[c])
                 if state == "done":
                     for t in cell_tasks[c]:
                         self.summary.append({"model": model.name, "setting": t.setting, "status": "skipped"})
@@ -427,6 +426,46 @@ class Engine:
                         self.log.event("cell_reused", f"{model.name} | {c}: predictions on disk, scoring", model=model.name, shift=c)
                     if self.world.is_main:
                         self._score(model, cell_tasks[c], preds, stats)
+
+    @contextlib.contextmanager
+    def _cell_held(self, model: ModelSource, shift: str) -> Iterator[None]:
+        """The cell's lock, held by this process; in a torchrun job rank 0 holds it for every
+        rank. The ranks wait together by polling (rank 0 tries the lock without waiting and
+        tells the others), so no collective sits past the backend's timeout while another
+        process holds the cell for as long as its prediction takes."""
+        if self.world.size == 1:
+            with self.run_dir.cell_lock(model.name, shift):
+                yield
+            return
+        with contextlib.ExitStack() as held:
+            waited = False
+            while True:
+                got = False
+                if self.world.is_main:
+                    try:
+                        held.enter_context(self.run_dir.cell_lock(model.name, shift, wait=False))
+                        got = True
+                    except BlockingIOError:
+                        pass
+                if self.world.from_main(got):
+                    break
+                if not waited:
+                    self.log.event("cell_waiting", f"{model.name} | {shift}: another process holds this cell; waiting for it",
+                                   model=model.name, shift=shift)
+                    waited = True
+                time.sleep(CELL_LOCK_POLL_S)
+            yield
+
+    def _decide(self, model: ModelSource, shift: str, tasks: list[ScoreTask]) -> tuple[str, Predictions | None, str]:
+        """(state, stored predictions, reason) of a cell whose lock is held: this process's view,
+        or in a torchrun job rank 0's for every rank (a shared directory may reach another node
+        late); only rank 0, which scores, reads stored predictions."""
+        if self.world.size == 1:
+            return self._cell_state(model, shift, tasks)
+        with self.world.together(f"checking {model.name} | {shift}"):
+            state, preds, reason = self._cell_state(model, shift, tasks, load=self.world.is_main)
+        decided, why = self.world.from_main((state, reason))
+        return decided, preds if decided == state else None, why
 
     def _predict(self, model: ModelSource, classifier: Classifier, shift: str) -> tuple[Predictions, dict[str, Any]]:
         """Every rank's share of the cell, gathered on every rank (collectives inside)."""

@@ -105,9 +105,10 @@ class RunDir(RunLayout):
         with file_lock(self.path / ".lock"):
             yield
 
-    def cell_lock(self, model: str, shift: str) -> contextlib.AbstractContextManager[None]:
-        """One cell's lock: a second process wanting the cell waits, then finds it done."""
-        return file_lock(self.path / ".locks" / safe_name(model) / f"{safe_name(shift)}.lock")
+    def cell_lock(self, model: str, shift: str, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """One cell's lock: a second process wanting the cell waits, then finds it done
+        (``wait=False``: ``BlockingIOError`` at once if another holds it)."""
+        return file_lock(self.path / ".locks" / safe_name(model) / f"{safe_name(shift)}.lock", wait=wait)
 
     def append_results(self, rows: list[Result]) -> None:
         """Add rows; a stored row for the same (model, setting) is superseded, never duplicated.

@@ -90,3 +90,35 @@ def test_rank_0s_view_of_the_run_directory_decides_for_every_rank(tmp_path):
         port = s.getsockname()[1]
     mp.start_processes(_decide, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
     assert (tmp_path / "rank0").read_text() == (tmp_path / "rank1").read_text() == "toy"
+
+
+@pytest.mark.slow
+def test_a_torchrun_job_waits_for_a_cell_another_process_holds_then_finds_it_done(tmp_path, data):
+    """The job's rank 0 takes the cell's lock for the job: while another process holds the
+    cell, every rank waits (polling, so no collective times out); once that process has
+    predicted and scored it, the job finds it done and neither predicts nor rewrites it."""
+    run_dir = tmp_path / "run"
+    args = run_args(data, run_dir, "--workers", "0", "--no-cache")
+    log = tmp_path / "job.log"
+    with RunDir(run_dir).cell_lock("colour:a", "toy-sub"):  # this process holds the OOD cell
+        with open(log, "w") as out:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", RUN_CLI, *args]
+            job = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while "another process holds this cell" not in log.read_text():
+                assert job.poll() is None, f"the job ended without waiting for the cell:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"the job never waited for the cell:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+            assert main(args) == 0  # this process predicts and scores the cell (its own lock is re-entrant)
+            written = RunDir(run_dir).predictions_path("colour:a", "toy-sub").stat().st_mtime_ns
+        except BaseException:
+            job.kill()
+            raise
+    assert job.wait(timeout=240) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "colour:a | toy-sub: done, skipped" in text and "colour:a | toy-sub: predicting" not in text
+    assert RunDir(run_dir).predictions_path("colour:a", "toy-sub").stat().st_mtime_ns == written
+    rows = RunDir(run_dir).read_results()
+    assert sorted((r.model, r.setting) for r in rows) == sorted({(r.model, r.setting) for r in rows})
+    assert any(r.setting == "toy-sub" for r in rows)
