@@ -6,8 +6,9 @@ in their download URLs, open_clip's own GitHub releases the first 8 hex digits o
 file names; both are read from open_clip's pretrained table (the same checks open_clip's
 downloader makes), so nothing here is typed in by hand. timm's weights published as files
 named ``NAME-<sha256 prefix>.pth`` (torch.hub's convention, checked by its downloader) are read
-from timm's pretrained configs the same way. Weights taken from the local Hugging
-Face cache with ``pretrained=TAG`` are the release of that tag.
+from timm's pretrained configs the same way, and torchvision's from its weights enums (which
+also say the eval transform each was measured with and its published ImageNet top-1). Weights
+taken from the local Hugging Face cache with ``pretrained=TAG`` are the release of that tag.
 """
 
 from __future__ import annotations
@@ -105,6 +106,48 @@ def timm_releases(arch: str) -> tuple[Release, ...]:
             arch, _, tag = name.partition(".")
             out.append(Release(arch, tag, match.group(1), "", name, None))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class TorchvisionRelease:
+    """One of torchvision's weights-enum entries: its file's sha256 prefix (in the URL, torch.hub's
+    rule), the recipe whose eval transform it was measured with, and the ImageNet top-1 torchvision
+    publishes for it (``meta["_metrics"]``)."""
+
+    arch: str
+    recipe: str  # the enum entry's name, e.g. IMAGENET1K_V1
+    sha256: str
+    top1: float | None  # fraction; None where torchvision publishes no ImageNet-1K figure
+
+    @property
+    def published(self) -> str:
+        return f"torchvision:{self.arch}@{self.recipe}"
+
+    def matches(self, sha256: str) -> bool:
+        return bool(self.sha256) and sha256.lower().startswith(self.sha256)
+
+
+@lru_cache(maxsize=64)
+def torchvision_releases(arch: str) -> tuple[TorchvisionRelease, ...]:
+    """torchvision's weights of ``arch`` whose file name carries a sha256 prefix, read from its
+    weights enum (nothing typed in by hand)."""
+    from torchvision.models import get_model_weights
+
+    try:
+        enum = get_model_weights(arch)
+    except (ValueError, KeyError):
+        return ()
+    out = []
+    for entry in enum:
+        match = _TORCH_HUB_HASH.search(entry.url or "")
+        if match:
+            acc = ((entry.meta.get("_metrics") or {}).get("ImageNet-1K") or {}).get("acc@1")
+            out.append(TorchvisionRelease(arch, entry.name, match.group(1), None if acc is None else float(acc) / 100))
+    return tuple(out)
+
+
+def find_torchvision_release(sha256: str, arch: str) -> TorchvisionRelease | None:
+    return next((r for r in torchvision_releases(arch) if r.matches(sha256)), None)
 
 
 def releases_for(sha256: str, timm_arch: str | None = None) -> list[Release]:

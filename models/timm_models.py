@@ -129,7 +129,8 @@ def torchvision(arg: str, **options: str) -> ModuleClassifier:
         close = difflib.get_close_matches(arg, list_models(), n=3)
         raise ValueError(f"unknown torchvision architecture {arg!r}." + (f" Did you mean: {', '.join(close)}?" if close else ""))
     weights = opts.path("weights", "torchvision state dict")
-    spec, recipe = preprocess_from_torchvision(arg, opts.get("recipe"))
+    sha = file_sha256(weights)
+    spec, recipe, recipe_source, release = torchvision_recipe(arg, opts.get("recipe"), sha, str(weights))
     state = load_state_dict(weights, wrappers=CHECKPOINT_WRAPPERS)
     num_classes = opts.int("num_classes", _head_size(state, ("fc.bias", "classifier.6.bias", "classifier.1.bias",
                                                              "classifier.bias", "heads.head.bias", "head.bias")) or 1000)
@@ -138,6 +139,39 @@ def torchvision(arg: str, **options: str) -> ModuleClassifier:
     opts.done()
     module = get_model(arg, weights=None, num_classes=num_classes)
     load_into(module, state, weights, f"torchvision architecture {arg!r} with {num_classes} classes")
-    info = {"arch": arg, "weights": str(weights), "weights_sha256": file_sha256(weights), "tags": ["standard"],
-            "alpha": None, "ingredients": None, "head": None, "preprocess_recipe": recipe}
+    info = {"arch": arg, "weights": str(weights), "weights_sha256": sha, "tags": ["standard"],
+            "alpha": None, "ingredients": None, "head": None, "preprocess_recipe": recipe,
+            "preprocess_recipe_source": recipe_source, "release": torchvision_release_info(release, num_classes)}
     return ModuleClassifier(name, module, num_classes, spec, label_space, info)
+
+
+def torchvision_recipe(arch: str, recipe: str | None, sha256: str, where: str) -> tuple[PreprocessSpec, str, str, Any]:
+    """(eval transform, recipe, how the recipe was chosen, known release or None).
+
+    Weights that are one of torchvision's own releases (by the sha256 prefix in their file
+    name) are evaluated with the transform of the recipe they were published with: resnet50's
+    IMAGENET1K_V1 weights resize to 256, its V2 weights to 232, and the library's DEFAULT recipe
+    is V2, so V1 weights without ``recipe=`` would otherwise be preprocessed for V2. A ``recipe=``
+    that contradicts the release is refused."""
+    from models.releases import find_torchvision_release
+
+    release = find_torchvision_release(sha256, arch)
+    if release is None:
+        spec, name = preprocess_from_torchvision(arch, recipe)
+        return spec, name, "recipe=" if recipe else "torchvision's DEFAULT weights (unknown weights file)", None
+    spec, name = preprocess_from_torchvision(arch, recipe or release.recipe)
+    if name != release.recipe:
+        raise ValueError(f"{where}: these are torchvision's {arch} {release.recipe} weights (sha256 {sha256[:12]}...), "
+                         f"published with that recipe's eval transform, but recipe={recipe} ({name}) was given; "
+                         f"drop recipe= or pass recipe={release.recipe}")
+    return spec, name, f"the known release {release.published} (sha256)", release
+
+
+def torchvision_release_info(release: Any, num_classes: int) -> dict | None:
+    """The release's name and its published ImageNet top-1 (for its own 1000-class head only)."""
+    if release is None:
+        return None
+    comparable = num_classes == 1000
+    return {"name": release.published, "identified_by": "sha256", "published": release.published if comparable else None,
+            "figures": {"imagenet": release.top1} if comparable and release.top1 is not None else {},
+            "figures_source": "torchvision weights meta (acc@1)"}

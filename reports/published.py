@@ -1,7 +1,8 @@
 """After every cell: does a known release reproduce its published accuracy?
 
 A model whose weights are a known release (``models.releases``; its ``describe()`` names the
-published model under ``release.published``) is compared, setting by setting, with that
+published model under ``release.published``) is compared, setting by setting, with the figure
+the release publishes itself (torchvision's weights meta: ``release.figures``) or else that
 model's figure in the bundled testbed, on the same protocol. Wrong preprocessing, activation,
 class order or data then shows on the first run, not in a reviewer's reply.
 
@@ -51,6 +52,18 @@ def published_figure(name: str, row: Result) -> Result | None:
     return None
 
 
+def release_figure(release: Mapping[str, Any], row: Result) -> float | None:
+    """The top-1 a release publishes itself for ``row``'s setting (torchvision's weights meta),
+    on the setting's standard protocol only (a row scored otherwise, e.g. another split or
+    decoder, has nothing to compare with there)."""
+    from reports.vocabulary import protocol_key
+
+    value = (release.get("figures") or {}).get(row.setting)
+    if value is None or protocol_key(row.setting, row.protocol, row.shift_version) != protocol_key(row.setting, {}, row.shift_version):
+        return None
+    return float(value)
+
+
 def published_check(model: Mapping[str, Any], row: Result) -> dict[str, Any] | None:
     """``{expected, got, verdict, ...}`` for a row of a known release with a published figure
     for its setting; None when there is nothing to compare with."""
@@ -58,19 +71,23 @@ def published_check(model: Mapping[str, Any], row: Result) -> dict[str, Any] | N
     name = release.get("published")
     if not name or METRIC not in row.metrics:
         return None
-    figure = published_figure(name, row)
-    if figure is None:
-        return None
     from reports.rows import source_of
     from reports.vocabulary import DEFAULT_SIZES
 
     got, n = float(row.metrics[METRIC]), int(row.n)
-    expected = float(figure.metrics[METRIC])
-    n_expected = int(figure.n or DEFAULT_SIZES.get(figure.setting, n))
+    own = release_figure(release, row)
+    if own is not None:
+        expected, n_expected, source = own, DEFAULT_SIZES.get(row.setting, n), str(release.get("figures_source") or "release")
+    else:
+        figure = published_figure(name, row)
+        if figure is None:
+            return None
+        expected = float(figure.metrics[METRIC])
+        n_expected, source = int(figure.n or DEFAULT_SIZES.get(figure.setting, n)), source_of(figure)
     tol = tolerance(expected, n_expected, got, n)
     return {
         "model": name,
-        "source": source_of(figure),
+        "source": source,
         "metric": METRIC,
         "expected": expected,
         "expected_n": n_expected,

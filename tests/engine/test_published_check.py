@@ -155,3 +155,32 @@ def test_a_merge_of_a_release_is_not_checked_as_that_release(release, tmp_path, 
     (row,) = RunDir(tmp_path / "wiseft").read_results()
     assert status == 0 and "published_check" not in row.provenance
     assert row.provenance["model"]["release"] is None and row.provenance["model"]["activation"] == "quickgelu"
+
+
+@pytest.mark.slow
+def test_torchvision_weights_are_checked_against_torchvisions_own_figure(tmp_path, monkeypatch, capsys):
+    """A torchvision release run on ImageNet (the fixture's 1,000 images) is compared with the
+    top-1 torchvision publishes for it; random weights are far from it: loud, exit status 3."""
+    from torchvision.models import mobilenet_v3_small
+
+    import models.releases as releases
+    from models.releases import TorchvisionRelease
+    from shifts.fixtures import write_imagenet_val
+
+    data = tmp_path / "data"
+    write_imagenet_val(data, per_class=1)
+    torch.manual_seed(0)
+    weights = tmp_path / "mobilenet_v3_small-v1.pth"
+    torch.save(mobilenet_v3_small().state_dict(), weights)
+    table = (TorchvisionRelease("mobilenet_v3_small", "IMAGENET1K_V1", file_sha256(weights)[:8], 0.67668),)
+    monkeypatch.setattr(releases, "torchvision_releases", lambda arch: table if arch == "mobilenet_v3_small" else ())
+    capsys.readouterr()
+    status = main(["run", "--model", "torchvision:mobilenet_v3_small", "--model-arg", f"weights={weights}", "--shifts", "imagenet",
+                   "--data-root", str(data), "--run-dir", str(tmp_path / "run"), "--workers", "0", "--no-cache",
+                   "--no-progress", "--allow-incomplete", "--batch-size", "250"])  # fmt: skip
+    err = capsys.readouterr().err
+    (row,) = RunDir(tmp_path / "run").read_results()
+    check = row.provenance["published_check"]
+    assert status == 3 and check["verdict"] == "differs" and check["expected"] == pytest.approx(0.67668)
+    assert check["model"] == "torchvision:mobilenet_v3_small@IMAGENET1K_V1" and "torchvision" in check["source"]
+    assert "DOES NOT REPRODUCE" in err and row.provenance["model"]["preprocess_recipe"] == "IMAGENET1K_V1"
