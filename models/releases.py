@@ -6,9 +6,11 @@ in their download URLs, open_clip's own GitHub releases the first 8 hex digits o
 file names; both are read from open_clip's pretrained table (the same checks open_clip's
 downloader makes), so nothing here is typed in by hand. timm's weights published as files
 named ``NAME-<sha256 prefix>.pth`` (torch.hub's convention, checked by its downloader) are read
-from timm's pretrained configs the same way, and torchvision's from its weights enums (which
-also say the eval transform each was measured with and its published ImageNet top-1). Weights
-taken from the local Hugging Face cache with ``pretrained=TAG`` are the release of that tag.
+from timm's pretrained configs the same way; those timm publishes only on the Hugging Face Hub
+are known by their place in the local Hub cache, whose blobs are named by their sha256.
+torchvision's are read from its weights enums, which also say the eval transform each was
+measured with and its published ImageNet top-1. Weights taken from the local Hugging Face cache
+with ``pretrained=TAG`` are the release of that tag.
 """
 
 from __future__ import annotations
@@ -148,6 +150,41 @@ def torchvision_releases(arch: str) -> tuple[TorchvisionRelease, ...]:
 
 def find_torchvision_release(sha256: str, arch: str) -> TorchvisionRelease | None:
     return next((r for r in torchvision_releases(arch) if r.matches(sha256)), None)
+
+
+#: A file in the Hugging Face cache: ``.../models--ORG--NAME/blobs/<sha256>`` for a Git LFS file
+#: (what the snapshot's ``model.safetensors`` links to), named by the sha256 the Hub gave for it.
+_HF_BLOB = re.compile(r"/models--([^/]+?)--([^/]+)/blobs/([0-9a-f]{64})$")
+
+
+def hf_cache_origin(path: str | os.PathLike, sha256: str) -> str | None:
+    """The Hub repo (``timm/resnet50.a1_in1k``) a weights file in the Hugging Face cache came
+    from: its snapshot entry resolves to an LFS blob whose name, the Hub's sha256 of the file,
+    is the file's own ``sha256``. None for any other file (a copy out of the cache included)."""
+    match = _HF_BLOB.search(os.path.realpath(path))
+    if match is None or match.group(3) != sha256.lower():
+        return None
+    return f"{match.group(1)}/{match.group(2)}"
+
+
+def timm_release_of(sha256: str, arch: str, path: str | os.PathLike) -> tuple[str, str] | None:
+    """(timm's pretrained name ``ARCH.TAG``, how it was identified) of a weights file: by the
+    sha256 prefix in the file name timm publishes (torch.hub's rule), or, for weights timm
+    publishes only on the Hub, by the file's place in the Hugging Face cache under
+    ``timm/ARCH.TAG`` with the Hub's sha256. ``arch`` may carry a tag; the architecture must match."""
+    base = arch.partition(".")[0]
+    release = find_release(sha256, base, timm_arch=base)
+    if release is not None and release.head is None:
+        return release.published, f"sha256 {sha256[:12]}... (the prefix in timm's file name)"
+    origin = hf_cache_origin(path, sha256)
+    if origin is None or not origin.startswith("timm/"):
+        return None
+    import timm
+
+    name = origin.partition("/")[2]
+    if name.partition(".")[0] != base or name not in timm.list_pretrained(name):
+        return None
+    return name, f"the Hugging Face cache: {origin}, sha256 {sha256[:12]}... as the Hub gave it"
 
 
 def releases_for(sha256: str, timm_arch: str | None = None) -> list[Release]:

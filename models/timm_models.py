@@ -55,17 +55,27 @@ def _label_space(opts: Options, num_classes: int) -> str:
     return space
 
 
-def timm_release_info(sha256: str, arch: str, num_classes: int) -> dict | None:
-    """The timm release these weights are (by the sha256 prefix in its file name); its
-    published figures apply to its own 1000-class head only."""
-    from models.releases import find_release
+def timm_release(sha256: str, arch: str, weights: Any) -> tuple[str, str | None, str | None]:
+    """(the name to build, the release's timm name or None, how it was identified).
 
-    base = arch.partition(".")[0]
-    release = find_release(sha256, base, timm_arch=base)
-    if release is None or release.head is not None:
-        return None
-    return {"name": release.published, "identified_by": "sha256",
-            "published": release.published if num_classes == 1000 else None}
+    Preprocessing comes from the pretrained config of the tag the model is built with, and tags of
+    one architecture differ (resnet18's default ``a1_in1k`` crops 0.95 bicubic, its ``tv_in1k``
+    0.875 bilinear): weights that are a known release are built with the release's tag, and an
+    ``ARCH.TAG`` that names another tag is refused."""
+    from models.releases import timm_release_of
+
+    found = timm_release_of(sha256, arch, weights)
+    if found is None:
+        return arch, None, None
+    name, how = found
+    import timm as timm_lib
+
+    if name not in timm_lib.list_pretrained(name):  # a release registered at run time, not one of timm's tags
+        return arch, name, how
+    if "." in arch and arch != name:
+        raise ValueError(f"{weights}: these weights are timm's {name} (identified by {how}), but the model names "
+                         f"timm:{arch}, whose preprocessing differs; use --model timm:{name} or timm:{name.partition('.')[0]}")
+    return name, name, how
 
 
 def timm(arg: str, **options: str) -> ModuleClassifier:
@@ -76,6 +86,8 @@ def timm(arg: str, **options: str) -> ModuleClassifier:
     if not arg:
         raise ValueError("model timm: name the architecture, e.g. --model timm:resnet50 (optionally .TAG)")
     weights = opts.path("weights", "timm checkpoint")
+    sha = file_sha256(weights)
+    build, release, how = timm_release(sha, arg, weights)
     state = load_state_dict(weights, wrappers=CHECKPOINT_WRAPPERS)
     num_classes = opts.int("num_classes", _head_size(state, ("head.fc.bias", "fc.bias", "head.bias", "classifier.bias",
                                                              "head.l.bias")) or 1000)
@@ -83,16 +95,17 @@ def timm(arg: str, **options: str) -> ModuleClassifier:
     name = opts.get("name", f"timm:{arg}")
     opts.done()
     try:
-        module = timm_lib.create_model(arg, pretrained=False, num_classes=num_classes)
+        module = timm_lib.create_model(build, pretrained=False, num_classes=num_classes)
     except RuntimeError as exc:
         raise ValueError(f"model timm:{arg}: {exc}") from None
     load_into(module, state, weights, f"timm architecture {arg!r} with {num_classes} classes")
     spec = preprocess_from_timm(resolve_model_data_config(module))
-    sha = file_sha256(weights)
     info = {"arch": arg, "weights": str(weights), "weights_sha256": sha, "tags": ["standard"],
             "alpha": None, "ingredients": None, "head": None,
             "pretrained_cfg": getattr(module, "pretrained_cfg", {}).get("tag"),
-            "release": timm_release_info(sha, arg, num_classes)}
+            "release": None if release is None else {
+                "name": release, "identified_by": how,
+                "published": release if num_classes == 1000 else None}}  # its figures are for its own 1000-class head
     return ModuleClassifier(name, module, num_classes, spec, label_space, info)
 
 
