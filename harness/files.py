@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import threading
@@ -108,6 +109,27 @@ def replace_folder(new: Path, path: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_HASHED: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Content hash of a file: a model's weights (what ``describe()`` records, names and cell
+    identities derive from).
+
+    Remembered for the process by (path, inode, size, mtime, ctime): a run or sweep plans its
+    cells, builds its models and writes its records from one hash of each multi-GB file, and a
+    rewritten or replaced file is hashed again."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
 
 
 _locks: dict[str, tuple[threading.RLock, list[Any]]] = {}

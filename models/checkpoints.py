@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from harness.files import file_sha256  # noqa: F401 - re-exported: the models' weights hash
 from models.torchscript import is_torchscript_archive, read_torchscript_weights
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -38,27 +39,6 @@ CONVERT_TORCHSCRIPT = (
     "sd = {{k: v.float().contiguous() for k, v in m.state_dict().items() if k not in ('input_resolution', 'context_length', 'vocab_size')}}; "
     "st.save_file(sd, '{stem}.safetensors')\" and pass the .safetensors file (it loads into the open_clip architecture of the same name)"
 )
-
-
-_HASHED: dict[tuple[str, int, int, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Content hash of a weights file (what ``describe()`` records and names derive from).
-
-    Remembered for the process by (path, inode, size, mtime, ctime): a sweep names its cells,
-    builds its models and writes its records from one hash of each multi-GB file, and a
-    rewritten or replaced file is hashed again."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key in _HASHED:
-        return _HASHED[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    _HASHED[key] = h.hexdigest()
-    return _HASHED[key]
 
 
 def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:

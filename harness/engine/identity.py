@@ -15,28 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.files import file_sha256
+
 # Suffixes of weights files looked for inside a folder named by a model option.
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
-
-_sha_memo: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Content hash of one file, remembered per (path, size, mtime) within the process."""
-    st = os.stat(path)
-    memo_key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if memo_key not in _sha_memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-        _sha_memo[memo_key] = h.hexdigest()
-    return _sha_memo[memo_key]
 
 
 def _strings(value: Any) -> list[str]:

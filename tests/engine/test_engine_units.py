@@ -211,3 +211,22 @@ def test_out_of_range_command_line_values_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "must be an integer in" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_weights_file_is_hashed_once_for_the_cell_identity_and_the_model(tmp_path, monkeypatch):
+    """Planning a cell (its identity names the weights' sha256) and building the model (which
+    records it) read one hash of the file: a multi-GB checkpoint is not hashed twice per run."""
+    import hashlib
+
+    import harness.files
+    from harness.engine.identity import weights_digests
+    from models.checkpoints import file_sha256
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights" * 1000)
+    made = []
+    real = hashlib.sha256
+    monkeypatch.setattr(harness.files.hashlib, "sha256", lambda *a: made.append(1) or real(*a))
+    digests = weights_digests(json.dumps({"weights": str(weights)}))
+    assert digests == {str(weights.resolve()): file_sha256(weights)} and len(made) == 1
+    assert file_sha256(weights) == real(weights.read_bytes()).hexdigest()
