@@ -36,6 +36,7 @@ class Release:
     activation: str  # "quickgelu" or "gelu"; "" for models without the choice (timm)
     published: str  # the model's name in the bundled testbed (``clip:ARCH@TAG``, timm's ``ARCH.TAG``)
     head: tuple[str, str] | None = STANDARD_HEAD  # None: the checkpoint's own classifier head
+    top1: float | None = None  # ImageNet top-1 the release publishes itself (torchvision's meta), a fraction
 
     def matches(self, sha256: str) -> bool:
         return bool(self.sha256) and sha256.lower().startswith(self.sha256)
@@ -110,29 +111,11 @@ def timm_releases(arch: str) -> tuple[Release, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class TorchvisionRelease:
-    """One of torchvision's weights-enum entries: its file's sha256 prefix (in the URL, torch.hub's
-    rule), the recipe whose eval transform it was measured with, and the ImageNet top-1 torchvision
-    publishes for it (``meta["_metrics"]``)."""
-
-    arch: str
-    recipe: str  # the enum entry's name, e.g. IMAGENET1K_V1
-    sha256: str
-    top1: float | None  # fraction; None where torchvision publishes no ImageNet-1K figure
-
-    @property
-    def published(self) -> str:
-        return f"torchvision:{self.arch}@{self.recipe}"
-
-    def matches(self, sha256: str) -> bool:
-        return bool(self.sha256) and sha256.lower().startswith(self.sha256)
-
-
 @lru_cache(maxsize=64)
-def torchvision_releases(arch: str) -> tuple[TorchvisionRelease, ...]:
-    """torchvision's weights of ``arch`` whose file name carries a sha256 prefix, read from its
-    weights enum (nothing typed in by hand)."""
+def torchvision_releases(arch: str) -> tuple[Release, ...]:
+    """torchvision's weights of ``arch`` whose file name carries a sha256 prefix (torch.hub's rule),
+    read from its weights enum: the tag is the recipe whose eval transform each was measured with
+    (``IMAGENET1K_V1``), ``top1`` the ImageNet top-1 torchvision publishes (``meta["_metrics"]``)."""
     from torchvision.models import get_model_weights
 
     try:
@@ -144,11 +127,12 @@ def torchvision_releases(arch: str) -> tuple[TorchvisionRelease, ...]:
         match = _TORCH_HUB_HASH.search(entry.url or "")
         if match:
             acc = ((entry.meta.get("_metrics") or {}).get("ImageNet-1K") or {}).get("acc@1")
-            out.append(TorchvisionRelease(arch, entry.name, match.group(1), None if acc is None else float(acc) / 100))
+            out.append(Release(arch, entry.name, match.group(1), "", f"torchvision:{arch}@{entry.name}", None,
+                               None if acc is None else float(acc) / 100))
     return tuple(out)
 
 
-def find_torchvision_release(sha256: str, arch: str) -> TorchvisionRelease | None:
+def find_torchvision_release(sha256: str, arch: str) -> Release | None:
     return next((r for r in torchvision_releases(arch) if r.matches(sha256)), None)
 
 

@@ -174,11 +174,11 @@ def torchvision_recipe(arch: str, recipe: str | None, sha256: str, where: str) -
     if release is None:
         spec, name = preprocess_from_torchvision(arch, recipe)
         return spec, name, "recipe=" if recipe else "torchvision's DEFAULT weights (unknown weights file)", None
-    spec, name = preprocess_from_torchvision(arch, recipe or release.recipe)
-    if name != release.recipe:
-        raise ValueError(f"{where}: these are torchvision's {arch} {release.recipe} weights (sha256 {sha256[:12]}...), "
+    spec, name = preprocess_from_torchvision(arch, recipe or release.tag)
+    if name != release.tag:
+        raise ValueError(f"{where}: these are torchvision's {arch} {release.tag} weights (sha256 {sha256[:12]}...), "
                          f"published with that recipe's eval transform, but recipe={recipe} ({name}) was given; "
-                         f"drop recipe= or pass recipe={release.recipe}")
+                         f"drop recipe= or pass recipe={release.tag}")
     return spec, name, f"the known release {release.published} (sha256)", release
 
 

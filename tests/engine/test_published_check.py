@@ -164,7 +164,6 @@ def test_torchvision_weights_are_checked_against_torchvisions_own_figure(tmp_pat
     from torchvision.models import mobilenet_v3_small
 
     import models.releases as releases
-    from models.releases import TorchvisionRelease
     from shifts.fixtures import write_imagenet_val
 
     data = tmp_path / "data"
@@ -172,7 +171,8 @@ def test_torchvision_weights_are_checked_against_torchvisions_own_figure(tmp_pat
     torch.manual_seed(0)
     weights = tmp_path / "mobilenet_v3_small-v1.pth"
     torch.save(mobilenet_v3_small().state_dict(), weights)
-    table = (TorchvisionRelease("mobilenet_v3_small", "IMAGENET1K_V1", file_sha256(weights)[:8], 0.67668),)
+    table = (Release("mobilenet_v3_small", "IMAGENET1K_V1", file_sha256(weights)[:8], "",
+                     "torchvision:mobilenet_v3_small@IMAGENET1K_V1", None, 0.67668),)
     monkeypatch.setattr(releases, "torchvision_releases", lambda arch: table if arch == "mobilenet_v3_small" else ())
     capsys.readouterr()
     status = main(["run", "--model", "torchvision:mobilenet_v3_small", "--model-arg", f"weights={weights}", "--shifts", "imagenet",

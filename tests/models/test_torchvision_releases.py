@@ -12,13 +12,13 @@ import torch
 import models.releases as releases
 from harness.api import Result
 from models.checkpoints import file_sha256
-from models.releases import TorchvisionRelease, torchvision_releases
+from models.releases import Release, torchvision_releases
 from models.timm_models import torchvision
 from reports.published import published_check
 
 
 def test_torchvision_releases_are_read_from_its_weights_enums():
-    by_recipe = {r.recipe: r for r in torchvision_releases("resnet50")}
+    by_recipe = {r.tag: r for r in torchvision_releases("resnet50")}
     # https://download.pytorch.org/models/resnet50-0676ba61.pth and resnet50-11ad3fa6.pth
     assert by_recipe["IMAGENET1K_V1"].sha256 == "0676ba61" and by_recipe["IMAGENET1K_V1"].top1 == pytest.approx(0.7613)
     assert by_recipe["IMAGENET1K_V2"].sha256 == "11ad3fa6" and by_recipe["IMAGENET1K_V2"].top1 == pytest.approx(0.80858)
@@ -36,7 +36,7 @@ def v1_weights(tmp_path: Path, monkeypatch) -> Path:
     path = tmp_path / "resnet50-v1.pth"
     torch.save(resnet50().state_dict(), path)
     sha = file_sha256(path)
-    table = (TorchvisionRelease("resnet50", "IMAGENET1K_V1", sha[:8], 0.7613),)
+    table = (Release("resnet50", "IMAGENET1K_V1", sha[:8], "", "torchvision:resnet50@IMAGENET1K_V1", None, 0.7613),)
     monkeypatch.setattr(releases, "torchvision_releases", lambda arch: table if arch == "resnet50" else ())
     return path
 
