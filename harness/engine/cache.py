@@ -4,7 +4,8 @@ An entry holds every image of one shift split after ``harness.transforms.geometr
 (resize + crop, before normalisation) as one ``[N, 3, S, S]`` uint8 array, so the second
 model with the same geometry, every WiSE-FT alpha and every soup candidate skip JPEG
 decoding. The key is the dataset manifest (shift, version, split, data root, every key and
-label in order), the geometry fields of the ``PreprocessSpec`` and the JPEG decoder —
+label in order, the stat signature of every image file or shard read), the geometry fields of
+the ``PreprocessSpec`` and the JPEG decoder —
 normalisation is not part of it, so models differing only in mean/std share an entry.
 
 Layout: ``<cache_dir>/<key>.u8`` (raw array) and ``<key>.json`` (shape, row count, sha256 of
@@ -37,12 +38,16 @@ def geometry_key(spec: PreprocessSpec) -> dict[str, object]:
     return {k: d[k] for k in GEOMETRY_FIELDS}
 
 
-def cache_key(manifest_digest: str, spec: PreprocessSpec, decoder: str = "pil") -> str:
+def cache_key(manifest_digest: str, spec: PreprocessSpec, decoder: str = "pil", files: str = "") -> str:
     """``decoder`` (``harness.engine.gpu_decode.decoder_label``) is part of the key: another JPEG
-    decoder gives slightly different pixels, so entries never mix decoders."""
+    decoder gives slightly different pixels, so entries never mix decoders. ``files``
+    (``Manifest.files``, the stat signatures of the image files) is too: an image rewritten in
+    place under its old name is decoded again, never served from the entry of the old one."""
     entry: dict[str, object] = {"manifest": manifest_digest, "geometry": geometry_key(spec)}
     if decoder != "pil":  # PIL entries keep the key they had before decoders were chosen
         entry["decoder"] = decoder
+    if files:
+        entry["files"] = files
     payload = json.dumps(entry, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 

@@ -54,6 +54,10 @@ class Manifest:
     keys: list[str]
     labels: np.ndarray
     meta: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Digest of every example's file stamp (``LazyExample.stamp``), in order; "" where the
+    #: reader offers none. Part of cache keys and cell identities: files rewritten in place
+    #: under the same names are other data.
+    files: str = ""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -83,7 +87,12 @@ def read_manifest(shift: Shift, root: Path, split: str, name: str | None = None)
     keys: list[str] = []
     labels: list[int] = []
     columns: dict[str, list[Any]] = {}
+    stamps = hashlib.sha256()
+    stamped = False
     for ex in shift.lazy_examples(root, split):
+        stamp = getattr(ex, "stamp", None)  # readers built on an older LazyExample have none
+        stamped = stamped or stamp is not None
+        stamps.update(((stamp() if stamp is not None else "-") + "\n").encode())
         if not columns and not keys:
             columns = {field_name: [] for field_name in ex.meta}
         if set(ex.meta) != set(columns):
@@ -107,6 +116,7 @@ def read_manifest(shift: Shift, root: Path, split: str, name: str | None = None)
         keys=keys,
         labels=np.asarray(labels, dtype=np.int64),
         meta=meta,
+        files=stamps.hexdigest() if stamped else "",
     )
 
 
@@ -558,7 +568,7 @@ def predict(
         decoder = choose_decoder(options.decoder, device, spec, model_name)
         label = decoder_label(decoder, device)
         cache = ImageCache(options.cache_dir) if options.cache_dir else None
-        key = cache_key(manifest.digest(), spec, label) if cache else ""
+        key = cache_key(manifest.digest(), spec, label, manifest.files) if cache else ""
         cached = cache.open(key, n, size) if cache else None
     # Ranks shard cached rows and decoded images differently: all read the cache, or none does.
     if not world.all_ok(cached is not None):

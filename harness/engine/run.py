@@ -296,7 +296,8 @@ class Engine:
         key = (model.identity, shift)
         if key not in self._identities:
             identity = cell_identity(
-                self.config, model.identity, shift, self.manifest(shift).digest(), self.config.data_root, self.decoder()
+                self.config, model.identity, shift, self.manifest(shift).digest(), self.config.data_root, self.decoder(),
+                self.manifest(shift).files,
             )
             self._identities[key] = (identity, cell_hash(identity))
         return self._identities[key]

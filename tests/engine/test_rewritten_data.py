@@ -1,0 +1,128 @@
+"""Images rewritten in place under their old names are other data: the decoded-image cache and
+a done cell must not hand back the old images' numbers (a real timm ResNet on a user folder,
+through the command line)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.api import Predictions
+from harness.cli import main
+from harness.engine.cache import cache_key
+from harness.engine.predict import read_manifest
+from harness.engine.store import RunDir
+from harness.files import file_stamp
+from shifts import wds
+from shifts.generic import ImageFolderShift, WebDatasetShift
+
+CLASSES = ("cat", "dog", "eel")
+MODEL = "timm:resnet18"
+
+
+def random_bmp(path: Path, seed: int) -> None:
+    """A 40x48 BMP of random pixels: every such file has the same size, whatever its pixels."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path, format="BMP")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", num_classes=len(CLASSES), pretrained=False)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "r18.safetensors"))
+    images = tmp_path / "images"
+    for c, name in enumerate(CLASSES):
+        (images / name).mkdir(parents=True)
+        for i in range(2):
+            random_bmp(images / name / f"{i}.bmp", 10 * c + i)
+    return images
+
+
+def run(folder: Path, run_dir: Path, *extra: str) -> int:
+    args = ["run", "--model", MODEL, "--model-arg", f"weights={folder.parent / 'r18.safetensors'}",
+            "--model-arg", f"num_classes={len(CLASSES)}", "--model-arg", "label_space=folder:images",
+            "--shifts", "folder", "--data-root", str(folder), "--run-dir", str(run_dir),
+            "--workers", "0", "--no-progress", *extra]  # fmt: skip
+    return main(args)
+
+
+def logits(run_dir: Path) -> np.ndarray:
+    return Predictions.load(RunDir(run_dir).predictions_path(MODEL, "folder")).logits
+
+
+def rewrite_keeping_size_and_mtime(path: Path, seed: int) -> None:
+    before = os.stat(path)
+    random_bmp(path, seed)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_the_image_cache_never_serves_an_image_rewritten_in_place(folder, tmp_path):
+    cache = str(tmp_path / "cache")
+    assert run(folder, tmp_path / "first", "--cache-dir", cache) == 0
+    for c, name in enumerate(CLASSES):
+        for i in range(2):
+            rewrite_keeping_size_and_mtime(folder / name / f"{i}.bmp", 100 + 10 * c + i)
+    assert run(folder, tmp_path / "cached", "--cache-dir", cache) == 0
+    assert run(folder, tmp_path / "uncached", "--no-cache") == 0
+    assert not np.array_equal(logits(tmp_path / "first"), logits(tmp_path / "uncached"))  # the data did change
+    np.testing.assert_array_equal(logits(tmp_path / "cached"), logits(tmp_path / "uncached"))  # was: the old images'
+
+
+def test_a_done_cell_runs_again_when_an_image_is_rewritten_in_place(folder, tmp_path, capsys):
+    assert run(folder, tmp_path / "run", "--no-cache") == 0
+    assert run(folder, tmp_path / "run", "--no-cache") == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[-1] == "skipped"
+    rewrite_keeping_size_and_mtime(folder / "dog" / "1.bmp", 999)
+    assert run(folder, tmp_path / "run", "--no-cache") == 0
+    assert "changed: the image files (rewritten, replaced or touched since)" in capsys.readouterr().err
+    assert run(folder, tmp_path / "fresh", "--no-cache") == 0
+    np.testing.assert_array_equal(logits(tmp_path / "run"), logits(tmp_path / "fresh"))
+
+
+def test_a_rewritten_shard_changes_the_manifest_files_and_the_cache_key(tmp_path):
+    from harness.api import PreprocessSpec
+
+    root = tmp_path / "shards"
+    png = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(png)
+    sample = wds.ShardSample("s0", 0, png.read_bytes(), "png")
+    wds.write_split(root, "test", [sample], ["a", "b"], ["a photo of a {c}."])
+    shift = WebDatasetShift()
+    before = read_manifest(shift, root, "test")
+    assert before.files
+    shard = root / "test" / "0.tar"
+    stamp = file_stamp(shard)
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(png)
+    wds.write_split(root / "again", "test", [wds.ShardSample("s0", 0, png.read_bytes(), "png")], ["a", "b"], [])
+    st = os.stat(shard)
+    (root / "again" / "test" / "0.tar").replace(shard)
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = read_manifest(shift, root, "test")
+    assert file_stamp(shard) != stamp
+    assert after.digest() == before.digest()  # same keys and labels...
+    assert after.files != before.files  # ...but not the same files
+    spec = PreprocessSpec(image_size=8, resize_size=8)
+    assert cache_key(after.digest(), spec, "pil", after.files) != cache_key(before.digest(), spec, "pil", before.files)
+
+
+def test_folder_manifest_files_follow_each_image_file(tmp_path):
+    images = tmp_path / "images"
+    for name in CLASSES:
+        (images / name).mkdir(parents=True)
+        random_bmp(images / name / "0.bmp", 1)
+    shift = ImageFolderShift()
+    first = read_manifest(shift, images, "test")
+    assert read_manifest(shift, images, "test").files == first.files  # reading changes nothing
+    rewrite_keeping_size_and_mtime(images / "eel" / "0.bmp", 2)
+    assert read_manifest(shift, images, "test").files != first.files
