@@ -37,16 +37,31 @@ def test_clip_benchmark_style_shards_with_plain_keys(tmp_path):
 
 
 def test_shard_without_label_is_named(tmp_path):
+    _shard(tmp_path / "test", [("s0000000.jpg", fixtures.image_bytes((1, 1, 1)))])
+    with pytest.raises(ValueError, match="0.tar sample 's0000000': no 'cls' label"):
+        list(get_shift("wds").examples(tmp_path))
+
+
+def _shard(split, members):
     import io
     import tarfile
 
-    split = tmp_path / "test"
-    split.mkdir()
+    split.mkdir(parents=True)
     (split / "nshards.txt").write_text("1\n")
     with tarfile.open(split / "0.tar", "w") as tf:
-        data = fixtures.image_bytes((1, 1, 1))
-        info = tarfile.TarInfo("s0000000.jpg")
-        info.size = len(data)
-        tf.addfile(info, io.BytesIO(data))
-    with pytest.raises(ValueError, match="0.tar sample 's0000000': no 'cls' label"):
-        list(get_shift("wds").examples(tmp_path))
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def test_two_samples_under_one_key_are_refused_not_merged(tmp_path):
+    """Consecutive samples sharing a key were merged into one: a sample lost, a label taken from
+    the other, and the count one short with nothing said (a user shard has no published size)."""
+    members = []
+    for key, label in [("s0", 0), ("s1", 1), ("s1", 0), ("s2", 1)]:
+        members += [(f"{key}.jpg", fixtures.image_bytes((100 * label, 0, 0))), (f"{key}.cls", str(label).encode())]
+    _shard(tmp_path / "test", members)
+    (tmp_path / "classnames.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match=r"0.tar: member 's1.jpg' repeats key 's1' with .jpg already read"):
+        get_shift("wds").keys_and_labels(tmp_path)
