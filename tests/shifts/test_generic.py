@@ -67,19 +67,17 @@ def test_two_samples_under_one_key_are_refused_not_merged(tmp_path):
         get_shift("wds").keys_and_labels(tmp_path)
 
 
-def test_a_hidden_folder_is_not_read_as_the_first_class(tmp_path):
-    """``.ipynb_checkpoints`` sorts before every class: read as class 0, it moved every label by one."""
+@pytest.mark.parametrize(
+    "folder, error",
+    [
+        # sorted before every class: read as class 0, it moved every label by one
+        (".ipynb_checkpoints", r"\.ipynb_checkpoints: a hidden folder next to the class folders"),
+        # took a label and a class name in the zero-shot head, with no image (ImageFolder refuses it)
+        ("zebra", r"zebra: class folder with no images \(1 such\)"),
+    ],
+)
+def test_a_hidden_or_empty_folder_is_not_read_as_a_class(tmp_path, folder, error):
     fixtures.write_folder(tmp_path, per_class=1)
-    (tmp_path / ".ipynb_checkpoints").mkdir()
-    with pytest.raises(ValueError, match=r"\.ipynb_checkpoints: a hidden folder next to the class folders"):
+    (tmp_path / folder).mkdir()
+    with pytest.raises(ValueError, match=error):
         get_shift("folder").spec_for(tmp_path)
-    with pytest.raises(ValueError, match="hidden folder"):
-        get_shift("folder").classnames(tmp_path)
-
-
-def test_an_empty_class_folder_is_refused_as_imagefolder_does(tmp_path):
-    """An empty class folder took a label and a class name in the zero-shot head, with no image."""
-    fixtures.write_folder(tmp_path, per_class=1)
-    (tmp_path / "zebra").mkdir()
-    with pytest.raises(ValueError, match=r"zebra: class folder with no images \(1 such\)"):
-        get_shift("folder").keys_and_labels(tmp_path)
