@@ -154,16 +154,25 @@ class DecodeFailure:
     message: str
     index: int = -1
     key: str = ""
+    fatal: bool = False  # not an undecodable image but a broken cell: raised even with --skip-bad-images
 
 
 class DecodeStream(torch.utils.data.IterableDataset):
     """(index, uint8 image) for this rank's share of a shift, split again across workers.
 
     Example ``i`` belongs to shard ``i % (ranks * workers)``; a shard decodes only its own
-    images (``LazyExample.load``), so each image is decoded exactly once overall."""
+    images (``LazyExample.load``), so each image is decoded exactly once overall.
 
-    def __init__(self, shift: Shift, root: Path, split: str, spec: PreprocessSpec, world: World) -> None:
+    ``keys``: the manifest's keys. Every pass lists the data again, so files added, removed or
+    renamed since the manifest pass would move examples to other indices, and their logits
+    onto other keys' labels; an example whose key is not the manifest's at its index stops
+    the cell instead."""
+
+    def __init__(
+        self, shift: Shift, root: Path, split: str, spec: PreprocessSpec, world: World, keys: list[str] | None = None
+    ) -> None:
         self.shift, self.root, self.split, self.spec, self.world = shift, root, split, spec, world
+        self.keys = keys
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
@@ -172,12 +181,25 @@ class DecodeStream(torch.utils.data.IterableDataset):
         geo = geometry(self.spec)
         for index, ex in enumerate(self.shift.lazy_examples(self.root, self.split)):
             if index % nshards == shard:
+                moved = self._moved(index, str(ex.key))
+                if moved is not None:
+                    yield index, DecodeFailure(moved, index, str(ex.key), fatal=True)
+                    return
                 try:
                     item = self.payload(ex, geo)
                 except (ValueError, OSError) as exc:
                     message = str(exc) if ex.key in str(exc) else f"image {ex.key!r}: {type(exc).__name__}: {exc}"
                     item = DecodeFailure(message, index, str(ex.key))
                 yield index, item
+
+    def _moved(self, index: int, key: str) -> str | None:
+        if self.keys is None or (index < len(self.keys) and self.keys[index] == key):
+            return None
+        held = f"holds {self.keys[index]!r} there" if index < len(self.keys) else f"ends at {len(self.keys)} examples"
+        return (
+            f"{self.root}: the data changed while this cell ran: example {index} is now {key!r}, but the manifest "
+            f"read before it {held}; let the copy or download finish, then run again (nothing of this cell is kept)"
+        )
 
     def payload(self, ex: LazyExample, geo: Callable[[Any], torch.Tensor]) -> torch.Tensor:
         return geo(ex.load())
@@ -227,6 +249,9 @@ def decoded_batches(
 
 def _left_out(failures: list[DecodeFailure], skipped: list[DecodeFailure] | None) -> None:
     """Undecodable images: an error naming the first, or recorded in ``skipped``."""
+    fatal = [f for f in failures if f.fatal]
+    if fatal:
+        raise ValueError(fatal[0].message)
     if failures and skipped is None:
         message = failures[0].message
         if "--skip-bad-images" not in message:  # the built-in readers already say so
@@ -463,11 +488,11 @@ def _predict_here(
         source = "cache"
     elif decoder == "torchvision":
         batch_decoder = BatchDecoder(spec, device, manifest.keys)
-        stream = EncodedStream(shift, root, manifest.split, spec, world)
+        stream = EncodedStream(shift, root, manifest.split, spec, world, manifest.keys)
         batches = device_decoded_batches(stream, batch_decoder, options.batch_size, options.workers, skipped)
         source = "decode"
     else:
-        stream = DecodeStream(shift, root, manifest.split, spec, world)
+        stream = DecodeStream(shift, root, manifest.split, spec, world, manifest.keys)
         batches = decoded_batches(stream, options.batch_size, options.workers, device.type == "cuda", skipped=skipped)
         source = "decode"
     keep = None if writer is None else (lambda idx, images: writer.put(idx, images.cpu().numpy()))

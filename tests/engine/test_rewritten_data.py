@@ -4,6 +4,7 @@ through the command line)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -126,3 +127,26 @@ def test_folder_manifest_files_follow_each_image_file(tmp_path):
     assert read_manifest(shift, images, "test").files == first.files  # reading changes nothing
     rewrite_keeping_size_and_mtime(images / "eel" / "0.bmp", 2)
     assert read_manifest(shift, images, "test").files != first.files
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_data_that_changes_between_the_manifest_and_the_images_stops_the_cell(folder, workers):
+    """The image pass lists the data again: one image gone from ``cat`` and one come to ``dog``
+    (a sync still running) keeps the count, and moved ``dog/0.bmp``'s logits onto
+    ``cat/1.bmp``'s key and label, with nothing said."""
+    from harness.engine.predict import PredictOptions, predict
+    from models.timm_models import timm
+
+    classifier = timm("resnet18", weights=str(folder.parent / "r18.safetensors"), num_classes=str(len(CLASSES)),
+                      label_space="folder:images")
+    shift = ImageFolderShift()
+    manifest = read_manifest(shift, folder, "test")
+    (folder / "cat" / "1.bmp").unlink()
+    random_bmp(folder / "dog" / "00.bmp", 5)
+    options = PredictOptions(batch_size=2, workers=workers, device="cpu", progress=False)
+    # the first worker to reach a moved example names it: with one process, example 1
+    first = r"example 1 is now 'dog/0.bmp', but the manifest read before it holds 'cat/1.bmp' there"
+    with pytest.raises(ValueError, match="the data changed while this cell ran: " + (first if workers == 0 else "")):
+        predict(classifier, "r18", shift, manifest, folder, options)
+    with pytest.raises(ValueError, match="the data changed while this cell ran"):  # --skip-bad-images does not hide it
+        predict(classifier, "r18", shift, manifest, folder, dataclasses.replace(options, skip_bad_images=True))
