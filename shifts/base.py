@@ -262,6 +262,12 @@ def list_dir(path: Path) -> tuple[list[str], list[str]]:
 def image_files(folder: Path, dataset: str) -> list[str]:
     """Sorted image file names in ``folder``; anything else there is an error naming it."""
     dirs, files = list_dir(folder)
+    hidden = [f for f in files if f.startswith(".")]
+    if hidden:  # macOS tarballs carry a "._name.jpg" resource fork next to every image
+        raise ValueError(
+            f"{folder / hidden[0]}: hidden file in a {dataset} class folder ({len(hidden)} here; '._' files are "
+            "macOS resource forks, not images); delete them, e.g. find DATA_ROOT -name '._*' -delete"
+        )
     stray = dirs + [f for f in files if not is_image_file(f)]
     if stray:
         raise ValueError(

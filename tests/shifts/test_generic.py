@@ -81,3 +81,12 @@ def test_a_hidden_or_empty_folder_is_not_read_as_a_class(tmp_path, folder, error
     (tmp_path / folder).mkdir()
     with pytest.raises(ValueError, match=error):
         get_shift("folder").spec_for(tmp_path)
+
+
+def test_macos_resource_forks_in_a_class_folder_are_named_with_the_fix(tmp_path):
+    """``._img_0.png`` has an image suffix: it was counted as an image and failed to decode."""
+    fixtures.write_folder(tmp_path, per_class=1)
+    (tmp_path / "Cat" / "._img_0.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # AppleDouble header
+    with pytest.raises(ValueError, match=r"Cat/\._img_0\.png: hidden file in a folder dataset .* class folder "
+                                         r"\(1 here; '\._' files are macOS resource forks"):
+        get_shift("folder").keys_and_labels(tmp_path)
