@@ -126,8 +126,9 @@ class CacheWriter:
         # Reserve the whole entry now: a full disk is an OSError here, not a SIGBUS when a
         # page of a sparse memory map is first written.
         self._held = open(self.tmp_path, "xb")  # noqa: SIM115 - held, locked, for the writer's life
-        try:
+        with contextlib.suppress(OSError):  # a file system without flock: no orphan is ever removed
             fcntl.flock(self._held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
             os.posix_fallocate(self._held.fileno(), 0, int(np.prod(shape)))
         except OSError:
             self._release()
