@@ -339,10 +339,17 @@ class Engine:
             # the ID setting is the rows' metadata, not the predictions': a new one rescores them
             moved = [] if unlabeled else [(r.id_setting, self.id_setting(t)) for t, r in zip(tasks, current, strict=True)
                                           if r is not None and r.id_setting != self.id_setting(t)]
-            if not moved:
+            # a class map read from the data's own files (ObjectNet's mappings/) scores, never predicts
+            remapped = [] if unlabeled else [t.setting for t, r in zip(tasks, current, strict=True)
+                                             if r is not None and r.class_map != self.class_map_digest(t)]
+            if not moved and not remapped:
                 return "done", None, ""
-            (was, now), *_ = moved
-            reason = f"its ID setting changes ({was or 'none'} -> {now or 'none'}), scored again from its stored predictions"
+            if remapped:
+                reason = (f"the class map of {', '.join(remapped)} changes (the data's mapping files), "
+                          "scored again from its stored predictions")
+            else:
+                (was, now), *_ = moved
+                reason = f"its ID setting changes ({was or 'none'} -> {now or 'none'}), scored again from its stored predictions"
         else:
             reason = ""
             old = next((r for r in current if r is not None and r.provenance.get("config_hash") != digest), None)
@@ -356,6 +363,11 @@ class Engine:
         if preds is not None:
             return "score", preds, reason
         return "predict", None, reason
+
+    def class_map_digest(self, task: ScoreTask) -> str | None:
+        """The digest of the class map ``task`` is scored through now (its row's ``class_map``)."""
+        cm = self.spec(task.view_of or task.shift).class_map
+        return cm.digest() if cm is not None else None
 
     def id_setting(self, task: ScoreTask) -> str | None:
         """The ID setting ``task``'s row pairs with in this run (``--id-shift`` for a user shift)."""

@@ -150,3 +150,57 @@ def test_data_that_changes_between_the_manifest_and_the_images_stops_the_cell(fo
         predict(classifier, "r18", shift, manifest, folder, options)
     with pytest.raises(ValueError, match="the data changed while this cell ran"):  # --skip-bad-images does not hide it
         predict(classifier, "r18", shift, manifest, folder, dataclasses.replace(options, skip_bad_images=True))
+
+
+TINY_CLIP = {
+    "quick_gelu": False,
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def test_objectnet_rows_follow_the_mapping_files_the_data_has_now(tmp_path, capsys):
+    """ObjectNet's class map is read from the dataset's own mappings/: after they changed, a rerun
+    said "skipped" and kept the rows scored through the old map, while a fresh run directory
+    scored the new one."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from models.clip import create_open_clip, register_config
+    from shifts import fixtures
+
+    data = tmp_path / "data"
+    fixtures.write_imagenet_val(data)
+    fixtures.write_objectnet(data)
+    config = tmp_path / "tiny-on-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    torch.manual_seed(0)
+    visual = {k: v.contiguous() for k, v in create_open_clip(register_config(config)).state_dict().items() if k.startswith("visual.")}
+    head = {"classification_head.weight": torch.randn(1000, 16, generator=torch.Generator().manual_seed(1)),
+            "classification_head.bias": torch.zeros(1000)}  # fmt: skip
+    save_file(visual | head, str(tmp_path / "ft.safetensors"))
+
+    def run_on(run_dir: Path) -> dict[str, object]:
+        args = ["run", "--model", "finetuned:tiny-on-clip", "--model-arg", f"config={config}",
+                "--model-arg", f"weights={tmp_path / 'ft.safetensors'}", "--shifts", "objectnet",
+                "--data-root", str(data), "--run-dir", str(run_dir), "--allow-incomplete",
+                "--workers", "0", "--no-cache", "--no-progress"]  # fmt: skip
+        assert main(args) == 0
+        return {r.setting: (r.n, r.metrics, r.class_map) for r in RunDir(run_dir).read_results()}
+
+    before = run_on(tmp_path / "run")
+    mappings = data / "objectnet-1.0" / "mappings"
+    on_to_in = json.loads((mappings / "objectnet_to_imagenet_1k.json").read_text())
+    names = [line.strip() for line in (mappings / "imagenet_to_label_2012_v2").read_text().splitlines()]
+    used = {n for joined in on_to_in.values() for n in joined.split("; ")}
+    free = [n for n in names if n not in used and names.count(n) == 1]
+    (mappings / "objectnet_to_imagenet_1k.json").write_text(json.dumps(dict(zip(sorted(on_to_in), free, strict=False))))
+    capsys.readouterr()
+    after = run_on(tmp_path / "run")
+    assert "the class map of objectnet changes (the data's mapping files), scored again" in capsys.readouterr().err
+    fresh = run_on(tmp_path / "fresh")
+    assert after == fresh  # was: the rows of the old map
+    assert after["objectnet"][2] != before["objectnet"][2]
+    assert after["imagenet@objectnet"][0] == 113  # the view now has one ImageNet class per ObjectNet class
