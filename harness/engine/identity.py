@@ -3,7 +3,7 @@
 A cell (one model on one shift) is done only while its identity is unchanged. The identity
 holds the run settings that change predictions, the model's spec and options, the sha256 of
 every weights file those name, the data root and the digest of the manifest actually read
-(every key and label in order), the stat signature of every image file or shard read,
+(every key, label and metadata value in order), the stat signature of every image file or shard read,
 ``--allow-incomplete`` and the JPEG decoder. Point a run directory at other data, rewrite an
 image or a checkpoint in place, or complete a dataset scored with ``--allow-incomplete``, and
 the cell is predicted again, with a line saying which of these changed.
@@ -92,7 +92,7 @@ _WHAT = {
     "skip_bad_images": "--skip-bad-images",
     "allow_incomplete": "--allow-incomplete",
     "data_root": "the data root",
-    "manifest": "the data (keys or labels read)",
+    "manifest": "the data (keys, labels or metadata read)",
     "data_files": "the image files (rewritten, replaced or touched since)",
     "decoder": "the JPEG decoder",
 }

@@ -76,9 +76,14 @@ class Manifest:
         )
 
     def digest(self) -> str:
+        """Shift, version, split, root, every key and label in order, and the metadata columns
+        (WILDS groups: FMoW's regions from its country table, iWildCam's locations), which the
+        grouped metrics read: a metadata table changed under the same images is other data."""
         h = hashlib.sha256(json.dumps([self.shift, self.version, self.split, self.root]).encode())
         h.update("\n".join(self.keys).encode())
         h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        for name in sorted(self.meta):  # none for most shifts: their digests are as before
+            h.update(json.dumps([name, np.asarray(self.meta[name]).tolist()]).encode())
         return h.hexdigest()
 
 

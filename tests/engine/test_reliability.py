@@ -177,7 +177,7 @@ def test_changed_labels_under_the_same_root_rerun_the_cell(tmp_path):
     shutil.move(moved, data / "toy" / "1" / moved.name)  # relabelled: same count, same root
     events = run(config, colour())
     (why,) = [m for m in events.messages("cell_rerun") if "| toy:" in m]
-    assert "the data (keys or labels read)" in why
+    assert "the data (keys, labels or metadata read)" in why
     preds = Predictions.load(RunDir(tmp_path / "run").predictions_path("colour-net", "toy"))
     assert f"1/{moved.name}" in set(map(str, preds.keys))
 
@@ -189,7 +189,7 @@ def test_data_completed_after_an_allow_incomplete_run_is_scored_again(tmp_path):
     write_toy_data(data)  # the rest arrives
     events = run(toy_config(data, run_dir=str(tmp_path / "run")), colour())
     (why,) = [m for m in events.messages("cell_rerun") if "| toy:" in m]
-    assert "--allow-incomplete" in why and "the data (keys or labels read)" in why
+    assert "--allow-incomplete" in why and "the data (keys, labels or metadata read)" in why
     rows = {r.setting: r for r in RunDir(tmp_path / "run").read_results()}
     assert (rows["toy"].n, rows["toy"].n_expected, len(rows)) == (8, 8, 3)
 

@@ -202,3 +202,37 @@ def test_objectnet_rows_follow_the_mapping_files_the_data_has_now(tmp_path, caps
     assert after == fresh  # was: the rows of the old map
     assert after["objectnet"][2] != before["objectnet"][2]
     assert after["imagenet@objectnet"][0] == 113  # the view now has one ImageNet class per ObjectNet class
+
+
+def test_wilds_rows_follow_the_metadata_the_data_has_now(tmp_path, capsys):
+    """FMoW's regions come from its country table: after France moved from Europe to Asia there,
+    a rerun said "skipped" and kept the rows grouped by the old regions (the official metric is
+    the worst region's accuracy), while a fresh run directory grouped by the new ones."""
+    import timm as timm_lib
+    from safetensors.torch import save_file
+
+    from shifts import fixtures
+
+    data = tmp_path / "data"
+    fixtures.write_fmow(data)
+    torch.manual_seed(0)
+    net = timm_lib.create_model("resnet18", num_classes=62, pretrained=False)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "r18.safetensors"))
+
+    def run_on(run_dir: Path) -> dict[str, object]:
+        args = ["run", "--model", MODEL, "--model-arg", f"weights={tmp_path / 'r18.safetensors'}",
+                "--model-arg", "num_classes=62", "--model-arg", "label_space=fmow-62", "--shifts", "fmow",
+                "--data-root", str(data), "--run-dir", str(run_dir), "--allow-incomplete",
+                "--workers", "0", "--no-cache", "--no-progress"]  # fmt: skip
+        assert main(args) == 0
+        return {r.setting: (r.n, r.metrics, r.group_counts) for r in RunDir(run_dir).read_results()}
+
+    before = run_on(tmp_path / "run")
+    table = data / "fmow_v1.1" / "country_code_mapping.csv"
+    assert "France,FR,FRA,Europe" in table.read_text()
+    table.write_text(table.read_text().replace("France,FR,FRA,Europe", "France,FR,FRA,Asia"))
+    capsys.readouterr()
+    after = run_on(tmp_path / "run")
+    assert "changed: the data (keys, labels or metadata read)" in capsys.readouterr().err
+    assert after == run_on(tmp_path / "fresh")  # was: the rows of the old regions
+    assert "region=Europe" in before["fmow"][2] and "region=Europe" not in after["fmow"][2]
