@@ -152,6 +152,16 @@ def test_data_that_changes_between_the_manifest_and_the_images_stops_the_cell(fo
         predict(classifier, "r18", shift, manifest, folder, dataclasses.replace(options, skip_bad_images=True))
 
 
+def scored_rows(data: Path, run_dir: Path, shift: str, model: str, *model_args: str) -> dict[str, tuple]:
+    """``shiftbench run`` of one model on ``shift`` (fixture-sized: --allow-incomplete); its rows
+    as setting -> (n, metrics, class map, group counts)."""
+    args = ["run", "--model", model, *(a for arg in model_args for a in ("--model-arg", arg)), "--shifts", shift,
+            "--data-root", str(data), "--run-dir", str(run_dir), "--allow-incomplete", "--workers", "0",
+            "--no-cache", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    return {r.setting: (r.n, r.metrics, r.class_map, r.group_counts) for r in RunDir(run_dir).read_results()}
+
+
 # a one-layer open_clip ViT on 32 px images: the real architecture, fast on a CPU
 TINY_CLIP = {"quick_gelu": False, "embed_dim": 16,
              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
@@ -180,13 +190,9 @@ def test_objectnet_rows_follow_the_mapping_files_the_data_has_now(tmp_path, caps
             "classification_head.bias": torch.zeros(1000)}  # fmt: skip
     save_file(visual | head, str(tmp_path / "ft.safetensors"))
 
-    def run_on(run_dir: Path) -> dict[str, object]:
-        args = ["run", "--model", "finetuned:tiny-on-clip", "--model-arg", f"config={config}",
-                "--model-arg", f"weights={tmp_path / 'ft.safetensors'}", "--shifts", "objectnet",
-                "--data-root", str(data), "--run-dir", str(run_dir), "--allow-incomplete",
-                "--workers", "0", "--no-cache", "--no-progress"]  # fmt: skip
-        assert main(args) == 0
-        return {r.setting: (r.n, r.metrics, r.class_map) for r in RunDir(run_dir).read_results()}
+    def run_on(run_dir: Path) -> dict[str, tuple]:
+        return scored_rows(data, run_dir, "objectnet", "finetuned:tiny-on-clip", f"config={config}",
+                           f"weights={tmp_path / 'ft.safetensors'}")
 
     before = run_on(tmp_path / "run")
     mappings = data / "objectnet-1.0" / "mappings"
@@ -219,13 +225,9 @@ def test_wilds_rows_follow_the_metadata_the_data_has_now(tmp_path, capsys):
     net = timm_lib.create_model("resnet18", num_classes=62, pretrained=False)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "r18.safetensors"))
 
-    def run_on(run_dir: Path) -> dict[str, object]:
-        args = ["run", "--model", MODEL, "--model-arg", f"weights={tmp_path / 'r18.safetensors'}",
-                "--model-arg", "num_classes=62", "--model-arg", "label_space=fmow-62", "--shifts", "fmow",
-                "--data-root", str(data), "--run-dir", str(run_dir), "--allow-incomplete",
-                "--workers", "0", "--no-cache", "--no-progress"]  # fmt: skip
-        assert main(args) == 0
-        return {r.setting: (r.n, r.metrics, r.group_counts) for r in RunDir(run_dir).read_results()}
+    def run_on(run_dir: Path) -> dict[str, tuple]:
+        return scored_rows(data, run_dir, "fmow", MODEL, f"weights={tmp_path / 'r18.safetensors'}", "num_classes=62",
+                           "label_space=fmow-62")
 
     before = run_on(tmp_path / "run")
     table = data / "fmow_v1.1" / "country_code_mapping.csv"
@@ -235,4 +237,4 @@ def test_wilds_rows_follow_the_metadata_the_data_has_now(tmp_path, capsys):
     after = run_on(tmp_path / "run")
     assert "changed: the data (keys, labels or metadata read)" in capsys.readouterr().err
     assert after == run_on(tmp_path / "fresh")  # was: the rows of the old regions
-    assert "region=Europe" in before["fmow"][2] and "region=Europe" not in after["fmow"][2]
+    assert "region=Europe" in before["fmow"][3] and "region=Europe" not in after["fmow"][3]
