@@ -38,7 +38,8 @@ def _strings(value: Any) -> list[str]:
 
 def weights_digests(model_identity: str) -> dict[str, str]:
     """sha256 of every file a model's identity names (its weights, a soup's ingredients, a
-    head's templates), keyed by resolved path; a folder contributes its weights files."""
+    head's templates), keyed by resolved path; a folder contributes its weights files, and a
+    folder named after a set's prefix (``classnames=objectnet:DIR``) every file in it."""
     try:
         parsed = json.loads(model_identity)
     except (json.JSONDecodeError, TypeError):
@@ -47,14 +48,20 @@ def weights_digests(model_identity: str) -> dict[str, str]:
     for text in _strings(parsed):
         if not text or len(text) > 4096 or "\n" in text:
             continue
-        path = Path(text).expanduser()
-        try:
-            if path.is_file():
-                files.add(path.resolve())
-            elif path.is_dir():
-                files.update(p.resolve() for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHTS_SUFFIXES)
-        except OSError:
-            continue
+        candidates = [(Path(text).expanduser(), False)]
+        prefix, colon, rest = text.partition(":")
+        if colon and prefix.isidentifier() and rest:  # ``objectnet:DIR``: class names read from DIR's files
+            candidates.append((Path(rest).expanduser(), True))
+        for path, every_file in candidates:
+            try:
+                if path.is_file():
+                    files.add(path.resolve())
+                elif path.is_dir() and every_file:
+                    files.update(p.resolve() for p in path.iterdir() if p.is_file())
+                elif path.is_dir():
+                    files.update(p.resolve() for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHTS_SUFFIXES)
+            except OSError:
+                continue
     return {str(p): file_sha256(p) for p in sorted(files)}
 
 

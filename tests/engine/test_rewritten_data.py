@@ -238,3 +238,41 @@ def test_wilds_rows_follow_the_metadata_the_data_has_now(tmp_path, capsys):
     assert "changed: the data (keys, labels or metadata read)" in capsys.readouterr().err
     assert after == run_on(tmp_path / "fresh")  # was: the rows of the old regions
     assert "region=Europe" in before["fmow"][3] and "region=Europe" not in after["fmow"][3]
+
+
+def test_a_names_head_from_objectnet_mappings_follows_the_names_they_hold_now(tmp_path, capsys):
+    """``classnames=objectnet:DIR`` builds the zero-shot head from DIR's mapping files, but only the
+    option's text was part of the cell's identity: after the labels there changed, a rerun said
+    "skipped" and kept the numbers of the old head."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from models.clip import create_open_clip, register_config
+    from shifts import fixtures
+
+    data = tmp_path / "data"
+    fixtures.write_objectnet(data)
+    config = tmp_path / "tiny-names-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in create_open_clip(register_config(config)).state_dict().items()},
+              str(tmp_path / "zs.safetensors"))
+    mappings = data / "objectnet-1.0" / "mappings"
+
+    def run_on(run_dir: Path) -> dict[str, tuple]:
+        return scored_rows(data, run_dir, "objectnet-names", "clip:tiny-names-clip", f"config={config}",
+                           f"weights={tmp_path / 'zs.safetensors'}", f"classnames=objectnet:{mappings}",
+                           "templates=simple-imagenet-7", "label_space=objectnet-113")
+
+    before = run_on(tmp_path / "run")
+    folder_to_label = json.loads((mappings / "folder_to_objectnet_label.json").read_text())
+    on_to_in = json.loads((mappings / "objectnet_to_imagenet_1k.json").read_text())
+    renamed = {label: f"{label} seen from above" for label in on_to_in}  # every overlapping class renamed
+    (mappings / "folder_to_objectnet_label.json").write_text(json.dumps({f: renamed.get(x, x) for f, x in folder_to_label.items()}))
+    (mappings / "objectnet_to_imagenet_1k.json").write_text(json.dumps({renamed[x]: m for x, m in on_to_in.items()}))
+    capsys.readouterr()
+    after = run_on(tmp_path / "run")
+    assert "changed: the contents of" in capsys.readouterr().err
+    assert after == run_on(tmp_path / "fresh")  # was: the rows of the old names' head
+    assert after != before
