@@ -276,3 +276,18 @@ def test_a_names_head_from_objectnet_mappings_follows_the_names_they_hold_now(tm
     assert "changed: the contents of" in capsys.readouterr().err
     assert after == run_on(tmp_path / "fresh")  # was: the rows of the old names' head
     assert after != before
+
+
+def test_an_ensemble_of_members_predicted_on_different_images_is_refused(folder, tmp_path):
+    """Members are matched by key and label, which images rewritten in place between two members'
+    runs keep: the ensemble averaged logits of the old images with logits of the new ones."""
+    from harness.engine.ensemble import ensemble_run_dir
+
+    run_dir = tmp_path / "run"
+    assert run(folder, run_dir, "--no-cache", "--model-arg", "label=old") == 0
+    rewrite_keeping_size_and_mtime(folder / "cat" / "0.bmp", 77)
+    assert run(folder, run_dir, "--no-cache", "--model-arg", "label=new") == 0
+    with pytest.raises(ValueError, match=r"old and new were predicted on folder from different data .* rerun `shiftbench run`"):
+        ensemble_run_dir(RunDir(run_dir), ["old", "new"])
+    assert main(["ensemble", str(run_dir), "--members", "old,new"]) == 2  # one line, nothing written
+    assert {r.model for r in RunDir(run_dir).read_results()} == {"old", "new"}
