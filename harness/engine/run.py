@@ -364,6 +364,17 @@ class Engine:
             return "score", preds, reason
         return "predict", None, reason
 
+    def expected_for(self, task: ScoreTask, n_shift: int, n_scored: int) -> int | None:
+        """A task's ``n_expected``: its shift's published size, or an ID view's size on the
+        complete shift (``harness.scoring.view_expected_size``)."""
+        from harness.scoring import view_expected_size
+
+        expected = self.expected_size(task.shift)
+        cm = self.spec(task.view_of).class_map if task.view_of else None
+        if cm is None:
+            return expected
+        return view_expected_size(n_scored, n_shift, expected, getattr(self.get_shift(task.shift), "per_class", None), cm)
+
     def class_map_digest(self, task: ScoreTask) -> str | None:
         """The digest of the class map ``task`` is scored through now (its row's ``class_map``)."""
         cm = self.spec(task.view_of or task.shift).class_map
@@ -550,7 +561,7 @@ class Engine:
                 **{k: v for k, v in stats.items()},
             }
             row = make_result(model.name, task, scored, self.spec(task.shift), scored_spec, metrics, groups, sha, provenance,
-                              self.expected_size(task.shift), cfg.id_shift)
+                              self.expected_for(task, len(preds), len(scored)), cfg.id_shift)
             from reports.published import describe_check, with_published_check
 
             row = with_published_check(row)

@@ -154,12 +154,12 @@ def test_data_that_changes_between_the_manifest_and_the_images_stops_the_cell(fo
 
 def scored_rows(data: Path, run_dir: Path, shift: str, model: str, *model_args: str) -> dict[str, tuple]:
     """``shiftbench run`` of one model on ``shift`` (fixture-sized: --allow-incomplete); its rows
-    as setting -> (n, metrics, class map, group counts)."""
+    as setting -> (n, metrics, class map, group counts, n_expected)."""
     args = ["run", "--model", model, *(a for arg in model_args for a in ("--model-arg", arg)), "--shifts", shift,
             "--data-root", str(data), "--run-dir", str(run_dir), "--allow-incomplete", "--workers", "0",
             "--no-cache", "--no-progress"]  # fmt: skip
     assert main(args) == 0
-    return {r.setting: (r.n, r.metrics, r.class_map, r.group_counts) for r in RunDir(run_dir).read_results()}
+    return {r.setting: (r.n, r.metrics, r.class_map, r.group_counts, r.n_expected) for r in RunDir(run_dir).read_results()}
 
 
 # a one-layer open_clip ViT on 32 px images: the real architecture, fast on a CPU
@@ -208,6 +208,8 @@ def test_objectnet_rows_follow_the_mapping_files_the_data_has_now(tmp_path, caps
     assert after == fresh  # was: the rows of the old map
     assert after["objectnet"][2] != before["objectnet"][2]
     assert after["imagenet@objectnet"][0] == 113  # the view now has one ImageNet class per ObjectNet class
+    # views of the incomplete ImageNet (1 image per class) are incomplete: 50 per ImageNet class
+    assert (before["imagenet@objectnet"][4], after["imagenet@objectnet"][4]) == (50 * 125, 50 * 113)
 
 
 def test_wilds_rows_follow_the_metadata_the_data_has_now(tmp_path, capsys):
