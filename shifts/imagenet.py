@@ -43,6 +43,7 @@ IMAGENET_CITATION = (
 GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 DEVKIT_DIRS = (".", "ILSVRC2012_devkit_t12/data")
 VAL_FILE = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+VAL_NUMBER = re.compile(r"^ILSVRC2012_val_(\d{8})\.\w+$")  # any extension: sorted copies are often re-encoded
 
 
 class ImageNetFamily(DatasetShift):
@@ -182,7 +183,7 @@ def check_folders_against_ground_truth(records: list[Record], truth: tuple[dict[
     number_to_wnid, source = truth
     wrong = []
     for r in records:
-        m = VAL_FILE.match(r.path.name)
+        m = VAL_NUMBER.match(r.path.name)
         want = number_to_wnid.get(int(m.group(1))) if m else None
         if want is not None and want != r.key.partition("/")[0]:
             wrong.append((r, want))
