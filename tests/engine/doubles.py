@@ -248,3 +248,9 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
     show a failure changed nothing."""
     run_dir = Path(run_dir)
     return {str(f.relative_to(run_dir)): f.read_bytes() for f in sorted(run_dir.rglob("*")) if f.is_file() and f.suffix != ".lock"}  # lock files are empty
+
+
+def toy_run_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    """``shiftbench run`` of ``colour:a`` on ``toy-sub`` (and its ID reference) in batches of 2."""
+    return ["run", "--model", "colour:a", "--shifts", "toy-sub", "--data-root", str(data), "--run-dir", str(run_dir),
+            "--batch-size", "2", "--no-progress", *extra]  # fmt: skip

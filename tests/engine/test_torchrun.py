@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from doubles import registered, write_toy_data
+from doubles import toy_run_args
 
 from harness.api import Predictions
 from harness.cli import main
@@ -20,15 +20,8 @@ RUN_CLI = str(Path(__file__).parent / "run_cli.py")
 RANK_CACHE_CLI = str(Path(__file__).parent / "rank_cache_cli.py")
 
 
-@pytest.fixture
-def data(tmp_path: Path):
-    with registered():
-        yield write_toy_data(tmp_path / "data")
-
-
 def run_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["run", "--model", "colour:a", "--shifts", "toy-sub", "--data-root", str(data), "--run-dir", str(run_dir),
-            "--batch-size", "2", "--no-progress", "--device", "cpu", *extra]  # fmt: skip
+    return toy_run_args(data, run_dir, "--device", "cpu", *extra)
 
 
 def torchrun(script: str, args: list[str], env: dict[str, str], timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
