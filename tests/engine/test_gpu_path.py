@@ -394,7 +394,7 @@ def test_the_engine_builds_models_on_the_runs_device(tmp_path):
 
     data = write_toy_data(tmp_path / "data")
     Engine(toy_config(data, run_dir=str(tmp_path / "run"), device="cpu"), get_shift=get_shift).run([ModelSource("c", "c", build)])
-    assert seen == ["cpu"] and build_device() is None
+    assert seen == ["cpu", "cpu"] and build_device() is None  # the checked build, then the real one
 
 
 def test_a_run_directory_holds_one_decoder(tmp_path, capsys):
