@@ -219,3 +219,17 @@ def test_a_run_of_another_configuration_is_refused_without_a_lock_file(tmp_path,
     shutil.rmtree(run_dir / ".locks")
     err = refused(["run", "--model", "colour:b", "--shifts", "toy-sub", "--seed", "3", *engine_flags(data, run_dir)], [run_dir], capsys)
     assert f"run directory {run_dir} was made with another configuration (seed: 0 -> 3)" in err
+
+
+def test_a_refused_ensemble_writes_no_shift_of_it(tmp_path, data, capsys):
+    """The second shift's member predictions changed: the first shift's ensemble is not kept either."""
+    run_dir = tmp_path / "run"
+    assert main(["run", "--model", "linear:zs", "--model", "linear:ft", "--shifts", "toy-sub", *engine_flags(data, run_dir)]) == 0
+    path = RunDir(run_dir).predictions_path("linear:ft", "toy-sub")
+    from harness.api import Predictions
+
+    preds = Predictions.load(path)
+    preds.logits[0, 0] += 1
+    preds.save(path)
+    err = refused(["ensemble", str(run_dir), "--members", "linear:zs,linear:ft"], [run_dir], capsys)
+    assert f"{path}: changed since linear:ft was scored on toy-sub; rerun that cell first" in err
