@@ -89,6 +89,9 @@ def refused(args: list[str], watched: list[Path], capsys) -> str:
 CASES = {
     "missing dataset": (lambda f, data: ["--model", "colour:b", "--shifts", "imagenetv2"],
                         lambda f, data: [f"imagenet not found under {data}", "Get it from https://image-net.org"]),
+    "missing user folder": (lambda f, data: ["--model", "fake:b", "--model-arg", "num_classes=4", "--model-arg", "label_space=folder:x",
+                                             "--shifts", "folder", "--data-root", str(data / "pets")],
+                            lambda f, data: [f"{data / 'pets'}: no such folder; for the folder shift --data-root is the dataset folder"]),
     "unreadable checkpoint": (lambda f, data: [*timm_model(f / "garbage.pt"), "--shifts", "toy-sub"],
                               lambda f, data: [f"{f / 'garbage.pt'}: not a readable checkpoint",
                                                "expected a .safetensors file or a torch.save'd state dict"]),
@@ -113,7 +116,7 @@ CASES = {
 def test_a_refused_run_leaves_no_run_directory(case, tmp_path, data, files, cache, capsys):
     plan, says = CASES[case]
     run_dir = tmp_path / "run"
-    err = refused(["run", *plan(files, data), *flags(data, run_dir)], [run_dir, cache], capsys)
+    err = refused(["run", *flags(data, run_dir), *plan(files, data)], [run_dir, cache], capsys)
     assert err.startswith("shiftbench run: error: ")
     for words in says(files, data):
         assert words in err
@@ -126,7 +129,7 @@ def test_a_refused_run_leaves_an_existing_run_directory_byte_identical(case, tmp
     run_dir = tmp_path / "run"
     assert main(["run", "--model", "colour:a", "--shifts", "toy-sub", *flags(data, run_dir)]) == 0
     assert len(RunDir(run_dir).read_results()) == 3
-    err = refused(["run", *plan(files, data), *flags(data, run_dir)], [run_dir, cache, files], capsys)
+    err = refused(["run", *flags(data, run_dir), *plan(files, data)], [run_dir, cache, files], capsys)
     for words in says(files, data):
         assert words in err
 
