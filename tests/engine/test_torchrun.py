@@ -115,3 +115,15 @@ def test_a_torchrun_job_waits_for_a_cell_another_process_holds_then_finds_it_don
     rows = RunDir(run_dir).read_results()
     assert sorted((r.model, r.setting) for r in rows) == sorted({(r.model, r.setting) for r in rows})
     assert any(r.setting == "toy-sub" for r in rows)
+
+
+@pytest.mark.slow
+def test_a_refused_torchrun_job_writes_nothing(tmp_path, data):
+    """Every rank checks the plan before rank 0 opens the run directory."""
+    import shutil
+
+    shutil.rmtree(data / "toy")
+    done, _ = torchrun(RUN_CLI, run_args(data, tmp_path / "run", "--workers", "0", "--no-cache"), {})
+    assert done.returncode != 0
+    assert "shiftbench run: error: toy is the ID reference of toy-sub and is evaluated with it" in done.stderr
+    assert not (tmp_path / "run").exists()
