@@ -206,13 +206,17 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> str:
-    """Write atomically (temp file, then rename); returns the file's sha256.
+    """Write atomically (temp file, then rename); returns the file's sha256. A failed write
+    leaves neither the temp file nor the folders made for it.
 
     The temp name is unique per writer: torchrun ranks and Ray tasks saving the same cached
     head at once each rename their own complete file, never one another's."""
     from safetensors.torch import save_file
 
+    from harness.files import missing_folders, remove_empty_folders
+
     path = Path(path)
+    made = missing_folders(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -221,6 +225,7 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        remove_empty_folders(made)
         raise
     return file_sha256(path)
 

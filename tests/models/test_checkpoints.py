@@ -153,3 +153,11 @@ def test_a_files_hash_is_remembered_until_the_file_changes(tmp_path):
     path.write_bytes(b"c" * 11)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # same size, another mtime
     assert file_sha256(path) == __import__("hashlib").sha256(b"c" * 11).hexdigest()
+
+
+def test_a_failed_safetensors_write_leaves_no_folder_it_made(tmp_path):
+    """safetensors refuses tensors that share memory: nothing of the write is left."""
+    shared = torch.zeros(4)
+    with pytest.raises(RuntimeError, match="share memory"):
+        save_safetensors({"a": shared, "b": shared}, tmp_path / "new" / "deep" / "merged.safetensors")
+    assert list(tmp_path.iterdir()) == []
