@@ -131,11 +131,12 @@ def test_ray_tasks_request_a_gpu_when_the_run_is_on_cuda(monkeypatch):
         config = RunConfig(shifts=("x",), run_dir="unused-run-dir", device=device, cache_dir="")
         ray_executor.run_on_ray(config, [ModelSource("m", "m", lambda: None)], RunLog(quiet=True))
     # with num_gpus=0 Ray sets CUDA_VISIBLE_DEVICES="" in the task; inside, cuda is the GPU Ray gave
-    assert requested == [({"num_gpus": 1}, "cuda")] * 3
+    # (each run: the task that checks every model's plan, then the model's task)
+    assert requested == [({"num_gpus": 1}, "cuda")] * 6
     gpus.clear()
     requested.clear()
     ray_executor.run_on_ray(RunConfig(shifts=("x",), run_dir="d", cache_dir=""), [ModelSource("m", "m", lambda: None)], RunLog(quiet=True))
-    assert requested == [({"num_gpus": 0}, "cpu")]
+    assert requested == [({"num_gpus": 0}, "cpu")] * 2
     with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
         ray_executor.run_on_ray(RunConfig(shifts=("x",), run_dir="d", device="cuda", cache_dir=""), [], RunLog(quiet=True))
 
