@@ -136,6 +136,13 @@ def replace_folder(new: Path, path: Path) -> None:
 _HASHED: dict[tuple[str, int, int, int, int], str] = {}
 
 
+def file_version(path: str | os.PathLike) -> tuple[str, int, int, int, int]:
+    """(resolved path, inode, size, mtime, ctime): what a file's contents are remembered by for
+    the process; a file rewritten or replaced has another."""
+    st = os.stat(path)
+    return str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     """Content hash of a file: a model's weights (what ``describe()`` records, names and cell
     identities derive from).
@@ -143,8 +150,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     Remembered for the process by (path, inode, size, mtime, ctime): a run or sweep plans its
     cells, builds its models and writes its records from one hash of each multi-GB file, and a
     rewritten or replaced file is hashed again."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    key = file_version(path)
     if key not in _HASHED:
         h = hashlib.sha256()
         with open(path, "rb") as fh:

@@ -77,13 +77,27 @@ def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bo
     Unwraps ``{"state_dict": ...}`` (or the first of ``wrappers`` present) and DataParallel ``module.`` prefixes, drops OpenAI's
     non-weight entries; rejects non-tensor values and (unless ``check_finite`` is False)
     NaN/inf weights. ``mmap`` maps ``torch.save`` zip files lazily (safetensors always are).
+    A file found finite is not checked again in the process while it is unchanged: the real
+    build after a checked one (``harness.api.checking_build``) reads it without a second pass.
     """
     from harness.api import is_checking_build
+    from harness.files import file_version
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     mmap = mmap or is_checking_build()  # a checked build reads every tensor once, holding none
+    finite = (file_version(path), wrappers)
+    state = _read_state_dict(path, mmap, check_finite and finite not in _FINITE, wrappers)
+    if check_finite:
+        _FINITE.add(finite)
+    return state
+
+
+_FINITE: set[tuple[tuple[str, int, int, int, int], tuple[str, ...]]] = set()  # files (and wrappers) found finite
+
+
+def _read_state_dict(path: Path, mmap: bool, check_finite: bool, wrappers: tuple[str, ...]) -> dict[str, torch.Tensor]:
     if is_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
