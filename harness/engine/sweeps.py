@@ -153,11 +153,13 @@ class WiseFT:
         """Both endpoints as checked builds (``harness.api.checking_build``), refused as
         ``_endpoints`` would refuse them, and of one architecture; kept for every alpha and never
         used to predict (the fine-tuned one stands for the merged model's head)."""
+        from harness.api import checking_build
         from models.merging import check_compatible
 
         if self._checked is None:
-            zs = _build(*self.zeroshot)
-            ft = _build(self.finetuned[0], self._finetuned_options(zs))
+            with checking_build():
+                zs = _build(*self.zeroshot)
+                ft = _build(self.finetuned[0], self._finetuned_options(zs))
             refuse_activation_mix(zs, ft, "the fine-tuned model")
             check_compatible([_module(zs, "--zeroshot").state_dict(), _module(ft, "--finetuned").state_dict()],
                              [self.zeroshot[0], self.finetuned[0]])
@@ -259,11 +261,13 @@ class Soup:
         """The base as a checked build (``harness.api.checking_build``; kept, never used to
         predict), with every one of ``files`` read under its names and shapes, as a merge of
         them would be."""
+        from harness.api import checking_build
         from models.merging import check_compatible
         from models.soups import view
 
         if self._checked is None:
-            model = _build(self.base, self.options)
+            with checking_build():
+                model = _build(self.base, self.options)
             self._check_activations(model)
             self._checked = model
         state = _module(self._checked, "soup").state_dict()

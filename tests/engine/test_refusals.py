@@ -190,7 +190,7 @@ def test_a_greedy_soup_is_refused_before_it_selects_when_a_reported_shift_is_mis
     args = ["soup", "--model", "linear:zs", "--ingredients", str(ingredients), "--recipe", "greedy",
             "--held-out", "toy-heldout", "--shifts", "imagenetv2", *flags(data, run_dir)]  # fmt: skip
     err = refused(args, [run_dir, cache], capsys)
-    assert f"imagenet not found under {data}" in err
+    assert f"imagenet not found under {data}" in err and "Get it from https://image-net.org" in err
 
 
 def test_score_refuses_a_missing_run_directory_without_making_it(tmp_path, capsys):
@@ -221,7 +221,7 @@ def test_a_run_of_another_configuration_is_refused_without_a_lock_file(tmp_path,
     (run_dir / ".lock").unlink()
     shutil.rmtree(run_dir / ".locks")
     err = refused(["run", "--model", "colour:b", "--shifts", "toy-sub", "--seed", "3", *engine_flags(data, run_dir)], [run_dir], capsys)
-    assert f"run directory {run_dir} was made with another configuration (seed: 0 -> 3)" in err
+    assert f"run directory {run_dir} was made with another configuration (seed: 0 -> 3); use a new --run-dir, or the original settings" in err
 
 
 def test_a_refused_ensemble_writes_no_shift_of_it(tmp_path, data, capsys):
