@@ -236,3 +236,11 @@ def test_a_refused_ensemble_writes_no_shift_of_it(tmp_path, data, capsys):
     preds.save(path)
     err = refused(["ensemble", str(run_dir), "--members", "linear:zs,linear:ft"], [run_dir], capsys)
     assert f"{path}: changed since linear:ft was scored on toy-sub; rerun that cell first" in err
+
+
+def test_an_incomplete_dataset_is_refused_before_the_run_directory_exists(tmp_path, data, cache, capsys):
+    (data / "toy-sub" / "d" / "s02.png").unlink()
+    run_dir = tmp_path / "run"
+    err = refused(["run", "--model", "colour:a", "--shifts", "toy-sub", *flags(data, run_dir)], [run_dir, cache], capsys)
+    assert f"shift 'toy-sub' under {data}: 3 examples in split 'test', expected 4" in err
+    assert "see `shiftbench check-data`), or pass --allow-incomplete" in err
