@@ -13,6 +13,7 @@ from harness import __version__
 from harness.api import Result
 from reports import importers
 from reports.analysis import BaselineRule, analyse, highlight_mask, place, with_id_shifts
+from reports.row_checks import one_row_per_setting
 from reports.rows import source_of, with_source
 from reports.summary import CLIPPING_RULE, build_summary, write_json
 from reports.trend import DEFAULT_SAMPLES, DEFAULT_SEED
@@ -51,9 +52,11 @@ class ReportConfig:
     calibrate_on: str | None = None
 
 
-def distinct_source(rows: list[Result], path: Path, taken: dict[str, Path]) -> list[Result]:
+def distinct_source(rows: list[Result], path: Path, taken: dict[str, Path | None]) -> list[Result]:
     """Rows of ``path`` under source names no other input uses: two run directories that are
-    both called ``run`` are two sources (``run:exp1/run``, ``run:exp2/run``), never merged."""
+    both called ``run`` are two sources (``run:exp1/run``, ``run:exp2/run``), never merged.
+    A name in ``taken`` with no path is reserved (the bundled sources: a timm ``results/``
+    folder of your own is ``timm:<parent>/<folder>``, never the bundled ``timm``)."""
     path = Path(path).resolve()
     folder = path.parent if path.is_file() else path
     renamed: dict[str, str] = {}
@@ -91,12 +94,15 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Result], set[str]]:
 
         rows += load_testbed() + load_wilds_published()
     user: set[str] = set()
-    taken: dict[str, Path] = {}
+    # The bundled sources' names are reserved, testbed or not: an input's rows never join theirs
+    # (a model in both would pair your ImageNet figure with the published shift figures).
+    taken: dict[str, Path | None] = dict.fromkeys(BUNDLED_SOURCES)
     tagged = [(p, baseline_source(p)) for p in cfg.baseline_results] + [(p, None) for p in cfg.inputs]
     for path, source in tagged:
         new = _read_input(Path(path), cfg.fmt, source)
         if not new:
             raise ValueError(f"{path}: no accuracies found")
+        new = one_row_per_setting(new, path)
         incomplete = list({(r.model, r.setting): r for r in new if r.n_expected and r.n < r.n_expected}.values())
         if incomplete and not cfg.allow_incomplete:
             listed = "; ".join(f"{r.model} on {r.setting}: {r.n} of {r.n_expected} images" for r in incomplete[:3])
