@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import glob
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,7 +136,8 @@ def run_report(cfg: ReportConfig) -> dict:
     transforms = ("logit", "probit") if cfg.transform in ("logit", "probit") else (cfg.transform, "logit", "probit")
     groups = analyse(rows, rule, transforms, cfg.transform, cfg.samples, cfg.seed, cfg.split_imagenet_a, points=points)
     shown_sources = user_sources - set(bsources)
-    highlight = list(cfg.highlight) or [*DEFAULT_HIGHLIGHT, *(f"source:{s}" for s in sorted(shown_sources))]
+    # Patterns are globs: a source named after a folder like ``exp[1]`` is escaped to match itself.
+    highlight = list(cfg.highlight) or [*DEFAULT_HIGHLIGHT, *(f"source:{glob.escape(s)}" for s in sorted(shown_sources))]
     highlighted = {p.name for g in groups for p, h in zip(g.points, highlight_mask(g.points, highlight), strict=True) if h}
     counts = Counter(source_of(r) for r in rows)
     sources = {s: counts[s] for s in sorted(counts)}

@@ -117,3 +117,15 @@ def test_a_timm_model_at_two_sizes_across_files_is_never_paired_across_them(tmp_
     names = {(r.model, r.setting) for r in importers.load(folder)}
     assert names == {("m.in1k@288px", "imagenet"), ("m.in1k@224px", "imagenet-sketch"),
                      ("n.in1k", "imagenet"), ("n.in1k", "imagenet-sketch")}  # fmt: skip
+
+
+def test_your_run_directory_is_highlighted_whatever_its_folder_name(tmp_path):
+    """A run directory named ``exp[1]``: its source became the glob ``run:exp[1]``, which matches
+    ``run:exp1`` but not itself, so the model was left out of the summary table and unlabelled."""
+    from test_report import _run_dir
+
+    (tmp_path / "a").mkdir()
+    run = _run_dir(tmp_path / "a").rename(tmp_path / "a" / "exp[1]")
+    s = run_report(ReportConfig(inputs=[_table(tmp_path), run], testbed=False, samples=0, out=None, json=None, analyses=False))
+    mine = [m for m in s["models"] if m["model"] == "my-model"]
+    assert {m["source"] for m in mine} == {"run:exp[1]"} and all(m["highlighted"] for m in mine)
