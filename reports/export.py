@@ -16,11 +16,18 @@ from reports.summary_table import build_table, to_csv, to_latex
 from reports.vocabulary import AVERAGE_SHIFTS
 
 
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._=-]", "_", name)
+
+
 def figure_stem(g: Group) -> str:
-    """``imagenet-r__vs__imagenet@imagenet-r__top1__<hash>``: unique per group."""
-    digest = hashlib.sha256(repr(g.protocol).encode()).hexdigest()[:8]
-    raw = f"{g.shift}__vs__{g.x_setting}__{g.metric}__{digest}"
-    return re.sub(r"[^A-Za-z0-9@._=-]", "_", raw)
+    """``imagenet-r__vs__imagenet@imagenet-r__top1__<hash>``: unique per group. The hash covers
+    the protocol, and the names too where a character had to be replaced, so ``folder:my pets``
+    and ``folder:my_pets`` never write one file."""
+    names = (g.shift, g.x_setting, g.metric)
+    key = repr(g.protocol) if all(_safe(n) == n for n in names) else repr((names, g.protocol))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return _safe(f"{g.shift}__vs__{g.x_setting}__{g.metric}__{digest}")
 
 
 def _save(fig, folder: Path, stem: str) -> list[str]:

@@ -77,6 +77,16 @@ def test_figure_names_differ_by_protocol():
     assert len(stems) == 2 and len(set(stems)) == 2
 
 
+def test_figure_names_differ_for_settings_that_differ_only_in_replaced_characters():
+    """Two user datasets in folders ``my pets`` and ``my_pets``: both figures were written to one
+    file name, the second silently replacing the first."""
+    rows = [row("a", f"m{i}", s, v, tags=["standard"], id_setting="imagenet") for i in range(3)
+            for s, v in (("imagenet", 0.5 + i / 10), ("folder:my pets", 0.3 + i / 10), ("folder:my_pets", 0.2 + i / 10))]
+    stems = [figure_stem(g) for g in analyse(rows, BaselineRule(), samples=0)]
+    assert len(stems) == 2 and len(set(stems)) == 2
+    assert all(s.startswith("folder_my_pets__vs__imagenet__top1__") for s in stems)
+
+
 def _dense_group():
     """300 baseline models in a narrow band, 12 highlighted models and a WiSE-FT sweep among them."""
     rng = np.random.default_rng(0)
