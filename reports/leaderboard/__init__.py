@@ -147,6 +147,11 @@ def build_leaderboard(
     from reports.leaderboard.plots import write_scatter
 
     specs = completed_specs(required, get_shift, data_root)
+    if not any(spec.id_reference for spec in specs.values()):
+        raise ValueError(
+            f"--require {','.join(required)} names no distribution shift (every one is an ID set): a leaderboard "
+            "ranks accuracy under shift; add a shift, e.g. --require imagenet,imagenet-r"
+        )
     baseline = read_baseline(baselines) if baselines else None
     out = Path(out)
     with atomic_folder(out, lambda name: name in SITE_NAMES) as site:

@@ -155,6 +155,18 @@ def test_leaderboard_command(tmp_path, run_dir, card, capsys):
     assert main(["leaderboard", str(tmp_path / "nope"), "--out", str(site)]) == 2
 
 
+def test_a_suite_of_id_sets_only_is_one_line_and_writes_nothing(tmp_path, run_dir, card, capsys):
+    """``--require toy``: every entry had no shift to average over and the build died dividing by zero."""
+    subs = tmp_path / "subs"
+    assert main(["submit", str(run_dir), "--card", str(card), "--out", str(subs / "a.tar.gz"), "--require", "toy"]) == 0
+    capsys.readouterr()
+    site = tmp_path / "site"
+    assert main(["leaderboard", str(subs), "--out", str(site), "--require", "toy", "--trust-labels"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--require toy names no distribution shift" in err
+    assert not site.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["model.toml", "run", "subs"]
+
+
 @pytest.fixture
 def bundle_with_label_edit(tmp_path, run_dir, card):
     """A bundle whose toy-v2 labels were edited and the manifest's hashes fixed."""
