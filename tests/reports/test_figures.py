@@ -41,6 +41,21 @@ def test_wiseft_sweeps_are_curves_in_alpha_order_and_soups_are_marked():
     plt.close(fig)
 
 
+def test_the_engines_default_wiseft_names_are_a_sweep_too():
+    """``shiftbench wiseft`` names its models ``wiseft:ARCH[zs ..,ft ..](alpha=0.5)``; only
+    ``<base> alpha=<a>`` was recognised, so the engine's own sweeps were drawn as loose points."""
+    from models.wiseft import wiseft_label
+
+    rows = [r for r in _rows() if not r.model.startswith("ViT-B/32")]
+    for alpha, (x, y) in {0.5: (0.78, 0.62), 0.0: (0.68, 0.60), 1.0: (0.81, 0.52), 1e-05: (0.68, 0.60)}.items():
+        name = wiseft_label("ViT-B-32", "1a2b3c4d" * 8, "5e6f7a8b" * 8, alpha)
+        rows += [row("run:wiseft", name, s, a, tags=["wise-ft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
+    (g,) = analyse(rows, BaselineRule(), samples=0)
+    (base, idx), = wiseft_curves(g, np.ones(len(g.points), dtype=bool))
+    assert base == "wiseft:ViT-B-32[zs 1a2b3c4d,ft 5e6f7a8b]"
+    assert [g.points[i].model.rpartition("=")[2] for i in idx] == ["0)", "1e-05)", "0.5)", "1)"]
+
+
 def test_average_over_shifts_needs_every_shift():
     rows = _rows() + [row("pub", "std0", "imagenet-r", 0.3, 30_000, tags=["standard"])]
     groups = analyse(rows, BaselineRule(), samples=0)
