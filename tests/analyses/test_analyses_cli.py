@@ -110,6 +110,31 @@ def test_compare_names_unknown_models(tmp_path, capsys):
     assert "no model 'nope'" in capsys.readouterr().err
 
 
+def test_models_are_named_as_the_engine_names_them_commas_included(tmp_path, capsys):
+    """The engine's WiSE-FT and soup names hold commas (``wiseft:B[zs ..,ft ..](alpha=0.5)``,
+    ``soup:B[..](greedy,n=2)``): ``--models A,B`` split them apart and refused every such pair."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 1000, 400)
+    names = ["wiseft:B-32[zs 1a2b3c4d,ft 5e6f7a8b](alpha=0.5)", "soup:B-32[9c8d7e6f](greedy,n=2)", "plain"]
+    cells = {}
+    for k, name in enumerate(names):
+        pred = np.where(np.arange(400) < 100 * (k + 1), labels, (labels + 1) % 1000)
+        cells[(name, "imagenet")] = (labels, pred)
+        cells[(name, "imagenetv2")] = (labels, pred)
+    write_run(tmp_path / "run", cells)
+    out_json = tmp_path / "cmp.json"
+    assert main(["compare", str(tmp_path / "run"), "--models", f"{names[0]},{names[1]}", "--no-testbed",
+                 "--bootstrap", "100", "--json", str(out_json)]) == 0, capsys.readouterr().err  # fmt: skip
+    assert capsys.readouterr().out.startswith(f"A = {names[0]}\nB = {names[1]}\n")
+    rows = {r["setting"]: r for r in json.loads(out_json.read_text())["pairs"]}
+    assert rows["imagenetv2"]["diff"] == pytest.approx(-100 / 400)
+    assert main(["calibrate", str(tmp_path / "run"), "--models", f"{names[1]},plain", "--out", str(tmp_path / "c.png")]) == 0
+    table = capsys.readouterr().out
+    assert names[1] in table and "plain" in table and names[0] not in table
+    assert main(["compare", str(tmp_path / "run"), "--models", "plain,n=2)"]) == 2
+    assert "no model 'n=2)'" in capsys.readouterr().err
+
+
 def test_calibrate_fits_on_id_and_applies_everywhere(tmp_path, capsys):
     run_dir, _ = _line_run(tmp_path)
     fig, out_json = tmp_path / "cal.png", tmp_path / "cal.json"
