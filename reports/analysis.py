@@ -391,15 +391,17 @@ def analyse(
 
 def highlight_mask(points: Sequence[Point], patterns: Sequence[str]) -> np.ndarray:
     """Which points match any pattern: ``tag:NAME``, ``source:NAME`` or a glob on the model name
-    (case-insensitive)."""
+    (case-insensitive). A pattern equal to a name matches it even where the name reads as a glob
+    (the engine's ``wiseft:ARCH[zs ..,ft ..](alpha=0.5)``: ``[...]`` is a character class)."""
     out = np.zeros(len(points), dtype=bool)
     for pat in patterns:
         if pat.startswith("tag:"):
             out |= np.array([pat[4:] in p.tags for p in points], dtype=bool)
         elif pat.startswith("source:"):
-            out |= np.array([fnmatch.fnmatch(p.source, pat[7:]) for p in points], dtype=bool)
+            out |= np.array([p.source == pat[7:] or fnmatch.fnmatch(p.source, pat[7:]) for p in points], dtype=bool)
         else:
-            out |= np.array([fnmatch.fnmatch(p.model.lower(), pat.lower()) for p in points], dtype=bool)
+            low = pat.lower()
+            out |= np.array([p.model.lower() == low or fnmatch.fnmatch(p.model.lower(), low) for p in points], dtype=bool)
     return out
 
 

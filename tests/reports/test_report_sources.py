@@ -129,3 +129,17 @@ def test_your_run_directory_is_highlighted_whatever_its_folder_name(tmp_path):
     s = run_report(ReportConfig(inputs=[_table(tmp_path), run], testbed=False, samples=0, out=None, json=None, analyses=False))
     mine = [m for m in s["models"] if m["model"] == "my-model"]
     assert {m["source"] for m in mine} == {"run:exp[1]"} and all(m["highlighted"] for m in mine)
+
+
+def test_a_highlight_naming_an_engine_model_exactly_matches_it():
+    """``--highlight 'wiseft:B[zs 1a2b,ft 5e6f](alpha=0.5)'`` matched nothing: as a glob, ``[...]``
+    is one character of a set, so the named model was left out of the summary table."""
+    from report_rows import row
+
+    from reports.analysis import highlight_mask, pair
+
+    name = "wiseft:B-32[zs 1a2b3c4d,ft 5e6f7a8b](alpha=0.5)"
+    points = pair([row("run:w", m, s, 0.5, tags=["wise-ft"]) for m in (name, "other") for s in ("imagenet", "imagenet-sketch")])
+    assert [p.model for p, h in zip(points, highlight_mask(points, [name]), strict=True) if h] == [name]
+    assert [p.model for p, h in zip(points, highlight_mask(points, ["WISEFT:*"]), strict=True) if h] == [name]
+    assert highlight_mask(points, ["source:run:w"]).all()
