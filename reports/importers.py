@@ -233,6 +233,11 @@ def read_testbed(path: Path, types_path: Path | None = None, source: str = "imag
             types = json.loads(types_path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{types_path}: not valid JSON ({exc})") from None
+        bad = (next((k for k, v in types.items() if not isinstance(v, dict)), None)
+               if isinstance(types, dict) else "")  # fmt: skip
+        if bad is not None:
+            raise ValueError(f"{types_path}: expected an object of model -> {{\"type\": ...}}"
+                             + (f"; the entry for {bad!r} is not an object" if bad else ""))
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         _require(reader.fieldnames or (), ("model", "val"), path, "imagenet-testbed")
@@ -294,6 +299,20 @@ def wiseft_run_names(objs: list[dict[str, Any]]) -> list[str]:
     return names
 
 
+def _wiseft_alpha(value: Any, where: str) -> Any:
+    """A row's alpha as written (``0.5`` or WiSE-FT's one-element list ``[0.5]``); None if absent.
+    Several alphas or a non-number say nothing about which one the row's figures are for."""
+    alpha = value[0] if isinstance(value, list) and len(value) == 1 else value
+    if alpha is None:
+        return None
+    try:
+        if isinstance(alpha, bool) or not math.isfinite(float(alpha)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: 'alpha' {value!r} is not one number; each row holds the figures of one alpha") from None
+    return alpha
+
+
 def read_wiseft(path: Path, source: str | None = None) -> list[Result]:
     """A WiSE-FT ``--results-db`` JSONL: ``"{Dataset}:top1"`` keys (fractions) plus the run's args."""
     path = Path(path)
@@ -303,8 +322,7 @@ def read_wiseft(path: Path, source: str | None = None) -> list[Result]:
     for line, (obj, base) in enumerate(zip(objs, wiseft_run_names(objs), strict=True), start=1):
         if "ImageNet:top1" not in obj:
             raise ValueError(f"{path}:{line}: WiSE-FT row lacks 'ImageNet:top1'")
-        alpha = obj.get("alpha")
-        alpha = alpha[0] if isinstance(alpha, list) and len(alpha) == 1 else alpha
+        alpha = _wiseft_alpha(obj.get("alpha"), f"{path}:{line}")
         model = f"{base} alpha={alpha}" if alpha is not None else f"{base} #{line}"
         tags = {"clip", "more-data", "wiseft"}
         if alpha is not None and float(alpha) == 0.0:
@@ -479,9 +497,12 @@ def detect_format(path: Path) -> str:
 
 def load(path: Path, fmt: str | None = None) -> list[Result]:
     """Read ``path`` in ``fmt`` (auto-detected when None)."""
-    fmt = fmt or detect_format(path)
-    if fmt not in READERS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
-    return READERS[fmt](Path(path))
+    try:
+        fmt = fmt or detect_format(path)
+        if fmt not in READERS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        return READERS[fmt](Path(path))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); is it a results file?") from None
