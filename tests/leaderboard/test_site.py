@@ -163,6 +163,23 @@ def test_testbed_baseline_speaks_the_registered_names():
     )  # the testbed has ObjectNet 1.0-beta only
 
 
+@pytest.mark.parametrize("ood,id_setting", [("imagenet-a", "imagenet@imagenet-a"), ("imagenet-a", "imagenet"),
+                                            ("imagenet-r", "imagenet@imagenet-r")])
+def test_the_boards_testbed_trend_is_the_reports(ood, id_setting):
+    """The report leaves ResNet-50, which ImageNet-A was selected against (~0% by construction),
+    out of ImageNet-A baselines; the board kept it, so one entry had two effective robustnesses."""
+    from reports.analysis import BaselineRule, analyse
+    from reports.testbed import load_testbed
+
+    (g,) = [g for g in analyse(load_testbed(), BaselineRule(), ("logit",), samples=0, shifts=[ood])
+            if g.x_setting == id_setting and not g.protocol]
+    board = fit(points_from_testbed(ood, id_setting)).trend
+    assert board.n == g.fits["logit"].n
+    assert (board.slope, board.intercept) == pytest.approx((g.fits["logit"].slope, g.fits["logit"].intercept), rel=1e-12)
+    if ood == "imagenet-a":
+        assert "imagenet-testbed:resnet50" not in {p.model for p in points_from_testbed(ood, id_setting)}
+
+
 def test_outputs_exist_and_escape_submitted_text(site):
     _, out, board, _ = site
     index = (out / "index.html").read_text()
