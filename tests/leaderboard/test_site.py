@@ -180,6 +180,32 @@ def test_the_boards_testbed_trend_is_the_reports(ood, id_setting):
         assert "imagenet-testbed:resnet50" not in {p.model for p in points_from_testbed(ood, id_setting)}
 
 
+def test_baseline_files_are_checked_and_never_merged_by_model_name(tmp_path):
+    """Two --baseline files that both hold ``base-0`` (two runs, two sets of weights): rows were
+    keyed by model name alone, so the second file's base-0 replaced the first's (or lent it an ID
+    row); a baseline row in percent or listed twice with two figures was used as it came."""
+    from reports.leaderboard.trend import points_from_results, read_baseline
+
+    a = toy.write_run(tmp_path / "a", {f"base-{i}": (s, 100 + i) for i, s in enumerate((0.1, 0.5, 0.9))}) / "results.jsonl"
+    b = toy.write_run(tmp_path / "b", {"base-0": (0.7, 7)}) / "results.jsonl"
+    rows = read_baseline([a, b])
+    shifts = {r.shift: {"version": r.shift_version, "protocol": dict(r.protocol)} for r in rows if r.setting == r.shift}
+    pts = points_from_results(rows, shifts, "toy-v2", "toy")
+    assert sorted(p.model for p in pts) == ["base-0", "base-0", "base-1", "base-2"]
+    own = {Result.from_dict(json.loads(x)).setting: Result.from_dict(json.loads(x))
+           for x in b.read_text().splitlines() if json.loads(x)["model"] == "base-0"}  # fmt: skip
+    assert (own["toy"].metrics["top1"], own["toy-v2"].metrics["top1"]) in {(p.x, p.y) for p in pts}
+    lines = a.read_text().splitlines()
+    bad = json.loads(lines[0])
+    bad["metrics"]["top1"] *= 100
+    a.write_text("\n".join([json.dumps(bad), *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"results.jsonl:1: metrics.top1: .* \(looks like percent"):
+        read_baseline([a])
+    a.write_text("\n".join([*lines, json.dumps({**json.loads(lines[0]), "n": 1})]) + "\n")
+    with pytest.raises(ValueError, match="a second, different row for model 'base-0'"):
+        read_baseline([a])
+
+
 def test_outputs_exist_and_escape_submitted_text(site):
     _, out, board, _ = site
     index = (out / "index.html").read_text()
