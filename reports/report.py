@@ -120,8 +120,27 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Result], set[str]]:
     return rows, user
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def check_outputs(cfg: ReportConfig) -> None:
+    """Refuse outputs that would overwrite one another before any work: the PDF and the summary
+    at one path (the summary replaced the PDF), or either, or the figures folder, inside the
+    PNG folder (replaced whole by the new pages, so they vanished after being reported written)."""
+    if cfg.out and cfg.json and Path(cfg.out).resolve() == Path(cfg.json).resolve():
+        raise ValueError(f"--out and --json are both {cfg.out}; give the PDF and the summary different paths")
+    if cfg.png_dir:
+        for flag, path in (("--out", cfg.out), ("--json", cfg.json), ("--figures-dir", cfg.figures_dir)):
+            if path and _inside(path, cfg.png_dir):
+                raise ValueError(f"{flag} {path} is inside --png-dir {cfg.png_dir}, which holds the page images only "
+                                 "and is replaced whole; put it elsewhere")
+
+
 def run_report(cfg: ReportConfig) -> dict:
     """Do the whole report; returns the summary object."""
+    check_outputs(cfg)
     rows, user_sources = load_rows(cfg)
     settings = {r.setting for r in rows}
     unknown = [k for k in cfg.id_shifts if k not in settings]

@@ -106,3 +106,28 @@ def test_png_pages_go_to_their_own_folder_and_never_replace_someone_elses_files(
     assert report_to(mine) == 2
     assert "holds files this command did not write (holiday.jpg)" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["holiday.jpg"]
+
+
+@pytest.mark.parametrize(
+    "outputs,message",
+    [
+        # the summary replaced the PDF, and both were reported written
+        ({"--out": "same", "--json": "same"}, "--out and --json are both"),
+        # the PNG folder was swapped in whole: the PDF (or summary, or figures) reported written was gone
+        ({"--out": "pages/r.pdf", "--png-dir": "pages"}, "--out {}/pages/r.pdf is inside --png-dir"),
+        ({"--json": "pages/s.json", "--png-dir": "pages"}, "--json {}/pages/s.json is inside --png-dir"),
+        ({"--figures-dir": "pages/figs", "--png-dir": "pages"}, "--figures-dir {}/pages/figs is inside --png-dir"),
+    ],
+)
+def test_outputs_that_would_replace_one_another_are_one_line_and_leave_nothing(tmp_path, capsys, outputs, message):
+    run = _run_dir(tmp_path)
+    table = _table(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    args = {"--out": "r.pdf", "--json": "s.json", **outputs}
+    argv = ["report", "--no-testbed", str(table), str(run), "--bootstrap", "10"]
+    for flag, name in args.items():
+        argv += [flag, str(tmp_path / name)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message.format(tmp_path) in err
+    assert sorted(tmp_path.rglob("*")) == before
