@@ -114,11 +114,16 @@ def read_table(path: Path) -> list[Result]:
             source, model, setting, acc, n, proto_text, tags = rec[:7]
             id_setting, metric = rec[7:] if len(rec) > 7 else ("", "top1")
             where = f"{path}:{line}"
-            proto = dict(p.split("=", 1) for p in proto_text.split(";") if p)
+            entries = [p for p in proto_text.split(";") if p]
+            if any("=" not in p for p in entries):
+                raise ValueError(f"{where}: protocol {proto_text!r} is not key=value entries separated by ';'")
+            proto = dict(p.split("=", 1) for p in entries)
             try:
                 value = float(acc)
             except ValueError:
                 raise ValueError(f"{where}: accuracy {acc!r} is not a number") from None
+            if n and not n.strip().isdigit():
+                raise ValueError(f"{where}: n {n!r} is not a whole number")
             setting = legacy_setting(setting, proto)
             entry = {"where": where, "metric": metric or "top1", "value": value, "n": int(n) if n else None,
                      "n_expected": _incomplete(proto, where), "protocol": proto,
