@@ -141,6 +141,11 @@ def check_outputs(cfg: ReportConfig) -> None:
 def run_report(cfg: ReportConfig) -> dict:
     """Do the whole report; returns the summary object."""
     check_outputs(cfg)
+    # An input named twice (``report runs/a runs/a``, a shell glob and an explicit path) is read once.
+    firsts: dict[Path, Path] = {}
+    for path in cfg.inputs:
+        firsts.setdefault(Path(path).resolve(), Path(path))
+    cfg = dataclasses.replace(cfg, inputs=list(firsts.values()))
     rows, user_sources = load_rows(cfg)
     settings = {r.setting for r in rows}
     unknown = [k for k in cfg.id_shifts if k not in settings]

@@ -131,3 +131,17 @@ def test_outputs_that_would_replace_one_another_are_one_line_and_leave_nothing(t
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message.format(tmp_path) in err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_input_named_twice_is_read_once(tmp_path):
+    """``report runs/a ./runs/a``: every row was listed as a duplicate and the run's analysis
+    pages were drawn twice."""
+    from reports.report import ReportConfig, run_report
+
+    run = _run_dir(tmp_path)
+    base = dict(testbed=False, samples=0, out=None, json=None)
+    once = run_report(ReportConfig(inputs=[_table(tmp_path), run], **base))
+    twice = run_report(ReportConfig(inputs=[_table(tmp_path), run, tmp_path / "." / run.name, run], **base))
+    assert twice["dropped"] == once["dropped"] and twice["models"] == once["models"]
+    assert twice["inputs"] == [str(_table(tmp_path)), str(run)]
+    assert twice["analyses"] == once["analyses"]
