@@ -3,7 +3,6 @@ the trend are checked against values computed here by hand."""
 
 import json
 import math
-import os
 import shutil
 
 import leaderboard_toy as toy
@@ -247,7 +246,25 @@ def test_site_against_the_testbed_without_matching_shifts_ranks_by_ood(tmp_path,
     )
     assert note in (tmp_path / "site" / "index.html").read_text()
     assert note in (tmp_path / "site" / "leaderboard.md").read_text()
-    assert os.path.exists(tmp_path / "site" / "leaderboard.pdf")
+    # the PDF said nothing of it (its table pages had no trend note)
+    pdf_text = " ".join(" ".join(p.extract_text() for p in PdfReader(tmp_path / "site" / "leaderboard.pdf").pages).split())
+    assert note in pdf_text
+
+
+def test_the_pdf_never_shows_two_long_names_alike(site, tmp_path):
+    """Names were clipped to 28 characters: two entries whose names differ after that read alike."""
+    import dataclasses
+
+    from reports.leaderboard.pdf import write_pdf
+
+    _, _, board, _ = site
+    t = board.tables[0]
+    names = [f"a very long model name shared by both, variant {k}" for k in "AB"]
+    entries = [dataclasses.replace(e, card={**e.card, "name": n}) for e, n in zip(t.entries, names, strict=False)]
+    assert len(entries) == 2
+    write_pdf(tmp_path / "lb.pdf", [dataclasses.replace(t, entries=entries)], [])
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(tmp_path / "lb.pdf").pages).split())
+    assert all(n in text for n in names)
 
 
 def test_rank_ranges_by_hand():
