@@ -1,6 +1,8 @@
 """Figure details a paper needs: WiSE-FT sweeps as curves in alpha order, soups and their
 ingredients marked, the average-over-shifts points, unique figure names."""
 
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
@@ -202,3 +204,21 @@ def test_a_label_with_no_free_spot_is_drawn_with_a_leader_line_not_dropped():
     frame = ax.get_window_extent()
     assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
     plt.close(fig)
+
+
+def test_a_second_report_into_one_figures_folder_leaves_no_plot_of_the_first(tmp_path):
+    """Rerun with other inputs into the same --figures-dir: the plot of a group the new report no
+    longer has stayed beside the new ones, passing for one of them. Other files stay."""
+    from reports.export import write_figures
+
+    std = [row("pub", f"m{i}", s, v, 50_000, tags=["standard"]) for i in range(3)
+           for s, v in (("imagenet", 0.5 + i / 10), ("imagenet-sketch", 0.3 + i / 10), ("imagenetv2", 0.4 + i / 10))]
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "fig1.pdf").write_text("mine")
+    first = write_figures(folder, analyse(std, BaselineRule(), samples=0), [], set(), "logit")
+    assert any("imagenetv2__vs__" in f for f in first)
+    second = write_figures(folder, analyse([r for r in std if r.setting != "imagenetv2"], BaselineRule(), samples=0), [], set(), "logit")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["notes.txt", "fig1.pdf", *(Path(f).name for f in second)])
+    assert not any("imagenetv2" in p.name for p in folder.iterdir())
