@@ -75,6 +75,7 @@ def collect(
         )
     files = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
     accepted, rejected = [], []
+    seen: dict[str, str] = {}  # bundle sha256 -> the file it was first read from
     for path in tqdm(files, desc="validating submissions", unit="bundle", disable=not progress):
         if not path.name.endswith(BUNDLE_SUFFIX):
             rejected.append(
@@ -82,6 +83,10 @@ def collect(
             )
             continue
         sha = sha256_file(path)
+        if sha in seen:  # one submission uploaded twice would be ranked twice
+            rejected.append((path.name, [f"[duplicate-bundle] the same bundle as {seen[sha]}, which is listed"]))
+            continue
+        seen[sha] = path.name
         v = cache.get(path, sha) if cache else None
         if v is None:
             try:
