@@ -205,6 +205,15 @@ def test_baseline_files_are_checked_and_never_merged_by_model_name(tmp_path):
         read_baseline([a])
 
 
+def test_markdown_cells_carry_no_link_or_image():
+    """A card named ``[click](javascript:...)`` or ``![](https://tracker)`` was a live link or a
+    remote image in leaderboard.md."""
+    from reports.leaderboard.markdown import cell
+
+    assert cell("[click](javascript:alert(1))") == "[click\\](javascript:alert(1))"
+    assert cell("![x](https://t.example/p.png) [labels-unverified]") == "![x\\](https://t.example/p.png) [labels-unverified]"
+
+
 def test_outputs_exist_and_escape_submitted_text(site):
     _, out, board, _ = site
     index = (out / "index.html").read_text()
