@@ -437,15 +437,28 @@ def user_shift_names(folder: Path) -> dict[str, str]:
     return {s: f"{s}:{Path(root).name}" for s in USER_SHIFTS} if root else {}
 
 
+def user_setting(res: Result, names: Mapping[str, str]) -> str:
+    """A ``folder`` or ``wds`` row's setting named after the dataset it was scored on: the data
+    root its cell records (``provenance.cell.data_root``, resolved when it ran), else the run's
+    last one (:func:`user_shift_names`). A run directory reused with another ``--data-root``
+    holds rows of two datasets; each keeps its own name."""
+    if res.setting not in USER_SHIFTS:
+        return res.setting
+    root = ((res.provenance or {}).get("cell") or {}).get("data_root")
+    if isinstance(root, str) and Path(root).name:
+        return f"{res.setting}:{Path(root).name}"
+    return names.get(res.setting, res.setting)
+
+
 def read_run_dir(folder: Path) -> list[Result]:
     """A run directory's ``results.jsonl``; a ``folder`` or ``wds`` setting takes its dataset's
-    name (:func:`user_shift_names`)."""
+    name (:func:`user_setting`)."""
     path = Path(folder) / "results.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{folder}: no results.jsonl; is this a run directory (shiftbench run --run-dir)?")
     rows = read_results_jsonl(path, f"run:{Path(folder).name}")
     names = user_shift_names(folder)
-    return [dataclasses.replace(r, setting=names[r.setting]) if r.setting in names else r for r in rows]
+    return [dataclasses.replace(r, setting=user_setting(r, names)) for r in rows]
 
 
 READERS: dict[str, Callable[[Path], list[Result]]] = {
