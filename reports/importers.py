@@ -472,6 +472,10 @@ READERS: dict[str, Callable[[Path], list[Result]]] = {
 }
 
 
+#: Formats that read a folder: a timm ``results/`` folder, a run directory.
+FOLDER_FORMATS = ("timm", "results")
+
+
 def detect_format(path: Path) -> str:
     """Guess a file's format from its name and first line/row."""
     path = Path(path)
@@ -516,6 +520,9 @@ def load(path: Path, fmt: str | None = None) -> list[Result]:
             raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such file or directory")
+        if Path(path).is_dir() and fmt not in FOLDER_FORMATS:
+            raise ValueError(f"{path}: a folder, and --format {fmt} reads a file; give the file, or a "
+                             f"{' or '.join(FOLDER_FORMATS)} folder")
         return READERS[fmt](Path(path))
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); is it a results file?") from None

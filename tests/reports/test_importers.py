@@ -227,6 +227,13 @@ def test_missing_path_and_unknown_format(tmp_path):
         importers.load(f, "xls")
 
 
+@pytest.mark.parametrize("fmt", ["wiseft", "soups", "open_clip", "imagenet-testbed", "shiftbench"])
+def test_a_folder_given_a_file_format_is_a_clear_error(tmp_path, fmt):
+    """``report --format wiseft runs/x`` ended in an IsADirectoryError traceback."""
+    with pytest.raises(ValueError, match=f"a folder, and --format {fmt} reads a file"):
+        importers.load(tmp_path, fmt)
+
+
 def test_the_analysis_projects_a_result_without_renaming_it():
     """The fits read a row's top-1 and main metric under the row's own setting, ID setting and
     protocol codes; the report's tags add what the model's imply."""
