@@ -59,6 +59,8 @@ def calibration_rows(run, calibrate_on: str | None = None, models: list[str] | N
     with ``calibrate_on``, also after the temperature each model fits on that setting."""
     out = []
     models = models or [m for m in dict.fromkeys(r.model for r in run.rows)]
+    if calibrate_on:
+        check_fit_set(run, calibrate_on)
     for model in models:
         temperature = None
         if calibrate_on:
@@ -83,6 +85,30 @@ def calibration_rows(run, calibrate_on: str | None = None, models: list[str] | N
                                       expected_calibration_error(o.logits, o.labels),
                                       negative_log_likelihood(o.logits, o.labels), **kw))
     return out
+
+
+def check_fit_set(run, calibrate_on: str) -> None:
+    """Refuse a temperature fitted on images the figure reports: an OOD shift, or the ID set an
+    OOD shift is compared with (its same-class views share its images). Fitted there, the
+    calibrated ECE of those images is in-sample, better than any model earns."""
+    reported: set[str] = set()
+    for r in run.rows:
+        if "@" in r.setting:
+            continue
+        try:
+            spec = run.spec(r.setting)
+        except (ValueError, FileNotFoundError):
+            continue
+        if spec.id_reference and spec.id_reference != r.setting:
+            reported |= {r.setting, run.id_setting(r.setting)}
+    images = {s.partition("@")[0] for s in reported}
+    if calibrate_on.partition("@")[0] in images:
+        raise ValueError(
+            f"--calibrate-on {calibrate_on}: its images are reported in the calibration figure "
+            f"({', '.join(sorted(s for s in reported if s.partition('@')[0] == calibrate_on.partition('@')[0]))}), so the "
+            "calibrated ECE there would be in-sample; fit the temperature on held-out ID data "
+            "(`shiftbench make-heldout`, then `--shifts imagenet-heldout`, and --calibrate-on imagenet-heldout)"
+        )
 
 
 def id_ood_pairs(run, rows: list[CalibrationRow]) -> list[tuple[CalibrationRow, CalibrationRow]]:
