@@ -131,7 +131,7 @@ def read_table(path: Path) -> list[Result]:
                      "id_setting": legacy_setting(id_setting, {}) if id_setting else None}
             runs = groups.setdefault((source, model, setting), [])
             if not runs or any(e["metric"] == entry["metric"] for e in runs[-1]):
-                runs.append([])  # a repeated metric is a second row (listed by the report as a duplicate)
+                runs.append([])  # a repeated metric is a second row (refused by the report if it differs)
             runs[-1].append(entry)
     return [_result(key, entries) for key, runs in groups.items() for entries in runs]
 
