@@ -145,3 +145,42 @@ def test_an_input_named_twice_is_read_once(tmp_path):
     assert twice["dropped"] == once["dropped"] and twice["models"] == once["models"]
     assert twice["inputs"] == [str(_table(tmp_path)), str(run)]
     assert twice["analyses"] == once["analyses"]
+
+
+def test_one_long_model_name_leaves_the_summary_table_readable(tmp_path, monkeypatch):
+    """A 3,000-character model name set the name column's width, so every row was padded to it
+    and the whole table's font shrank to 0.4 pt (and the report took minutes). The name is now
+    kept whole on lines of its own below its row; the table keeps its font."""
+    from reports import pdf as pdf_module
+    from reports.report import ReportConfig, run_report
+
+    long = "resnet-" + "x" * 1500 + " " + "y" * 1500
+    run = edited_run(tmp_path, lambda rows: [r.update(model=long) for r in rows])
+    (tmp_path / "other").mkdir()
+    other = _run_dir(tmp_path / "other")
+    pages: list[tuple[str, str, float]] = []
+    original = pdf_module._text_page
+
+    def spy(pdf, title, body, size=pdf_module.PORTRAIT, fontsize=8.5, family="sans-serif"):
+        pages.append((title, body, fontsize))
+        original(pdf, title, body, size, fontsize, family)
+
+    monkeypatch.setattr(pdf_module, "_text_page", spy)
+    run_report(ReportConfig(inputs=[_table(tmp_path), run, other], testbed=False, samples=10, out=tmp_path / "r.pdf",
+                            json=None, analyses=False))  # fmt: skip
+    summary = [(body, size) for title, body, size in pages if title.startswith("Summary of highlighted models")]
+    assert summary and min(size for _, size in summary) > 3
+    text = "\n".join(body for body, _ in summary)
+    assert max(len(line) for line in text.splitlines()) < 300
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("resnet-x"))
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if line.startswith(("model ", "      ", "-")):
+            continue  # the next page's column heads
+        if not line.strip() or line.startswith(("my-model", "clipzs")):
+            break
+        block.append(line)
+    assert all(len(body.splitlines()) <= pdf_module.TABLE_ROWS + 3 for body, _ in summary[:-1])  # nothing runs off a page
+    assert "".join(x[: pdf_module.NAME_MAX] for x in block).rstrip("* ") == long  # the whole name, in order
+    assert any(line.startswith("my-model ") and "run:other" in line for line in lines)
