@@ -126,9 +126,19 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_outputs(cfg: ReportConfig) -> None:
-    """Refuse outputs that would overwrite one another before any work: the PDF and the summary
-    at one path (the summary replaced the PDF), or either, or the figures folder, inside the
-    PNG folder (replaced whole by the new pages, so they vanished after being reported written)."""
+    """Refuse outputs that cannot be written or would overwrite one another, before any work: a
+    folder output, or an output's parent, that is a file (the PDF was written, then the figures
+    failed); the PDF and the summary at one path (the summary replaced the PDF); either, or the
+    figures folder, inside the PNG folder (replaced whole by the new pages, so they vanished after
+    being reported written)."""
+    for flag, path, folder in (("--out", cfg.out, False), ("--json", cfg.json, False),
+                               ("--png-dir", cfg.png_dir, True), ("--figures-dir", cfg.figures_dir, True)):
+        if not path:
+            continue
+        path = Path(path)
+        blocking = next((a for a in ([path] if folder else []) + list(path.parents) if a.exists() and not a.is_dir()), None)
+        if blocking is not None:
+            raise ValueError(f"{flag} {path}: {blocking} is a file, not a folder; give another path")
     if cfg.out and cfg.json and Path(cfg.out).resolve() == Path(cfg.json).resolve():
         raise ValueError(f"--out and --json are both {cfg.out}; give the PDF and the summary different paths")
     if cfg.png_dir:

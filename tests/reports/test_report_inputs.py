@@ -117,11 +117,16 @@ def test_png_pages_go_to_their_own_folder_and_never_replace_someone_elses_files(
         ({"--out": "pages/r.pdf", "--png-dir": "pages"}, "--out {}/pages/r.pdf is inside --png-dir"),
         ({"--json": "pages/s.json", "--png-dir": "pages"}, "--json {}/pages/s.json is inside --png-dir"),
         ({"--figures-dir": "pages/figs", "--png-dir": "pages"}, "--figures-dir {}/pages/figs is inside --png-dir"),
+        # a FileExistsError traceback, after the PDF had been written
+        ({"--figures-dir": "afile"}, "--figures-dir {0}/afile: {0}/afile is a file, not a folder"),
+        ({"--out": "afile/r.pdf"}, "--out {0}/afile/r.pdf: {0}/afile is a file, not a folder"),
+        ({"--json": "afile/deeper/s.json"}, "--json {0}/afile/deeper/s.json: {0}/afile is a file, not a folder"),
     ],
 )
-def test_outputs_that_would_replace_one_another_are_one_line_and_leave_nothing(tmp_path, capsys, outputs, message):
+def test_outputs_that_cannot_be_written_or_would_replace_one_another_are_one_line_and_leave_nothing(tmp_path, capsys, outputs, message):
     run = _run_dir(tmp_path)
     table = _table(tmp_path)
+    (tmp_path / "afile").write_text("not a folder")
     before = sorted(tmp_path.rglob("*"))
     args = {"--out": "r.pdf", "--json": "s.json", **outputs}
     argv = ["report", "--no-testbed", str(table), str(run), "--bootstrap", "10"]
