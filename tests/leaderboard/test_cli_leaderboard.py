@@ -155,6 +155,22 @@ def test_leaderboard_command(tmp_path, run_dir, card, capsys):
     assert main(["leaderboard", str(tmp_path / "nope"), "--out", str(site)]) == 2
 
 
+def test_an_out_path_under_a_file_is_one_line(tmp_path, run_dir, card, capsys):
+    """``submit --out FILE/a.tar.gz`` and ``leaderboard --out FILE/site`` ended in a
+    FileExistsError traceback."""
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["submit", str(run_dir), "--card", str(card), "--out", str(tmp_path / "afile" / "a.tar.gz"), "--require", SUITE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "shiftbench submit: error:" in err and "afile" in err
+    subs = tmp_path / "subs"
+    assert main(["submit", str(run_dir), "--card", str(card), "--out", str(subs / "a.tar.gz"), "--require", SUITE]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", str(subs), "--out", str(tmp_path / "afile" / "site"), "--require", SUITE, "--trust-labels"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "shiftbench leaderboard: error:" in err and "afile" in err
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
 def test_one_bundle_under_two_names_is_ranked_once(tmp_path, run_dir, card, capsys):
     """``a b.tar.gz`` and ``a_b.tar.gz`` with the same bytes were two entries with one entry id:
     the model was ranked twice and one entry page replaced the other."""
