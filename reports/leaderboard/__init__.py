@@ -116,6 +116,20 @@ def collect(
     return accepted, rejected
 
 
+def data_digests(required: Sequence[str], get_shift: Callable[[str], Shift], data_root: Path) -> dict[str, str]:
+    """Each required shift's keys and labels under ``data_root``, as a digest (one pass over the
+    files, no image decoded): the validation cache misses when the dataset there changed, since
+    a bundle's keys and labels were checked against what it held."""
+    from harness.engine.predict import read_manifest
+    from harness.scoring import resolve_split
+
+    out = {}
+    for name in required:
+        shift = get_shift(name)
+        out[name] = read_manifest(shift, Path(data_root), resolve_split(shift, None), name).digest()
+    return out
+
+
 def completed_specs(
     required: Sequence[str], get_shift: Callable[[str], Shift], data_root: Path | None
 ) -> dict[str, ShiftSpec]:
@@ -163,7 +177,8 @@ def build_leaderboard(
         old_cache = out / ".validation"
         if old_cache.is_dir() and not fresh:
             shutil.copytree(old_cache, site / ".validation")
-        cache = ValidationCache(site / ".validation", required, data_root, allow_incomplete)
+        data = data_digests(required, get_shift, data_root) if data_root is not None else None
+        cache = ValidationCache(site / ".validation", required, data_root, allow_incomplete, data)
         accepted, rejected = collect(
             submissions, required, data_root, get_shift, progress, cache, allow_incomplete, trust_labels
         )

@@ -329,6 +329,25 @@ def test_rebuild_reuses_validation_of_unchanged_bundles(site, tmp_path, monkeypa
     assert calls == ["alpha.tar.gz", "alpha.tar.gz", "cheat.tar.gz"]
 
 
+def test_a_changed_dataset_revalidates_every_bundle(site, tmp_path):
+    """Validations were cached by the data root's path alone: after the dataset there changed (an
+    image gone), a bundle checked against the old data stayed accepted on the next build."""
+    root, *_ = site
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copy(root / "subs" / "alpha.tar.gz", subs)
+    data = tmp_path / "data"
+    toy.write_dataset(data)
+    out = tmp_path / "site"
+    first = build_leaderboard(subs, out, required=toy.SUITE, data_root=data, get_shift=toy.get_shift, progress=False)
+    assert len(first.accepted) == 1 and not first.rejected
+    next(p for p in sorted((data / "toy-v2").rglob("*.png"))).unlink()
+    again = build_leaderboard(subs, out, required=toy.SUITE, data_root=data, get_shift=toy.get_shift, progress=False)
+    assert not again.accepted
+    ((name, reasons),) = again.rejected
+    assert name == "alpha.tar.gz" and any(r.startswith("[key-mismatch] toy-v2: keys differ") for r in reasons)
+
+
 def test_a_class_map_shipped_with_the_data_pairs_the_shift_with_its_same_class_view(tmp_path):
     """ObjectNet's map comes from its mapping files: with --data-root the leaderboard completes the
     spec from the data and pairs the shift with ``imagenet@objectnet`` (here ``toy@toy-o``), not
