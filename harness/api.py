@@ -282,6 +282,28 @@ def build_device() -> str | None:
     return _BUILD_DEVICE.get()
 
 
+_CHECKING: contextvars.ContextVar[bool] = contextvars.ContextVar("shiftbench_checking", default=False)
+
+
+@contextmanager
+def checking_build() -> Iterator[None]:
+    """Classifiers built inside are only checked, before a command writes anything: a factory
+    reads and refuses its input as a real build does (options, files, a checkpoint against its
+    architecture) but writes nothing (no cache entry) and may skip work that checks nothing
+    (the weights' values: its modules may live on the ``meta`` device; a zero-shot head's text
+    encoding). What it returns is read only for its name, label space, width and preprocessing."""
+    token = _CHECKING.set(True)
+    try:
+        yield
+    finally:
+        _CHECKING.reset(token)
+
+
+def is_checking_build() -> bool:
+    """Whether the classifier being built is only checked (``checking_build``)."""
+    return _CHECKING.get()
+
+
 @dataclass
 class Predictions:
     """Per-example outputs of one model on one shift: the unit everything is scored from."""

@@ -34,10 +34,28 @@ def storage_error(path: Path, exc: OSError) -> ValueError:
     return ValueError(f"cannot write {path}: {exc.strerror or exc}; fix the path or permissions and rerun")
 
 
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, nearest first: what writing it creates."""
+    return [p for p in Path(path).absolute().parents if not p.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (``missing_folders`` of a write that failed or was refused), nearest
+    first, each only while empty: a refused command leaves no folder it made, and never removes
+    what another process put there meanwhile."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO[Any]]:
-    """``with atomic_file(p) as fh: fh.write(...)`` publishes ``p`` only if the block succeeds."""
+    """``with atomic_file(p) as fh: fh.write(...)`` publishes ``p`` only if the block succeeds;
+    otherwise neither its temp file nor the folders made for it are left."""
     path = Path(path)
+    made = missing_folders(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
@@ -49,9 +67,11 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        remove_empty_folders(made)
         raise storage_error(path, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
+        remove_empty_folders(made)
         raise
 
 
@@ -71,9 +91,9 @@ def atomic_folder(path: str | os.PathLike, ours: Callable[[str], bool] = lambda 
     """Build a folder under a temp name and swap it into place when the block succeeds.
 
     A failure leaves ``path`` as it was (the old folder, or nothing) and no temp folder
-    behind. An existing ``path`` that is not a folder, or holds a name ``ours`` does not
-    claim (someone else's files, which the swap would delete), is refused before anything
-    is built."""
+    behind (nor a folder made for it). An existing ``path`` that is not a folder, or holds a
+    name ``ours`` does not claim (someone else's files, which the swap would delete), is
+    refused before anything is built."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{what} {path} exists and is not a folder; give a folder path")
@@ -84,6 +104,7 @@ def atomic_folder(path: str | os.PathLike, ours: Callable[[str], bool] = lambda 
                 f"{what} {path} holds files this command did not write ({', '.join(foreign[:3])}); "
                 "give a new or empty folder"
             )
+    made = missing_folders(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path, ".building")
     tmp.mkdir()
@@ -92,6 +113,7 @@ def atomic_folder(path: str | os.PathLike, ours: Callable[[str], bool] = lambda 
         replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty_folders(made)
         raise
 
 
@@ -114,6 +136,13 @@ def replace_folder(new: Path, path: Path) -> None:
 _HASHED: dict[tuple[str, int, int, int, int], str] = {}
 
 
+def file_version(path: str | os.PathLike) -> tuple[str, int, int, int, int]:
+    """(resolved path, inode, size, mtime, ctime): what a file's contents are remembered by for
+    the process; a file rewritten or replaced has another."""
+    st = os.stat(path)
+    return str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     """Content hash of a file: a model's weights (what ``describe()`` records, names and cell
     identities derive from).
@@ -121,8 +150,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     Remembered for the process by (path, inode, size, mtime, ctime): a run or sweep plans its
     cells, builds its models and writes its records from one hash of each multi-GB file, and a
     rewritten or replaced file is hashed again."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    key = file_version(path)
     if key not in _HASHED:
         h = hashlib.sha256()
         with open(path, "rb") as fh:

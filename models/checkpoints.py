@@ -77,10 +77,27 @@ def load_state_dict(path: str | os.PathLike, check_finite: bool = True, mmap: bo
     Unwraps ``{"state_dict": ...}`` (or the first of ``wrappers`` present) and DataParallel ``module.`` prefixes, drops OpenAI's
     non-weight entries; rejects non-tensor values and (unless ``check_finite`` is False)
     NaN/inf weights. ``mmap`` maps ``torch.save`` zip files lazily (safetensors always are).
+    A file found finite is not checked again in the process while it is unchanged: the real
+    build after a checked one (``harness.api.checking_build``) reads it without a second pass.
     """
+    from harness.api import is_checking_build
+    from harness.files import file_version
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    mmap = mmap or is_checking_build()  # a checked build reads every tensor once, holding none
+    finite = (file_version(path), wrappers)
+    state = _read_state_dict(path, mmap, check_finite and finite not in _FINITE, wrappers)
+    if check_finite:
+        _FINITE.add(finite)
+    return state
+
+
+_FINITE: set[tuple[tuple[str, int, int, int, int], tuple[str, ...]]] = set()  # files (and wrappers) found finite
+
+
+def _read_state_dict(path: Path, mmap: bool, check_finite: bool, wrappers: tuple[str, ...]) -> dict[str, torch.Tensor]:
     if is_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -155,7 +172,8 @@ def parameters_uninitialised() -> Iterator[None]:
     build: ViT-B-32 0.9 s -> 0.04 s, ViT-L-14 4.2 s -> 0.1 s on a 2-core AVX512 CPU. Buffers, and
     tensors that are not parameters, are initialised as usual (a checkpoint need not hold them:
     a text tower's causal mask is not in its state dict). Process-wide while open: use it only
-    around building a module, in the thread that builds it."""
+    around building a module, in the thread that builds it. In a checked build the module is
+    built on the ``meta`` device (``on_meta_when_checking``)."""
     originals = {name: getattr(torch.Tensor, name) for name in ("uniform_", "normal_")}
 
     def skipping(original):
@@ -169,17 +187,32 @@ def parameters_uninitialised() -> Iterator[None]:
     for name, original in originals.items():
         setattr(torch.Tensor, name, skipping(original))
     try:
-        yield
+        with on_meta_when_checking():
+            yield
     finally:
         for name, original in originals.items():
             setattr(torch.Tensor, name, original)
 
 
+def on_meta_when_checking() -> contextlib.AbstractContextManager:
+    """Modules built inside a checked build (``harness.api.checking_build``) live on the
+    ``meta`` device: names and shapes, which is all ``load_into`` checks, without memory or
+    values. A real build is untouched."""
+    from harness.api import is_checking_build
+
+    return torch.device("meta") if is_checking_build() else contextlib.nullcontext()
+
+
 def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str | os.PathLike,
               target: str) -> None:
-    """``load_state_dict(strict=True)`` with an error naming the file and the architecture."""
+    """``load_state_dict(strict=True)`` with an error naming the file and the architecture. Into
+    a module on the ``meta`` device (a checked build) it checks names and shapes only."""
+    import warnings
+
     try:
-        module.load_state_dict(state, strict=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter.*")
+            module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:400]
         raise ValueError(f"{source}: does not fit {target} ({detail}); "
@@ -187,13 +220,17 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> str:
-    """Write atomically (temp file, then rename); returns the file's sha256.
+    """Write atomically (temp file, then rename); returns the file's sha256. A failed write
+    leaves neither the temp file nor the folders made for it.
 
     The temp name is unique per writer: torchrun ranks and Ray tasks saving the same cached
     head at once each rename their own complete file, never one another's."""
     from safetensors.torch import save_file
 
+    from harness.files import missing_folders, remove_empty_folders
+
     path = Path(path)
+    made = missing_folders(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -202,6 +239,7 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        remove_empty_folders(made)
         raise
     return file_sha256(path)
 

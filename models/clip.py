@@ -78,8 +78,11 @@ def create_open_clip(arch: str, pretrained_tag: str | None = None, activation: s
 
     ``activation`` (``quickgelu``/``gelu``, from ``resolve_activation``) decides the towers'
     activation; None builds what the architecture and tag say. ``empty``: parameters are left
-    uninitialised, for a caller that loads every one of them next (``load_into``)."""
+    uninitialised, for a caller that loads every one of them next (``load_into``); in a checked
+    build (``harness.api.checking_build``) they are on the ``meta`` device."""
     import open_clip
+
+    from harness.api import is_checking_build
 
     check_arch(arch)
     force = None
@@ -100,7 +103,8 @@ def create_open_clip(arch: str, pretrained_tag: str | None = None, activation: s
     try:
         with parameters_uninitialised() if empty else contextlib.nullcontext():
             model = open_clip.create_model(arch, pretrained=None, force_preprocess_cfg=force,
-                                           force_quick_gelu=activation == "quickgelu")
+                                           force_quick_gelu=activation == "quickgelu",
+                                           device="meta" if empty and is_checking_build() else "cpu")
     finally:
         logging.getLogger().setLevel(level)
     return model.eval()
@@ -288,10 +292,17 @@ def head_options(opts: Options) -> HeadOptions:
 
 
 def zeroshot_head(model, arch: str, weights_sha: str, ho: HeadOptions) -> tuple[torch.Tensor, float, dict[str, Any]]:
-    """Unit-norm class embeddings ``[C, D]``, the logit scale and the head's provenance."""
+    """Unit-norm class embeddings ``[C, D]``, the logit scale and the head's provenance. A checked
+    build (``harness.api.checking_build``) encodes no prompt and writes no cached head: its head
+    has the real shape and no values."""
     import open_clip
 
+    from harness.api import is_checking_build
     from models.zeroshot import cached_zeroshot_head, can_truncate
+
+    if is_checking_build():
+        width = int(open_clip.get_model_config(arch)["embed_dim"])
+        return torch.zeros(len(ho.names), width), 1.0 if ho.scale is None else ho.scale, {"cache": "checked only"}
 
     scale = ho.scale if ho.scale is not None else float(model.logit_scale.detach().float().exp().reshape(-1)[0])
     head, info = cached_zeroshot_head(model, open_clip.get_tokenizer(arch), ho.names, ho.templates,

@@ -216,11 +216,11 @@ def build_members(
 
 def pack(manifest: Mapping[str, Any], members: Mapping[str, bytes], out: Path) -> Path:
     """Write a deterministic .tar.gz (sorted members, zeroed times and owners) atomically."""
+    from harness.files import atomic_file
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     entries = {MANIFEST: json.dumps(manifest, indent=2, sort_keys=True).encode(), **members}
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as raw:
+    with atomic_file(out) as raw:
         with (
             gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz,
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
@@ -232,7 +232,6 @@ def pack(manifest: Mapping[str, Any], members: Mapping[str, bytes], out: Path) -
                 info.mode = 0o644
                 info.mtime = 0
                 tar.addfile(info, io.BytesIO(data))
-    tmp.replace(out)
     return out
 
 

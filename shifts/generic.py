@@ -50,6 +50,11 @@ class ImageFolderShift(_UserShift):
         return [Location("folder", Path(root))]
 
     def classes(self, dataset_dir: Path) -> list[str]:
+        if not Path(dataset_dir).is_dir():
+            raise FileNotFoundError(
+                f"{dataset_dir}: no such folder; for the folder shift --data-root is the dataset "
+                "folder itself, holding <class>/<image>"
+            )
         dirs, files = list_dir(dataset_dir)
         if not dirs:
             raise FileNotFoundError(

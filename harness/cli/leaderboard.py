@@ -121,13 +121,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from harness.files import missing_folders, remove_empty_folders, temp_path
     from reports.submission import build_members, load_card, pack
     from reports.submission_validate import validate_bundle
 
     card = load_card(args.card)
     manifest, members = build_members(args.run_dir, card, args.model, args.allow_incomplete)
     out: Path = args.out
-    staging = out.with_name(out.name + ".unchecked")
+    made = missing_folders(out)  # a refused bundle leaves none of them behind
+    staging = temp_path(out, ".unchecked")
     pack(manifest, members, staging)
     try:
         v = validate_bundle(
@@ -138,9 +140,11 @@ def _submit(args: argparse.Namespace) -> int:
         )
     except BaseException:
         staging.unlink(missing_ok=True)
+        remove_empty_folders(made)
         raise
     if not v.ok:
         staging.unlink(missing_ok=True)
+        remove_empty_folders(made)
         for f in v.failures:
             print(f"{args.run_dir}: {f}", file=sys.stderr)
         print(

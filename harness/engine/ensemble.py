@@ -65,6 +65,7 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
     scorer = default_scorer()
     shifts = sorted({r.shift for r in rows if r.model == members[0]})
     new: list[Result] = []
+    cells: list[tuple[Predictions, str]] = []  # written once every shift is scored: a refusal writes nothing
     for shift in shifts:
         found = [_member_predictions(run_dir, rows, m, shift) for m in members]
         if any(f is None for f in found):
@@ -74,7 +75,8 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
         preds, member_shas = zip(*found, strict=True)  # type: ignore[misc]
         combined = ensemble_predictions(preds, model=name)
         cell_hash = hashlib.sha256(json.dumps(list(member_shas)).encode()).hexdigest()[:16]
-        sha = run_dir.save_predictions(combined, cell_hash, {"ensemble_of": members})
+        sha = combined.sha256()
+        cells.append((combined, cell_hash))
         provenance: dict[str, Any] = {
             "harness_version": __version__,
             "git_sha": git_sha(),
@@ -92,5 +94,7 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
             log.event("scored", "", model=name, setting=task.setting, n=len(scored), metrics=metrics)
     if not new:
         raise ValueError(f"{run_dir.path}: no shift has predictions of every member ({', '.join(members)})")
+    for combined, cell_hash in cells:
+        run_dir.save_predictions(combined, cell_hash, {"ensemble_of": members})
     run_dir.append_results(new)
     return new

@@ -1,6 +1,7 @@
 """``--executor ray``: each model's cells run as one Ray task against the shared run directory.
 
-Ray is an optional extra (``pip install 'shiftbench[ray]'``). Tasks resume like local runs:
+Ray is an optional extra (``pip install 'shiftbench[ray]'``). One task first checks every
+model's plan (``Engine.check``), so a refused run writes nothing. Tasks resume like local runs:
 each skips its done cells; cells and ``results.jsonl`` are guarded by file locks
 (``harness.engine.store``), so concurrent tasks never tear or lose a row. The run directory
 must be on storage every Ray worker sees.
@@ -32,8 +33,17 @@ def _import_ray() -> Any:
     return ray
 
 
+def _engine(config: RunConfig, redo: bool) -> Engine:
+    return Engine(dataclasses.replace(config, progress=False), log=RunLog(config.json, quiet=True), redo=redo)
+
+
 def _run_one(config: RunConfig, source: ModelSource, redo: bool = False) -> list[dict[str, Any]]:
-    return Engine(dataclasses.replace(config, progress=False), log=RunLog(config.json, quiet=True), redo=redo).run([source])
+    return _engine(config, redo).run([source])
+
+
+def _check_all(config: RunConfig, sources: list[ModelSource], redo: bool = False) -> None:
+    """Every model's plan checked in one task, where the cells run, before any task writes."""
+    _engine(config, redo).check(sources)
 
 
 def task_resources(config: RunConfig, cluster_gpus: float) -> tuple[dict[str, Any], RunConfig]:
@@ -60,6 +70,7 @@ def run_on_ray(config: RunConfig, sources: list[ModelSource], log: RunLog, redo:
     if not ray.is_initialized():
         ray.init(address="auto" if _has_cluster() else None)
     options, config = task_resources(config, _cluster_gpus(ray))
+    ray.get(ray.remote(_check_all).options(**options).remote(config, sources, redo))  # a refused run writes nothing
     task = ray.remote(_run_one).options(**options)
     futures = [task.remote(config, s, redo) for s in sources]
     summary: list[dict[str, Any]] = []

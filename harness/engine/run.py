@@ -69,6 +69,16 @@ class ModelSource:
     build: Callable[[], Classifier]
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # added to describe()
     describe: Callable[[Classifier], Mapping[str, Any]] | None = None  # overrides describe() once built
+    # builds it only to check it (``harness.api.checking_build``); None: ``build`` does, as a
+    # factory does for a checked build. A source whose build keeps what it built needs its own.
+    check: Callable[[], Classifier] | None = None
+
+    def checked(self) -> Classifier:
+        """The model as a checked build: every input refused here, before anything is written."""
+        from harness.api import checking_build
+
+        with checking_build():
+            return (self.check or self.build)()
 
 
 def plan_tasks(shifts: tuple[str, ...] | list[str], spec_of: SpecOf) -> list[ScoreTask]:
@@ -278,9 +288,8 @@ class Engine:
         return self._manifests[name]
 
     def run(self, models: list[ModelSource]) -> list[dict[str, Any]]:
-        tasks = plan_tasks(self.config.shifts, self.spec)
+        tasks = self.check(models)
         with self.world.together("opening the run directory"):
-            self._refuse_other_decoders()
             if self.world.is_main:
                 adopted = self.run_dir.adopt_config(self.config)
                 if adopted.id_shift != self.config.id_shift:  # the directory's, named by an earlier run
@@ -288,6 +297,31 @@ class Engine:
         for model in models:
             self._run_model(model, tasks)
         return self.summary
+
+    def check(self, models: list[ModelSource]) -> list[ScoreTask]:
+        """Every check of the plan, before anything is written (a refused run leaves the file
+        system as it was): the run directory's settings and decoder, every dataset's manifest,
+        and each model with a cell to predict built as a checked build (``harness.api.checking_build``:
+        options, files, checkpoints against their architecture) and fitted to those cells'
+        shifts. Returns the score tasks."""
+        from harness.api import building_on
+        from harness.engine.predict import check_fits, resolve_device
+
+        tasks = plan_tasks(self.config.shifts, self.spec)
+        cells = list(dict.fromkeys(t.shift for t in tasks))
+        with self.world.together("checking the plan"):
+            self.run_dir.check_config(self.config)
+            self._refuse_other_decoders()
+            for c in cells:
+                self.manifest(c)
+            for model in models:
+                predict = [c for c in cells if self._cell_state(model, c, [t for t in tasks if t.shift == c], load=False)[0] == "predict"]
+                if predict:
+                    with building_on(str(resolve_device(self.config.device))):
+                        checked = model.checked()
+                    for c in predict:
+                        check_fits(checked, self.spec(c))
+        return tasks
 
     def cell_identity(self, model: ModelSource, shift: str) -> tuple[dict[str, Any], str]:
         """The cell's identity (``harness.engine.identity``) and its hash; reads the manifest."""
@@ -581,39 +615,57 @@ def rescore(run_dir: RunDir, scorer: Any = None, spec_of: SpecOf | None = None) 
     """Re-derive every result row's metrics from its stored predictions (no model runs).
 
     Specs come from the registry completed from the run's data root (class maps of some shifts
-    ship with the data); a user shift's rows keep the run's ``--id-shift``. Refuses if a predictions file changed since it was scored. Holds the
-    run directory's lock from reading the rows to writing them, so a row a concurrent
-    ``run`` appends is never lost."""
-    scorer = scorer if scorer is not None else default_scorer()
-    with run_dir.locked():
-        rows = run_dir.read_results()
-        if not rows:
-            raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
-        config = run_dir.read_config()
-        if spec_of is None:
-            spec_of = run_specs(config)
-        id_shift = config.id_shift if config else None
-        loaded: dict[tuple[str, str], Predictions] = {}
-        out = []
-        from reports.published import with_published_check
+    ship with the data); a user shift's rows keep the run's ``--id-shift``. Refuses, before it
+    writes anything (a lock file included), a run directory without results and a predictions
+    file that changed since it was scored. The rows are rewritten under the run directory's
+    lock: a row a concurrent ``run`` added or replaced meanwhile (scored just now, from its own
+    predictions) is kept as that run wrote it, so no row is lost."""
+    from harness.engine.store import result_identity
 
-        redo = "rerun the `shiftbench run` command that made it (it predicts such a cell again), or add --redo to it"
-        for row in rows:
-            path = run_dir.predictions_path(row.model, row.shift)
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: predictions for {row.model} on {row.setting} are missing; {redo}")
-            if (row.model, row.shift) not in loaded:
-                loaded[(row.model, row.shift)] = Predictions.load(path)
-            preds = loaded[(row.model, row.shift)]
-            if preds.sha256() != row.predictions_sha256:
-                raise ValueError(f"{path}: changed since it was scored (sha256 differs); {redo}")
-            task = task_of_row(row, run_dir.results_path)
-            scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
-            out.append(with_published_check(
-                make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "",
-                            dict(row.provenance), row.n_expected, id_shift)
-            ))
-        run_dir.write_results(out)
+    scorer = scorer if scorer is not None else default_scorer()
+    rows = run_dir.read_results()
+    out = _rescored(run_dir, rows, scorer, spec_of)
+    with run_dir.locked():
+        now = run_dir.read_results()
+        if now == rows:
+            run_dir.write_results(out)
+        else:  # a concurrent run added or replaced rows meanwhile: they stay as it wrote them
+            rescored = {result_identity(row): (row, new) for row, new in zip(rows, out, strict=True)}
+            kept = []
+            for row in now:
+                read, new = rescored.get(result_identity(row), (None, None))
+                kept.append(new if read == row else row)
+            run_dir.write_results(kept)
+    return out
+
+
+def _rescored(run_dir: RunDir, rows: list[Result], scorer: Any, spec_of: SpecOf | None) -> list[Result]:
+    if not rows:
+        raise FileNotFoundError(f"{run_dir.results_path}: no results to score; run `shiftbench run` first")
+    config = run_dir.read_config()
+    if spec_of is None:
+        spec_of = run_specs(config)
+    id_shift = config.id_shift if config else None
+    loaded: dict[tuple[str, str], Predictions] = {}
+    out = []
+    from reports.published import with_published_check
+
+    redo = "rerun the `shiftbench run` command that made it (it predicts such a cell again), or add --redo to it"
+    for row in rows:
+        path = run_dir.predictions_path(row.model, row.shift)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: predictions for {row.model} on {row.setting} are missing; {redo}")
+        if (row.model, row.shift) not in loaded:
+            loaded[(row.model, row.shift)] = Predictions.load(path)
+        preds = loaded[(row.model, row.shift)]
+        if preds.sha256() != row.predictions_sha256:
+            raise ValueError(f"{path}: changed since it was scored (sha256 differs); {redo}")
+        task = task_of_row(row, run_dir.results_path)
+        scored, scored_spec, metrics, groups = score_task(task, preds, spec_of, scorer)
+        out.append(with_published_check(
+            make_result(row.model, task, scored, spec_of(row.shift), scored_spec, metrics, groups, row.predictions_sha256 or "",
+                        dict(row.provenance), row.n_expected, id_shift)
+        ))
     return out
 
 

@@ -42,14 +42,22 @@ class RunDir(RunLayout):
         with self.locked():
             return self._adopt_config(config)
 
-    def _adopt_config(self, config: RunConfig) -> RunConfig:
-        old = self.read_config()
+    def check_config(self, config: RunConfig) -> None:
+        """Refuse ``config`` if the directory was made with other identity settings (reads only:
+        a run checks this before it writes anything; ``adopt_config`` checks again under the lock)."""
+        self._refuse_other_identity(self.read_config(), config)
+
+    def _refuse_other_identity(self, old: RunConfig | None, config: RunConfig) -> None:
         if old is not None and old.identity() != config.identity():
             diffs = [f"{k}: {old.identity()[k]!r} -> {config.identity()[k]!r}" for k in old.identity() if old.identity()[k] != config.identity()[k]]
             raise ValueError(
                 f"run directory {self.path} was made with another configuration ({'; '.join(diffs)}); "
                 "use a new --run-dir, or the original settings"
             )
+
+    def _adopt_config(self, config: RunConfig) -> RunConfig:
+        old = self.read_config()
+        self._refuse_other_identity(old, config)
         merged = config
         if old is not None:
             merged = dataclasses.replace(

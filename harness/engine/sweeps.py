@@ -123,6 +123,7 @@ class WiseFT:
         self._states: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
         self._tags: tuple[list[str], list[str]] = ([], [])
         self._hashes: dict[float, str] = {}  # alpha -> sha256 of the merged weights, hashed once
+        self._checked: Classifier | None = None
 
     def _finetuned_options(self, zs: Classifier) -> dict[str, str]:
         spec, options = self.finetuned
@@ -147,6 +148,23 @@ class WiseFT:
             self._model, self._states = ft, (zs_state, ft_state)
             self._tags = (zs_tags, list(ft.describe().get("tags", [])))
         return self._model, self._states
+
+    def check(self) -> Classifier:
+        """Both endpoints as checked builds (``harness.api.checking_build``), refused as
+        ``_endpoints`` would refuse them, and of one architecture; kept for every alpha and never
+        used to predict (the fine-tuned one stands for the merged model's head)."""
+        from harness.api import checking_build
+        from models.merging import check_compatible
+
+        if self._checked is None:
+            with checking_build():
+                zs = _build(*self.zeroshot)
+                ft = _build(self.finetuned[0], self._finetuned_options(zs))
+            refuse_activation_mix(zs, ft, "the fine-tuned model")
+            check_compatible([_module(zs, "--zeroshot").state_dict(), _module(ft, "--finetuned").state_dict()],
+                             [self.zeroshot[0], self.finetuned[0]])
+            self._checked = ft
+        return self._checked
 
     def classifier(self, alpha: float) -> Classifier:
         from models.checkpoints import state_dict_sha256
@@ -189,9 +207,8 @@ def wiseft_sources(
     for alpha in alphas:
         identity = json.dumps({"wiseft": [list(zeroshot), list(finetuned)], "alpha": alpha}, sort_keys=True)
         name = wiseft_name(alpha, zeroshot, finetuned)
-        sources.append(
-            ModelSource(name, identity, lambda a=alpha: sweep.classifier(a), sweep.provenance(alpha), lambda c, a=alpha: sweep.describe(a, c))
-        )
+        sources.append(ModelSource(name, identity, lambda a=alpha: sweep.classifier(a), sweep.provenance(alpha),
+                                   lambda c, a=alpha: sweep.describe(a, c), sweep.check))
     return sources
 
 
@@ -216,6 +233,7 @@ class Soup:
         self.arch = arch_of(base, options)
         self.shas = {f: file_sha256(f) for f in files}
         self._model: Classifier | None = None
+        self._checked: Classifier | None = None
 
     def _base(self) -> Classifier:
         if self._model is None:
@@ -239,6 +257,23 @@ class Soup:
 
         return view(path, list(_module(self._base(), "soup").state_dict()))
 
+    def check(self, files: list[Path]) -> Classifier:
+        """The base as a checked build (``harness.api.checking_build``; kept, never used to
+        predict), with every one of ``files`` read under its names and shapes, as a merge of
+        them would be."""
+        from harness.api import checking_build
+        from models.merging import check_compatible
+        from models.soups import view
+
+        if self._checked is None:
+            with checking_build():
+                model = _build(self.base, self.options)
+            self._check_activations(model)
+            self._checked = model
+        state = _module(self._checked, "soup").state_dict()
+        check_compatible([state, *(view(f, list(state)) for f in files)], [f"the base model {self.base}", *map(str, files)])
+        return self._checked
+
     def classifier(self, state: Mapping[str, torch.Tensor]) -> Classifier:
         model = self._base()
         _load(_module(model, "soup"), {k: state[k] for k in state}, "soup")
@@ -254,7 +289,7 @@ class Soup:
         identity = json.dumps({"base": self.base, "ingredient": file_identity(path), "options": self.options}, sort_keys=True)
         return ModelSource(
             self.name("ingredient", [path], path.name), identity, lambda: self.classifier(self.view(path)),
-            {"ingredient": str(path), "ingredient_sha256": self.shas[path]}, self.describe,
+            {"ingredient": str(path), "ingredient_sha256": self.shas[path]}, self.describe, lambda: self.check([path]),
         )
 
     def describe(self, classifier: Classifier, soup: bool = False) -> dict[str, Any]:
@@ -273,6 +308,7 @@ class Soup:
             lambda: self.classifier(average([self.view(f) for f in files])),
             {"ingredients": [ingredient_entry(f, self.shas[f]) for f in files], **extra},
             lambda c: self.describe(c, soup=True),
+            lambda: self.check(files),
         )
 
 
@@ -327,11 +363,15 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         from harness.engine.predict import resolve_device
 
         world = World.from_env(resolve_device(config.device).type)
-    select_config = dataclasses.replace(config, shifts=(held_out,))
-    engine = Engine(select_config, log=RunLog(config.json), world=world)
     by_name = {f.name: f for f in files}
     if len(by_name) != len(files):
         raise ValueError("ingredient files must have distinct file names (records name them)")
+    # The selection writes cells: first the whole plan is checked, the run it selects for (any
+    # soup of these ingredients stands for the one chosen) and the held-out cells of each ingredient.
+    Engine(config, log=RunLog(config.json), world=world).check([soup.of("greedy", files, {})])
+    select_config = dataclasses.replace(config, shifts=(held_out,))
+    engine = Engine(select_config, log=RunLog(config.json), world=world)
+    engine.check([soup.ingredient(f) for f in files])
     scores = {name: held_out_score(engine, soup.ingredient(f), held_out) for name, f in by_name.items()}
 
     order = sorted(by_name, key=lambda n: -scores[n])  # greedy_soup's order (stable on ties)
@@ -345,7 +385,7 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         chosen = [by_name[n] for n in names]
         identity = json.dumps({"base": soup.base, "soup": [file_identity(f) for f in chosen], "options": soup.options}, sort_keys=True)
         source = ModelSource(soup.name("candidate", chosen, f"n={len(names)}"), identity, lambda: soup.classifier(state),
-                             {"candidate": names}, lambda c: soup.describe(c, soup=True))
+                             {"candidate": names}, lambda c: soup.describe(c, soup=True), lambda: soup.check(chosen))
         score = held_out_score(engine, source, held_out)
         if score > best[0]:
             kept.append(name)

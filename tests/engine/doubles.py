@@ -248,3 +248,25 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
     show a failure changed nothing."""
     run_dir = Path(run_dir)
     return {str(f.relative_to(run_dir)): f.read_bytes() for f in sorted(run_dir.rglob("*")) if f.is_file() and f.suffix != ".lock"}  # lock files are empty
+
+
+def tree_state(*roots: Path) -> dict[str, str]:
+    """Every path under ``roots`` -> the sha256 of a file's bytes, ``dir`` for a folder, or
+    ``absent`` for a root that does not exist. Equal states mean nothing under the roots was
+    written, created or removed: lock and temp files, empty folders and cache entries included."""
+    import hashlib
+
+    state: dict[str, str] = {}
+    for root in map(Path, roots):
+        if not root.exists():
+            state[str(root)] = "absent"
+            continue
+        for path in [root, *sorted(root.rglob("*"))]:
+            state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+    return state
+
+
+def toy_run_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    """``shiftbench run`` of ``colour:a`` on ``toy-sub`` (and its ID reference) in batches of 2."""
+    return ["run", "--model", "colour:a", "--shifts", "toy-sub", "--data-root", str(data), "--run-dir", str(run_dir),
+            "--batch-size", "2", "--no-progress", *extra]  # fmt: skip

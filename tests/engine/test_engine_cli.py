@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from doubles import registered, write_toy_data
+from doubles import toy_run_args
 
 from harness.api import Predictions
 from harness.cli import main
@@ -20,17 +20,8 @@ from harness.engine.store import RunDir
 RUN_CLI = str(Path(__file__).parent / "run_cli.py")
 
 
-@pytest.fixture
-def data(tmp_path: Path):
-    with registered():
-        yield write_toy_data(tmp_path / "data")
-
-
 def run_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [
-        "run", "--model", "colour:a", "--shifts", "toy-sub", "--data-root", str(data),
-        "--run-dir", str(run_dir), "--workers", "0", "--batch-size", "2", "--no-cache", "--no-progress", *extra,
-    ]  # fmt: skip
+    return toy_run_args(data, run_dir, "--workers", "0", "--no-cache", *extra)
 
 
 def test_cli_run_prints_config_and_a_summary_table(tmp_path, data, capsys):

@@ -8,18 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from doubles import LINEAR_WEIGHTS, engine_flags, mean_rgb, registered, write_toy_data
+from doubles import LINEAR_WEIGHTS, engine_flags, mean_rgb
 from safetensors.torch import save_file
 
 from harness.api import Predictions
 from harness.cli import main
 from harness.engine.store import RunDir
-
-
-@pytest.fixture
-def data(tmp_path: Path):
-    with registered():
-        yield write_toy_data(tmp_path / "data")
 
 
 def expected_logits(data: Path, weight, bias) -> np.ndarray:

@@ -131,11 +131,12 @@ def test_ray_tasks_request_a_gpu_when_the_run_is_on_cuda(monkeypatch):
         config = RunConfig(shifts=("x",), run_dir="unused-run-dir", device=device, cache_dir="")
         ray_executor.run_on_ray(config, [ModelSource("m", "m", lambda: None)], RunLog(quiet=True))
     # with num_gpus=0 Ray sets CUDA_VISIBLE_DEVICES="" in the task; inside, cuda is the GPU Ray gave
-    assert requested == [({"num_gpus": 1}, "cuda")] * 3
+    # (each run: the task that checks every model's plan, then the model's task)
+    assert requested == [({"num_gpus": 1}, "cuda")] * 6
     gpus.clear()
     requested.clear()
     ray_executor.run_on_ray(RunConfig(shifts=("x",), run_dir="d", cache_dir=""), [ModelSource("m", "m", lambda: None)], RunLog(quiet=True))
-    assert requested == [({"num_gpus": 0}, "cpu")]
+    assert requested == [({"num_gpus": 0}, "cpu")] * 2
     with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
         ray_executor.run_on_ray(RunConfig(shifts=("x",), run_dir="d", device="cuda", cache_dir=""), [], RunLog(quiet=True))
 
@@ -394,7 +395,7 @@ def test_the_engine_builds_models_on_the_runs_device(tmp_path):
 
     data = write_toy_data(tmp_path / "data")
     Engine(toy_config(data, run_dir=str(tmp_path / "run"), device="cpu"), get_shift=get_shift).run([ModelSource("c", "c", build)])
-    assert seen == ["cpu"] and build_device() is None
+    assert seen == ["cpu", "cpu"] and build_device() is None  # the checked build, then the real one
 
 
 def test_a_run_directory_holds_one_decoder(tmp_path, capsys):

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from doubles import LINEAR_WEIGHTS, engine_flags, mean_rgb, registered, write_toy_data
+from doubles import LINEAR_WEIGHTS, engine_flags, mean_rgb
 
 from harness.api import Predictions
 from harness.cli import main
 from harness.cli.run import split_model_items
 from harness.config import RunConfig, model_entry, parse_model_entry, resolve
 from harness.engine.store import RunDir
-
-
-@pytest.fixture
-def data(tmp_path: Path):
-    with registered():
-        yield write_toy_data(tmp_path / "data")
 
 
 def test_options_bind_to_the_model_before_them_and_shared_ones_to_all():

@@ -49,3 +49,20 @@ def test_ray_cells_equal_local_cells_and_resume(tmp_path, ray_cluster):
     assert main(run_args(data, tmp_path / "ray", "ray")) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert remote.results_path.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_refused_ray_run_writes_nothing(tmp_path, ray_cluster, capsys):
+    """One task checks every model before any task runs: a good model's cells are not written
+    when another model of the run is refused."""
+    from doubles import tree_state
+
+    from shifts.fixtures import write_folder
+
+    data = tmp_path / "images"
+    write_folder(data, per_class=3)
+    args = run_args(data, tmp_path / "ray", "ray")
+    args[args.index("seed=2")] = "sed=2"
+    assert main(args) == 2
+    assert "model fake: unknown option 'sed'. Did you mean seed?" in capsys.readouterr().err
+    assert tree_state(tmp_path / "ray") == {str(tmp_path / "ray"): "absent"}

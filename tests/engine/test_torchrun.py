@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from doubles import registered, write_toy_data
+from doubles import toy_run_args
 
 from harness.api import Predictions
 from harness.cli import main
@@ -20,15 +20,8 @@ RUN_CLI = str(Path(__file__).parent / "run_cli.py")
 RANK_CACHE_CLI = str(Path(__file__).parent / "rank_cache_cli.py")
 
 
-@pytest.fixture
-def data(tmp_path: Path):
-    with registered():
-        yield write_toy_data(tmp_path / "data")
-
-
 def run_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["run", "--model", "colour:a", "--shifts", "toy-sub", "--data-root", str(data), "--run-dir", str(run_dir),
-            "--batch-size", "2", "--no-progress", "--device", "cpu", *extra]  # fmt: skip
+    return toy_run_args(data, run_dir, "--device", "cpu", *extra)
 
 
 def torchrun(script: str, args: list[str], env: dict[str, str], timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
@@ -122,3 +115,15 @@ def test_a_torchrun_job_waits_for_a_cell_another_process_holds_then_finds_it_don
     rows = RunDir(run_dir).read_results()
     assert sorted((r.model, r.setting) for r in rows) == sorted({(r.model, r.setting) for r in rows})
     assert any(r.setting == "toy-sub" for r in rows)
+
+
+@pytest.mark.slow
+def test_a_refused_torchrun_job_writes_nothing(tmp_path, data):
+    """Every rank checks the plan before rank 0 opens the run directory."""
+    import shutil
+
+    shutil.rmtree(data / "toy")
+    done, _ = torchrun(RUN_CLI, run_args(data, tmp_path / "run", "--workers", "0", "--no-cache"), {})
+    assert done.returncode != 0
+    assert "shiftbench run: error: toy is the ID reference of toy-sub and is evaluated with it" in done.stderr
+    assert not (tmp_path / "run").exists()

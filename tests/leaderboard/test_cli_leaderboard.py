@@ -53,6 +53,17 @@ def test_submit_refuses_wrong_claims_and_writes_nothing(tmp_path, run_dir, card,
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["model.toml"]
 
 
+def test_a_refused_submit_leaves_no_folder_it_made(tmp_path, run_dir, card, capsys):
+    rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+    rows[0]["metrics"]["top1"] = 0.0
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "bundles" / "v1" / "sub.tar.gz"
+    argv = ["submit", str(run_dir), "--card", str(card), "--out", str(out), "--require", SUITE]
+    assert main(argv) == 1
+    assert "no bundle written" in capsys.readouterr().err
+    assert not (tmp_path / "bundles").exists()
+
+
 def test_bad_card_is_one_line(tmp_path, run_dir, capsys):
     card = tmp_path / "bad.toml"
     card.write_text('name = "a"\nname = "b"\n')

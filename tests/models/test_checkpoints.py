@@ -153,3 +153,28 @@ def test_a_files_hash_is_remembered_until_the_file_changes(tmp_path):
     path.write_bytes(b"c" * 11)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # same size, another mtime
     assert file_sha256(path) == __import__("hashlib").sha256(b"c" * 11).hexdigest()
+
+
+def test_a_failed_safetensors_write_leaves_no_folder_it_made(tmp_path):
+    """safetensors refuses tensors that share memory: nothing of the write is left."""
+    shared = torch.zeros(4)
+    with pytest.raises(RuntimeError, match="share memory"):
+        save_safetensors({"a": shared, "b": shared}, tmp_path / "new" / "deep" / "merged.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_weights_file_is_checked_for_nan_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    """The checked build and the real build after it read one file: its values are checked once."""
+    import models.checkpoints as checkpoints
+
+    path = tmp_path / "w.safetensors"
+    save_safetensors({"w": torch.ones(3)}, path)
+    checked, check = [], checkpoints.check_finite_weights
+    monkeypatch.setattr(checkpoints, "check_finite_weights", lambda state, source: (checked.append(source), check(state, source)))
+    load_state_dict(path)
+    load_state_dict(path)
+    assert len(checked) == 1
+    save_safetensors({"w": torch.tensor([1.0, float("nan"), 1.0])}, path)  # rewritten: checked again
+    with pytest.raises(ValueError, match="non-finite"):
+        load_state_dict(path)
+    assert len(checked) == 2

@@ -124,7 +124,7 @@ def _hooked(source: ModelSource, seen: dict[str, list[torch.dtype]], weights: li
         weights.append(clf)
         return clf
 
-    return ModelSource(source.name, source.identity, build)
+    return ModelSource(source.name, source.identity, build, check=source.build)  # the checked build is not watched
 
 
 def _run(tmp_path: Path, photos: Path, source: ModelSource, precision: str, tag: str) -> dict:
