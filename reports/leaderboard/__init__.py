@@ -120,13 +120,17 @@ def data_digests(required: Sequence[str], get_shift: Callable[[str], Shift], dat
     """Each required shift's keys and labels under ``data_root``, as a digest (one pass over the
     files, no image decoded): the validation cache misses when the dataset there changed, since
     a bundle's keys and labels were checked against what it held."""
-    from harness.engine.predict import read_manifest
+    import hashlib
+
     from harness.scoring import resolve_split
 
     out = {}
     for name in required:
         shift = get_shift(name)
-        out[name] = read_manifest(shift, Path(data_root), resolve_split(shift, None), name).digest()
+        h = hashlib.sha256()
+        for ex in shift.lazy_examples(Path(data_root), resolve_split(shift, None)):
+            h.update(f"{ex.key}\t{int(ex.label)}\n".encode())
+        out[name] = h.hexdigest()
     return out
 
 
