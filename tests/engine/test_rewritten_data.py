@@ -314,3 +314,19 @@ def test_an_ensemble_of_members_predicted_on_different_images_is_refused(folder,
         ensemble_run_dir(RunDir(run_dir), ["old", "new"])
     assert main(["ensemble", str(run_dir), "--members", "old,new"]) == 2  # one line, nothing written
     assert {r.model for r in RunDir(run_dir).read_results()} == {"old", "new"}
+
+
+def test_two_models_predicted_on_other_images_are_not_compared(folder, tmp_path, capsys):
+    """``compare`` pairs two models image by image by key: a model predicted before the images
+    were rewritten and one predicted after share every key, and their difference was reported
+    as if over the same images."""
+    assert run(folder, tmp_path / "run", "--no-cache") == 0
+    rewrite_keeping_size(folder / "dog" / "1.bmp", 999)
+    assert run(folder, tmp_path / "run", "--no-cache", "--model-arg", "label=later") == 0
+    capsys.readouterr()
+    args = ["compare", str(tmp_path / "run"), "--models", f"{MODEL},later", "--no-testbed", "--bootstrap", "100",
+            "--data-root", str(folder)]  # fmt: skip
+    assert main(args) == 2
+    assert f"{MODEL} and later were predicted on folder from different data" in capsys.readouterr().err
+    assert run(folder, tmp_path / "run", "--no-cache") == 0  # the stale cell runs again
+    assert main(args) == 0, capsys.readouterr().err
