@@ -103,3 +103,14 @@ def test_readme_starts_with_install_report_and_tests_and_ci_runs_them():
     assert commands[1] == "shiftbench report"
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
     assert commands[0] in ci and commands[2] in ci
+
+
+def test_every_summary_field_the_report_writes_is_in_the_schema_doc(tmp_path):
+    from reports.report import ReportConfig, run_report
+
+    documented = set(re.findall(r"`([a-z_0-9]+)`", (REPO / "docs" / "summary-schema.md").read_text()))
+    s = run_report(ReportConfig(samples=20, out=None, json=tmp_path / "s.json", figures_dir=tmp_path / "figures"))
+    fields = set(s) | {k for part in ("fits", "unfitted", "models", "dropped") for item in s[part] for k in item}
+    fields |= set(s["baseline"]) | set(s["bootstrap"])
+    assert s["fits"] and s["unfitted"] and s["models"] and s["figures"]
+    assert fields - documented == set()
