@@ -114,3 +114,12 @@ def test_every_summary_field_the_report_writes_is_in_the_schema_doc(tmp_path):
     fields |= set(s["baseline"]) | set(s["bootstrap"])
     assert s["fits"] and s["unfitted"] and s["models"] and s["figures"]
     assert fields - documented == set()
+
+
+def test_the_model_card_shown_in_the_leaderboard_doc_is_valid(tmp_path):
+    from reports.submission import load_card
+
+    text = (REPO / "docs" / "leaderboard.md").read_text()
+    card = tmp_path / "model.toml"
+    card.write_text(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
+    assert load_card(card)["method"] == {"kind": "wise-ft", "alpha": 0.5}
