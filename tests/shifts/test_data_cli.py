@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,9 @@ from harness.registry import get_shift
 from shifts import fixtures, wds
 from shifts.check import check_shift, require_complete
 from shifts.images import BadImageError
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+from doubles import tree_state  # noqa: E402
 
 
 @pytest.fixture
@@ -85,6 +90,34 @@ def test_pack_cli_variant_manifest_and_determinism(tmp_path, capsys):
     assert len(names) == 1000 and names[0] == "tench"
     assert main(args + ["--out", str(tmp_path / "a")]) == 2  # refuses to overwrite
     assert "already holds shards" in capsys.readouterr().err
+
+
+def refused(args: list, watched: Path, capsys) -> str:
+    """The real command line exits 2 and leaves ``watched`` exactly as it was; its error line."""
+    before = tree_state(watched)
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 2
+    assert tree_state(watched) == before
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_pack_stopped_before_its_first_shard_leaves_nothing(r_root, tmp_path, capsys):
+    """Nothing to resume from: no --out folder, split folder, source marker or temporary shard."""
+    bad = sorted((r_root / "imagenet-r").rglob("*.jpg"))[3]
+    bad.write_bytes(b"not a jpeg")
+    err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out" / "packed"], tmp_path, capsys)
+    assert str(bad) in err and "replace the file and rerun" in err
+
+
+def test_pack_refuses_an_out_that_is_a_file(r_root, tmp_path, capsys):
+    (tmp_path / "out").write_text("a file")
+    err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out"], tmp_path, capsys)
+    assert err.endswith(f"--out {tmp_path / 'out'}: {tmp_path / 'out'} exists and is not a folder; give a folder path")
+    (tmp_path / "out").unlink()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "test").write_text("a file where the split's shards go")
+    err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out"], tmp_path, capsys)
+    assert f"{tmp_path / 'out' / 'test'} exists and is not a folder" in err
 
 
 def test_pack_rejects_variant_for_other_shifts(tmp_path, capsys):
