@@ -113,8 +113,23 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Result], set[str]]:
     return rows, user
 
 
+def check_outputs(cfg: ReportConfig) -> None:
+    """The PDF, summary, PNG and figures paths a report writes: writable as the kind they name,
+    and the PDF and the summary not one file."""
+    from harness.files import check_output
+
+    for path, what, example in ((cfg.out, "--out", "report.pdf"), (cfg.json, "--json", "summary.json"),
+                                (cfg.png_dir, "--png-dir", ""), (cfg.figures_dir, "--figures-dir", "")):
+        if path:
+            check_output(path, what, folder=not example, example=example)
+    if cfg.out and cfg.json and Path(cfg.out).absolute() == Path(cfg.json).absolute():
+        raise ValueError(f"--out and --json both name {cfg.out}: the summary would replace the PDF; give two paths")
+
+
 def run_report(cfg: ReportConfig) -> dict:
-    """Do the whole report; returns the summary object."""
+    """Do the whole report; returns the summary object. Every output path is checked before the
+    inputs are read, so a report refused for its inputs or its outputs writes nothing."""
+    check_outputs(cfg)
     rows, user_sources = load_rows(cfg)
     settings = {r.setting for r in rows}
     unknown = [k for k in cfg.id_shifts if k not in settings]

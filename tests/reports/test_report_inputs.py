@@ -2,6 +2,7 @@
 run directories with one folder name, and output paths that are folders."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ from pypdf import PdfReader
 from test_report import _run_dir, _table
 
 from harness.cli import main
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+from doubles import tree_state  # noqa: E402
 
 
 def edited_run(tmp_path: Path, edit) -> Path:
@@ -87,6 +91,34 @@ def test_out_or_json_that_is_a_folder_is_one_line_and_leaves_nothing(tmp_path, c
         assert len(err.splitlines()) == 1 and "is a folder; give a" in err
     assert list(folder.iterdir()) == []
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
+
+
+# (the refused report's output flags, given tmp_path with a file "taken" in it; what its error says)
+REFUSED_OUTPUTS = {
+    "PDF under a file": (lambda t: ["--out", t / "taken" / "r.pdf"], "--out {t}/taken/r.pdf: {t}/taken is a file, not a folder; give another path"),
+    "summary under a file": (lambda t: ["--json", t / "taken" / "s.json"],
+                             "--json {t}/taken/s.json: {t}/taken is a file, not a folder; give another path"),
+    "figures folder that is a file": (lambda t: ["--figures-dir", t / "taken"],
+                                      "--figures-dir {t}/taken exists and is not a folder; give a folder path"),
+    "PDF and summary one file": (lambda t: ["--json", t / "new" / "r.pdf"],
+                                 "--out and --json both name {t}/new/r.pdf: the summary would replace the PDF; give two paths"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_OUTPUTS))
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_pdf(tmp_path, capsys, case):
+    """The PDF is written first: an output refused after it would leave a report without its summary."""
+    run = _run_dir(tmp_path)
+    table = _table(tmp_path)
+    (tmp_path / "taken").write_text("someone's file")
+    flags, says = REFUSED_OUTPUTS[case]
+    args = ["report", "--no-testbed", table, run, "--bootstrap", "10", "--out", tmp_path / "new" / "r.pdf",
+            "--json", tmp_path / "new" / "s.json", *flags(tmp_path)]  # fmt: skip
+    before = tree_state(tmp_path)
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 2
+    assert tree_state(tmp_path) == before
+    assert capsys.readouterr().err.strip() == "shiftbench report: error: " + says.format(t=tmp_path)
 
 
 def test_png_pages_go_to_their_own_folder_and_never_replace_someone_elses_files(tmp_path, capsys):
