@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.files import atomic_write_text, missing_folders, remove_empty_folders
+from harness.files import atomic_write_text, check_output, missing_folders, remove_empty_folders
 from shifts.download import (
     ChecksumMismatch,
     DownloadError,
@@ -74,8 +74,7 @@ def expected_digest(root: Path, archive: Archive) -> tuple[str | None, str]:
 
 def check_root(root: Path) -> None:
     """A data root that is a file is refused before anything is written."""
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"--data-root {root} exists and is not a folder; give a folder path")
+    check_output(root, "--data-root", folder=True)
 
 
 def _made(root: Path, *paths: Path) -> list[Path]:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.files import missing_folders, remove_empty_folders
+from harness.files import check_output, missing_folders, remove_empty_folders
 from shifts import wds
 from shifts.base import DatasetShift, Record
 from shifts.images import BadImageError, decode_image
@@ -107,9 +107,9 @@ def pack(
     loc = shift.locate(root, split, form="folder")
     out = Path(out)
     split_dir = out / split
-    for folder in (out, split_dir):
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"--out {out}: {folder} exists and is not a folder; give a folder path")
+    check_output(out, "--out", folder=True)
+    if split_dir.exists() and not split_dir.is_dir():
+        raise ValueError(f"--out {out}: {split_dir} exists and is not a folder; give a folder path")
     if (split_dir / "nshards.txt").exists():
         raise ValueError(
             f"{split_dir} already holds shards; choose another --out or delete it first"

@@ -112,7 +112,9 @@ def test_a_pack_stopped_before_its_first_shard_leaves_nothing(r_root, tmp_path, 
 def test_pack_refuses_an_out_that_is_a_file(r_root, tmp_path, capsys):
     (tmp_path / "out").write_text("a file")
     err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out"], tmp_path, capsys)
-    assert err.endswith(f"--out {tmp_path / 'out'}: {tmp_path / 'out'} exists and is not a folder; give a folder path")
+    assert err.endswith(f"--out {tmp_path / 'out'} exists and is not a folder; give a folder path")
+    err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out" / "packed"], tmp_path, capsys)
+    assert err.endswith(f"--out {tmp_path / 'out' / 'packed'}: {tmp_path / 'out'} is a file, not a folder; give another path")
     (tmp_path / "out").unlink()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "test").write_text("a file where the split's shards go")

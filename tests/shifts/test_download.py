@@ -227,6 +227,8 @@ def test_download_refuses_a_data_root_that_is_a_file_or_a_missing_archive(tmp_pa
     afile.write_text("not a folder")
     err = refused(["download", "imagenet-r", "--data-root", afile, "--archive", afile], tmp_path)
     assert err.endswith(f"--data-root {afile} exists and is not a folder; give a folder path")
+    err = refused(["prepare", "objectnet", "--zip", afile, "--data-root", afile / "data"], tmp_path)
+    assert err.endswith(f"--data-root {afile / 'data'}: {afile} is a file, not a folder; give another path")
     err = refused(["download", "imagenet-r", "--data-root", tmp_path / "new", "--archive", tmp_path / "imagenet-r.tar"],
                   tmp_path)  # fmt: skip
     assert err.endswith(f"--archive {tmp_path / 'imagenet-r.tar'}: no such file; give the path of the archive you fetched")
