@@ -190,7 +190,9 @@ def test_make_heldout_cli(tmp_path):
     )
     keys = (tmp_path / "imagenet/heldout_keys.txt").read_text().split()
     assert len(keys) == 1000 and keys[0].startswith("n01440764/")
+    before = tree_state(tmp_path)  # a class short of images is found before the list is rewritten
     assert main(["make-heldout", "--data-root", str(tmp_path), "--per-class", "5"]) == 2
+    assert tree_state(tmp_path) == before
 
 
 def test_transform_gets_images_that_decode_only_when_used(r_root):
