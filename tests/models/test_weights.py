@@ -113,6 +113,7 @@ def test_a_hub_file_that_differs_from_its_etag_is_refused(tmp_path, server, monk
                  ETag=f'"{"0" * 64}"', **{"X-Repo-Commit": "b" * 40})
     status, _, err = cli("fetch-weights", f"clip:{tiny_arch}@badtag", "--hf-endpoint", server.base, "--no-progress")
     assert status == 2 and "0" * 64 in err
+    assert not (tmp_path / "hf").exists()  # the wrong bytes are not left where an offline run would find them
 
 
 def test_offline_mode_without_the_file_says_so(tmp_path, monkeypatch, tiny_arch):
