@@ -184,9 +184,15 @@ def prepare_imagenet(root: Path, val_tar: Path, devkit: Path, progress: bool = T
     the devkit at ``imagenet/ILSVRC2012_devkit_t12/``: the reader labels each image from the
     devkit's ground truth and ``meta.mat``. Both archives are checked against torchvision's MD5s."""
     check_root(root)
+    base = root / "imagenet"
+    targets = (base / "val", base / "ILSVRC2012_devkit_t12")
+    for t in targets:  # the cheap checks first: hashing the val tar takes minutes
+        if t.exists():
+            raise ValueError(f"{t} already exists; move it aside and rerun, nothing was changed")
     for kind, path in (("val", val_tar), ("devkit", devkit)):
         if not Path(path).is_file():
             raise FileNotFoundError(f"--{'val-tar' if kind == 'val' else kind} {path}: no such file")
+    for kind, path in (("val", val_tar), ("devkit", devkit)):
         name, md5 = IMAGENET_MD5[kind]
         got = file_digest(Path(path), "md5", progress)
         if got != md5:
@@ -194,11 +200,6 @@ def prepare_imagenet(root: Path, val_tar: Path, devkit: Path, progress: bool = T
                 f"{path}: MD5 {got} is not the published {md5} of {name} (torchvision's ImageNet "
                 "ARCHIVE_META); it is not the official archive, nothing was extracted"
             )
-    base = root / "imagenet"
-    targets = (base / "val", base / "ILSVRC2012_devkit_t12")
-    for t in targets:
-        if t.exists():
-            raise ValueError(f"{t} already exists; move it aside and rerun, nothing was changed")
     staging = root / PARTIAL / "imagenet"
     made = _made(root, *targets, staging)
     remove_tree(staging)
