@@ -122,6 +122,11 @@ def obtain(
         return given, digest, how
     urls = [mirror.rstrip("/") + "/" + archive.filename] if mirror else list(archive.urls)
     dest = root / DOWNLOADS / archive.filename
+    if expected is not None and dest.is_file():  # verified by a download whose extraction was interrupted
+        if file_digest(dest, "sha256", progress) == expected:
+            print(f"{archive.filename}: using the copy downloaded before ({dest})", file=sys.stderr)
+            return dest, expected, how
+        dest.unlink()
     errors = []
     for url in urls:
         print(f"downloading {archive.filename} from {url}", file=sys.stderr)

@@ -121,13 +121,21 @@ def download_cmd(args: argparse.Namespace) -> int:
                         "none": f"no checksum is published ({archive.source}); recorded sha256 {digest} for later downloads"}[how]
             print(f"{archive.filename}: {verified}", file=sys.stderr)
             target = install(root, archive, path, progress=args.progress)
-        except DownloadError as exc:
-            raise UserError(str(exc)) from None
-        finally:
-            if path is not None and args.archive is None and not (args.keep_archive and (root / archive.target).is_dir()):
-                path.unlink(missing_ok=True)  # a rerun downloads again: a refused archive is not kept
+        except KeyboardInterrupt:  # a verified download is kept: the rerun extracts it without fetching it again
+            if path is not None and args.archive is None and how == "none":
+                path.unlink(missing_ok=True)  # nothing to verify it by on the rerun
+            raise
+        except BaseException as exc:
+            if path is not None and args.archive is None:
+                path.unlink(missing_ok=True)  # a refused archive is not kept
             remove_empty_folders([root / DOWNLOADS])
             remove_empty_folders(made)
+            if isinstance(exc, DownloadError):
+                raise UserError(str(exc)) from None
+            raise
+        if args.archive is None and not args.keep_archive:
+            path.unlink(missing_ok=True)
+            remove_empty_folders([root / DOWNLOADS])
         if how == "none":
             record_digest(root, archive.filename, digest, args.mirror or (str(args.archive) if args.archive else archive.urls[0]))
         print(f"{archive.shift}: extracted to {target}")

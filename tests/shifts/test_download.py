@@ -210,6 +210,27 @@ def test_a_hostile_archive_that_passed_its_checksum_is_not_kept(tmp_path, server
     assert "'imagenet-r/link'" in err and "refused" in err
 
 
+def test_an_extraction_interrupted_by_the_user_keeps_the_verified_download_for_the_rerun(tmp_path, server, monkeypatch):
+    data = build_archive(tmp_path, "imagenet-a")
+    archive = register(monkeypatch, "imagenet-a", data)
+    server.serve(f"/m/{archive.filename}", data)
+    root = tmp_path / "data"
+    real = install.safe_extract
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(install, "safe_extract", interrupted)
+    status, _, err = cli("download", "imagenet-a", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
+    assert status == 130 and "rerun to resume" in err
+    assert (root / install.DOWNLOADS / archive.filename).read_bytes() == data
+    assert not (root / "imagenet-a").exists() and not (root / install.PARTIAL).exists()
+    monkeypatch.setattr(install, "safe_extract", real)
+    status, _, err = cli("download", "imagenet-a", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
+    assert "using the copy downloaded before" in err and len(server.requests) == 1  # not fetched again
+    assert (root / "imagenet-a").is_dir() and not (root / install.DOWNLOADS).exists()
+
+
 def test_every_shift_of_a_download_is_checked_before_the_first_is_fetched(tmp_path, server, monkeypatch):
     data = build_archive(tmp_path, "imagenet-a")
     archive = register(monkeypatch, "imagenet-a", data)
