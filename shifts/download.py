@@ -359,7 +359,8 @@ def safe_extract(archive: Path, dest: Path, password: str | None = None, progres
     if zipfile.is_zipfile(archive):
         return _extract_zip(archive, dest, password, progress)
     try:
-        tar = tarfile.open(archive, mode="r:*")
+        header = type("Header", (_HeaderSeen,), {"last": b""})  # this archive's own record
+        tar = tarfile.open(archive, mode="r:*", tarinfo=header)
     except (tarfile.TarError, OSError) as exc:
         raise DownloadError(
             f"{archive}: not a readable tar or zip archive ({' '.join(str(exc).split())}); a damaged or truncated "
@@ -382,11 +383,10 @@ def safe_extract(archive: Path, dest: Path, password: str | None = None, progres
                 if _place(dest, rel, member.isdir(), lambda m=member: tar.extractfile(m)):
                     n += 1
                     bar.update(member.size)
-            end = tar.offset
-        if plain and not _ends_with_eof_marker(archive, end):
+        if len(header.last) != tarfile.BLOCKSIZE or header.last.strip(b"\0"):
             raise DownloadError(
-                f"{archive}: the archive is damaged (it ends after {n} files without tar's end-of-archive "
-                "blocks: a truncated copy); fetch it again"
+                f"{archive}: the archive is damaged (after {n} files it ends, or has a damaged header, "
+                "where tar's end-of-archive block belongs: a truncated or corrupt copy); fetch it again"
             )
     except FileExistsError:
         raise DownloadError(f"{archive}: a member appears twice; refused") from None
@@ -397,14 +397,17 @@ def safe_extract(archive: Path, dest: Path, password: str | None = None, progres
     return n
 
 
-def _ends_with_eof_marker(archive: Path, offset: int) -> bool:
-    """Whether an uncompressed tar has its zero end-of-archive block where its members end: a
-    copy cut between two members reads as a shorter, valid archive without it (``tarfile``
-    stops quietly), while a compressed one fails its own end-of-stream check instead."""
-    with open(archive, "rb") as fh:
-        fh.seek(offset)
-        block = fh.read(tarfile.BLOCKSIZE)
-    return len(block) == tarfile.BLOCKSIZE and not block.strip(b"\0")
+class _HeaderSeen(tarfile.TarInfo):
+    """Keeps the last header block ``tarfile`` read. ``tarfile`` ends an archive quietly at a
+    missing or damaged header (a copy cut between two members reads as a shorter valid one), so
+    only a block of zeros there, tar's end-of-archive marker, shows the archive is whole."""
+
+    last = b""
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        cls.last = buf
+        return super().frombuf(buf, encoding, errors)
 
 
 def _extract_zip(archive: Path, dest: Path, password: str | None, progress: bool) -> int:

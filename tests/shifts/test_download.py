@@ -289,6 +289,31 @@ def test_a_hostile_member_is_refused_and_nothing_is_installed(tmp_path, server, 
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+@pytest.mark.parametrize("damage", ["cut between members", "damaged header"])
+def test_a_tar_that_tarfile_would_end_quietly_is_refused_as_damaged(tmp_path, mode, damage):
+    """``tarfile`` reads a tar cut between two members, or with a damaged header, as a shorter
+    valid archive; the missing end-of-archive block gives it away, compressed or not."""
+    import gzip
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(6):
+            member = tarfile.TarInfo(f"imagenet-r/n01443537/{i}.jpg")
+            member.size = 5000
+            tar.addfile(member, io.BytesIO(bytes([i]) * 5000))
+    data = bytearray(buf.getvalue())
+    third = 2 * (512 + 5120)  # where the third member's header starts
+    if damage == "cut between members":
+        del data[third:]
+    else:
+        data[third + 148 : third + 156] = b"garbage!"  # its header checksum
+    archive = tmp_path / "imagenet-r.tar"
+    archive.write_bytes(gzip.compress(bytes(data)) if mode == "w:gz" else bytes(data))
+    with pytest.raises(dl.DownloadError, match=r"damaged \(after 2 files it ends, or has a damaged header.*fetch it again"):
+        dl.safe_extract(archive, tmp_path / "out", progress=False)
+
+
 def test_a_zip_traversal_member_is_refused(tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
