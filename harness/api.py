@@ -194,13 +194,19 @@ class LazyExample(NamedTuple):
 
     ``encoded``, where a reader can offer it, returns the image file's bytes such that
     ``load()`` is exactly PIL's decode of them converted to RGB (no crop or other change in
-    between); the engine then may decode JPEGs in batches on the GPU. None: use ``load``."""
+    between); the engine then may decode JPEGs in batches on the GPU. None: use ``load``.
+
+    ``stamp``, where a reader can offer it, returns ``harness.files.file_stamp`` of the file
+    the image is read from (its folder file or its shard): the engine's cache and cell
+    identities hold it, so an image rewritten in place under the same name is read again, not
+    taken for the one read before. None: such a rewrite goes unnoticed."""
 
     key: str
     label: int
     meta: Mapping[str, Any]
     load: Callable[[], Any]
     encoded: Callable[[], bytes] | None = None
+    stamp: Callable[[], str] | None = None
 
 
 class Shift(abc.ABC):

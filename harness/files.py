@@ -149,6 +149,15 @@ def replace_folder(new: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def file_stamp(path: str | os.PathLike) -> str:
+    """A file's stat signature (size, modification and change times in ns, inode), as git
+    tells a changed file from an unchanged one without reading it. Rewriting a file changes
+    its change time even when its size and modification time are put back (``touch -r``,
+    ``cp --preserve``); replacing it by a rename changes its inode."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
 _HASHED: dict[tuple[str, int, int, int, int], str] = {}
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.api import Predictions, Result, Shift, ShiftSpec, id_setting_with
+from harness.api import ClassMap, Predictions, Result, Shift, ShiftSpec, id_setting_with
 
 SpecOf = Callable[[str], ShiftSpec]
 
@@ -48,6 +48,20 @@ def score_task(
     return view, vspec, metrics, groups
 
 
+def view_expected_size(n_view: int, n_shift: int, expected_shift: int | None, per_class: int | None,
+                       class_map: ClassMap) -> int:
+    """An ID view's ``n_expected``: its size on the complete ID shift, so a view of an incomplete
+    shift (``--allow-incomplete``, skipped images) is marked incomplete as the shift's own row
+    is. Complete shift: the view holds all there is. Else the shift's images per class times the
+    view's classes where the shift publishes that (ImageNet val: 50 x 200 for ImageNet-R), or
+    an upper bound: the view's images plus all the shift lacks."""
+    if expected_shift is None or n_shift >= expected_shift:
+        return n_view
+    if per_class:
+        return int(per_class) * len(class_map.source_indices)
+    return n_view + expected_shift - n_shift
+
+
 def make_result(
     model: str,
     task: ScoreTask,
@@ -62,7 +76,8 @@ def make_result(
     id_shift: str | None = None,
 ) -> Result:
     """The results row of one scored task. An OOD row records the setting it pairs with
-    (``id_shift``: the run's ``--id-shift``, the ID reference of a user shift)."""
+    (``id_shift``: the run's ``--id-shift``, the ID reference of a user shift). ``n_expected``
+    None: the examples scored are all there are."""
     protocol = dict(scored_spec.protocol)
     fidelity = provenance.get("decoder_fidelity")
     if fidelity not in (None, "exact-pil"):  # rows decoded otherwise than by PIL are never tabled with PIL rows
@@ -73,7 +88,7 @@ def make_result(
         shift=task.shift,
         shift_version=shift_spec.version,
         n=len(scored),
-        n_expected=len(scored) if task.view_of or n_expected is None else n_expected,
+        n_expected=len(scored) if n_expected is None else n_expected,
         metrics={k: float(v) for k, v in metrics.items()},
         class_map=scored_spec.class_map.digest() if scored_spec.class_map else None,
         protocol=protocol,

@@ -4,6 +4,7 @@ errors that name the source, never silently resolved (``json`` keeps the last du
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any
 
@@ -34,6 +35,18 @@ def _no_constant(source: str):
     return hook
 
 
+def _finite_float(source: str):
+    """A float hook refusing numbers that overflow to infinity (``1e999`` is valid JSON syntax)."""
+
+    def hook(text: str) -> float:
+        value = float(text)
+        if math.isinf(value):
+            raise ValueError(f"{source}: {text} is not a finite number; write numbers as finite values")
+        return value
+
+    return hook
+
+
 def _text(data: str | bytes, source: str) -> str:
     if isinstance(data, str):
         return data
@@ -48,7 +61,8 @@ def loads_json(text: str | bytes, source: str) -> Any:
     text = _text(text, source)
     try:
         return json.loads(
-            text, object_pairs_hook=no_duplicates(source), parse_constant=_no_constant(source)
+            text, object_pairs_hook=no_duplicates(source), parse_constant=_no_constant(source),
+            parse_float=_finite_float(source),
         )
     except json.JSONDecodeError as exc:
         raise ValueError(

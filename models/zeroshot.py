@@ -8,7 +8,9 @@ Speed: prompts are sorted by their end-of-text position and encoded in batches t
 the batch's longest prompt. For causal text towers pooled at the EOT token this is exact:
 positions after the EOT cannot influence it through a causal mask. Other towers run the full
 context. The head is cached under ``$SHIFTBENCH_CACHE`` (default ``~/.cache/shiftbench``)
-keyed by the weights hash, architecture, class names, templates and recipe. The prompts are
+keyed by the weights hash, architecture (its config and the activation the model is built
+with: the same weights under GELU or QuickGELU give other heads), class names, templates and
+recipe. The prompts are
 encoded on the device the run uses (``harness.api.building_on``): a GPU run encodes them there.
 """
 
@@ -92,11 +94,26 @@ def build_zeroshot_head(model, tokenizer, classnames: Sequence[str], templates: 
     return F.normalize(emb, dim=-1)
 
 
-def head_cache_key(weights_id: str, arch: str, classnames: Sequence[str], templates: Sequence[str], bf16: bool) -> str:
-    payload = json.dumps({"weights": weights_id, "arch": arch, "classnames": list(classnames),
-                          "templates": list(templates), "recipe": HEAD_RECIPE,
-                          "precision": "bf16-autocast" if bf16 else "fp32"})
+def head_cache_key(weights_id: str, arch: str, classnames: Sequence[str], templates: Sequence[str], bf16: bool,
+                   tower: str = "") -> str:
+    """``tower``: what the text tower is built as beyond its weights (``text_tower_id``): the same
+    weights built with GELU or QuickGELU, or under another config of the same name, encode the
+    prompts differently, so their heads are other entries."""
+    entry = {"weights": weights_id, "arch": arch, "classnames": list(classnames),
+             "templates": list(templates), "recipe": HEAD_RECIPE, "precision": "bf16-autocast" if bf16 else "fp32"}
+    if tower:
+        entry["tower"] = tower
+    payload = json.dumps(entry)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def text_tower_id(model, arch: str) -> str:
+    """The model's activation as built (QuickGELU or not) and its open_clip config, as JSON."""
+    import open_clip
+
+    quick = any(type(m).__name__ == "QuickGELU" for m in model.modules())
+    config = open_clip.get_model_config(arch)
+    return json.dumps({"activation": "quickgelu" if quick else "gelu", "config": config}, sort_keys=True, default=str)
 
 
 def cached_zeroshot_head(model, tokenizer, classnames: Sequence[str], templates: Sequence[str], weights_id: str,
@@ -108,7 +125,7 @@ def cached_zeroshot_head(model, tokenizer, classnames: Sequence[str], templates:
     from harness.api import build_device
     from models.checkpoints import save_safetensors
 
-    key = head_cache_key(weights_id, arch, classnames, templates, bf16)
+    key = head_cache_key(weights_id, arch, classnames, templates, bf16, text_tower_id(model, arch))
     path = cache_dir() / "zeroshot-heads" / f"{key}.safetensors"
     info = {"recipe": HEAD_RECIPE, "cache_key": key, "precision": "bf16-autocast" if bf16 else "fp32",
             "num_templates": len(templates)}

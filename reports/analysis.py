@@ -235,13 +235,22 @@ def values(res: Result) -> list[_Value]:
             for m in dict.fromkeys(("top1", res.main_metric or "top1")) if m in res.metrics]
 
 
+def same_weights(a: Result, b: Result) -> bool:
+    """Whether two rows may be one model's: the same name is not enough where both rows record
+    their weights (``provenance.model.weights_sha256``) and these differ (two runs that each
+    call their own checkpoint ``resnet50``)."""
+    sha_a, sha_b = (((r.provenance or {}).get("model") or {}).get("weights_sha256") for r in (a, b))
+    return not (sha_a and sha_b and sha_a != sha_b)
+
+
 def place(results: Iterable[Result], user_sources: Iterable[str] = ()) -> tuple[list[Point], list[Dropped]]:
     """Every OOD figure paired with its ID figure (:func:`harness.pairing.pair`), per source,
     model and metric, and every figure that could not be placed with its reason.
 
     A row from one of ``user_sources`` whose source lacks the ID row borrows it from the one
     other user source that has the same model on that ID setting (a ``folder`` shift run
-    apart from the ImageNet run of the same models)."""
+    apart from the ImageNet run of the same models), and only where the two rows do not record
+    different weights (:func:`same_weights`)."""
     rows = [v for res in results for v in values(res)]
     user = set(user_sources)
     by_model: dict[tuple[str, str, str], dict[str, _Value]] = {}
@@ -261,7 +270,8 @@ def place(results: Iterable[Result], user_sources: Iterable[str] = ()) -> tuple[
                     if c in pool:
                         break
                     lenders = [o[c] for (s2, m2, k2), o in by_model.items()
-                               if s2 != source and s2 in user and m2 == model and k2 == metric and c in o]
+                               if s2 != source and s2 in user and m2 == model and k2 == metric and c in o
+                               and same_weights(r.row, o[c].row)]
                     if len(lenders) == 1:
                         pool[c] = lenders[0]
                         break
@@ -391,15 +401,17 @@ def analyse(
 
 def highlight_mask(points: Sequence[Point], patterns: Sequence[str]) -> np.ndarray:
     """Which points match any pattern: ``tag:NAME``, ``source:NAME`` or a glob on the model name
-    (case-insensitive)."""
+    (case-insensitive). A pattern equal to a name matches it even where the name reads as a glob
+    (the engine's ``wiseft:ARCH[zs ..,ft ..](alpha=0.5)``: ``[...]`` is a character class)."""
     out = np.zeros(len(points), dtype=bool)
     for pat in patterns:
         if pat.startswith("tag:"):
             out |= np.array([pat[4:] in p.tags for p in points], dtype=bool)
         elif pat.startswith("source:"):
-            out |= np.array([fnmatch.fnmatch(p.source, pat[7:]) for p in points], dtype=bool)
+            out |= np.array([p.source == pat[7:] or fnmatch.fnmatch(p.source, pat[7:]) for p in points], dtype=bool)
         else:
-            out |= np.array([fnmatch.fnmatch(p.model.lower(), pat.lower()) for p in points], dtype=bool)
+            low = pat.lower()
+            out |= np.array([p.model.lower() == low or fnmatch.fnmatch(p.model.lower(), low) for p in points], dtype=bool)
     return out
 
 

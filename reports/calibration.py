@@ -59,6 +59,8 @@ def calibration_rows(run, calibrate_on: str | None = None, models: list[str] | N
     with ``calibrate_on``, also after the temperature each model fits on that setting."""
     out = []
     models = models or [m for m in dict.fromkeys(r.model for r in run.rows)]
+    if calibrate_on:
+        check_fit_set(run, calibrate_on)
     for model in models:
         temperature = None
         if calibrate_on:
@@ -85,20 +87,46 @@ def calibration_rows(run, calibrate_on: str | None = None, models: list[str] | N
     return out
 
 
+def ood_id_setting(run, setting: str) -> str | None:
+    """The ID setting an OOD ``setting`` is compared with in the figure; None for an ID setting
+    (a view, or a shift that is its own or has no ID reference) or one whose spec is unknown."""
+    if "@" in setting:
+        return None
+    try:
+        spec = run.spec(setting)
+    except (ValueError, FileNotFoundError):
+        return None
+    if not spec.id_reference or spec.id_reference == setting:
+        return None
+    return run.id_setting(setting)
+
+
+def check_fit_set(run, calibrate_on: str) -> None:
+    """Refuse a temperature fitted on images the figure reports: an OOD shift, or the ID set an
+    OOD shift is compared with (its same-class views share its images). Fitted there, the
+    calibrated ECE of those images is in-sample, better than any model earns."""
+    reported: set[str] = set()
+    for r in run.rows:
+        ref = ood_id_setting(run, r.setting)
+        if ref is not None:
+            reported |= {r.setting, ref}
+    head = calibrate_on.partition("@")[0]
+    shared = sorted(s for s in reported if s.partition("@")[0] == head)
+    if shared:
+        raise ValueError(
+            f"--calibrate-on {calibrate_on}: its images are reported in the calibration figure ({', '.join(shared)}), so the "
+            "calibrated ECE there would be in-sample; fit the temperature on held-out ID data "
+            "(`shiftbench make-heldout`, then `--shifts imagenet-heldout`, and --calibrate-on imagenet-heldout)"
+        )
+
+
 def id_ood_pairs(run, rows: list[CalibrationRow]) -> list[tuple[CalibrationRow, CalibrationRow]]:
     """(ID row, OOD row) per model and OOD shift, the ID row on the shift's classes where it has them."""
     by = {(r.model, r.setting): r for r in rows}
     out = []
     for r in rows:
-        if "@" in r.setting:
-            continue
-        try:
-            spec = run.spec(r.setting)
-        except (ValueError, FileNotFoundError):
-            continue
-        if not spec.id_reference or spec.id_reference == r.setting:
-            continue
-        x = by.get((r.model, run.id_setting(r.setting)))
+        ref = ood_id_setting(run, r.setting)
+        x = by.get((r.model, ref)) if ref is not None else None
         if x is not None:
             out.append((x, r))
     return out

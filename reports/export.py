@@ -16,11 +16,18 @@ from reports.summary_table import build_table, to_csv, to_latex
 from reports.vocabulary import AVERAGE_SHIFTS
 
 
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._=-]", "_", name)
+
+
 def figure_stem(g: Group) -> str:
-    """``imagenet-r__vs__imagenet@imagenet-r__top1__<hash>``: unique per group."""
-    digest = hashlib.sha256(repr(g.protocol).encode()).hexdigest()[:8]
-    raw = f"{g.shift}__vs__{g.x_setting}__{g.metric}__{digest}"
-    return re.sub(r"[^A-Za-z0-9@._=-]", "_", raw)
+    """``imagenet-r__vs__imagenet@imagenet-r__top1__<hash>``: unique per group. The hash covers
+    the protocol, and the names too where a character had to be replaced, so ``folder:my pets``
+    and ``folder:my_pets`` never write one file."""
+    names = (g.shift, g.x_setting, g.metric)
+    key = repr(g.protocol) if all(_safe(n) == n for n in names) else repr((names, g.protocol))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return _safe(f"{g.shift}__vs__{g.x_setting}__{g.metric}__{digest}")
 
 
 def _save(fig, folder: Path, stem: str) -> list[str]:
@@ -34,8 +41,21 @@ def _save(fig, folder: Path, stem: str) -> list[str]:
     return out
 
 
+#: The names :func:`write_figures` writes: a group's plot (``figure_stem`` plus extension), the
+#: average plot and the summary table.
+OWN_NAME = re.compile(r"^(?:[A-Za-z0-9@._=-]+__vs__[A-Za-z0-9@._=-]+__[A-Za-z0-9@._=-]+__[0-9a-f]{8}|average-over-shifts)\.(?:pdf|png)$")
+
+
+def stale_figures(folder: Path, written: Sequence[str]) -> list[Path]:
+    """Plots an earlier report wrote into ``folder`` that this one did not (a group that is gone):
+    left there, they would pass for this report's. Files of any other name are never touched."""
+    keep = {Path(w).name for w in written}
+    return sorted(p for p in folder.iterdir() if p.is_file() and OWN_NAME.match(p.name) and p.name not in keep)
+
+
 def write_figures(folder: Path, groups: Sequence[Group], highlight: Sequence[str], user_sources: set[str], transform: str) -> list[str]:
-    """Write every figure and table; returns the paths written."""
+    """Write every figure and table, then remove the plots of an earlier report this one does not
+    have (:func:`stale_figures`); returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -77,4 +97,6 @@ def write_figures(folder: Path, groups: Sequence[Group], highlight: Sequence[str
         tmp.write_text(text)
         tmp.replace(path)
         written.append(str(path))
+    for path in stale_figures(folder, written):
+        path.unlink()
     return written

@@ -15,8 +15,9 @@ from reports.labels import place_labels
 #: Models below this ID accuracy are near chance: left off the axes (they would stretch a logit
 #: axis over decades) and listed under the plot instead.
 NEAR_CHANCE = 0.05
-#: ``<base> alpha=<a>`` (WiSE-FT result files) or ``<base>@alpha=<a>`` (the engine's wiseft models).
-ALPHA_NAME = re.compile(r"^(?P<base>.*?)[ @]alpha=(?P<alpha>[0-9.]+)$")
+#: ``<base> alpha=<a>`` (WiSE-FT result files), ``<base>@alpha=<a>`` (a named engine wiseft model)
+#: or ``<base>(alpha=<a>)`` (the engine's default name, ``models.wiseft.wiseft_label``).
+ALPHA_NAME = re.compile(r"^(?P<base>.*?)(?:[ @]alpha=(?P<alpha>[0-9.]+(?:e-?[0-9]+)?)|\(alpha=(?P<paren>[0-9.]+(?:e-?[0-9]+)?)\))$")
 #: Categories drawn first: everything else, so the baseline and your results are never buried.
 DRAW_ORDER = ("other", "low-accuracy", "standard", "more-data", "robustness-intervention", "clip-zero-shot", "baseline", "user")
 
@@ -96,7 +97,7 @@ def wiseft_curves(g: Group, sel: np.ndarray) -> list[tuple[str, np.ndarray]]:
     for i, p in enumerate(g.points):
         m = ALPHA_NAME.match(p.model)
         if m and sel[i]:
-            sweeps.setdefault((p.source, m["base"]), []).append((float(m["alpha"]), i))
+            sweeps.setdefault((p.source, m["base"]), []).append((float(m["alpha"] or m["paren"]), i))
     return [(base, np.array([i for _, i in sorted(v)])) for (_, base), v in sorted(sweeps.items()) if len(v) > 1]
 
 

@@ -135,8 +135,22 @@ def _check_not_fractions(values: list[float], path: Path) -> None:
         raise ValueError(f"{path}: every ImageNet accuracy is <= 1 in a percent format; the file holds fractions")
 
 
-def read_timm_csv(path: Path, setting: str | None = None, source: str = "timm") -> list[Result]:
-    """One timm ``results-<set>.csv`` (percent). Models at several sizes are named ``model@<size>px``."""
+def _check_timm_unit(rec: Mapping[str, Any], acc: float, where: str) -> None:
+    """timm writes ``top1_err = 100 - top1``: a row whose two add up to 1 holds fractions (read
+    as percent they would be a hundred times too small, on any shift's file, not only ImageNet's)."""
+    err = rec.get("top1_err")
+    try:
+        total = 100 * acc + float(str(err).replace(",", ""))
+    except ValueError:
+        return
+    if abs(total - 1.0) < 1e-3 and abs(total - 100.0) > 1e-3:
+        raise ValueError(f"{where}: top1 {rec['top1']} and top1_err {err} add up to 1, not 100: the file holds fractions; "
+                         "timm results files hold percent")
+
+
+def read_timm_csv(path: Path, setting: str | None = None, source: str = "timm", sized: frozenset[str] = frozenset()) -> list[Result]:
+    """One timm ``results-<set>.csv`` (percent). Models at several sizes, in this file or in
+    ``sized`` (the models a folder holds at several sizes), are named ``model@<size>px``."""
     path = Path(path)
     if setting is None:
         m = re.fullmatch(r"results-(.+)\.csv", path.name)
@@ -158,8 +172,9 @@ def read_timm_csv(path: Path, setting: str | None = None, source: str = "timm") 
         acc = _fraction(r["top1"], 100, f"{path}:{line}", "top1")
         if acc is None:
             continue
+        _check_timm_unit(r, acc, f"{path}:{line}")
         vals.append(acc)
-        name = r["model"] if counts[r["model"]] == 1 else f"{r['model']}@{r['img_size']}px"
+        name = r["model"] if counts[r["model"]] == 1 and r["model"] not in sized else f"{r['model']}@{r['img_size']}px"
         rows.append(published_result(source, name, setting, {"top1": acc}, None, {"img_size": r["img_size"]}, timm_tags(r["model"]),
                                      f"{path}:{line}"))
     if setting == ID_SETTING:
@@ -170,16 +185,19 @@ def read_timm_csv(path: Path, setting: str | None = None, source: str = "timm") 
 def read_timm_dir(folder: Path, source: str = "timm") -> list[Result]:
     """Every known ``results-*.csv`` in a timm ``results/`` folder."""
     folder = Path(folder)
-    rows: list[Result] = []
-    found = False
-    for stem, setting in TIMM_FILES.items():
-        p = folder / f"results-{stem}.csv"
-        if p.exists():
-            found = True
-            rows += read_timm_csv(p, setting, source)
-    if not found:
+    files = {setting: p for stem, setting in TIMM_FILES.items() if (p := folder / f"results-{stem}.csv").exists()}
+    if not files:
         raise FileNotFoundError(f"{folder}: no timm results-*.csv files found")
-    return rows
+    # A model evaluated at 288 px on ImageNet and at 224 px on a shift is two models, never one
+    # point pairing the two resolutions: the size joins the name wherever the folder has several.
+    sizes: dict[str, set[str]] = {}
+    for p in files.values():
+        with open(p, newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r.get("model") is not None:
+                    sizes.setdefault(r["model"], set()).add(str(r.get("img_size")))
+    sized = frozenset(m for m, s in sizes.items() if len(s) > 1)
+    return [row for setting, p in files.items() for row in read_timm_csv(p, setting, source, sized)]
 
 
 def read_open_clip(path: Path, source: str = "open_clip") -> list[Result]:
@@ -215,6 +233,11 @@ def read_testbed(path: Path, types_path: Path | None = None, source: str = "imag
             types = json.loads(types_path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{types_path}: not valid JSON ({exc})") from None
+        bad = (next((k for k, v in types.items() if not isinstance(v, dict)), None)
+               if isinstance(types, dict) else "")  # fmt: skip
+        if bad is not None:
+            raise ValueError(f"{types_path}: expected an object of model -> {{\"type\": ...}}"
+                             + (f"; the entry for {bad!r} is not an object" if bad else ""))
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         _require(reader.fieldnames or (), ("model", "val"), path, "imagenet-testbed")
@@ -253,17 +276,53 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _arg_text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def wiseft_run_names(objs: list[dict[str, Any]]) -> list[str]:
+    """Each row's model name without its alpha: the ``model`` arg (else ``load``), and where
+    rows of one name come from different runs (a results DB appended by two fine-tunes of one
+    architecture), the args that tell the runs apart, ``ViT-B/32 [load=zs.pt,ft1.pt]``, so that
+    two runs' sweeps are never drawn as one curve. A run is every arg but ``alpha``."""
+    bases = [str(obj.get("model") or obj.get("load") or "model") for obj in objs]
+    runs = [{k: json.dumps(v, sort_keys=True) for k, v in obj.items() if ":" not in k and k != "alpha"} for obj in objs]
+    names = []
+    for base, run in zip(bases, runs, strict=True):
+        others = [r for b, r in zip(bases, runs, strict=True) if b == base and r != run]
+        if not others:
+            names.append(base)
+            continue
+        keys = sorted(k for k in {*run, *(k for r in others for k in r)} if any(r.get(k) != run.get(k) for r in others))
+        obj = objs[runs.index(run)]
+        names.append(f"{base} [{', '.join(f'{k}={_arg_text(obj.get(k))}' for k in keys)}]")
+    return names
+
+
+def _wiseft_alpha(value: Any, where: str) -> Any:
+    """A row's alpha as written (``0.5`` or WiSE-FT's one-element list ``[0.5]``); None if absent.
+    Several alphas or a non-number say nothing about which one the row's figures are for."""
+    alpha = value[0] if isinstance(value, list) and len(value) == 1 else value
+    if alpha is None:
+        return None
+    try:
+        if isinstance(alpha, bool) or not math.isfinite(float(alpha)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: 'alpha' {value!r} is not one number; each row holds the figures of one alpha") from None
+    return alpha
+
+
 def read_wiseft(path: Path, source: str | None = None) -> list[Result]:
     """A WiSE-FT ``--results-db`` JSONL: ``"{Dataset}:top1"`` keys (fractions) plus the run's args."""
     path = Path(path)
     source = source or f"wiseft:{path.stem}"
     rows = []
-    for line, obj in enumerate(_read_jsonl(path), start=1):
+    objs = _read_jsonl(path)
+    for line, (obj, base) in enumerate(zip(objs, wiseft_run_names(objs), strict=True), start=1):
         if "ImageNet:top1" not in obj:
             raise ValueError(f"{path}:{line}: WiSE-FT row lacks 'ImageNet:top1'")
-        alpha = obj.get("alpha")
-        alpha = alpha[0] if isinstance(alpha, list) and len(alpha) == 1 else alpha
-        base = str(obj.get("model") or obj.get("load") or "model")
+        alpha = _wiseft_alpha(obj.get("alpha"), f"{path}:{line}")
         model = f"{base} alpha={alpha}" if alpha is not None else f"{base} #{line}"
         tags = {"clip", "more-data", "wiseft"}
         if alpha is not None and float(alpha) == 0.0:
@@ -378,15 +437,28 @@ def user_shift_names(folder: Path) -> dict[str, str]:
     return {s: f"{s}:{Path(root).name}" for s in USER_SHIFTS} if root else {}
 
 
+def user_setting(res: Result, names: Mapping[str, str]) -> str:
+    """A ``folder`` or ``wds`` row's setting named after the dataset it was scored on: the data
+    root its cell records (``provenance.cell.data_root``, resolved when it ran), else the run's
+    last one (:func:`user_shift_names`). A run directory reused with another ``--data-root``
+    holds rows of two datasets; each keeps its own name."""
+    if res.setting not in USER_SHIFTS:
+        return res.setting
+    root = ((res.provenance or {}).get("cell") or {}).get("data_root")
+    if isinstance(root, str) and Path(root).name:
+        return f"{res.setting}:{Path(root).name}"
+    return names.get(res.setting, res.setting)
+
+
 def read_run_dir(folder: Path) -> list[Result]:
     """A run directory's ``results.jsonl``; a ``folder`` or ``wds`` setting takes its dataset's
-    name (:func:`user_shift_names`)."""
+    name (:func:`user_setting`)."""
     path = Path(folder) / "results.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{folder}: no results.jsonl; is this a run directory (shiftbench run --run-dir)?")
     rows = read_results_jsonl(path, f"run:{Path(folder).name}")
     names = user_shift_names(folder)
-    return [dataclasses.replace(r, setting=names[r.setting]) if r.setting in names else r for r in rows]
+    return [dataclasses.replace(r, setting=user_setting(r, names)) for r in rows]
 
 
 READERS: dict[str, Callable[[Path], list[Result]]] = {
@@ -398,6 +470,10 @@ READERS: dict[str, Callable[[Path], list[Result]]] = {
     "results": lambda p: read_run_dir(p) if Path(p).is_dir() else read_results_jsonl(p),
     "shiftbench": read_table,
 }
+
+
+#: Formats that read a folder: a timm ``results/`` folder, a run directory.
+FOLDER_FORMATS = ("timm", "results")
 
 
 def detect_format(path: Path) -> str:
@@ -438,9 +514,15 @@ def detect_format(path: Path) -> str:
 
 def load(path: Path, fmt: str | None = None) -> list[Result]:
     """Read ``path`` in ``fmt`` (auto-detected when None)."""
-    fmt = fmt or detect_format(path)
-    if fmt not in READERS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
-    return READERS[fmt](Path(path))
+    try:
+        fmt = fmt or detect_format(path)
+        if fmt not in READERS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        if Path(path).is_dir() and fmt not in FOLDER_FORMATS:
+            raise ValueError(f"{path}: a folder, and --format {fmt} reads a file; give the file, or a "
+                             f"{' or '.join(FOLDER_FORMATS)} folder")
+        return READERS[fmt](Path(path))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); is it a results file?") from None

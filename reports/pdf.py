@@ -172,18 +172,43 @@ def _fmt_pct(v: float | None) -> str:
 
 #: Characters a landscape table line may hold at the table's font size.
 TABLE_WIDTH = 200
+#: The widest the name and source columns get: a longer name continues on the lines below its
+#: row, so one long name never shrinks the whole table to an unreadable font.
+NAME_MAX = 48
+SOURCE_MAX = 28
+
+
+def _pieces(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces where there are some."""
+    return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False, drop_whitespace=False) or [""]
+
+
+def _paginate(blocks: list[list[str]], rows: int) -> list[list[str]]:
+    """Lines in pages of at most ``rows`` lines, a row's lines on one page unless they alone
+    are more than a page holds."""
+    pages: list[list[str]] = [[]]
+    for block in blocks:
+        if pages[-1] and len(pages[-1]) + len(block) > rows:
+            pages.append([])
+        for i in range(0, len(block), rows):
+            if i:
+                pages.append([])
+            pages[-1] += block[i : i + rows]
+    return pages
 
 
 def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_sources: set[str] = frozenset()) -> None:
     """Per highlighted model: ID accuracy, each OOD accuracy and ER [interval], average ER with
-    the number of shifts it averages. Names are never truncated; columns that do not fit one
-    page width continue on further pages (each lists only models with a value in its columns)."""
+    the number of shifts it averages. Names are never truncated (a long one continues on the
+    lines below its row); columns that do not fit one page width continue on further pages
+    (each lists only models with a value in its columns)."""
     table = build_table(groups, hl, user_sources)
     if not table.rows:
         _text_page(pdf, "Summary", "No model matches the highlight patterns.")
         return
-    name_w = max(12, *(len(r.published_mark() + r.model) + (1 if r.incomplete else 0) for r in table.rows))
-    src_w = max(6, *(len(r.source) for r in table.rows))
+    names = {id(r): r.published_mark() + r.model + ("*" if r.incomplete else "") for r in table.rows}
+    name_w = min(NAME_MAX, max(12, *(len(n) for n in names.values())))
+    src_w = min(SOURCE_MAX, max(6, *(len(r.source) for r in table.rows)))
     col_w = max(24, *(len(column_name(c)) for c in table.columns))
     fixed = name_w + src_w + 6 + 3 + 12
     per = max(1, (TABLE_WIDTH - fixed) // (col_w + 1))
@@ -192,7 +217,7 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_s
     for cols in chunks:
         head = f"{'model':<{name_w}} {'source':<{src_w}} {'ID':>6} " + " ".join(f"{column_name(c):>{col_w}}" for c in cols) + f" {'avg ER (k)':>11}"
         sub = f"{'':<{name_w}} {'':<{src_w}} {'':>6} " + " ".join(f"{'OOD   ER [95% CI]':>{col_w}}" for _ in cols)
-        lines = []
+        blocks = []
         for r in table.rows:
             if not any(c in r.cells for c in cols):
                 continue
@@ -207,11 +232,13 @@ def _table_pages(pdf, groups: Sequence[Group], hl: dict[int, np.ndarray], user_s
                     cells.append(f"{_fmt_pct(cell.ood)} {100 * cell.er:+5.1f} [{100 * cell.er_low:+.1f},{100 * cell.er_high:+.1f}]".rjust(col_w))
             avg, k = r.avg_er()
             avg_s = f"{100 * avg:+7.2f} ({k})" if avg is not None else f"{'-':>11}"
-            name = r.published_mark() + r.model + ("*" if r.incomplete else "")
-            lines.append(f"{name:<{name_w}} {r.source:<{src_w}} {_fmt_pct(r.id_acc)} " + " ".join(cells) + f" {avg_s}")
-        per_page = -(-len(lines) // -(-len(lines) // TABLE_ROWS)) if lines else 1  # balanced pages
-        for i in range(0, len(lines), per_page):
-            pages.append((lines[i : i + per_page], [head, sub, "-" * len(head)], head))
+            name, src = _pieces(names[id(r)], name_w), _pieces(r.source, src_w)
+            block = [f"{name[0]:<{name_w}} {src[0]:<{src_w}} {_fmt_pct(r.id_acc)} " + " ".join(cells) + f" {avg_s}"]
+            for i in range(1, max(len(name), len(src))):
+                block.append(f"{name[i] if i < len(name) else '':<{name_w}} {src[i] if i < len(src) else ''}")
+            blocks.append(block)
+        for lines in _paginate(blocks, TABLE_ROWS):
+            pages.append((lines, [head, sub, "-" * len(head)], head))
     marks = [f"  * {r.model}: " + "; ".join(r.incomplete) for r in table.rows if r.incomplete]
     fontsize = min(5.9, 5.9 * TABLE_WIDTH / max(max(len(h) for _, _, h in pages), 1))
     for k, (chunk, header, _) in enumerate(pages, start=1):

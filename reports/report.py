@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import glob
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from harness import __version__
 from harness.api import Result
 from reports import importers
 from reports.analysis import BaselineRule, analyse, highlight_mask, place, with_id_shifts
+from reports.row_checks import one_row_per_setting
 from reports.rows import source_of, with_source
 from reports.summary import CLIPPING_RULE, build_summary, write_json
 from reports.trend import DEFAULT_SAMPLES, DEFAULT_SEED
@@ -51,9 +53,11 @@ class ReportConfig:
     calibrate_on: str | None = None
 
 
-def distinct_source(rows: list[Result], path: Path, taken: dict[str, Path]) -> list[Result]:
+def distinct_source(rows: list[Result], path: Path, taken: dict[str, Path | None]) -> list[Result]:
     """Rows of ``path`` under source names no other input uses: two run directories that are
-    both called ``run`` are two sources (``run:exp1/run``, ``run:exp2/run``), never merged."""
+    both called ``run`` are two sources (``run:exp1/run``, ``run:exp2/run``), never merged.
+    A name in ``taken`` with no path is reserved (the bundled sources: a timm ``results/``
+    folder of your own is ``timm:<parent>/<folder>``, never the bundled ``timm``)."""
     path = Path(path).resolve()
     folder = path.parent if path.is_file() else path
     renamed: dict[str, str] = {}
@@ -91,12 +95,15 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Result], set[str]]:
 
         rows += load_testbed() + load_wilds_published()
     user: set[str] = set()
-    taken: dict[str, Path] = {}
+    # The bundled sources' names are reserved, testbed or not: an input's rows never join theirs
+    # (a model in both would pair your ImageNet figure with the published shift figures).
+    taken: dict[str, Path | None] = dict.fromkeys(BUNDLED_SOURCES)
     tagged = [(p, baseline_source(p)) for p in cfg.baseline_results] + [(p, None) for p in cfg.inputs]
     for path, source in tagged:
         new = _read_input(Path(path), cfg.fmt, source)
         if not new:
             raise ValueError(f"{path}: no accuracies found")
+        new = one_row_per_setting(new, path)
         incomplete = list({(r.model, r.setting): r for r in new if r.n_expected and r.n < r.n_expected}.values())
         if incomplete and not cfg.allow_incomplete:
             listed = "; ".join(f"{r.model} on {r.setting}: {r.n} of {r.n_expected} images" for r in incomplete[:3])
@@ -113,23 +120,42 @@ def load_rows(cfg: ReportConfig) -> tuple[list[Result], set[str]]:
     return rows, user
 
 
-def check_outputs(cfg: ReportConfig) -> None:
-    """The PDF, summary, PNG and figures paths a report writes: writable as the kind they name,
-    and the PDF and the summary not one file."""
-    from harness.files import check_output
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
 
-    for path, what, example in ((cfg.out, "--out", "report.pdf"), (cfg.json, "--json", "summary.json"),
-                                (cfg.png_dir, "--png-dir", ""), (cfg.figures_dir, "--figures-dir", "")):
-        if path:
-            check_output(path, what, folder=not example, example=example)
-    if cfg.out and cfg.json and Path(cfg.out).absolute() == Path(cfg.json).absolute():
-        raise ValueError(f"--out and --json both name {cfg.out}: the summary would replace the PDF; give two paths")
+
+def check_outputs(cfg: ReportConfig) -> None:
+    """Refuse outputs that cannot be written or would overwrite one another, before any work: a
+    folder output, or an output's parent, that is a file (the PDF was written, then the figures
+    failed); the PDF and the summary at one path (the summary replaced the PDF); either, or the
+    figures folder, inside the PNG folder (replaced whole by the new pages, so they vanished after
+    being reported written)."""
+    for flag, path, folder in (("--out", cfg.out, False), ("--json", cfg.json, False),
+                               ("--png-dir", cfg.png_dir, True), ("--figures-dir", cfg.figures_dir, True)):
+        if not path:
+            continue
+        path = Path(path)
+        blocking = next((a for a in ([path] if folder else []) + list(path.parents) if a.exists() and not a.is_dir()), None)
+        if blocking is not None:
+            raise ValueError(f"{flag} {path}: {blocking} is a file, not a folder; give another path")
+    if cfg.out and cfg.json and Path(cfg.out).resolve() == Path(cfg.json).resolve():
+        raise ValueError(f"--out and --json are both {cfg.out}; give the PDF and the summary different paths")
+    if cfg.png_dir:
+        for flag, path in (("--out", cfg.out), ("--json", cfg.json), ("--figures-dir", cfg.figures_dir)):
+            if path and _inside(path, cfg.png_dir):
+                raise ValueError(f"{flag} {path} is inside --png-dir {cfg.png_dir}, which holds the page images only "
+                                 "and is replaced whole; put it elsewhere")
 
 
 def run_report(cfg: ReportConfig) -> dict:
-    """Do the whole report; returns the summary object. Every output path is checked before the
-    inputs are read, so a report refused for its inputs or its outputs writes nothing."""
+    """Do the whole report; returns the summary object."""
     check_outputs(cfg)
+    # An input named twice (``report runs/a runs/a``, a shell glob and an explicit path) is read once.
+    firsts: dict[Path, Path] = {}
+    for path in cfg.inputs:
+        firsts.setdefault(Path(path).resolve(), Path(path))
+    cfg = dataclasses.replace(cfg, inputs=list(firsts.values()))
     rows, user_sources = load_rows(cfg)
     settings = {r.setting for r in rows}
     unknown = [k for k in cfg.id_shifts if k not in settings]
@@ -144,7 +170,8 @@ def run_report(cfg: ReportConfig) -> dict:
     transforms = ("logit", "probit") if cfg.transform in ("logit", "probit") else (cfg.transform, "logit", "probit")
     groups = analyse(rows, rule, transforms, cfg.transform, cfg.samples, cfg.seed, cfg.split_imagenet_a, points=points)
     shown_sources = user_sources - set(bsources)
-    highlight = list(cfg.highlight) or [*DEFAULT_HIGHLIGHT, *(f"source:{s}" for s in sorted(shown_sources))]
+    # Patterns are globs: a source named after a folder like ``exp[1]`` is escaped to match itself.
+    highlight = list(cfg.highlight) or [*DEFAULT_HIGHLIGHT, *(f"source:{glob.escape(s)}" for s in sorted(shown_sources))]
     highlighted = {p.name for g in groups for p, h in zip(g.points, highlight_mask(g.points, highlight), strict=True) if h}
     counts = Counter(source_of(r) for r in rows)
     sources = {s: counts[s] for s in sorted(counts)}

@@ -61,3 +61,27 @@ def unique_results(results: Iterable[tuple[int, Any]], path: Any) -> list[tuple[
         first[key] = (line, res)
         out.append((line, res))
     return out
+
+
+def one_row_per_setting(rows: Iterable[Any], path: Any) -> list[Any]:
+    """The ``Result`` rows of one input with one per (source, model, setting): identical copies
+    count once; two that differ are an error naming both figures, since which one the report
+    used would depend on the order of the file (a results table concatenated from two runs, a
+    model listed twice)."""
+    from reports.rows import source_of
+
+    first: dict[tuple[str, str, str], Any] = {}
+    out = []
+    for res in rows:
+        key = (source_of(res), res.model, res.setting)
+        if key not in first:
+            first[key] = res
+            out.append(res)
+        elif first[key] != res:
+            a, b = dict(first[key].metrics), dict(res.metrics)
+            what = f"{a} and {b}" if a != b else "the same figures under different protocols or tags"
+            raise ValueError(
+                f"{path}: two different rows for model {res.model!r} on {res.setting!r} ({what}); "
+                "keep one, or give the two models different names"
+            )
+    return out

@@ -22,10 +22,15 @@ def check_transform(name: str) -> str:
     return name
 
 
+#: The smallest margin: ``1 - MIN_EPS`` is still below 1 in float64, so no count, however large,
+#: makes a clipped accuracy 1.0 again (and its logit infinite).
+MIN_EPS = 1e-15
+
+
 def clip_eps(n: np.ndarray | float | None) -> np.ndarray:
     """Clipping margin per point: half an example of its test set."""
     n = np.asarray(np.nan if n is None else n, dtype=float)
-    return np.where(np.isfinite(n) & (n > 0), 0.5 / np.where(n > 0, n, 1.0), DEFAULT_EPS)
+    return np.where(np.isfinite(n) & (n > 0), np.maximum(0.5 / np.where(n > 0, n, 1.0), MIN_EPS), DEFAULT_EPS)
 
 
 def clip(acc: np.ndarray, n: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray]:

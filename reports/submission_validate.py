@@ -465,10 +465,16 @@ class _Check:
                 "count-mismatch",
                 f"{r.setting}: row claims n={_fmt_n(r.n)} but the predictions give {_fmt_n(n)} examples",
             )
-        if r.n_expected != spec.expected_size:
+        expected = spec.expected_size
+        if view_of and spec.class_map is not None:  # the view's size on the complete ID shift
+            from harness.scoring import view_expected_size
+
+            expected = view_expected_size(n, len(self.preds[r.shift]), self.specs[r.shift].expected_size,
+                                          getattr(self.shifts.get(r.shift), "per_class", None), spec.class_map)
+        if r.n_expected != expected:
             self.v.fail(
                 "count-mismatch",
-                f"{r.setting}: row expects {_fmt_n(r.n_expected)} examples but the shift has {_fmt_n(spec.expected_size)}",
+                f"{r.setting}: row expects {_fmt_n(r.n_expected)} examples but the shift has {_fmt_n(expected)}",
             )
         if "top1" not in r.metrics:
             self.v.fail(

@@ -114,11 +114,16 @@ def read_table(path: Path) -> list[Result]:
             source, model, setting, acc, n, proto_text, tags = rec[:7]
             id_setting, metric = rec[7:] if len(rec) > 7 else ("", "top1")
             where = f"{path}:{line}"
-            proto = dict(p.split("=", 1) for p in proto_text.split(";") if p)
+            entries = [p for p in proto_text.split(";") if p]
+            if any("=" not in p for p in entries):
+                raise ValueError(f"{where}: protocol {proto_text!r} is not key=value entries separated by ';'")
+            proto = dict(p.split("=", 1) for p in entries)
             try:
                 value = float(acc)
             except ValueError:
                 raise ValueError(f"{where}: accuracy {acc!r} is not a number") from None
+            if n and not n.strip().isdigit():
+                raise ValueError(f"{where}: n {n!r} is not a whole number")
             setting = legacy_setting(setting, proto)
             entry = {"where": where, "metric": metric or "top1", "value": value, "n": int(n) if n else None,
                      "n_expected": _incomplete(proto, where), "protocol": proto,
@@ -126,7 +131,7 @@ def read_table(path: Path) -> list[Result]:
                      "id_setting": legacy_setting(id_setting, {}) if id_setting else None}
             runs = groups.setdefault((source, model, setting), [])
             if not runs or any(e["metric"] == entry["metric"] for e in runs[-1]):
-                runs.append([])  # a repeated metric is a second row (listed by the report as a duplicate)
+                runs.append([])  # a repeated metric is a second row (refused by the report if it differs)
             runs[-1].append(entry)
     return [_result(key, entries) for key, runs in groups.items() for entries in runs]
 

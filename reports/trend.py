@@ -104,6 +104,8 @@ class Trend:
     def fit(self, x: np.ndarray, y: np.ndarray, n_x: np.ndarray | None = None, n_y: np.ndarray | None = None) -> Trend:
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         zx, zy = self.z(x, n_x), self.z(y, n_y)
+        if not (np.isfinite(zx).all() and np.isfinite(zy).all()):
+            raise ValueError("cannot fit a trend: a baseline accuracy is not a number in [0, 1]")
         bounds = [-np.inf, np.inf] if self.split is None else [-np.inf, float(self.split), np.inf]
         rng = np.random.default_rng(self.seed)
         self.segments = []

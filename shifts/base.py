@@ -8,6 +8,7 @@ behaves the same way.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from harness.api import Example, LazyExample, Shift, ShiftSpec
+from harness.files import file_stamp
 from shifts import wds
 from shifts.images import BadImageError, DeferredImage, crop_border, decode_image, is_image_file
 
@@ -32,8 +34,11 @@ class Record:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
-# key, label, metadata, decode (RGB, before the border crop), the image file's bytes
-RawExample = tuple[str, int, Mapping[str, Any], Callable[[], Image.Image], Callable[[], bytes]]
+# key, label, metadata, decode (RGB, before the border crop), the image file's bytes, the
+# stat signature of the file the image is read from (its own file, or its shard)
+RawExample = tuple[
+    str, int, Mapping[str, Any], Callable[[], Image.Image], Callable[[], bytes], Callable[[], str]
+]
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,7 @@ class DatasetShift(Shift):
             raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
         split = self.resolve_split(split)
         loc = self.locate(root, split, form)
-        for key, label, meta, load, _ in self._raw(loc, split, part or (0, 1)):
+        for key, label, meta, load, _, _ in self._raw(loc, split, part or (0, 1)):
             img = DeferredImage(lambda load=load: self.prepare(load()))
             try:
                 out = transform(img) if transform else img.materialize()
@@ -182,16 +187,17 @@ class DatasetShift(Shift):
         """The split's examples in :meth:`examples`' order, nothing decoded until ``load()``:
         the engine's manifest pass reads only keys and labels, and each loader worker decodes
         only its own share. ``encoded`` (the file's bytes, for batched GPU JPEG decoding) is
-        offered only when no border crop changes the image after decoding."""
+        offered only when no border crop changes the image after decoding; ``stamp`` always."""
         split = self.resolve_split(split)
         loc = self.locate(root, split)
-        for key, label, meta, load, encoded in self._raw(loc, split, (0, 1)):
+        for key, label, meta, load, encoded, stamp in self._raw(loc, split, (0, 1)):
             yield LazyExample(
                 key,
                 label,
                 meta,
                 lambda load=load: self.prepare(load()),
                 None if self.border_crop else encoded,
+                stamp,
             )
 
     def _raw(self, loc: Location, split: str, part: tuple[int, int]) -> Iterator[RawExample]:
@@ -204,12 +210,14 @@ class DatasetShift(Shift):
                     r.meta,
                     (lambda r=r: decode_image(r.path, r.key, str(r.path))),
                     r.path.read_bytes,
+                    (lambda r=r: file_stamp(r.path)),
                 )
             return
         for path in wds.shard_paths(loc.path / split)[i::n]:
             yield from self._shard_raw(path)
 
     def _shard_raw(self, path: Path) -> Iterator[RawExample]:
+        stamp = functools.cache(lambda: file_stamp(path))  # one stat for the shard's samples
         for s in wds.read_shard(path):
             where = f"{path} sample {s.key!r}"
             self._check_label(s.label, where)
@@ -219,6 +227,7 @@ class DatasetShift(Shift):
                 s.meta,
                 (lambda s=s, where=where: decode_image(s.image, s.key, where)),
                 (lambda s=s: s.image),
+                stamp,
             )
 
     def _check_label(self, label: int, where: str) -> None:
@@ -253,6 +262,12 @@ def list_dir(path: Path) -> tuple[list[str], list[str]]:
 def image_files(folder: Path, dataset: str) -> list[str]:
     """Sorted image file names in ``folder``; anything else there is an error naming it."""
     dirs, files = list_dir(folder)
+    hidden = [f for f in files if f.startswith(".")]
+    if hidden:  # macOS tarballs carry a "._name.jpg" resource fork next to every image
+        raise ValueError(
+            f"{folder / hidden[0]}: hidden file in a {dataset} class folder ({len(hidden)} here; '._' files are "
+            "macOS resource forks, not images); delete them, e.g. find DATA_ROOT -name '._*' -delete"
+        )
     stray = dirs + [f for f in files if not is_image_file(f)]
     if stray:
         raise ValueError(

@@ -64,13 +64,26 @@ class ImageFolderShift(_UserShift):
             raise ValueError(
                 f"{dataset_dir / files[0]}: unexpected file next to the class folders; move it out"
             )
+        hidden = [d for d in dirs if d.startswith(".")]
+        if hidden:  # .ipynb_checkpoints, .Trashes, ...: sorted first, it would shift every label
+            raise ValueError(
+                f"{dataset_dir / hidden[0]}: a hidden folder next to the class folders would be read as "
+                "a class (the first, moving every other label by one); move it out"
+            )
         return dirs
 
     def index(self, dataset_dir: Path, split: str) -> list[Record]:
         names = self.classes(dataset_dir)
-        return folder_records(
+        records = folder_records(
             dataset_dir, names, range(len(names)), f"folder dataset {dataset_dir}"
         )
+        empty = sorted(set(range(len(names))) - {r.label for r in records})
+        if empty:  # torchvision's ImageFolder refuses these too
+            raise ValueError(
+                f"{dataset_dir / names[empty[0]]}: class folder with no images ({len(empty)} such); "
+                "an empty class still takes a label and a place in a zero-shot head: add its images or move it out"
+            )
+        return records
 
     def classnames(self, root: Path | None = None) -> list[str]:
         if root is None:

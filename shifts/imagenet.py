@@ -43,6 +43,7 @@ IMAGENET_CITATION = (
 GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 DEVKIT_DIRS = (".", "ILSVRC2012_devkit_t12/data")
 VAL_FILE = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+VAL_NUMBER = re.compile(r"^ILSVRC2012_val_(\d{8})\.\w+$")  # any extension: sorted copies are often re-encoded
 
 
 class ImageNetFamily(DatasetShift):
@@ -77,7 +78,9 @@ class ImageNetVal(ImageNetFamily):
         wnids = imagenet_wnids()
         if dirs:
             check_class_folders(dataset_dir, wnids, "ImageNet val")
-            return folder_records(dataset_dir, wnids, range(1000), "ImageNet val")
+            records = folder_records(dataset_dir, wnids, range(1000), "ImageNet val")
+            check_folders_against_ground_truth(records, val_ground_truth(dataset_dir, required=False))
+            return records
         if not files:
             raise ValueError(
                 f"{dataset_dir} is empty: extract ILSVRC2012_img_val.tar there (flat or in wnid folders)"
@@ -138,12 +141,22 @@ def kaggle_val_wnids(solution: Path) -> dict[int, str]:
 
 
 def flat_val_records(dataset_dir: Path, files: list[str]) -> list[Record]:
+    truth = val_ground_truth(dataset_dir)
+    assert truth is not None  # required: missing files raise instead
+    return _flat_records(dataset_dir, files, *truth)
+
+
+def val_ground_truth(dataset_dir: Path, required: bool = True) -> tuple[dict[int, str], Path] | None:
+    """Image number -> wnid from the devkit (ground truth and ``meta.mat``) or, without it,
+    Kaggle's ``LOC_val_solution.csv`` next to the val folder, and the file it came from. Missing
+    files are an error naming where they were looked for, or, not ``required``, None."""
     kaggle = [p / KAGGLE_SOLUTION for p in list(dataset_dir.parents)[:4]]
     solution = next((p for p in kaggle if p.is_file()), None)
-    if solution is not None and not any(
-        (dataset_dir.parent / d / GROUND_TRUTH).is_file() for d in DEVKIT_DIRS
-    ):
-        return _flat_records(dataset_dir, files, kaggle_val_wnids(solution), solution)
+    has = {name: any((dataset_dir.parent / d / name).is_file() for d in DEVKIT_DIRS) for name in (GROUND_TRUTH, "meta.mat")}
+    if solution is not None and not has[GROUND_TRUTH]:
+        return kaggle_val_wnids(solution), solution
+    if not required and not all(has.values()):
+        return None
     gt_path = _devkit_file(dataset_dir, GROUND_TRUTH)
     id_to_wnid = devkit_wnids(_devkit_file(dataset_dir, "meta.mat"))
     lines = gt_path.read_text().split()
@@ -158,9 +171,29 @@ def flat_val_records(dataset_dir: Path, files: list[str]) -> list[Record]:
         raise ValueError(
             f"{gt_path}: class id {bad_ids[0]} is not in 1..1000; re-extract the devkit"
         )
-    return _flat_records(
-        dataset_dir, files, {n + 1: id_to_wnid[g] for n, g in enumerate(gt)}, gt_path
-    )
+    return {n + 1: id_to_wnid[g] for n, g in enumerate(gt)}, gt_path
+
+
+def check_folders_against_ground_truth(records: list[Record], truth: tuple[dict[int, str], Path] | None) -> None:
+    """Val images sorted into wnid folders must sit in the folder the ground truth names, where
+    the devkit or Kaggle's solution is at hand: a sort by another label order (devkit ids read as
+    sorted-wnid indices) keeps 50 images per folder and mislabels nearly all of them."""
+    if truth is None:
+        return
+    number_to_wnid, source = truth
+    wrong = []
+    for r in records:
+        m = VAL_NUMBER.match(r.path.name)
+        want = number_to_wnid.get(int(m.group(1))) if m else None
+        if want is not None and want != r.key.partition("/")[0]:
+            wrong.append((r, want))
+    if wrong:
+        r, want = wrong[0]
+        raise ValueError(
+            f"{r.path}: in folder {r.key.partition('/')[0]}, but {source} labels it {want} ({len(wrong)} of "
+            f"{len(records)} images sit in another class's folder); the folders were sorted by another label order: "
+            f"sort them again from {source.name}, or put the images back in one flat folder, which is labelled from it"
+        )
 
 
 def _flat_records(

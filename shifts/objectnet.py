@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 
 from harness.api import ClassMap, ShiftSpec
+from harness.files import file_stamp
 from shifts.base import DatasetShift, Record, check_class_folders, folder_records
 from shifts.imagenet_meta import IMAGENET_LABEL_SPACE, imagenet_templates
 
@@ -133,14 +134,15 @@ def read_mapping(mappings_dir: Path) -> ObjectNetMapping:
 
 
 @cache
-def _cached_mapping(mappings_dir: str, stamp: tuple[float, ...]) -> ObjectNetMapping:
+def _cached_mapping(mappings_dir: str, stamp: tuple[str, ...]) -> ObjectNetMapping:
     return read_mapping(Path(mappings_dir))
 
 
 def load_mapping(mappings_dir: Path) -> ObjectNetMapping:
+    """The mapping, read once per version of the files (their stat signatures: a file rewritten
+    with its modification time put back is read again)."""
     stamp = tuple(
-        (mappings_dir / f).stat().st_mtime if (mappings_dir / f).exists() else -1.0
-        for f in MAPPING_FILES
+        file_stamp(mappings_dir / f) if (mappings_dir / f).exists() else "-" for f in MAPPING_FILES
     )
     return _cached_mapping(str(mappings_dir), stamp)
 

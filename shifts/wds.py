@@ -165,6 +165,11 @@ def read_shard(path: Path) -> Iterator[ShardSample]:
         if current_key is not None and key != current_key:
             yield _sample(path, current_key, current)
             current = {}
+        if ext in current:  # two samples under one key would merge, one of them lost
+            raise ValueError(
+                f"{path}: member {name!r} repeats key {unquote_key(key)!r} with .{ext} already read; "
+                "two samples share that key (webdataset refuses it too); re-pack the shard with unique keys"
+            )
         current_key = key
         current[ext] = data
     if current_key is not None:

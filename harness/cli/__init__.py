@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    # A path that is a file where a folder is needed (or the reverse), or one not writable, is
+    # the user's input too: one line naming it, never a traceback.
+    except (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as exc:
         if os.environ.get("SHIFTBENCH_DEBUG"):
             raise
         print(f"shiftbench {args.command}: error: {exc}", file=sys.stderr)

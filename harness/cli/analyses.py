@@ -17,6 +17,22 @@ def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def model_list(text: str | None, known) -> list[str]:
+    """``--models`` as the run's model names: the engine's own names hold commas
+    (``wiseft:ARCH[zs ..,ft ..](alpha=0.5)``, ``soup:ARCH[..](greedy,n=2)``), so the
+    comma-separated pieces are joined back into names the run has, where exactly one way
+    does that; otherwise the plain pieces (unknown ones are then named in the error)."""
+    known = set(known)
+    pieces = [t.strip() for t in (text or "").split(",")]
+    ways: list[list[list[str]]] = [[[]]] + [[] for _ in pieces]  # ways[i]: splits of pieces[:i]
+    for end in range(1, len(pieces) + 1):
+        for start in range(end):
+            name = ",".join(pieces[start:end])
+            if name in known:
+                ways[end] += [[*w, name] for w in ways[start]][:2]
+    return ways[-1][0] if len(ways[-1]) == 1 else _csv(text)
+
+
 def _data_root_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, default=None,
                    help="where the shifts' data is (default: the run's last --data-root); some specs, e.g. "
@@ -114,7 +130,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     _check_outputs(args)
     run = StoredRun(args.run_dir, args.data_root)
-    est = agreement_estimate(run, args.shift, args.id_shift, _csv(args.models) or None)
+    est = agreement_estimate(run, args.shift, args.id_shift, model_list(args.models, run.models()) or None)
     print(format_estimate(est, args.shift))
     for w in est.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
@@ -147,7 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.run_dir}: no results.jsonl rows to compare; run `shiftbench run` first")
     settings = _csv(args.shifts) or None
     payload: dict[str, Any] = {"level": args.level, "bootstrap": args.bootstrap, "seed": args.seed}
-    models = _csv(args.models)
+    models = model_list(args.models, run.models())
     sweeps = wiseft_sweeps(run)
     if models:
         if len(models) != 2:
@@ -191,7 +207,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     run = StoredRun(args.run_dir, args.data_root)
     if not run.rows:
         raise FileNotFoundError(f"{args.run_dir}: no results.jsonl rows; run `shiftbench run` first")
-    rows = calibration_rows(run, args.calibrate_on, _csv(args.models) or None)
+    rows = calibration_rows(run, args.calibrate_on, model_list(args.models, run.models()) or None)
     print(format_table(rows))
     if args.calibrate_on:
         print(f"temperature fitted per model on {args.calibrate_on}, applied unchanged to every setting", file=sys.stderr)

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave models with ID accuracy below ACC (a fraction) out of the baseline")
     p.add_argument("--transform", choices=("logit", "probit", "linear"), default="logit")
     p.add_argument("--highlight", action="append", default=[], metavar="PATTERN",
-                   help="models to label: glob on the name, tag:TAG or source:SOURCE (default: tag:clip-zero-shot and your inputs)")
+                   help="models to label: glob on the name or the exact name, tag:TAG or source:SOURCE (default: tag:clip-zero-shot and your inputs)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap samples (default 1000)")
     p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: imagenet-testbed's)")
     p.add_argument("--split-imagenet-a", action="store_true",

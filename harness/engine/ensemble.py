@@ -44,6 +44,28 @@ def _member_predictions(run_dir: RunDir, rows: list[Result], model: str, shift: 
     return preds, sha
 
 
+# What a cell's identity records of the data it read (``harness.engine.identity``).
+DATA_FIELDS = ("data_root", "manifest", "data_files")
+
+
+def _check_same_data(rows: list[Result], members: list[str], shift: str, run_dir: RunDir) -> None:
+    """The members must have read the same data: the same keys and labels are no proof (images
+    rewritten in place between two members' runs keep them), their cells' identities are."""
+    seen: dict[str, tuple] = {}
+    for r in rows:
+        if r.model in members and r.shift == shift and r.setting == shift:
+            cell = (r.provenance or {}).get("cell") or {}
+            seen[r.model] = tuple(cell.get(k) for k in DATA_FIELDS)
+    if len(set(seen.values())) > 1:
+        first = next(m for m in members if m in seen)
+        a, b = first, next(m for m in members if m in seen and seen[m] != seen[first])
+        raise ValueError(
+            f"{run_dir.results_path}: {a} and {b} were predicted on {shift} from different data (its root, keys, "
+            f"labels or image files changed between their runs); rerun `shiftbench run` with every member on this "
+            "run directory (the stale cells run again), then ensemble"
+        )
+
+
 def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = None, log: RunLog | None = None) -> list[Result]:
     """Adds the ensemble's predictions and rows to ``run_dir``; returns the new rows."""
     log = log or RunLog()
@@ -72,6 +94,7 @@ def ensemble_run_dir(run_dir: RunDir, members: list[str], label: str | None = No
             lacking = [m for m, f in zip(members, found, strict=True) if f is None]
             log.event("ensemble_skipped", f"{shift}: no predictions of {', '.join(lacking)}; skipped", shift=shift, members=lacking)
             continue
+        _check_same_data(rows, members, shift, run_dir)
         preds, member_shas = zip(*found, strict=True)  # type: ignore[misc]
         combined = ensemble_predictions(preds, model=name)
         cell_hash = hashlib.sha256(json.dumps(list(member_shas)).encode()).hexdigest()[:16]

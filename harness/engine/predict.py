@@ -54,6 +54,10 @@ class Manifest:
     keys: list[str]
     labels: np.ndarray
     meta: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Digest of every example's file stamp (``LazyExample.stamp``), in order; "" where the
+    #: reader offers none. Part of cache keys and cell identities: files rewritten in place
+    #: under the same names are other data.
+    files: str = ""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -72,9 +76,14 @@ class Manifest:
         )
 
     def digest(self) -> str:
+        """Shift, version, split, root, every key and label in order, and the metadata columns
+        (WILDS groups: FMoW's regions from its country table, iWildCam's locations), which the
+        grouped metrics read: a metadata table changed under the same images is other data."""
         h = hashlib.sha256(json.dumps([self.shift, self.version, self.split, self.root]).encode())
         h.update("\n".join(self.keys).encode())
         h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        for name in sorted(self.meta):  # none for most shifts: their digests are as before
+            h.update(json.dumps([name, np.asarray(self.meta[name]).tolist()]).encode())
         return h.hexdigest()
 
 
@@ -83,7 +92,12 @@ def read_manifest(shift: Shift, root: Path, split: str, name: str | None = None)
     keys: list[str] = []
     labels: list[int] = []
     columns: dict[str, list[Any]] = {}
+    stamps = hashlib.sha256()
+    stamped = False
     for ex in shift.lazy_examples(root, split):
+        stamp = getattr(ex, "stamp", None)  # readers built on an older LazyExample have none
+        stamped = stamped or stamp is not None
+        stamps.update(((stamp() if stamp is not None else "-") + "\n").encode())
         if not columns and not keys:
             columns = {field_name: [] for field_name in ex.meta}
         if set(ex.meta) != set(columns):
@@ -107,6 +121,7 @@ def read_manifest(shift: Shift, root: Path, split: str, name: str | None = None)
         keys=keys,
         labels=np.asarray(labels, dtype=np.int64),
         meta=meta,
+        files=stamps.hexdigest() if stamped else "",
     )
 
 
@@ -144,16 +159,25 @@ class DecodeFailure:
     message: str
     index: int = -1
     key: str = ""
+    fatal: bool = False  # not an undecodable image but a broken cell: raised even with --skip-bad-images
 
 
 class DecodeStream(torch.utils.data.IterableDataset):
     """(index, uint8 image) for this rank's share of a shift, split again across workers.
 
     Example ``i`` belongs to shard ``i % (ranks * workers)``; a shard decodes only its own
-    images (``LazyExample.load``), so each image is decoded exactly once overall."""
+    images (``LazyExample.load``), so each image is decoded exactly once overall.
 
-    def __init__(self, shift: Shift, root: Path, split: str, spec: PreprocessSpec, world: World) -> None:
+    ``keys``: the manifest's keys. Every pass lists the data again, so files added, removed or
+    renamed since the manifest pass would move examples to other indices, and their logits
+    onto other keys' labels; an example whose key is not the manifest's at its index stops
+    the cell instead."""
+
+    def __init__(
+        self, shift: Shift, root: Path, split: str, spec: PreprocessSpec, world: World, keys: list[str] | None = None
+    ) -> None:
         self.shift, self.root, self.split, self.spec, self.world = shift, root, split, spec, world
+        self.keys = keys
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
@@ -162,12 +186,25 @@ class DecodeStream(torch.utils.data.IterableDataset):
         geo = geometry(self.spec)
         for index, ex in enumerate(self.shift.lazy_examples(self.root, self.split)):
             if index % nshards == shard:
+                moved = self._moved(index, str(ex.key))
+                if moved is not None:
+                    yield index, DecodeFailure(moved, index, str(ex.key), fatal=True)
+                    return
                 try:
                     item = self.payload(ex, geo)
                 except (ValueError, OSError) as exc:
                     message = str(exc) if ex.key in str(exc) else f"image {ex.key!r}: {type(exc).__name__}: {exc}"
                     item = DecodeFailure(message, index, str(ex.key))
                 yield index, item
+
+    def _moved(self, index: int, key: str) -> str | None:
+        if self.keys is None or (index < len(self.keys) and self.keys[index] == key):
+            return None
+        held = f"holds {self.keys[index]!r} there" if index < len(self.keys) else f"ends at {len(self.keys)} examples"
+        return (
+            f"{self.root}: the data changed while this cell ran: example {index} is now {key!r}, but the manifest "
+            f"read before it {held}; let the copy or download finish, then run again (nothing of this cell is kept)"
+        )
 
     def payload(self, ex: LazyExample, geo: Callable[[Any], torch.Tensor]) -> torch.Tensor:
         return geo(ex.load())
@@ -217,6 +254,9 @@ def decoded_batches(
 
 def _left_out(failures: list[DecodeFailure], skipped: list[DecodeFailure] | None) -> None:
     """Undecodable images: an error naming the first, or recorded in ``skipped``."""
+    fatal = [f for f in failures if f.fatal]
+    if fatal:
+        raise ValueError(fatal[0].message)
     if failures and skipped is None:
         message = failures[0].message
         if "--skip-bad-images" not in message:  # the built-in readers already say so
@@ -453,11 +493,11 @@ def _predict_here(
         source = "cache"
     elif decoder == "torchvision":
         batch_decoder = BatchDecoder(spec, device, manifest.keys)
-        stream = EncodedStream(shift, root, manifest.split, spec, world)
+        stream = EncodedStream(shift, root, manifest.split, spec, world, manifest.keys)
         batches = device_decoded_batches(stream, batch_decoder, options.batch_size, options.workers, skipped)
         source = "decode"
     else:
-        stream = DecodeStream(shift, root, manifest.split, spec, world)
+        stream = DecodeStream(shift, root, manifest.split, spec, world, manifest.keys)
         batches = decoded_batches(stream, options.batch_size, options.workers, device.type == "cuda", skipped=skipped)
         source = "decode"
     keep = None if writer is None else (lambda idx, images: writer.put(idx, images.cpu().numpy()))
@@ -558,7 +598,7 @@ def predict(
         decoder = choose_decoder(options.decoder, device, spec, model_name)
         label = decoder_label(decoder, device)
         cache = ImageCache(options.cache_dir) if options.cache_dir else None
-        key = cache_key(manifest.digest(), spec, label) if cache else ""
+        key = cache_key(manifest.digest(), spec, label, manifest.files) if cache else ""
         cached = cache.open(key, n, size) if cache else None
     # Ranks shard cached rows and decoded images differently: all read the cache, or none does.
     if not world.all_ok(cached is not None):

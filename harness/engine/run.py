@@ -330,7 +330,8 @@ class Engine:
         key = (model.identity, shift)
         if key not in self._identities:
             identity = cell_identity(
-                self.config, model.identity, shift, self.manifest(shift).digest(), self.config.data_root, self.decoder()
+                self.config, model.identity, shift, self.manifest(shift).digest(), self.config.data_root, self.decoder(),
+                self.manifest(shift).files,
             )
             self._identities[key] = (identity, cell_hash(identity))
         return self._identities[key]
@@ -372,10 +373,17 @@ class Engine:
             # the ID setting is the rows' metadata, not the predictions': a new one rescores them
             moved = [] if unlabeled else [(r.id_setting, self.id_setting(t)) for t, r in zip(tasks, current, strict=True)
                                           if r is not None and r.id_setting != self.id_setting(t)]
-            if not moved:
+            # a class map read from the data's own files (ObjectNet's mappings/) scores, never predicts
+            remapped = [] if unlabeled else [t.setting for t, r in zip(tasks, current, strict=True)
+                                             if r is not None and r.class_map != self.class_map_digest(t)]
+            if not moved and not remapped:
                 return "done", None, ""
-            (was, now), *_ = moved
-            reason = f"its ID setting changes ({was or 'none'} -> {now or 'none'}), scored again from its stored predictions"
+            if remapped:
+                reason = (f"the class map of {', '.join(remapped)} changes (the data's mapping files), "
+                          "scored again from its stored predictions")
+            else:
+                (was, now), *_ = moved
+                reason = f"its ID setting changes ({was or 'none'} -> {now or 'none'}), scored again from its stored predictions"
         else:
             reason = ""
             old = next((r for r in current if r is not None and r.provenance.get("config_hash") != digest), None)
@@ -389,6 +397,22 @@ class Engine:
         if preds is not None:
             return "score", preds, reason
         return "predict", None, reason
+
+    def expected_for(self, task: ScoreTask, n_shift: int, n_scored: int) -> int | None:
+        """A task's ``n_expected``: its shift's published size, or an ID view's size on the
+        complete shift (``harness.scoring.view_expected_size``)."""
+        from harness.scoring import view_expected_size
+
+        expected = self.expected_size(task.shift)
+        cm = self.spec(task.view_of).class_map if task.view_of else None
+        if cm is None:
+            return expected
+        return view_expected_size(n_scored, n_shift, expected, getattr(self.get_shift(task.shift), "per_class", None), cm)
+
+    def class_map_digest(self, task: ScoreTask) -> str | None:
+        """The digest of the class map ``task`` is scored through now (its row's ``class_map``)."""
+        cm = self.spec(task.view_of or task.shift).class_map
+        return cm.digest() if cm is not None else None
 
     def id_setting(self, task: ScoreTask) -> str | None:
         """The ID setting ``task``'s row pairs with in this run (``--id-shift`` for a user shift)."""
@@ -571,7 +595,7 @@ class Engine:
                 **{k: v for k, v in stats.items()},
             }
             row = make_result(model.name, task, scored, self.spec(task.shift), scored_spec, metrics, groups, sha, provenance,
-                              self.expected_size(task.shift), cfg.id_shift)
+                              self.expected_for(task, len(preds), len(scored)), cfg.id_shift)
             from reports.published import describe_check, with_published_check
 
             row = with_published_check(row)

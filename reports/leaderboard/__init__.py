@@ -75,6 +75,7 @@ def collect(
         )
     files = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
     accepted, rejected = [], []
+    seen: dict[str, str] = {}  # bundle sha256 -> the file it was first read from
     for path in tqdm(files, desc="validating submissions", unit="bundle", disable=not progress):
         if not path.name.endswith(BUNDLE_SUFFIX):
             rejected.append(
@@ -82,6 +83,10 @@ def collect(
             )
             continue
         sha = sha256_file(path)
+        if sha in seen:  # one submission uploaded twice would be ranked twice
+            rejected.append((path.name, [f"[duplicate-bundle] the same bundle as {seen[sha]}, which is listed"]))
+            continue
+        seen[sha] = path.name
         v = cache.get(path, sha) if cache else None
         if v is None:
             try:
@@ -109,6 +114,24 @@ def collect(
         else:
             rejected.append((path.name, [str(f) for f in v.failures]))
     return accepted, rejected
+
+
+def data_digests(required: Sequence[str], get_shift: Callable[[str], Shift], data_root: Path) -> dict[str, str]:
+    """Each required shift's keys and labels under ``data_root``, as a digest (one pass over the
+    files, no image decoded): the validation cache misses when the dataset there changed, since
+    a bundle's keys and labels were checked against what it held."""
+    import hashlib
+
+    from harness.scoring import resolve_split
+
+    out = {}
+    for name in required:
+        shift = get_shift(name)
+        h = hashlib.sha256()
+        for ex in shift.lazy_examples(Path(data_root), resolve_split(shift, None)):
+            h.update(f"{ex.key}\t{int(ex.label)}\n".encode())
+        out[name] = h.hexdigest()
+    return out
 
 
 def completed_specs(
@@ -147,13 +170,19 @@ def build_leaderboard(
     from reports.leaderboard.plots import write_scatter
 
     specs = completed_specs(required, get_shift, data_root)
+    if not any(spec.id_reference for spec in specs.values()):
+        raise ValueError(
+            f"--require {','.join(required)} names no distribution shift (every one is an ID set): a leaderboard "
+            "ranks accuracy under shift; add a shift, e.g. --require imagenet,imagenet-r"
+        )
     baseline = read_baseline(baselines) if baselines else None
     out = Path(out)
     with atomic_folder(out, lambda name: name in SITE_NAMES) as site:
         old_cache = out / ".validation"
         if old_cache.is_dir() and not fresh:
             shutil.copytree(old_cache, site / ".validation")
-        cache = ValidationCache(site / ".validation", required, data_root, allow_incomplete)
+        data = data_digests(required, get_shift, data_root) if data_root is not None else None
+        cache = ValidationCache(site / ".validation", required, data_root, allow_incomplete, data)
         accepted, rejected = collect(
             submissions, required, data_root, get_shift, progress, cache, allow_incomplete, trust_labels
         )

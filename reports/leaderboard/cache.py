@@ -1,8 +1,9 @@
 """Validation results kept under ``SITE_DIR/.validation/``, so rebuilding the board after one
 new submission does not re-read every bundle.
 
-An entry is keyed by the bundle's sha256, the harness version, the required shifts and the data
-root, and written atomically; a changed bundle or harness simply misses. The cache lives in the
+An entry is keyed by the bundle's sha256, the harness version, the required shifts, the data
+root and what the data there holds (each required shift's keys and labels, as a digest), and
+written atomically; a changed bundle, harness or dataset simply misses. The cache lives in the
 maintainer's own output folder and is trusted; bundles never are.
 """
 
@@ -25,6 +26,7 @@ class ValidationCache:
         required: Sequence[str],
         data_root: Path | None,
         allow_incomplete: bool = False,
+        data: dict[str, str] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.key = {
@@ -32,6 +34,8 @@ class ValidationCache:
             "required": list(required),
             "data_root": str(data_root) if data_root else None,
         }
+        if data:
+            self.key["data"] = dict(sorted(data.items()))
         if allow_incomplete:
             self.key["allow_incomplete"] = True
 

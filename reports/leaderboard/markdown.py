@@ -10,9 +10,12 @@ from reports.leaderboard.ranking import Table, labels_note, shown_name
 
 
 def cell(value: object) -> str:
-    """Submitted text made inert in a Markdown table: no pipes, newlines or raw HTML."""
+    """Submitted text made inert in a Markdown table: no pipes, newlines, raw HTML, links or
+    images (``[text](javascript:...)``, ``![](https://tracker)``: the ``]`` before ``(`` is
+    escaped, so no link text ever closes)."""
     text = " ".join(str(value).split())
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("](", "\\](")
 
 
 def pct(x: float | None, half: float | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,12 +32,30 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+NAME_WIDTH = 28
+WRAP = 150
+
+
+def _wrapped(text: str, indent: int = 0) -> list[str]:
+    return textwrap.wrap(" ".join(str(text).split()), WRAP, initial_indent=" " * indent, subsequent_indent=" " * (indent + 2))
+
+
+def table_head(t: Table) -> str:
+    head = f"{'ER rank':>9} {'OOD rank':>9}  {'model':<{NAME_WIDTH}} {'method':<18} {'avg ER (pp)':>15} {'avg OOD (%)':>15}"
+    return head + "".join(f" {_clip(s, 12):>12}" for s in t.ood_shifts)
+
+
 def table_lines(t: Table) -> list[str]:
-    head = f"{'ER rank':>9} {'OOD rank':>9}  {'model':<28} {'method':<18} {'avg ER (pp)':>15} {'avg OOD (%)':>15}"
-    head += "".join(f" {_clip(s, 12):>12}" for s in t.ood_shifts)
-    lines = [_clip(t.label, 150), *([_clip(labels_note([t]), 150)] if labels_note([t]) else []), "", head]
+    """The table's notes (never clipped: which shifts the average ER leaves out, whose labels were
+    not checked) and one line per entry; a name too long for its column is written whole on a
+    line of its own above its figures, so two long names are never shown alike."""
+    lines = [*_wrapped(t.label), *_wrapped(labels_note([t])), *_wrapped(t.trend_note()), "", table_head(t)]
     for e in t.entries:
-        line = f"{e.rank_text('er'):>9} {e.rank_text('ood'):>9}  {_clip(shown_name(e), 28):<28} {_clip(method_text(e.card), 18):<18}"
+        name = " ".join(shown_name(e).split()) + (f" ({e.published_mark()})" if e.published else "")
+        if len(name) > NAME_WIDTH:
+            lines += _wrapped(name, 21)
+            name = "(named above)"
+        line = f"{e.rank_text('er'):>9} {e.rank_text('ood'):>9}  {name:<{NAME_WIDTH}} {_clip(method_text(e.card), 18):<18}"
         line += f" {pct(e.avg_er, e.avg_er_half):>15} {pct(e.avg_ood, e.avg_ood_half):>15}"
         line += "".join(f" {pct(e.points[s].y):>12}" for s in t.ood_shifts)
         lines.append(line)
@@ -56,12 +75,10 @@ def write_pdf(
         for t in tables:
             lines = table_lines(t)
             for start in range(0, max(len(lines), 1), ROWS_PER_PAGE):
-                pdf.savefig(
-                    _text_page(
-                        f"shiftbench leaderboard: protocol {t.protocol}",
-                        lines[start : start + ROWS_PER_PAGE],
-                    )
-                )
+                page = lines[start : start + ROWS_PER_PAGE]
+                if start:  # a continued table repeats its column heads
+                    page = [f"(continued) {_clip(t.label, WRAP - 12)}", "", table_head(t), *page]
+                pdf.savefig(_text_page(f"shiftbench leaderboard: protocol {t.protocol}", page))
             for s in t.ood_shifts:
                 pdf.savefig(scatter_figure(t, s))
         lines = [

@@ -80,16 +80,20 @@ def fit(points: list[BaselinePoint]) -> ShiftTrend:
 
 
 def read_baseline(paths: Iterable[Path]) -> list[Result]:
-    from reports.submission import read_results
+    """The rows of every ``--baseline`` file, checked as the report checks its inputs (types,
+    fractions, one row per model and setting), each file its own source: a model of one file
+    is never paired with a model of the same name in another."""
+    from reports.importers import read_results_jsonl
+    from reports.rows import with_source
 
     rows: list[Result] = []
-    for path in paths:
+    for i, path in enumerate(paths):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path}: baseline results not found; pass a results.jsonl written by `shiftbench run`"
             )
-        rows += read_results(path)
+        rows += [with_source(r, f"baseline {i + 1}: {path}") for r in read_results_jsonl(path)]
     return rows
 
 
@@ -111,13 +115,14 @@ def points_from_results(
 ) -> list[BaselinePoint]:
     """(ID, OOD) of every model with both settings among rows of the table's protocol."""
     from harness.pairing import pair
+    from reports.rows import source_of
 
-    by_model: dict[str, dict[str, Result]] = {}
+    by_model: dict[tuple[str, str], dict[str, Result]] = {}
     for r in rows:
         if _same_protocol(r, shifts) and r.setting in (ood, id_setting):
-            by_model.setdefault(r.model, {})[r.setting] = r
+            by_model.setdefault((source_of(r), r.model), {})[r.setting] = r
     out = []
-    for model, s in sorted(by_model.items()):
+    for (_, model), s in sorted(by_model.items()):
         for y, x, _ in pair(s, lambda setting, _r: id_setting if setting == ood else None, fallback=False):
             out.append(
                 BaselinePoint(model, float(x.metrics["top1"]), float(y.metrics["top1"]), x.n, y.n)
@@ -126,13 +131,19 @@ def points_from_results(
 
 
 def points_from_testbed(ood: str, id_setting: str) -> list[BaselinePoint]:
-    """The bundled testbed's standard models at the published protocol of each setting."""
+    """The bundled testbed's standard models at the published protocol of each setting, less the
+    models the shift's images were selected against (the report's ``FILTER_MODELS``: ResNet-50
+    scores ~0 on ImageNet-A by construction), so the board's trend is the report's."""
+    from reports.analysis import FILTER_MODELS
     from reports.rows import model_tags, source_of
     from reports.testbed import load_testbed
     from reports.vocabulary import PROTOCOL_KEYS, protocol_key
 
+    filtered = FILTER_MODELS.get(ood, frozenset())
     by_model: dict[tuple[str, str], dict[str, Result]] = {}
     for r in load_testbed():
+        if (source_of(r), r.model) in filtered:
+            continue
         if r.setting in (id_setting, ood) and "standard" in model_tags(r) and "top1" in r.metrics:
             canonical = tuple(sorted(PROTOCOL_KEYS.get(r.setting, {}).items()))
             if protocol_key(r.setting, r.protocol, r.shift_version) == canonical:

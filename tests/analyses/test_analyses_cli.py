@@ -115,22 +115,50 @@ def test_compare_names_unknown_models(tmp_path, capsys):
     assert "no model 'nope'" in capsys.readouterr().err
 
 
-def test_calibrate_fits_on_id_and_applies_everywhere(tmp_path, capsys):
+def test_models_are_named_as_the_engine_names_them_commas_included(tmp_path, capsys):
+    """The engine's WiSE-FT and soup names hold commas (``wiseft:B[zs ..,ft ..](alpha=0.5)``,
+    ``soup:B[..](greedy,n=2)``): ``--models A,B`` split them apart and refused every such pair."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 1000, 400)
+    names = ["wiseft:B-32[zs 1a2b3c4d,ft 5e6f7a8b](alpha=0.5)", "soup:B-32[9c8d7e6f](greedy,n=2)", "plain"]
+    cells = {}
+    for k, name in enumerate(names):
+        pred = np.where(np.arange(400) < 100 * (k + 1), labels, (labels + 1) % 1000)
+        cells[(name, "imagenet")] = (labels, pred)
+        cells[(name, "imagenetv2")] = (labels, pred)
+    write_run(tmp_path / "run", cells)
+    out_json = tmp_path / "cmp.json"
+    assert main(["compare", str(tmp_path / "run"), "--models", f"{names[0]},{names[1]}", "--no-testbed",
+                 "--bootstrap", "100", "--json", str(out_json)]) == 0, capsys.readouterr().err  # fmt: skip
+    assert capsys.readouterr().out.startswith(f"A = {names[0]}\nB = {names[1]}\n")
+    rows = {r["setting"]: r for r in json.loads(out_json.read_text())["pairs"]}
+    assert rows["imagenetv2"]["diff"] == pytest.approx(-100 / 400)
+    assert main(["calibrate", str(tmp_path / "run"), "--models", f"{names[1]},plain", "--out", str(tmp_path / "c.png")]) == 0
+    table = capsys.readouterr().out
+    assert names[1] in table and "plain" in table and names[0] not in table
+    assert main(["compare", str(tmp_path / "run"), "--models", "plain,n=2)"]) == 2
+    assert "no model 'n=2)'" in capsys.readouterr().err
+
+
+def test_calibrate_reports_the_stored_ece_and_fits_only_on_held_out_data(tmp_path, capsys):
+    """A temperature fitted on ImageNet val, the very images the figure reports as ID (and whose
+    same-class views it compares with each shift), gave an in-sample calibrated ECE: refused, as
+    is fitting on a reported shift. The fit on held-out data is checked in test_analyses_e2e."""
     run_dir, _ = _line_run(tmp_path)
     fig, out_json = tmp_path / "cal.png", tmp_path / "cal.json"
-    assert main(["calibrate", str(run_dir), "--calibrate-on", "imagenet", "--out", str(fig), "--json", str(out_json)]) == 0
+    assert main(["calibrate", str(run_dir), "--out", str(fig), "--json", str(out_json)]) == 0
     assert fig.stat().st_size > 0
     rows = json.loads(out_json.read_text())["rows"]
     assert {r["setting"] for r in rows} == {"imagenet", "imagenetv2"}
-    for model in {r["model"] for r in rows}:
-        temps = {r["temperature"] for r in rows if r["model"] == model}
-        assert len(temps) == 1  # one temperature per model, applied to every setting
     stored = {(r.model, r.setting): r.metrics for r in StoredRun(run_dir).rows}
     for r in rows:
         assert r["ece"] == pytest.approx(stored[(r["model"], r["setting"])]["ece"])
         assert r["nll"] == pytest.approx(stored[(r["model"], r["setting"])]["nll"])
-        if r["setting"] == "imagenet":
-            assert r["nll_ts"] <= r["nll"] + 1e-9  # fitted there to minimise it
+    for fit_on in ("imagenet", "imagenetv2"):
+        assert main(["calibrate", str(run_dir), "--calibrate-on", fit_on, "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err
+        assert f"--calibrate-on {fit_on}: its images are reported in the calibration figure" in err
+        assert "in-sample" in err and not (tmp_path / "x.png").exists()
     assert main(["calibrate", str(run_dir), "--calibrate-on", "imagenet-heldout", "--out", str(fig)]) == 2
     assert "imagenet-heldout predictions" in capsys.readouterr().err
 

@@ -64,6 +64,8 @@ def test_run_score_report_on_imagenet_and_imagenet_r_fixtures(tmp_path):
     # The ID reference on R's classes: ImageNet's 200 images of those classes, same projection.
     assert rows["imagenet@imagenet-r"].metrics == pytest.approx(expect_r)
     assert rows["imagenet@imagenet-r"].n == 200
+    # a view of an incomplete ImageNet is incomplete too: 50 images for each of R's 200 classes
+    assert rows["imagenet@imagenet-r"].n_expected == 10_000
     assert rows["imagenet-r"].class_map == rows["imagenet@imagenet-r"].class_map is not None
     preds = np.load(RunDir(run_dir).predictions_path("low:x", "imagenet"), allow_pickle=False)
     assert preds["logits"].shape == (1000, 1000) and preds["labels"].tolist() == sorted(preds["labels"].tolist())

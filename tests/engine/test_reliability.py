@@ -177,7 +177,7 @@ def test_changed_labels_under_the_same_root_rerun_the_cell(tmp_path):
     shutil.move(moved, data / "toy" / "1" / moved.name)  # relabelled: same count, same root
     events = run(config, colour())
     (why,) = [m for m in events.messages("cell_rerun") if "| toy:" in m]
-    assert "the data (keys or labels read)" in why
+    assert "the data (keys, labels or metadata read)" in why
     preds = Predictions.load(RunDir(tmp_path / "run").predictions_path("colour-net", "toy"))
     assert f"1/{moved.name}" in set(map(str, preds.keys))
 
@@ -189,7 +189,7 @@ def test_data_completed_after_an_allow_incomplete_run_is_scored_again(tmp_path):
     write_toy_data(data)  # the rest arrives
     events = run(toy_config(data, run_dir=str(tmp_path / "run")), colour())
     (why,) = [m for m in events.messages("cell_rerun") if "| toy:" in m]
-    assert "--allow-incomplete" in why and "the data (keys or labels read)" in why
+    assert "--allow-incomplete" in why and "the data (keys, labels or metadata read)" in why
     rows = {r.setting: r for r in RunDir(tmp_path / "run").read_results()}
     assert (rows["toy"].n, rows["toy"].n_expected, len(rows)) == (8, 8, 3)
 
@@ -306,3 +306,37 @@ def test_run_redo_on_the_command_line_predicts_again_and_keeps_one_row_per_setti
         err = capsys.readouterr().err
         assert "colour:a | toy: running again: --redo" in err and "predicting 8 images" in err
     assert len(RunDir(tmp_path / "run").read_results()) == 3
+
+
+def test_a_killed_writer_leaves_no_reserved_entry_behind_and_a_live_one_keeps_its_own(tmp_path):
+    """A run killed mid-pass left its temp file, reserved at the size of the whole split (7.5 GB
+    for ImageNet val at 224 px), after every kill; the next writer now removes it, but never the
+    temp file of a writer still running in another process."""
+    script = (
+        "import os, signal, sys, numpy as np\n"
+        "from harness.engine.cache import ImageCache\n"
+        "w = ImageCache(sys.argv[1]).writer(sys.argv[2], 4, 8)\n"
+        "w.put(np.arange(2), np.ones((2, 3, 8, 8), np.uint8))\n"
+        "print('ready', flush=True)\n"
+        "if sys.argv[3] == 'die': os.kill(os.getpid(), signal.SIGKILL)\n"
+        "sys.stdin.read()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    dead = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), "gone", "die"], stdout=subprocess.PIPE, env=env, text=True)
+    assert dead.stdout.readline() == "ready\n"
+    dead.wait()
+    assert dead.returncode == -9
+    (orphan,) = tmp_path.glob(".gone.u8.*.tmp")
+    live = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), "busy", "live"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert live.stdout.readline() == "ready\n"
+        assert not orphan.exists()  # removed by the next writer; was: kept forever
+        (busy,) = tmp_path.glob(".busy.u8.*.tmp")
+        writer = ImageCache(tmp_path).writer("mine", 4, 8)
+        assert busy.exists()  # its writer is alive
+        writer.abort()
+    finally:
+        live.communicate("")  # it exits without publishing: its temp file is an orphan now
+    assert ImageCache(tmp_path).remove_orphans() == [busy]
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -166,6 +166,50 @@ def test_leaderboard_command(tmp_path, run_dir, card, capsys):
     assert main(["leaderboard", str(tmp_path / "nope"), "--out", str(site)]) == 2
 
 
+def test_an_out_path_under_a_file_is_one_line(tmp_path, run_dir, card, capsys):
+    """``submit --out FILE/a.tar.gz`` and ``leaderboard --out FILE/site`` ended in a
+    FileExistsError traceback."""
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["submit", str(run_dir), "--card", str(card), "--out", str(tmp_path / "afile" / "a.tar.gz"), "--require", SUITE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "shiftbench submit: error:" in err and "afile" in err
+    subs = tmp_path / "subs"
+    assert main(["submit", str(run_dir), "--card", str(card), "--out", str(subs / "a.tar.gz"), "--require", SUITE]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", str(subs), "--out", str(tmp_path / "afile" / "site"), "--require", SUITE, "--trust-labels"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "shiftbench leaderboard: error:" in err and "afile" in err
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_one_bundle_under_two_names_is_ranked_once(tmp_path, run_dir, card, capsys):
+    """``a b.tar.gz`` and ``a_b.tar.gz`` with the same bytes were two entries with one entry id:
+    the model was ranked twice and one entry page replaced the other."""
+    import shutil
+
+    subs = tmp_path / "subs"
+    assert main(["submit", str(run_dir), "--card", str(card), "--out", str(subs / "a b.tar.gz"), "--require", SUITE]) == 0
+    shutil.copy(subs / "a b.tar.gz", subs / "a_b.tar.gz")
+    site = tmp_path / "site"
+    capsys.readouterr()
+    assert main(["leaderboard", str(subs), "--out", str(site), "--require", SUITE, "--trust-labels"]) == 0
+    assert "1 accepted, 1 rejected" in capsys.readouterr().out
+    assert "[duplicate-bundle] the same bundle as a b.tar.gz, which is listed" in (site / "leaderboard.md").read_text()
+    assert len(list((site / "entries").iterdir())) == 1
+
+
+def test_a_suite_of_id_sets_only_is_one_line_and_writes_nothing(tmp_path, run_dir, card, capsys):
+    """``--require toy``: every entry had no shift to average over and the build died dividing by zero."""
+    subs = tmp_path / "subs"
+    assert main(["submit", str(run_dir), "--card", str(card), "--out", str(subs / "a.tar.gz"), "--require", "toy"]) == 0
+    capsys.readouterr()
+    site = tmp_path / "site"
+    assert main(["leaderboard", str(subs), "--out", str(site), "--require", "toy", "--trust-labels"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--require toy names no distribution shift" in err
+    assert not site.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["model.toml", "run", "subs"]
+
+
 @pytest.fixture
 def bundle_with_label_edit(tmp_path, run_dir, card):
     """A bundle whose toy-v2 labels were edited and the manifest's hashes fixed."""

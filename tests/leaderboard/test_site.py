@@ -3,7 +3,6 @@ the trend are checked against values computed here by hand."""
 
 import json
 import math
-import os
 import shutil
 
 import leaderboard_toy as toy
@@ -163,6 +162,58 @@ def test_testbed_baseline_speaks_the_registered_names():
     )  # the testbed has ObjectNet 1.0-beta only
 
 
+@pytest.mark.parametrize("ood,id_setting", [("imagenet-a", "imagenet@imagenet-a"), ("imagenet-a", "imagenet"),
+                                            ("imagenet-r", "imagenet@imagenet-r")])
+def test_the_boards_testbed_trend_is_the_reports(ood, id_setting):
+    """The report leaves ResNet-50, which ImageNet-A was selected against (~0% by construction),
+    out of ImageNet-A baselines; the board kept it, so one entry had two effective robustnesses."""
+    from reports.analysis import BaselineRule, analyse
+    from reports.testbed import load_testbed
+
+    (g,) = [g for g in analyse(load_testbed(), BaselineRule(), ("logit",), samples=0, shifts=[ood])
+            if g.x_setting == id_setting and not g.protocol]
+    board = fit(points_from_testbed(ood, id_setting)).trend
+    assert board.n == g.fits["logit"].n
+    assert (board.slope, board.intercept) == pytest.approx((g.fits["logit"].slope, g.fits["logit"].intercept), rel=1e-12)
+    if ood == "imagenet-a":
+        assert "imagenet-testbed:resnet50" not in {p.model for p in points_from_testbed(ood, id_setting)}
+
+
+def test_baseline_files_are_checked_and_never_merged_by_model_name(tmp_path):
+    """Two --baseline files that both hold ``base-0`` (two runs, two sets of weights): rows were
+    keyed by model name alone, so the second file's base-0 replaced the first's (or lent it an ID
+    row); a baseline row in percent or listed twice with two figures was used as it came."""
+    from reports.leaderboard.trend import points_from_results, read_baseline
+
+    a = toy.write_run(tmp_path / "a", {f"base-{i}": (s, 100 + i) for i, s in enumerate((0.1, 0.5, 0.9))}) / "results.jsonl"
+    b = toy.write_run(tmp_path / "b", {"base-0": (0.7, 7)}) / "results.jsonl"
+    rows = read_baseline([a, b])
+    shifts = {r.shift: {"version": r.shift_version, "protocol": dict(r.protocol)} for r in rows if r.setting == r.shift}
+    pts = points_from_results(rows, shifts, "toy-v2", "toy")
+    assert sorted(p.model for p in pts) == ["base-0", "base-0", "base-1", "base-2"]
+    own = {Result.from_dict(json.loads(x)).setting: Result.from_dict(json.loads(x))
+           for x in b.read_text().splitlines() if json.loads(x)["model"] == "base-0"}  # fmt: skip
+    assert (own["toy"].metrics["top1"], own["toy-v2"].metrics["top1"]) in {(p.x, p.y) for p in pts}
+    lines = a.read_text().splitlines()
+    bad = json.loads(lines[0])
+    bad["metrics"]["top1"] *= 100
+    a.write_text("\n".join([json.dumps(bad), *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"results.jsonl:1: metrics.top1: .* \(looks like percent"):
+        read_baseline([a])
+    a.write_text("\n".join([*lines, json.dumps({**json.loads(lines[0]), "n": 1})]) + "\n")
+    with pytest.raises(ValueError, match="a second, different row for model 'base-0'"):
+        read_baseline([a])
+
+
+def test_markdown_cells_carry_no_link_or_image():
+    """A card named ``[click](javascript:...)`` or ``![](https://tracker)`` was a live link or a
+    remote image in leaderboard.md."""
+    from reports.leaderboard.markdown import cell
+
+    assert cell("[click](javascript:alert(1))") == "[click\\](javascript:alert(1))"
+    assert cell("![x](https://t.example/p.png) [labels-unverified]") == "![x\\](https://t.example/p.png) [labels-unverified]"
+
+
 def test_outputs_exist_and_escape_submitted_text(site):
     _, out, board, _ = site
     index = (out / "index.html").read_text()
@@ -204,7 +255,25 @@ def test_site_against_the_testbed_without_matching_shifts_ranks_by_ood(tmp_path,
     )
     assert note in (tmp_path / "site" / "index.html").read_text()
     assert note in (tmp_path / "site" / "leaderboard.md").read_text()
-    assert os.path.exists(tmp_path / "site" / "leaderboard.pdf")
+    # the PDF said nothing of it (its table pages had no trend note)
+    pdf_text = " ".join(" ".join(p.extract_text() for p in PdfReader(tmp_path / "site" / "leaderboard.pdf").pages).split())
+    assert note in pdf_text
+
+
+def test_the_pdf_never_shows_two_long_names_alike(site, tmp_path):
+    """Names were clipped to 28 characters: two entries whose names differ after that read alike."""
+    import dataclasses
+
+    from reports.leaderboard.pdf import write_pdf
+
+    _, _, board, _ = site
+    t = board.tables[0]
+    names = [f"a very long model name shared by both, variant {k}" for k in "AB"]
+    entries = [dataclasses.replace(e, card={**e.card, "name": n}) for e, n in zip(t.entries, names, strict=False)]
+    assert len(entries) == 2
+    write_pdf(tmp_path / "lb.pdf", [dataclasses.replace(t, entries=entries)], [])
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(tmp_path / "lb.pdf").pages).split())
+    assert all(n in text for n in names)
 
 
 def test_rank_ranges_by_hand():
@@ -258,6 +327,25 @@ def test_rebuild_reuses_validation_of_unchanged_bundles(site, tmp_path, monkeypa
         subs, out, required=toy.SUITE, get_shift=toy.get_shift, progress=False, trust_labels=True, fresh=True
     )
     assert calls == ["alpha.tar.gz", "alpha.tar.gz", "cheat.tar.gz"]
+
+
+def test_a_changed_dataset_revalidates_every_bundle(site, tmp_path):
+    """Validations were cached by the data root's path alone: after the dataset there changed (an
+    image gone), a bundle checked against the old data stayed accepted on the next build."""
+    root, *_ = site
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copy(root / "subs" / "alpha.tar.gz", subs)
+    data = tmp_path / "data"
+    toy.write_dataset(data)
+    out = tmp_path / "site"
+    first = build_leaderboard(subs, out, required=toy.SUITE, data_root=data, get_shift=toy.get_shift, progress=False)
+    assert len(first.accepted) == 1 and not first.rejected
+    next(p for p in sorted((data / "toy-v2").rglob("*.png"))).unlink()
+    again = build_leaderboard(subs, out, required=toy.SUITE, data_root=data, get_shift=toy.get_shift, progress=False)
+    assert not again.accepted
+    ((name, reasons),) = again.rejected
+    assert name == "alpha.tar.gz" and any(r.startswith("[key-mismatch] toy-v2: keys differ") for r in reasons)
 
 
 def test_a_class_map_shipped_with_the_data_pairs_the_shift_with_its_same_class_view(tmp_path):

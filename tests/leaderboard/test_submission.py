@@ -363,6 +363,11 @@ def _rehash(manifest, members, name):
             "[malformed] results.jsonl line 2: NaN is not valid JSON; write numbers as finite values",
         ),
         ('{"model": "toy-net"}', "[schema] results.jsonl line 2: not a result row ("),
+        # valid JSON syntax that overflows to infinity was read as inf
+        (
+            '{"top1": 1e999}',
+            "[malformed] results.jsonl line 2: 1e999 is not a finite number; write numbers as finite values",
+        ),
     ],
 )
 def test_malformed_results_lines(bundle, tmp_path, line, message):

@@ -145,3 +145,22 @@ def test_timm_releases_come_from_the_sha256_prefix_in_timms_file_names(tmp_path,
     release = timm_factory("test_resnet", weights=str(tmp_path / "r.pth")).describe()["release"]
     assert (release["name"], release["published"]) == ("test_resnet.tiny", "test_resnet.tiny")
     assert release["identified_by"].startswith(f"sha256 {sha[:12]}")
+
+
+def test_the_cached_zero_shot_head_of_one_activation_is_never_served_for_the_other(plain_arch, quick_model, tmp_path):
+    """The head cache was keyed by weights, architecture name, names and templates: a run with
+    activation=gelu left a head that a later activation=quickgelu run of the same weights read
+    back, text tower of the wrong activation and all."""
+    torch.save(quick_model.state_dict(), tmp_path / "zs.pt")
+
+    def build(activation, cache):
+        return clip(plain_arch, weights=str(tmp_path / "zs.pt"), templates="simple-imagenet-7",
+                    activation=activation, cache=cache)
+
+    gelu = build("gelu", "true")
+    quick = build("quickgelu", "true")
+    fresh = build("quickgelu", "false")
+    assert quick.describe()["head"]["cache"] == "miss"  # was: hit, the GELU head
+    assert torch.equal(quick.weight, fresh.weight)
+    assert not torch.allclose(quick.weight, gelu.weight, atol=1e-3)
+    assert build("quickgelu", "true").describe()["head"]["cache"] == "hit"  # its own entry still serves it

@@ -1,6 +1,8 @@
 """Figure details a paper needs: WiSE-FT sweeps as curves in alpha order, soups and their
 ingredients marked, the average-over-shifts points, unique figure names."""
 
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
@@ -41,6 +43,21 @@ def test_wiseft_sweeps_are_curves_in_alpha_order_and_soups_are_marked():
     plt.close(fig)
 
 
+def test_the_engines_default_wiseft_names_are_a_sweep_too():
+    """``shiftbench wiseft`` names its models ``wiseft:ARCH[zs ..,ft ..](alpha=0.5)``; only
+    ``<base> alpha=<a>`` was recognised, so the engine's own sweeps were drawn as loose points."""
+    from models.wiseft import wiseft_label
+
+    rows = [r for r in _rows() if not r.model.startswith("ViT-B/32")]
+    for alpha, (x, y) in {0.5: (0.78, 0.62), 0.0: (0.68, 0.60), 1.0: (0.81, 0.52), 1e-05: (0.68, 0.60)}.items():
+        name = wiseft_label("ViT-B-32", "1a2b3c4d" * 8, "5e6f7a8b" * 8, alpha)
+        rows += [row("run:wiseft", name, s, a, tags=["wise-ft"]) for s, a in (("imagenet", x), ("imagenet-sketch", y))]
+    (g,) = analyse(rows, BaselineRule(), samples=0)
+    (base, idx), = wiseft_curves(g, np.ones(len(g.points), dtype=bool))
+    assert base == "wiseft:ViT-B-32[zs 1a2b3c4d,ft 5e6f7a8b]"
+    assert [g.points[i].model.rpartition("=")[2] for i in idx] == ["0)", "1e-05)", "0.5)", "1)"]
+
+
 def test_average_over_shifts_needs_every_shift():
     rows = _rows() + [row("pub", "std0", "imagenet-r", 0.3, 30_000, tags=["standard"])]
     groups = analyse(rows, BaselineRule(), samples=0)
@@ -75,6 +92,16 @@ def test_figure_names_differ_by_protocol():
              (("imagenet", 0.5 + i / 10, {}), ("objectnet", 0.3 + i / 10, {"crop": "border-2px"}))]
     stems = [figure_stem(g) for g in analyse(rows, BaselineRule(), samples=0)]
     assert len(stems) == 2 and len(set(stems)) == 2
+
+
+def test_figure_names_differ_for_settings_that_differ_only_in_replaced_characters():
+    """Two user datasets in folders ``my pets`` and ``my_pets``: both figures were written to one
+    file name, the second silently replacing the first."""
+    rows = [row("a", f"m{i}", s, v, tags=["standard"], id_setting="imagenet") for i in range(3)
+            for s, v in (("imagenet", 0.5 + i / 10), ("folder:my pets", 0.3 + i / 10), ("folder:my_pets", 0.2 + i / 10))]
+    stems = [figure_stem(g) for g in analyse(rows, BaselineRule(), samples=0)]
+    assert len(stems) == 2 and len(set(stems)) == 2
+    assert all(s.startswith("folder_my_pets__vs__imagenet__top1__") for s in stems)
 
 
 def _dense_group():
@@ -177,3 +204,21 @@ def test_a_label_with_no_free_spot_is_drawn_with_a_leader_line_not_dropped():
     frame = ax.get_window_extent()
     assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
     plt.close(fig)
+
+
+def test_a_second_report_into_one_figures_folder_leaves_no_plot_of_the_first(tmp_path):
+    """Rerun with other inputs into the same --figures-dir: the plot of a group the new report no
+    longer has stayed beside the new ones, passing for one of them. Other files stay."""
+    from reports.export import write_figures
+
+    std = [row("pub", f"m{i}", s, v, 50_000, tags=["standard"]) for i in range(3)
+           for s, v in (("imagenet", 0.5 + i / 10), ("imagenet-sketch", 0.3 + i / 10), ("imagenetv2", 0.4 + i / 10))]
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "fig1.pdf").write_text("mine")
+    first = write_figures(folder, analyse(std, BaselineRule(), samples=0), [], set(), "logit")
+    assert any("imagenetv2__vs__" in f for f in first)
+    second = write_figures(folder, analyse([r for r in std if r.setting != "imagenetv2"], BaselineRule(), samples=0), [], set(), "logit")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["notes.txt", "fig1.pdf", *(Path(f).name for f in second)])
+    assert not any("imagenetv2" in p.name for p in folder.iterdir())

@@ -196,14 +196,26 @@ def test_run_directory_results_jsonl(tmp_path):
         ("soup.jsonl", '{"model_name": "m", "ImageNet": 81.03}\n', "looks like percent"),
         ("soup.jsonl", '{"model_name": "m", "ImageNet": 0.8}\nnot json\n', r"soup.jsonl:2: not valid JSON"),
         ("notes.txt", "hello\n", "unknown results format"),
+        # these raised a TypeError or AttributeError traceback, or a message naming no file
+        ("wf.jsonl", '{"model": "B", "alpha": [0.1, 0.2], "ImageNet:top1": 0.7}\n', r"wf.jsonl:1: 'alpha' \[0.1, 0.2\] is not one number"),
+        ("wf.jsonl", '{"model": "B", "alpha": "abc", "ImageNet:top1": 0.7}\n', r"wf.jsonl:1: 'alpha' 'abc' is not one number"),
+        ("results-imagenet.csv", b"model,img_size,top1\nres\xffnet,224,70.0\n", "results-imagenet.csv: not UTF-8 text"),
     ],
 )
 def test_bad_input_is_a_clear_error_naming_the_file(tmp_path, name, text, match):
     f = tmp_path / name
-    f.write_text(text)
+    f.write_bytes(text) if isinstance(text, bytes) else f.write_text(text)
     with pytest.raises(ValueError, match=match) as exc:
         importers.load(f)
     assert name in str(exc.value) or "format" in str(exc.value)
+
+
+@pytest.mark.parametrize("types", ['["resnet50"]', '{"resnet50": "STANDARD"}'])
+def test_testbed_model_types_of_the_wrong_shape_name_the_file(tmp_path, types):
+    (tmp_path / "robustness_top1s.csv").write_text("model,val,imagenet-r\nresnet50,76.1,36.2\n")
+    (tmp_path / "model_types.json").write_text(types)
+    with pytest.raises(ValueError, match=r"model_types.json: expected an object of model -> \{\"type\": ...\}"):
+        importers.load(tmp_path / "robustness_top1s.csv")
 
 
 def test_missing_path_and_unknown_format(tmp_path):
@@ -213,6 +225,13 @@ def test_missing_path_and_unknown_format(tmp_path):
     f.write_text("a\n")
     with pytest.raises(ValueError, match="unknown format 'xls'"):
         importers.load(f, "xls")
+
+
+@pytest.mark.parametrize("fmt", ["wiseft", "soups", "open_clip", "imagenet-testbed", "shiftbench"])
+def test_a_folder_given_a_file_format_is_a_clear_error(tmp_path, fmt):
+    """``report --format wiseft runs/x`` ended in an IsADirectoryError traceback."""
+    with pytest.raises(ValueError, match=f"a folder, and --format {fmt} reads a file"):
+        importers.load(tmp_path, fmt)
 
 
 def test_the_analysis_projects_a_result_without_renaming_it():

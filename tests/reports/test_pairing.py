@@ -1,5 +1,7 @@
 """One pairing rule (harness.pairing) and the report's placement of rows by it."""
 
+import dataclasses
+
 from report_rows import row
 
 from harness.api import ShiftSpec, id_setting_of
@@ -51,3 +53,21 @@ def test_a_duplicate_row_is_listed_not_lost():
     points, dropped = place(rows)
     assert [(p.y) for p in points] == [0.4]
     assert [(d.setting, d.reason) for d in dropped] == [("imagenet-sketch", "duplicate")]
+
+
+def test_an_id_row_is_never_borrowed_from_other_weights_of_the_same_name():
+    """Two runs that each call their checkpoint ``m``: the OOD row of one borrowed the other's ID
+    row by name alone, pairing two different models' accuracies in one point."""
+    from reports.rows import with_model_tags
+
+    def weighs(res, sha):
+        res = with_model_tags(res, ["fine-tuned"])
+        return dataclasses.replace(res, provenance={**res.provenance, "model": {**res.provenance["model"], "weights_sha256": sha}})
+
+    ood = weighs(row("run:ood", "m", "folder:pets-ood", 0.5, 10, id_setting="imagenet"), "aa")
+    other = weighs(row("run:a", "m", "imagenet", 0.6, 10), "bb")
+    points, dropped = place([ood, other], user_sources={"run:ood", "run:a"})
+    assert points == [] and ("run:ood", "no-id-pair") in {(d.source, d.reason) for d in dropped}
+    same = weighs(row("run:a", "m", "imagenet", 0.6, 10), "aa")
+    points, _ = place([ood, same], user_sources={"run:ood", "run:a"})
+    assert [(p.shift, p.x) for p in points] == [("folder:pets-ood", 0.6)]

@@ -2,7 +2,6 @@
 run directories with one folder name, and output paths that are folders."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,9 +9,6 @@ from pypdf import PdfReader
 from test_report import _run_dir, _table
 
 from harness.cli import main
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from doubles import tree_state  # noqa: E402
 
 
 def edited_run(tmp_path: Path, edit) -> Path:
@@ -93,34 +89,6 @@ def test_out_or_json_that_is_a_folder_is_one_line_and_leaves_nothing(tmp_path, c
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or ".tmp" in p.name]
 
 
-# (the refused report's output flags, given tmp_path with a file "taken" in it; what its error says)
-REFUSED_OUTPUTS = {
-    "PDF under a file": (lambda t: ["--out", t / "taken" / "r.pdf"], "--out {t}/taken/r.pdf: {t}/taken is a file, not a folder; give another path"),
-    "summary under a file": (lambda t: ["--json", t / "taken" / "s.json"],
-                             "--json {t}/taken/s.json: {t}/taken is a file, not a folder; give another path"),
-    "figures folder that is a file": (lambda t: ["--figures-dir", t / "taken"],
-                                      "--figures-dir {t}/taken exists and is not a folder; give a folder path"),
-    "PDF and summary one file": (lambda t: ["--json", t / "new" / "r.pdf"],
-                                 "--out and --json both name {t}/new/r.pdf: the summary would replace the PDF; give two paths"),
-}
-
-
-@pytest.mark.parametrize("case", list(REFUSED_OUTPUTS))
-def test_an_output_path_that_cannot_be_written_is_refused_before_the_pdf(tmp_path, capsys, case):
-    """The PDF is written first: an output refused after it would leave a report without its summary."""
-    run = _run_dir(tmp_path)
-    table = _table(tmp_path)
-    (tmp_path / "taken").write_text("someone's file")
-    flags, says = REFUSED_OUTPUTS[case]
-    args = ["report", "--no-testbed", table, run, "--bootstrap", "10", "--out", tmp_path / "new" / "r.pdf",
-            "--json", tmp_path / "new" / "s.json", *flags(tmp_path)]  # fmt: skip
-    before = tree_state(tmp_path)
-    capsys.readouterr()
-    assert main([str(a) for a in args]) == 2
-    assert tree_state(tmp_path) == before
-    assert capsys.readouterr().err.strip() == "shiftbench report: error: " + says.format(t=tmp_path)
-
-
 def test_png_pages_go_to_their_own_folder_and_never_replace_someone_elses_files(tmp_path, capsys):
     run = _run_dir(tmp_path)
     pngs = tmp_path / "pages"
@@ -138,3 +106,86 @@ def test_png_pages_go_to_their_own_folder_and_never_replace_someone_elses_files(
     assert report_to(mine) == 2
     assert "holds files this command did not write (holiday.jpg)" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["holiday.jpg"]
+
+
+@pytest.mark.parametrize(
+    "outputs,message",
+    [
+        # the summary replaced the PDF, and both were reported written
+        ({"--out": "same", "--json": "same"}, "--out and --json are both"),
+        # the PNG folder was swapped in whole: the PDF (or summary, or figures) reported written was gone
+        ({"--out": "pages/r.pdf", "--png-dir": "pages"}, "--out {}/pages/r.pdf is inside --png-dir"),
+        ({"--json": "pages/s.json", "--png-dir": "pages"}, "--json {}/pages/s.json is inside --png-dir"),
+        ({"--figures-dir": "pages/figs", "--png-dir": "pages"}, "--figures-dir {}/pages/figs is inside --png-dir"),
+        # a FileExistsError traceback, after the PDF had been written
+        ({"--figures-dir": "afile"}, "--figures-dir {0}/afile: {0}/afile is a file, not a folder"),
+        ({"--out": "afile/r.pdf"}, "--out {0}/afile/r.pdf: {0}/afile is a file, not a folder"),
+        ({"--json": "afile/deeper/s.json"}, "--json {0}/afile/deeper/s.json: {0}/afile is a file, not a folder"),
+    ],
+)
+def test_outputs_that_cannot_be_written_or_would_replace_one_another_are_one_line_and_leave_nothing(tmp_path, capsys, outputs, message):
+    run = _run_dir(tmp_path)
+    table = _table(tmp_path)
+    (tmp_path / "afile").write_text("not a folder")
+    before = sorted(tmp_path.rglob("*"))
+    args = {"--out": "r.pdf", "--json": "s.json", **outputs}
+    argv = ["report", "--no-testbed", str(table), str(run), "--bootstrap", "10"]
+    for flag, name in args.items():
+        argv += [flag, str(tmp_path / name)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message.format(tmp_path) in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_input_named_twice_is_read_once(tmp_path):
+    """``report runs/a ./runs/a``: every row was listed as a duplicate and the run's analysis
+    pages were drawn twice."""
+    from reports.report import ReportConfig, run_report
+
+    run = _run_dir(tmp_path)
+    base = dict(testbed=False, samples=0, out=None, json=None)
+    once = run_report(ReportConfig(inputs=[_table(tmp_path), run], **base))
+    twice = run_report(ReportConfig(inputs=[_table(tmp_path), run, tmp_path / "." / run.name, run], **base))
+    assert twice["dropped"] == once["dropped"] and twice["models"] == once["models"]
+    assert twice["inputs"] == [str(_table(tmp_path)), str(run)]
+    assert twice["analyses"] == once["analyses"]
+
+
+def test_one_long_model_name_leaves_the_summary_table_readable(tmp_path, monkeypatch):
+    """A 3,000-character model name set the name column's width, so every row was padded to it
+    and the whole table's font shrank to 0.4 pt (and the report took minutes). The name is now
+    kept whole on lines of its own below its row; the table keeps its font."""
+    from reports import pdf as pdf_module
+    from reports.report import ReportConfig, run_report
+
+    long = "resnet-" + "x" * 1500 + " " + "y" * 1500
+    run = edited_run(tmp_path, lambda rows: [r.update(model=long) for r in rows])
+    (tmp_path / "other").mkdir()
+    other = _run_dir(tmp_path / "other")
+    pages: list[tuple[str, str, float]] = []
+    original = pdf_module._text_page
+
+    def spy(pdf, title, body, size=pdf_module.PORTRAIT, fontsize=8.5, family="sans-serif"):
+        pages.append((title, body, fontsize))
+        original(pdf, title, body, size, fontsize, family)
+
+    monkeypatch.setattr(pdf_module, "_text_page", spy)
+    run_report(ReportConfig(inputs=[_table(tmp_path), run, other], testbed=False, samples=10, out=tmp_path / "r.pdf",
+                            json=None, analyses=False))  # fmt: skip
+    summary = [(body, size) for title, body, size in pages if title.startswith("Summary of highlighted models")]
+    assert summary and min(size for _, size in summary) > 3
+    text = "\n".join(body for body, _ in summary)
+    assert max(len(line) for line in text.splitlines()) < 300
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("resnet-x"))
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if line.startswith(("model ", "      ", "-")):
+            continue  # the next page's column heads
+        if not line.strip() or line.startswith(("my-model", "clipzs")):
+            break
+        block.append(line)
+    assert all(len(body.splitlines()) <= pdf_module.TABLE_ROWS + 3 for body, _ in summary[:-1])  # nothing runs off a page
+    assert "".join(x[: pdf_module.NAME_MAX] for x in block).rstrip("* ") == long  # the whole name, in order
+    assert any(line.startswith("my-model ") and "run:other" in line for line in lines)

@@ -139,3 +139,17 @@ def test_a_table_row_keeps_its_metrics_and_images_count_through_a_round_trip(tmp
     assert (back.metrics, back.main_metric, back.n, back.n_expected, back.id_setting, dict(back.protocol)) == (
         {"top1": 0.7, "macro_f1": 0.3}, "macro_f1", 90, 100, "iwildcam:id_test", {"split": "test"})
     assert "images=90 of 100" in path.read_text()
+
+
+@pytest.mark.parametrize("proto,n,message", [
+    ("crop", "50000", r"t.csv:2: protocol 'crop' is not key=value entries"),
+    ("", "lots", r"t.csv:2: n 'lots' is not a whole number"),
+])  # fmt: skip
+def test_a_malformed_table_line_is_an_error_naming_the_file_and_line(tmp_path, proto, n, message):
+    """These raised Python's own messages (``dictionary update sequence element #0 ...``,
+    ``invalid literal for int()``), naming no file."""
+    f = tmp_path / "t.csv"
+    with open(f, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([COLUMNS, ("mine", "m", "imagenet", "0.8", n, proto, "standard")])
+    with pytest.raises(ValueError, match=message):
+        read_table(f)

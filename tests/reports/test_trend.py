@@ -68,6 +68,18 @@ def test_clipping_at_zero_and_one_is_half_an_example():
     assert np.isfinite(t.slope)
 
 
+def test_a_huge_test_set_size_never_makes_a_clipped_accuracy_infinite():
+    """With n = 1e17, ``1 - 0.5/n`` is 1.0 in float64: an accuracy of 1.0 got an infinite logit and
+    the whole trend was NaN (null slope, null ER for every model), exit 0."""
+    clipped, moved = scales.clip(np.array([1.0, 0.0]), np.array([1e17, 1e17]))
+    assert clipped[0] < 1.0 and clipped[1] > 0.0 and moved.all()
+    x, y = np.array([0.6, 0.7, 0.8, 1.0]), np.array([0.3, 0.4, 0.5, 0.9])
+    t = Trend("logit", samples=10).fit(x, y, np.array([5e4, 5e4, 5e4, 1e17]), np.full(4, 1e4))
+    assert np.isfinite([t.slope, t.intercept]).all()
+    with pytest.raises(ValueError, match="not a number in"):
+        Trend("logit", samples=0).fit(np.array([0.5, 0.6, np.nan]), np.array([0.2, 0.3, 0.4]))
+
+
 def test_clopper_pearson_by_hand():
     lo, hi = clopper_pearson(np.array([0.5, 0.0, 1.0]), np.array([10, 10, 10]))
     # n=10, k=5: the exact 95% interval is [0.18709, 0.81291]; k=0 -> [0, 1-0.025^(1/10)]

@@ -106,3 +106,18 @@ def test_report_id_shift_overrides_the_id_setting_a_row_names(runs):
     unpaired = sorted((d["model"], d["reason"], d["detail"]) for d in s["dropped"] if d["setting"] == OOD)
     assert unpaired == [(f"oracle:m{int(100 * k)}", "no-id-pair", f"no top1 result of oracle:m{int(100 * k)} on imagenet")
                         for k in MINE_SKILLS]  # fmt: skip
+
+
+def test_a_run_directory_reused_with_another_data_root_keeps_each_rows_dataset(tmp_path):
+    """One run directory, ``folder`` run on pets then (another model) on cars: every folder row was
+    named after the run's last data root, so the pets accuracy was reported as ``folder:cars``."""
+    from reports import importers
+    from shifts.fixtures import write_folder
+
+    write_folder(tmp_path / "pets", per_class=5)
+    write_folder(tmp_path / "cars", per_class=5)
+    with registry.models.scoped({"oracle": oracle}):
+        run_folder(tmp_path / "run", tmp_path / "pets", (0.3,), "p", "--id-shift", "imagenet")
+        run_folder(tmp_path / "run", tmp_path / "cars", (0.9,), "c", "--id-shift", "imagenet")
+    got = {r.model: r.setting for r in importers.load(tmp_path / "run")}
+    assert got == {"oracle:p30": "folder:pets", "oracle:c90": "folder:cars"}

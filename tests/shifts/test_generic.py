@@ -37,16 +37,56 @@ def test_clip_benchmark_style_shards_with_plain_keys(tmp_path):
 
 
 def test_shard_without_label_is_named(tmp_path):
+    _shard(tmp_path / "test", [("s0000000.jpg", fixtures.image_bytes((1, 1, 1)))])
+    with pytest.raises(ValueError, match="0.tar sample 's0000000': no 'cls' label"):
+        list(get_shift("wds").examples(tmp_path))
+
+
+def _shard(split, members):
     import io
     import tarfile
 
-    split = tmp_path / "test"
-    split.mkdir()
+    split.mkdir(parents=True)
     (split / "nshards.txt").write_text("1\n")
     with tarfile.open(split / "0.tar", "w") as tf:
-        data = fixtures.image_bytes((1, 1, 1))
-        info = tarfile.TarInfo("s0000000.jpg")
-        info.size = len(data)
-        tf.addfile(info, io.BytesIO(data))
-    with pytest.raises(ValueError, match="0.tar sample 's0000000': no 'cls' label"):
-        list(get_shift("wds").examples(tmp_path))
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def test_two_samples_under_one_key_are_refused_not_merged(tmp_path):
+    """Consecutive samples sharing a key were merged into one: a sample lost, a label taken from
+    the other, and the count one short with nothing said (a user shard has no published size)."""
+    members = []
+    for key, label in [("s0", 0), ("s1", 1), ("s1", 0), ("s2", 1)]:
+        members += [(f"{key}.jpg", fixtures.image_bytes((100 * label, 0, 0))), (f"{key}.cls", str(label).encode())]
+    _shard(tmp_path / "test", members)
+    (tmp_path / "classnames.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match=r"0.tar: member 's1.jpg' repeats key 's1' with .jpg already read"):
+        get_shift("wds").keys_and_labels(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "folder, error",
+    [
+        # sorted before every class: read as class 0, it moved every label by one
+        (".ipynb_checkpoints", r"\.ipynb_checkpoints: a hidden folder next to the class folders"),
+        # took a label and a class name in the zero-shot head, with no image (ImageFolder refuses it)
+        ("zebra", r"zebra: class folder with no images \(1 such\)"),
+    ],
+)
+def test_a_hidden_or_empty_folder_is_not_read_as_a_class(tmp_path, folder, error):
+    fixtures.write_folder(tmp_path, per_class=1)
+    (tmp_path / folder).mkdir()
+    with pytest.raises(ValueError, match=error):
+        get_shift("folder").spec_for(tmp_path)
+
+
+def test_macos_resource_forks_in_a_class_folder_are_named_with_the_fix(tmp_path):
+    """``._img_0.png`` has an image suffix: it was counted as an image and failed to decode."""
+    fixtures.write_folder(tmp_path, per_class=1)
+    (tmp_path / "Cat" / "._img_0.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # AppleDouble header
+    with pytest.raises(ValueError, match=r"Cat/\._img_0\.png: hidden file in a folder dataset .* class folder "
+                                         r"\(1 here; '\._' files are macOS resource forks"):
+        get_shift("folder").keys_and_labels(tmp_path)

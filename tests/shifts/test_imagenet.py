@@ -231,3 +231,42 @@ def test_imagenet_val_kaggle_layout_same_keys_and_labels(root, tmp_path):
     sol.write_text(sol.read_text().replace("n01443537 1 2", "n99999999 1 2", 1))
     with pytest.raises(ValueError, match="LOC_val_solution.csv row .*n99999999"):
         ImageNetVal().keys_and_labels(tmp_path)
+
+
+def _sort_into_folders(val, folder_of):
+    """Move flat ``ILSVRC2012_val_*.JPEG`` files into ``folder_of(number)`` sub-folders, as a
+    user's preparation script does (this one renaming them ``.jpg``)."""
+    for path in sorted(val.iterdir()):
+        number = int(path.stem.rpartition("_")[2])
+        (val / folder_of(number)).mkdir(exist_ok=True)
+        path.rename(val / folder_of(number) / path.with_suffix(".jpg").name)
+
+
+@pytest.mark.parametrize("layout", ["flat", "kaggle"])
+def test_val_folders_sorted_by_another_label_order_are_refused(root, tmp_path, layout):
+    """The classic preparation mistake: devkit class ids read as sorted-wnid indices. Every folder
+    still holds its 50 images (here 1), so the counts pass, and nearly every label was wrong."""
+    from shifts.imagenet_meta import imagenet_wnids
+
+    written = dict((int(k[-13:-5]), k.partition("/")[0]) for k, _ in fixtures.write_imagenet_val(tmp_path, layout=layout))
+    if layout == "flat":  # the mistake: the devkit id in the ground truth used as a sorted-wnid index
+        val = tmp_path / "imagenet" / "val"
+        source = tmp_path / "imagenet" / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt"
+        ids = [int(x) for x in source.read_text().split()]
+        _sort_into_folders(val, lambda n: imagenet_wnids()[ids[n - 1] - 1])
+    else:  # the solution's wnids shifted by one class
+        val = tmp_path / "imagenet" / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+        source = tmp_path / "imagenet" / "LOC_val_solution.csv"
+        _sort_into_folders(val, lambda n: imagenet_wnids()[(imagenet_wnids().index(written[n]) + 1) % 1000])
+    with pytest.raises(ValueError, match=rf"in folder n\d+, but .*{source.name} labels it n\d+ \(\d+ of 1000 images "
+                                         r"sit in another class's folder\); the folders were sorted by another label order"):
+        ImageNetVal().keys_and_labels(tmp_path)
+
+
+def test_val_folders_sorted_by_the_ground_truth_read_as_before(root, tmp_path):
+    written = dict((int(k[-13:-5]), k.partition("/")[0]) for k, _ in fixtures.write_imagenet_val(tmp_path, layout="flat"))
+    _sort_into_folders(tmp_path / "imagenet" / "val", lambda n: written[n])
+    labels = {k.replace(".jpg", ".JPEG"): y for k, y in ImageNetVal().keys_and_labels(tmp_path)}
+    assert labels == dict(ImageNetVal().keys_and_labels(root))
+    (tmp_path / "imagenet" / "ILSVRC2012_devkit_t12" / "data" / "meta.mat").unlink()  # nothing to check with
+    assert len(ImageNetVal().keys_and_labels(tmp_path)) == 1000

@@ -128,3 +128,20 @@ def test_shards_without_mappings_are_found_but_incomplete(root, tmp_path):
     assert [k for k, _ in ObjectNetNames().keys_and_labels(tmp_path)][:1] == [
         "c000/" + next((root / "objectnet-1.0/images/c000").iterdir()).name
     ]
+
+
+def test_mapping_files_rewritten_with_their_old_times_are_read_again(tmp_path):
+    """The mapping was remembered per process by the files' modification times alone."""
+    import os
+
+    fixtures.write_objectnet(tmp_path)
+    mappings = tmp_path / "objectnet-1.0" / "mappings"
+    first = ObjectNet().spec_for(tmp_path).class_map
+    path = mappings / "objectnet_to_imagenet_1k.json"
+    st = os.stat(path)
+    on_to_in = json.loads(path.read_text())
+    label, joined = sorted(on_to_in.items())[0]
+    on_to_in[label] = joined.split("; ")[0]  # the first class keeps one of its ImageNet classes
+    path.write_text(json.dumps(on_to_in))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ObjectNet().spec_for(tmp_path).class_map != first
