@@ -210,14 +210,14 @@ def prepare_imagenet(root: Path, val_tar: Path, devkit: Path, progress: bool = T
     remove_tree(staging)
     installed = False
     try:
-        safe_extract(Path(val_tar), staging / "val", progress=progress)
-        if any(p.is_dir() for p in (staging / "val").iterdir()):
-            raise DownloadError(f"{val_tar}: holds folders; ILSVRC2012_img_val.tar holds 50,000 JPEG files and nothing else")
-        safe_extract(Path(devkit), staging / "devkit", progress=progress)
+        safe_extract(Path(devkit), staging / "devkit", progress=progress)  # small: checked before the val tar
         kit = staging / "devkit" / "ILSVRC2012_devkit_t12"
         for f in ("data/meta.mat", "data/ILSVRC2012_validation_ground_truth.txt"):
             if not (kit / f).is_file():
                 raise DownloadError(f"{devkit}: ILSVRC2012_devkit_t12/{f} is missing; not the ILSVRC2012 devkit")
+        safe_extract(Path(val_tar), staging / "val", progress=progress)
+        if any(p.is_dir() for p in (staging / "val").iterdir()):
+            raise DownloadError(f"{val_tar}: holds folders; ILSVRC2012_img_val.tar holds 50,000 JPEG files and nothing else")
         base.mkdir(parents=True, exist_ok=True)
         kit.rename(targets[1])
         (staging / "val").rename(targets[0])
