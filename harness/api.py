@@ -381,6 +381,10 @@ class Predictions:
             raise ValueError(f"{path}: not a readable predictions file ({exc}); rerun its cell with `shiftbench run ... --redo`") from exc
 
 
+#: What a cell's identity (``harness.engine.identity``) records of the data it read.
+CELL_DATA_FIELDS = ("data_root", "manifest", "data_files")
+
+
 @dataclass(frozen=True)
 class Result:
     """One row of ``results.jsonl``: a scored (model, setting) with its provenance."""
@@ -404,6 +408,13 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    def data_read(self) -> tuple | None:
+        """What this row's cell recorded of the data it read (root, digest of keys and labels,
+        digest of the image files' stamps), for telling two rows of equal keys but other images
+        apart; None for a row without a cell identity (a published figure)."""
+        cell = (self.provenance or {}).get("cell")
+        return tuple(cell.get(k) for k in CELL_DATA_FIELDS) if isinstance(cell, Mapping) else None
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> Result:

@@ -150,12 +150,14 @@ def replace_folder(new: Path, path: Path) -> None:
 
 
 def file_stamp(path: str | os.PathLike) -> str:
-    """A file's stat signature (size, modification and change times in ns, inode), as git
-    tells a changed file from an unchanged one without reading it. Rewriting a file changes
-    its change time even when its size and modification time are put back (``touch -r``,
-    ``cp --preserve``); replacing it by a rename changes its inode."""
+    """A file's stat signature for identities that outlive the process (image cache keys, cell
+    identities): size and modification time in ns, the quick check rsync and make use. Any
+    rewrite moves the modification time; a copy that keeps times (``rsync -a``, ``cp -p``, a
+    tar extracted again on another node) and a ``chmod`` keep it, so they keep their cells. The
+    change time and inode would rerun every cell after each of those. Only a rewrite that puts
+    both size and modification time back on purpose goes unseen."""
     st = os.stat(path)
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 _HASHED: dict[tuple[str, int, int, int, int], str] = {}

@@ -30,6 +30,8 @@ class Outcomes:
     keys: np.ndarray  # [N] str
     logits: np.ndarray  # [N, K] float32, the setting's classes
     labels: np.ndarray | None  # [N] int64, None for unlabelled data
+    #: ``Result.data_read()`` of the row scored: outcomes of equal keys from other images differ here.
+    data: tuple | None = None
 
     @cached_property
     def pred(self) -> np.ndarray:
@@ -50,9 +52,20 @@ class Outcomes:
 
 
 def align(outcomes: list[Outcomes]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The keys every outcome shares (sorted) and, per outcome, the row index of each."""
+    """The keys every outcome shares (sorted) and, per outcome, the row index of each.
+
+    Outcomes whose cells read other data (images rewritten in place, another data root) share
+    keys but not images: pairing them is refused."""
     if not outcomes:
         return np.array([], dtype=str), []
+    recorded = [o for o in outcomes if o.data is not None]
+    for o in recorded[1:]:
+        if o.data != recorded[0].data:
+            raise ValueError(
+                f"{recorded[0].model} and {o.model} were predicted on {o.setting} from different data (its root, keys, "
+                "labels or image files changed between their runs); rerun `shiftbench run` with both models on this "
+                "run directory (the stale cells run again), then compare them"
+            )
     shared = set(map(str, outcomes[0].keys))
     for o in outcomes[1:]:
         shared &= set(map(str, o.keys))
@@ -143,7 +156,8 @@ class StoredRun:
             preds = metrics.id_view(preds, ood.class_map, task.setting)
             spec = _view_spec(ood, task.setting, len(preds))
         logits = metrics.shift_logits(preds, spec)
-        return Outcomes(model, setting, np.asarray(preds.keys), logits / temperature, np.asarray(preds.labels, dtype=np.int64))
+        labels = np.asarray(preds.labels, dtype=np.int64)
+        return Outcomes(model, setting, np.asarray(preds.keys), logits / temperature, labels, row.data_read())
 
     def model_info(self, model: str) -> dict:
         """The model's provenance (``describe()``: tags, arch, alpha, WiSE-FT endpoints, ...)."""

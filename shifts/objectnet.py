@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 
 from harness.api import ClassMap, ShiftSpec
-from harness.files import file_stamp
+from harness.files import file_version
 from shifts.base import DatasetShift, Record, check_class_folders, folder_records
 from shifts.imagenet_meta import IMAGENET_LABEL_SPACE, imagenet_templates
 
@@ -139,10 +139,10 @@ def _cached_mapping(mappings_dir: str, stamp: tuple[str, ...]) -> ObjectNetMappi
 
 
 def load_mapping(mappings_dir: Path) -> ObjectNetMapping:
-    """The mapping, read once per version of the files (their stat signatures: a file rewritten
-    with its modification time put back is read again)."""
+    """The mapping, read once per version of the files in this process (``file_version``: a file
+    rewritten with its modification time put back is read again)."""
     stamp = tuple(
-        file_stamp(mappings_dir / f) if (mappings_dir / f).exists() else "-" for f in MAPPING_FILES
+        repr(file_version(mappings_dir / f)) if (mappings_dir / f).exists() else "-" for f in MAPPING_FILES
     )
     return _cached_mapping(str(mappings_dir), stamp)
 

@@ -44,18 +44,13 @@ def _member_predictions(run_dir: RunDir, rows: list[Result], model: str, shift: 
     return preds, sha
 
 
-# What a cell's identity records of the data it read (``harness.engine.identity``).
-DATA_FIELDS = ("data_root", "manifest", "data_files")
-
-
 def _check_same_data(rows: list[Result], members: list[str], shift: str, run_dir: RunDir) -> None:
     """The members must have read the same data: the same keys and labels are no proof (images
     rewritten in place between two members' runs keep them), their cells' identities are."""
     seen: dict[str, tuple] = {}
     for r in rows:
         if r.model in members and r.shift == shift and r.setting == shift:
-            cell = (r.provenance or {}).get("cell") or {}
-            seen[r.model] = tuple(cell.get(k) for k in DATA_FIELDS)
+            seen[r.model] = r.data_read()
     if len(set(seen.values())) > 1:
         first = next(m for m in members if m in seen)
         a, b = first, next(m for m in members if m in seen and seen[m] != seen[first])

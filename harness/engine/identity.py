@@ -100,7 +100,7 @@ _WHAT = {
     "allow_incomplete": "--allow-incomplete",
     "data_root": "the data root",
     "manifest": "the data (keys, labels or metadata read)",
-    "data_files": "the image files (rewritten, replaced or touched since)",
+    "data_files": "the image files (rewritten, replaced or touched since: size or modification time)",
     "decoder": "the JPEG decoder",
 }
 

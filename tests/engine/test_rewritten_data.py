@@ -60,12 +60,13 @@ def logits(run_dir: Path) -> np.ndarray:
     return Predictions.load(RunDir(run_dir).predictions_path(MODEL, "folder")).logits
 
 
-def rewrite_keeping_size_and_mtime(path: Path, seed: int) -> None:
+def rewrite_keeping_size(path: Path, seed: int) -> None:
+    """New pixels in a file of the same size, its modification time one second on (as on a file
+    system that keeps whole seconds only)."""
     before = os.stat(path)
     random_bmp(path, seed)
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = os.stat(path)
-    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert os.stat(path).st_size == before.st_size
 
 
 def test_the_image_cache_never_serves_an_image_rewritten_in_place(folder, tmp_path):
@@ -73,7 +74,7 @@ def test_the_image_cache_never_serves_an_image_rewritten_in_place(folder, tmp_pa
     assert run(folder, tmp_path / "first", "--cache-dir", cache) == 0
     for c, name in enumerate(CLASSES):
         for i in range(2):
-            rewrite_keeping_size_and_mtime(folder / name / f"{i}.bmp", 100 + 10 * c + i)
+            rewrite_keeping_size(folder / name / f"{i}.bmp", 100 + 10 * c + i)
     assert run(folder, tmp_path / "cached", "--cache-dir", cache) == 0
     assert run(folder, tmp_path / "uncached", "--no-cache") == 0
     assert not np.array_equal(logits(tmp_path / "first"), logits(tmp_path / "uncached"))  # the data did change
@@ -84,11 +85,31 @@ def test_a_done_cell_runs_again_when_an_image_is_rewritten_in_place(folder, tmp_
     assert run(folder, tmp_path / "run", "--no-cache") == 0
     assert run(folder, tmp_path / "run", "--no-cache") == 0
     assert capsys.readouterr().out.splitlines()[-1].split()[-1] == "skipped"
-    rewrite_keeping_size_and_mtime(folder / "dog" / "1.bmp", 999)
+    rewrite_keeping_size(folder / "dog" / "1.bmp", 999)
     assert run(folder, tmp_path / "run", "--no-cache") == 0
-    assert "changed: the image files (rewritten, replaced or touched since)" in capsys.readouterr().err
+    assert "changed: the image files (rewritten, replaced or touched since" in capsys.readouterr().err
     assert run(folder, tmp_path / "fresh", "--no-cache") == 0
     np.testing.assert_array_equal(logits(tmp_path / "run"), logits(tmp_path / "fresh"))
+
+
+def test_a_chmod_or_a_copy_that_keeps_times_keeps_the_done_cell(folder, tmp_path, capsys):
+    """The identity is size and modification time: a ``chmod`` and a copy of the data that
+    keeps times (``rsync -a``, ``cp -p``: each node's own copy under one path) move only the
+    change time and inode, and must not rerun every cell."""
+    import shutil
+
+    assert run(folder, tmp_path / "run", "--no-cache") == 0
+    before = logits(tmp_path / "run")
+    os.chmod(folder / "cat" / "0.bmp", 0o600)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)  # copy2: times kept, new inodes
+    shutil.rmtree(folder)
+    copy.rename(folder)
+    capsys.readouterr()
+    assert run(folder, tmp_path / "run", "--no-cache") == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[-1].split()[-1] == "skipped", out.err
+    np.testing.assert_array_equal(logits(tmp_path / "run"), before)
 
 
 def test_a_rewritten_shard_changes_the_manifest_files_and_the_cache_key(tmp_path):
@@ -108,7 +129,7 @@ def test_a_rewritten_shard_changes_the_manifest_files_and_the_cache_key(tmp_path
     wds.write_split(root / "again", "test", [wds.ShardSample("s0", 0, png.read_bytes(), "png")], ["a", "b"], [])
     st = os.stat(shard)
     (root / "again" / "test" / "0.tar").replace(shard)
-    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     after = read_manifest(shift, root, "test")
     assert file_stamp(shard) != stamp
     assert after.digest() == before.digest()  # same keys and labels...
@@ -125,7 +146,7 @@ def test_folder_manifest_files_follow_each_image_file(tmp_path):
     shift = ImageFolderShift()
     first = read_manifest(shift, images, "test")
     assert read_manifest(shift, images, "test").files == first.files  # reading changes nothing
-    rewrite_keeping_size_and_mtime(images / "eel" / "0.bmp", 2)
+    rewrite_keeping_size(images / "eel" / "0.bmp", 2)
     assert read_manifest(shift, images, "test").files != first.files
 
 
@@ -287,9 +308,25 @@ def test_an_ensemble_of_members_predicted_on_different_images_is_refused(folder,
 
     run_dir = tmp_path / "run"
     assert run(folder, run_dir, "--no-cache", "--model-arg", "label=old") == 0
-    rewrite_keeping_size_and_mtime(folder / "cat" / "0.bmp", 77)
+    rewrite_keeping_size(folder / "cat" / "0.bmp", 77)
     assert run(folder, run_dir, "--no-cache", "--model-arg", "label=new") == 0
     with pytest.raises(ValueError, match=r"old and new were predicted on folder from different data .* rerun `shiftbench run`"):
         ensemble_run_dir(RunDir(run_dir), ["old", "new"])
     assert main(["ensemble", str(run_dir), "--members", "old,new"]) == 2  # one line, nothing written
     assert {r.model for r in RunDir(run_dir).read_results()} == {"old", "new"}
+
+
+def test_two_models_predicted_on_other_images_are_not_compared(folder, tmp_path, capsys):
+    """``compare`` pairs two models image by image by key: a model predicted before the images
+    were rewritten and one predicted after share every key, and their difference was reported
+    as if over the same images."""
+    assert run(folder, tmp_path / "run", "--no-cache") == 0
+    rewrite_keeping_size(folder / "dog" / "1.bmp", 999)
+    assert run(folder, tmp_path / "run", "--no-cache", "--model-arg", "label=later") == 0
+    capsys.readouterr()
+    args = ["compare", str(tmp_path / "run"), "--models", f"{MODEL},later", "--no-testbed", "--bootstrap", "100",
+            "--data-root", str(folder)]  # fmt: skip
+    assert main(args) == 2
+    assert f"{MODEL} and later were predicted on folder from different data" in capsys.readouterr().err
+    assert run(folder, tmp_path / "run", "--no-cache") == 0  # the stale cell runs again
+    assert main(args) == 0, capsys.readouterr().err
