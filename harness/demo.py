@@ -146,8 +146,10 @@ def run_demo(root: Path, say: Callable[[str], None] = print) -> dict[str, Path]:
     import os
 
     from harness.cli import main
+    from harness.files import check_output
 
     root = Path(root).resolve()
+    check_output(root, "DIR", folder=True)
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty; the demo writes a fresh folder (pass another DIR)")
     root.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,22 @@ def missing_folders(path: str | os.PathLike) -> list[Path]:
     return [p for p in Path(path).absolute().parents if not p.exists()]
 
 
+def check_output(path: str | os.PathLike, what: str, folder: bool = False, example: str = "") -> None:
+    """Refuse, before a command writes anything, an output path its write would fail on: a file
+    where a folder is wanted (or the reverse, ``example`` naming a file to suggest inside it), or a
+    file among the folders above it."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        such = f" such as {path / example}" if example else ""
+        raise ValueError(f"{what} {path} exists and is not a folder; give a folder path" if folder
+                         else f"{what} {path} is a folder; give a file path{such}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{what} {path}: {parent} is a file, not a folder; give another path")
+            return
+
+
 def remove_empty_folders(folders: list[Path]) -> None:
     """Remove ``folders`` (``missing_folders`` of a write that failed or was refused), nearest
     first, each only while empty: a refused command leaves no folder it made, and never removes

@@ -141,6 +141,44 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _cache_entries(cache: str | None, repo: str) -> dict[Path, bool]:
+    """The Hugging Face cache folders a download of ``repo`` may create, each with whether it
+    exists now (the repo's folder, its lock folder, the cache root and the folders above it)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    from harness.files import missing_folders
+
+    root = Path(cache or constants.HF_HUB_CACHE)
+    folder = repo_folder_name(repo_id=repo, repo_type="model")
+    paths = [root / folder, root / ".locks" / folder, root / ".locks", root, *missing_folders(root)]
+    return {p: p.exists() for p in paths}
+
+
+def _forget(path: Path, existed: dict[Path, bool]) -> None:
+    """Take a file that failed its check out of the cache, so that no later (offline) load finds
+    it: the repo's folders if this download made them, else the file's link and blob; then the
+    folders made for it, each only while empty."""
+    import shutil
+
+    repo_dir, locks, *above = existed
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    if blob != path:
+        blob.unlink(missing_ok=True)
+    for folder in (repo_dir, locks):
+        if not existed[folder]:
+            shutil.rmtree(folder, ignore_errors=True)
+    for folder in above:
+        if existed[folder]:
+            break
+        (folder / "CACHEDIR.TAG").unlink(missing_ok=True)  # what huggingface_hub marks a new cache with
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def _hf(repo: str, names: list[str], endpoint: str | None) -> tuple[Path, str]:
     """The first of ``names`` in ``repo`` through huggingface_hub's cache, and what verified it
     (the Hub's ETag of a Git LFS file is its sha256)."""
@@ -162,6 +200,7 @@ def _hf(repo: str, names: list[str], endpoint: str | None) -> tuple[Path, str]:
         )
     errors = []
     for name in names:
+        existed = _cache_entries(cache, repo)
         try:
             info = get_hf_file_metadata(hf_hub_url(repo, name, endpoint=endpoint))
             path = Path(hf_hub_download(repo, name, cache_dir=cache, endpoint=endpoint))
@@ -175,9 +214,10 @@ def _hf(repo: str, names: list[str], endpoint: str | None) -> tuple[Path, str]:
             return path, "the Hub gives no sha256 for it (not a Git LFS file), so it is not verified"
         got = sha256_file(path)
         if got != etag:
+            _forget(path, existed)
             raise DownloadError(
-                f"{path}: sha256 {got} does not match the Hub's {etag} for {repo}/{name}; "
-                "delete it from the cache and fetch again"
+                f"{repo}/{name}: the file served has sha256 {got}, not the Hub's {etag}; it was removed "
+                "from the Hugging Face cache, nothing is stored: fetch again, or use another --hf-endpoint"
             )
         return path, f"sha256 {etag[:12]}... matches the Hub's LFS ETag"
     raise DownloadError("; ".join(errors))

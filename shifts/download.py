@@ -2,9 +2,10 @@
 
 :func:`fetch` writes ``<dest>.part`` and resumes it with an HTTP Range request after an
 interruption (in the same call, a few times, and in a later call); the finished file is renamed
-into place only after its sha256 matched. A mismatch moves the partial aside and names both
-digests. A server answering an error status or a web page instead of a file, a dropped
-connection and a full disk each stop with an error that says what to do.
+into place only after its sha256 matched. A mismatch removes the file and names both digests. A
+server answering an error status or a web page instead of a file, a dropped connection and a
+full disk each stop with an error that says what to do; only the bytes a rerun resumes from
+(``<dest>.part``) outlive a failed call, never a folder or note it made for nothing.
 
 :func:`safe_extract` unpacks a tar (any compression) or zip into an empty staging folder,
 refusing absolute names, ``..``, links, devices and FIFOs before anything is written.
@@ -26,6 +27,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.files import missing_folders, remove_empty_folders
 from reports.safe_archive import BundleError, _kind, check_member_name
 
 CHUNK = 1 << 20
@@ -37,9 +39,9 @@ class DownloadError(Exception):
 
 
 class ChecksumMismatch(DownloadError):
-    def __init__(self, message: str, expected: str, actual: str, kept: Path) -> None:
+    def __init__(self, message: str, expected: str, actual: str) -> None:
         super().__init__(message)
-        self.expected, self.actual, self.kept = expected, actual, kept
+        self.expected, self.actual = expected, actual
 
 
 def sha256_file(path: Path, progress: Callable[[int], None] | None = None, algorithm: str = "sha256") -> str:
@@ -124,9 +126,21 @@ def fetch(
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"{url}: only http:// and https:// URLs can be downloaded")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    made = missing_folders(dest)
     part = dest.with_name(dest.name + ".part")
     origin = dest.with_name(dest.name + ".part.url")
+    try:
+        return _fetch(url, dest, part, origin, sha256, size, size_exact, retries, timeout, progress)
+    except BaseException:
+        if not part.exists():  # nothing to resume from: leave no note and no folder behind
+            origin.unlink(missing_ok=True)
+            remove_empty_folders(made)
+        raise
+
+
+def _fetch(url: str, dest: Path, part: Path, origin: Path, sha256: str | None, size: int | None,
+           size_exact: bool, retries: int, timeout: float, progress: bool) -> str:
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if part.exists() and (not origin.is_file() or origin.read_text() != url):
         part.unlink()  # a partial from another server: not resumed from this one
     origin.write_text(url)
@@ -160,16 +174,13 @@ def fetch(
     hasher.sync(part, got)
     digest = hasher.hexdigest()
     if sha256 is not None and digest != sha256:
-        aside = dest.with_name(dest.name + ".sha256-mismatch")
-        part.replace(aside)
-        origin.unlink(missing_ok=True)
+        part.unlink()
         raise ChecksumMismatch(
             f"{dest.name} from {url}: sha256 {digest} does not match the expected {sha256}; "
-            f"the file is kept aside at {aside} (not extracted). A changed or damaged copy on the "
+            "the file was removed, nothing was extracted. A changed or damaged copy on the "
             "server, or a proxy rewriting it: try --mirror, or fetch it elsewhere and pass --archive",
             sha256,
             digest,
-            aside,
         )
     part.replace(dest)
     origin.unlink(missing_ok=True)
@@ -348,9 +359,13 @@ def safe_extract(archive: Path, dest: Path, password: str | None = None, progres
     if zipfile.is_zipfile(archive):
         return _extract_zip(archive, dest, password, progress)
     try:
-        tar = tarfile.open(archive, mode="r:*")
+        header = type("Header", (_HeaderSeen,), {"last": b""})  # this archive's own record
+        tar = tarfile.open(archive, mode="r:*", tarinfo=header)
     except (tarfile.TarError, OSError) as exc:
-        raise DownloadError(f"{archive}: not a readable tar or zip archive ({exc})") from None
+        raise DownloadError(
+            f"{archive}: not a readable tar or zip archive ({' '.join(str(exc).split())}); a damaged or truncated "
+            "copy: fetch it again"
+        ) from None
     n = 0
     with open(archive, "rb") as fh:
         plain = fh.read(2) not in (b"\x1f\x8b", b"BZ", b"\xfd7")  # gzip, bzip2, xz magic
@@ -368,6 +383,11 @@ def safe_extract(archive: Path, dest: Path, password: str | None = None, progres
                 if _place(dest, rel, member.isdir(), lambda m=member: tar.extractfile(m)):
                     n += 1
                     bar.update(member.size)
+        if len(header.last) != tarfile.BLOCKSIZE or header.last.strip(b"\0"):
+            raise DownloadError(
+                f"{archive}: the archive is damaged (after {n} files it ends, or has a damaged header, "
+                "where tar's end-of-archive block belongs: a truncated or corrupt copy); fetch it again"
+            )
     except FileExistsError:
         raise DownloadError(f"{archive}: a member appears twice; refused") from None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
@@ -375,6 +395,19 @@ def safe_extract(archive: Path, dest: Path, password: str | None = None, progres
     finally:
         bar.close()
     return n
+
+
+class _HeaderSeen(tarfile.TarInfo):
+    """Keeps the last header block ``tarfile`` read. ``tarfile`` ends an archive quietly at a
+    missing or damaged header (a copy cut between two members reads as a shorter valid one), so
+    only a block of zeros there, tar's end-of-archive marker, shows the archive is whole."""
+
+    last = b""
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        cls.last = buf
+        return super().frombuf(buf, encoding, errors)
 
 
 def _extract_zip(archive: Path, dest: Path, password: str | None, progress: bool) -> int:

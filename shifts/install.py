@@ -4,7 +4,8 @@ extract into a staging folder, move the finished folder into place, then check t
 Nothing is written where a shift looks until the archive is verified and fully extracted:
 extraction happens under ``<data root>/.shiftbench-partial/`` (which no shift reads) and the
 finished folder is renamed into place in one step, so an interrupted or refused download never
-leaves half a dataset for ``check-data`` or a run to mistake for data.
+leaves half a dataset for ``check-data`` or a run to mistake for data. A refused install also
+removes the folders it made (the data root itself, if it was new): it changes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.files import atomic_write_text
+from harness.files import atomic_write_text, check_output, missing_folders, remove_empty_folders
 from shifts.download import (
     ChecksumMismatch,
     DownloadError,
@@ -71,6 +72,16 @@ def expected_digest(root: Path, archive: Archive) -> tuple[str | None, str]:
     return None, "none"
 
 
+def check_root(root: Path) -> None:
+    """A data root that is a file is refused before anything is written."""
+    check_output(root, "--data-root", folder=True)
+
+
+def _made(root: Path, *paths: Path) -> list[Path]:
+    """The folders writing ``paths`` under ``root`` creates, deepest first (what a refusal removes)."""
+    return sorted({f for p in paths for f in missing_folders(p)}, key=lambda f: len(f.parts), reverse=True)
+
+
 def check_target_free(root: Path, archive: Archive) -> Path:
     target = root / archive.target
     if target.exists():
@@ -111,6 +122,11 @@ def obtain(
         return given, digest, how
     urls = [mirror.rstrip("/") + "/" + archive.filename] if mirror else list(archive.urls)
     dest = root / DOWNLOADS / archive.filename
+    if expected is not None and dest.is_file():  # verified by a download whose extraction was interrupted
+        if file_digest(dest, "sha256", progress) == expected:
+            print(f"{archive.filename}: using the copy downloaded before ({dest})", file=sys.stderr)
+            return dest, expected, how
+        dest.unlink()
     errors = []
     for url in urls:
         print(f"downloading {archive.filename} from {url}", file=sys.stderr)
@@ -128,7 +144,9 @@ def install(root: Path, archive: Archive, archive_file: Path, password: str | No
     """Extract a verified archive into staging and move its dataset folder to ``archive.target``."""
     target = check_target_free(root, archive)
     staging = root / PARTIAL / archive.shift
+    made = _made(root, target, staging)
     remove_tree(staging)  # left by an interrupted earlier attempt: ours to remove
+    installed = False
     try:
         staging.parent.mkdir(parents=True, exist_ok=True)
         check_space(staging.parent, Path(archive_file).stat().st_size)  # images barely compress
@@ -142,8 +160,11 @@ def install(root: Path, archive: Archive, archive_file: Path, password: str | No
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         content.rename(target)
+        installed = True
     finally:
         _clear(root, staging)
+        if not installed:
+            remove_empty_folders([f for f in made if f.exists()])
     return target
 
 
@@ -167,9 +188,16 @@ def prepare_imagenet(root: Path, val_tar: Path, devkit: Path, progress: bool = T
     """Lay out ImageNet val as ``imagenet/val/ILSVRC2012_val_*.JPEG`` (flat, as in the tar) with
     the devkit at ``imagenet/ILSVRC2012_devkit_t12/``: the reader labels each image from the
     devkit's ground truth and ``meta.mat``. Both archives are checked against torchvision's MD5s."""
+    check_root(root)
+    base = root / "imagenet"
+    targets = (base / "val", base / "ILSVRC2012_devkit_t12")
+    for t in targets:  # the cheap checks first: hashing the val tar takes minutes
+        if t.exists():
+            raise ValueError(f"{t} already exists; move it aside and rerun, nothing was changed")
     for kind, path in (("val", val_tar), ("devkit", devkit)):
         if not Path(path).is_file():
             raise FileNotFoundError(f"--{'val-tar' if kind == 'val' else kind} {path}: no such file")
+    for kind, path in (("val", val_tar), ("devkit", devkit)):
         name, md5 = IMAGENET_MD5[kind]
         got = file_digest(Path(path), "md5", progress)
         if got != md5:
@@ -177,27 +205,27 @@ def prepare_imagenet(root: Path, val_tar: Path, devkit: Path, progress: bool = T
                 f"{path}: MD5 {got} is not the published {md5} of {name} (torchvision's ImageNet "
                 "ARCHIVE_META); it is not the official archive, nothing was extracted"
             )
-    base = root / "imagenet"
-    targets = (base / "val", base / "ILSVRC2012_devkit_t12")
-    for t in targets:
-        if t.exists():
-            raise ValueError(f"{t} already exists; move it aside and rerun, nothing was changed")
     staging = root / PARTIAL / "imagenet"
+    made = _made(root, *targets, staging)
     remove_tree(staging)
+    installed = False
     try:
-        safe_extract(Path(val_tar), staging / "val", progress=progress)
-        if any(p.is_dir() for p in (staging / "val").iterdir()):
-            raise DownloadError(f"{val_tar}: holds folders; ILSVRC2012_img_val.tar holds 50,000 JPEG files and nothing else")
-        safe_extract(Path(devkit), staging / "devkit", progress=progress)
+        safe_extract(Path(devkit), staging / "devkit", progress=progress)  # small: checked before the val tar
         kit = staging / "devkit" / "ILSVRC2012_devkit_t12"
         for f in ("data/meta.mat", "data/ILSVRC2012_validation_ground_truth.txt"):
             if not (kit / f).is_file():
                 raise DownloadError(f"{devkit}: ILSVRC2012_devkit_t12/{f} is missing; not the ILSVRC2012 devkit")
+        safe_extract(Path(val_tar), staging / "val", progress=progress)
+        if any(p.is_dir() for p in (staging / "val").iterdir()):
+            raise DownloadError(f"{val_tar}: holds folders; ILSVRC2012_img_val.tar holds 50,000 JPEG files and nothing else")
         base.mkdir(parents=True, exist_ok=True)
         kit.rename(targets[1])
         (staging / "val").rename(targets[0])
+        installed = True
     finally:
         _clear(root, staging)
+        if not installed:
+            remove_empty_folders([f for f in made if f.exists()])
     return targets[0]
 
 
@@ -216,6 +244,9 @@ OBJECTNET_ARCHIVE = Archive(
 def prepare_objectnet(root: Path, zip_path: Path, password: str | None = None, progress: bool = True) -> tuple[Path, str, str]:
     """Extract ``objectnet-1.0.zip`` (password-protected) to ``objectnet-1.0/``; no checksum is
     published, so the zip's sha256 is recorded the first time and held to afterwards."""
+    check_root(root)
+    if not Path(zip_path).is_file():
+        raise FileNotFoundError(f"--zip {zip_path}: no such file; give the objectnet-1.0.zip you downloaded")
     check_target_free(root, OBJECTNET_ARCHIVE)
     given, digest, how = obtain(root, OBJECTNET_ARCHIVE, given=zip_path, progress=progress)
     path = install(root, OBJECTNET_ARCHIVE, given, password or OBJECTNET_PASSWORD, progress)

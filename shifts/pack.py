@@ -4,7 +4,8 @@ Images keep their original encoded bytes (JPEG stays JPEG, PNG stays PNG), so de
 sample gives exactly the pixels of the file; labels are in the shift's own label space, keys are
 the shift's stable keys and WILDS metadata rides along as ``json``. Every image is decoded once
 while packing, so a corrupt file stops the pack with its name; rerunning the pack after a
-crash or a fixed file resumes after the last finished shard.
+crash or a fixed file resumes after the last finished shard. A pack stopped before it finished a
+shard leaves nothing behind: no folder, marker or temporary shard.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.files import check_output, missing_folders, remove_empty_folders
 from shifts import wds
 from shifts.base import DatasetShift, Record
 from shifts.images import BadImageError, decode_image
@@ -103,7 +105,11 @@ def pack(
     result is byte for byte what an uninterrupted pack writes."""
     split = shift.resolve_split(split)
     loc = shift.locate(root, split, form="folder")
-    split_dir = Path(out) / split
+    out = Path(out)
+    split_dir = out / split
+    check_output(out, "--out", folder=True)
+    if split_dir.exists() and not split_dir.is_dir():
+        raise ValueError(f"--out {out}: {split_dir} exists and is not a folder; give a folder path")
     if (split_dir / "nshards.txt").exists():
         raise ValueError(
             f"{split_dir} already holds shards; choose another --out or delete it first"
@@ -111,24 +117,32 @@ def pack(
     if maxcount < 1:
         raise ValueError("maxcount must be at least 1")
     records = shift.index(loc.path, split)
+    classnames = shift.classnames(root)
     written = wds.written_shards(split_dir)
-    check_source(split_dir, loc.path, bool(written))
     done = check_written(written, records, maxcount, split_dir)
+    made = missing_folders(split_dir / SOURCE_FILE)  # the split folder and --out, if new
+    check_source(split_dir, loc.path, bool(written))
     if written and progress:
         print(
             f"resuming: {len(written)} shards ({done} images) already packed in {split_dir}",
             file=sys.stderr,
         )
-    manifest = wds.write_split(
-        out,
-        split,
-        _samples(shift, records, split, done, progress),
-        classnames=shift.classnames(root),
-        templates=shift.templates(),
-        maxcount=maxcount,
-        written=written,
-    )
+    try:
+        manifest = wds.write_split(
+            out,
+            split,
+            _samples(shift, records, split, done, progress),
+            classnames=classnames,
+            templates=shift.templates(),
+            maxcount=maxcount,
+            written=written,
+        )
+    except BaseException:
+        if not (split_dir / "0.tar").exists():  # no finished shard to resume from
+            (split_dir / SOURCE_FILE).unlink(missing_ok=True)
+            remove_empty_folders(made)
+        raise
     for name in shift.pack_copies:
-        shutil.copytree(loc.path / name, Path(out) / name, dirs_exist_ok=True)
+        shutil.copytree(loc.path / name, out / name, dirs_exist_ok=True)
     (split_dir / SOURCE_FILE).unlink(missing_ok=True)
     return manifest

@@ -271,24 +271,30 @@ def write_split(
         shards.append({"name": final.name, "count": count, "sha256": sha256_file(final)})
 
     count = 0
-    for sample in samples:
-        if tf is None:
-            tmp = split_dir / f".{len(shards)}.tar.tmp"
-            tf = tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT)
-            count = 0
-        base = quote_key(sample.key)
-        _add(tf, f"{base}.{sample.image_ext}", sample.image)
-        _add(tf, f"{base}.cls", str(int(sample.label)).encode())
-        if sample.meta:
-            _add(tf, f"{base}.json", json.dumps(sample.meta, sort_keys=True).encode())
-        keys.append(sample.key)
-        labels.append(int(sample.label))
-        count += 1
-        if count == maxcount:
+    try:
+        for sample in samples:
+            if tf is None:
+                tmp = split_dir / f".{len(shards)}.tar.tmp"
+                tf = tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT)
+                count = 0
+            base = quote_key(sample.key)
+            _add(tf, f"{base}.{sample.image_ext}", sample.image)
+            _add(tf, f"{base}.cls", str(int(sample.label)).encode())
+            if sample.meta:
+                _add(tf, f"{base}.json", json.dumps(sample.meta, sort_keys=True).encode())
+            keys.append(sample.key)
+            labels.append(int(sample.label))
+            count += 1
+            if count == maxcount:
+                close()
+                tf = None
+        if tf is not None:
             close()
-            tf = None
-    if tf is not None:
-        close()
+    except BaseException:  # the unfinished shard goes; finished ones stay for a resume
+        if tf is not None and tmp is not None:
+            tf.close()
+            tmp.unlink(missing_ok=True)
+        raise
     manifest = {"split": split, "n": len(keys), "shards": shards, "keys": keys, "labels": labels}
     _atomic_write(split_dir / "nshards.txt", f"{len(shards)}\n")
     _atomic_write(split_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")

@@ -93,6 +93,25 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """``--json`` (and calibrate's ``--out`` figure) checked before the run is read: a refused
+    command writes nothing, and never a figure without its JSON."""
+    from harness.files import check_output
+
+    if args.json is not None:
+        check_output(args.json, "--json", example="analysis.json")
+    out = getattr(args, "out", None)
+    if out is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        check_output(out, "--out", example="calibration.pdf")
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        if out.suffix.lstrip(".").lower() not in kinds:
+            raise ValueError(f"--out {out}: cannot write a {out.suffix or 'suffix-less'} figure; end it in .pdf, .png or .svg")
+    if out is not None and args.json is not None and out.absolute() == args.json.absolute():
+        raise ValueError(f"--out and --json both name {out}: give two paths")
+
+
 def _write_json(path: Path | None, payload: Any) -> None:
     if path is None:
         return
@@ -109,6 +128,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from reports.run_analyses import agreement_estimate, format_estimate
     from reports.stored import StoredRun
 
+    _check_outputs(args)
     run = StoredRun(args.run_dir, args.data_root)
     est = agreement_estimate(run, args.shift, args.id_shift, model_list(args.models, run.models()) or None)
     print(format_estimate(est, args.shift))
@@ -137,6 +157,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("--bootstrap must be at least 100 for a percentile interval")
     if not 0.5 <= args.level < 1:
         raise ValueError(f"--level {args.level} must be in [0.5, 1)")
+    _check_outputs(args)
     run = StoredRun(args.run_dir, args.data_root)
     if not run.rows:
         raise FileNotFoundError(f"{args.run_dir}: no results.jsonl rows to compare; run `shiftbench run` first")
@@ -182,6 +203,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from reports.calibration import calibration_figure, calibration_rows, format_table, save_figure
     from reports.stored import StoredRun
 
+    _check_outputs(args)
     run = StoredRun(args.run_dir, args.data_root)
     if not run.rows:
         raise FileNotFoundError(f"{args.run_dir}: no results.jsonl rows; run `shiftbench run` first")

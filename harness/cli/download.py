@@ -64,11 +64,23 @@ def _check(root: Path, shift_name: str) -> int:
 
 
 def download_cmd(args: argparse.Namespace) -> int:
+    """Every check of the plan (shifts known, targets free, ledger readable, --archive present)
+    runs before the first write; a shift refused after that leaves no archive, staging folder or
+    folder made for it behind (only a ``.part`` file a rerun resumes from)."""
     from harness.cli import UserError
+    from harness.files import missing_folders, remove_empty_folders
     from harness.registry import get_shift
     from shifts.check import check_shift
     from shifts.download import DownloadError
-    from shifts.install import DOWNLOADS, check_target_free, install, obtain, record_digest
+    from shifts.install import (
+        DOWNLOADS,
+        check_root,
+        check_target_free,
+        expected_digest,
+        install,
+        obtain,
+        record_digest,
+    )
     from shifts.sources import archive_for
 
     if args.list:
@@ -81,8 +93,10 @@ def download_cmd(args: argparse.Namespace) -> int:
         raise UserError("--archive and --mirror exclude each other")
     archives = [archive_for(s) for s in args.shifts]  # licensed or unknown shifts fail before any work
     root: Path = args.data_root
-    root.mkdir(parents=True, exist_ok=True)
-    status = 0
+    check_root(root)
+    if args.archive is not None and not args.archive.is_file():
+        raise UserError(f"--archive {args.archive}: no such file; give the path of the archive you fetched")
+    todo = []
     for archive in archives:
         report = check_shift(get_shift(archive.shift), root)
         if report.complete:
@@ -94,26 +108,36 @@ def download_cmd(args: argparse.Namespace) -> int:
                 f"move it aside and rerun ({'; '.join(report.problems)})"
             )
         check_target_free(root, archive)
+        expected_digest(root, archive)  # an unreadable ledger is refused now, not after a download
+        todo.append(archive)
+    made = missing_folders(root / DOWNLOADS)  # the data root and the folders above it, if new
+    status = 0
+    for archive in todo:
+        path = None
         try:
             path, digest, how = obtain(root, archive, given=args.archive, mirror=args.mirror, progress=args.progress)
-        except DownloadError as exc:
-            raise UserError(str(exc)) from None
-        verified = {"published": f"matches the published sha256 ({archive.source})",
-                    "recorded": "matches the sha256 recorded at its first download",
-                    "none": f"no checksum is published ({archive.source}); recorded sha256 {digest} for later downloads"}[how]
-        print(f"{archive.filename}: {verified}", file=sys.stderr)
-        try:
+            verified = {"published": f"matches the published sha256 ({archive.source})",
+                        "recorded": "matches the sha256 recorded at its first download",
+                        "none": f"no checksum is published ({archive.source}); recorded sha256 {digest} for later downloads"}[how]
+            print(f"{archive.filename}: {verified}", file=sys.stderr)
             target = install(root, archive, path, progress=args.progress)
-        except DownloadError as exc:
-            raise UserError(str(exc)) from None
-        if how == "none":
-            record_digest(root, archive.filename, digest, args.mirror or (str(args.archive) if args.archive else archive.urls[0]))
+        except KeyboardInterrupt:  # a verified download is kept: the rerun extracts it without fetching it again
+            if path is not None and args.archive is None and how == "none":
+                path.unlink(missing_ok=True)  # nothing to verify it by on the rerun
+            raise
+        except BaseException as exc:
+            if path is not None and args.archive is None:
+                path.unlink(missing_ok=True)  # a refused archive is not kept
+            remove_empty_folders([root / DOWNLOADS])
+            remove_empty_folders(made)
+            if isinstance(exc, DownloadError):
+                raise UserError(str(exc)) from None
+            raise
         if args.archive is None and not args.keep_archive:
             path.unlink(missing_ok=True)
-            try:
-                (root / DOWNLOADS).rmdir()
-            except OSError:
-                pass
+            remove_empty_folders([root / DOWNLOADS])
+        if how == "none":
+            record_digest(root, archive.filename, digest, args.mirror or (str(args.archive) if args.archive else archive.urls[0]))
         print(f"{archive.shift}: extracted to {target}")
         status = max(status, _check(root, archive.shift))
     return status

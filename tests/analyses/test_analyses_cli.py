@@ -4,6 +4,8 @@ real store and scorer from synthetic predictions with known accuracies."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from synthetic_predictions import nested_predictions, on_the_line, write_run
 from harness.cli import main
 from reports.run_analyses import compare_pair, settings_of
 from reports.stored import StoredRun
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+from doubles import tree_state  # noqa: E402
 
 ID_ACC = np.linspace(0.55, 0.9, 5)
 
@@ -179,3 +184,28 @@ def test_outcomes_of_an_id_view_match_their_row(tmp_path):
     assert list(rows) == ["imagenet", "imagenet@imagenet-r", "imagenet-r"]
     for setting, r in rows.items():
         assert r["acc_a"] == run.row("a", setting).metrics["top1"] and r["n"] == run.row("a", setting).n
+
+
+# (the refused command's arguments, given the run and tmp_path with a file "taken"; its error)
+REFUSED_OUTPUTS = {
+    "calibrate JSON under a file": (lambda run, t: ["calibrate", run, "--out", t / "new" / "cal.png", "--json", t / "taken" / "c.json"],
+                                    "--json {t}/taken/c.json: {t}/taken is a file, not a folder; give another path"),
+    "calibrate figure of an unknown kind": (lambda run, t: ["calibrate", run, "--out", t / "new" / "cal.pfd"],
+                                            "--out {t}/new/cal.pfd: cannot write a .pfd figure; end it in .pdf, .png or .svg"),
+    "calibrate figure and JSON one file": (lambda run, t: ["calibrate", run, "--out", t / "new" / "c.png", "--json", t / "new" / "c.png"],
+                                           "--out and --json both name {t}/new/c.png: give two paths"),
+    "estimate JSON under a file": (lambda run, t: ["estimate", run, "--shift", "imagenetv2", "--json", t / "taken" / "e.json"],
+                                   "--json {t}/taken/e.json: {t}/taken is a file, not a folder; give another path"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_OUTPUTS))
+def test_an_output_that_cannot_be_written_is_refused_before_anything_is(tmp_path, capsys, case):
+    run_dir, _ = _line_run(tmp_path)
+    (tmp_path / "taken").write_text("someone's file")
+    args, says = REFUSED_OUTPUTS[case]
+    before = tree_state(tmp_path)
+    capsys.readouterr()
+    assert main([str(a) for a in args(run_dir, tmp_path)]) == 2
+    assert tree_state(tmp_path) == before
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(says.format(t=tmp_path))

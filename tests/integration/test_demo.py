@@ -98,3 +98,7 @@ def test_the_demo_refuses_a_folder_that_is_not_empty(tmp_path):
     (tmp_path / "something").write_text("mine")
     status, _, err = cli("demo", tmp_path)
     assert status == 2 and "not empty" in err and (tmp_path / "something").read_text() == "mine"
+    (tmp_path / "demo.txt").write_text("a file")
+    status, _, err = cli("demo", tmp_path / "demo.txt")
+    assert status == 2 and err.strip().endswith(f"DIR {tmp_path / 'demo.txt'} exists and is not a folder; give a folder path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.txt", "something"]

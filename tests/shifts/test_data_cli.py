@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,9 @@ from harness.registry import get_shift
 from shifts import fixtures, wds
 from shifts.check import check_shift, require_complete
 from shifts.images import BadImageError
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+from doubles import tree_state  # noqa: E402
 
 
 @pytest.fixture
@@ -87,6 +92,36 @@ def test_pack_cli_variant_manifest_and_determinism(tmp_path, capsys):
     assert "already holds shards" in capsys.readouterr().err
 
 
+def refused(args: list, watched: Path, capsys) -> str:
+    """The real command line exits 2 and leaves ``watched`` exactly as it was; its error line."""
+    before = tree_state(watched)
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 2
+    assert tree_state(watched) == before
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_pack_stopped_before_its_first_shard_leaves_nothing(r_root, tmp_path, capsys):
+    """Nothing to resume from: no --out folder, split folder, source marker or temporary shard."""
+    bad = sorted((r_root / "imagenet-r").rglob("*.jpg"))[3]
+    bad.write_bytes(b"not a jpeg")
+    err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out" / "packed"], tmp_path, capsys)
+    assert str(bad) in err and "replace the file and rerun" in err
+
+
+def test_pack_refuses_an_out_that_is_a_file(r_root, tmp_path, capsys):
+    (tmp_path / "out").write_text("a file")
+    err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out"], tmp_path, capsys)
+    assert err.endswith(f"--out {tmp_path / 'out'} exists and is not a folder; give a folder path")
+    err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out" / "packed"], tmp_path, capsys)
+    assert err.endswith(f"--out {tmp_path / 'out' / 'packed'}: {tmp_path / 'out'} is a file, not a folder; give another path")
+    (tmp_path / "out").unlink()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "test").write_text("a file where the split's shards go")
+    err = refused(["pack", "imagenet-r", "--data-root", r_root, "--out", tmp_path / "out"], tmp_path, capsys)
+    assert f"{tmp_path / 'out' / 'test'} exists and is not a folder" in err
+
+
 def test_pack_rejects_variant_for_other_shifts(tmp_path, capsys):
     assert (
         main(
@@ -155,7 +190,9 @@ def test_make_heldout_cli(tmp_path):
     )
     keys = (tmp_path / "imagenet/heldout_keys.txt").read_text().split()
     assert len(keys) == 1000 and keys[0].startswith("n01440764/")
+    before = tree_state(tmp_path)  # a class short of images is found before the list is rewritten
     assert main(["make-heldout", "--data-root", str(tmp_path), "--per-class", "5"]) == 2
+    assert tree_state(tmp_path) == before
 
 
 def test_transform_gets_images_that_decode_only_when_used(r_root):

@@ -11,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import local_http  # noqa: E402
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+from doubles import tree_state  # noqa: E402
 
 from harness.cli import main  # noqa: E402
 from shifts import download as dl  # noqa: E402
@@ -158,21 +162,97 @@ def test_a_connection_dropped_mid_download_is_resumed_within_the_command(tmp_pat
     assert len(list((root / "imagenet-a").iterdir())) == 201  # 200 wnid folders + README.txt
 
 
-def test_a_corrupted_archive_is_kept_aside_naming_both_digests(tmp_path, server, monkeypatch):
+def refused(args, watched: Path) -> str:
+    """Run the real command line; it must exit 2 and leave everything under ``watched`` exactly as
+    it was (no data root, download, staging folder, ledger or note it made). Returns its error."""
+    before = tree_state(watched)
+    status, _, err = cli(*args)
+    assert status == 2, err
+    assert tree_state(watched) == before
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("existing_root", [False, True])
+def test_a_corrupted_archive_is_refused_naming_both_digests_and_changes_nothing(tmp_path, server, monkeypatch, existing_root):
     data = build_archive(tmp_path, "imagenet-r")
     archive = register(monkeypatch, "imagenet-r", data)
     bad = bytearray(data)
     bad[len(bad) // 2] ^= 0xFF
     server.serve(f"/m/{archive.filename}", bytes(bad))
+    root = tmp_path / "work" / "data"
+    if existing_root:
+        root.mkdir(parents=True)
+    err = refused(["download", "imagenet-r", "--data-root", root, "--mirror", server.base + "/m", "--no-progress"],
+                  tmp_path / "work")
+    assert sha(data) in err and sha(bytes(bad)) in err and "nothing was extracted" in err and "--archive" in err
+
+
+def test_a_truncated_download_without_a_published_checksum_is_removed_with_its_extraction(tmp_path, server, monkeypatch):
+    """No checksum to stop it first (a WILDS bundle): the damage shows while extracting; the
+    downloaded archive, the part extracted and the data root made for them all go."""
+    data = build_archive(tmp_path, "camelyon17")
+    short = data[: len(data) * 2 // 3]
+    archive = register(monkeypatch, "camelyon17", short)
+    assert archive.sha256 is None
+    server.serve(f"/m/{archive.filename}", short)
+    err = refused(["download", "camelyon17", "--data-root", tmp_path / "work" / "data", "--mirror", server.base + "/m",
+                   "--no-progress"], tmp_path / "work")  # fmt: skip
+    assert "damaged" in err and archive.filename in err
+
+
+def test_a_hostile_archive_that_passed_its_checksum_is_not_kept(tmp_path, server, monkeypatch):
+    data = hostile_tar("symlink")
+    archive = register(monkeypatch, "imagenet-r", data)
+    server.serve(f"/m/{archive.filename}", data)
     root = tmp_path / "data"
-    status, _, err = cli("download", "imagenet-r", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
-    assert status == 2
-    assert sha(data) in err and sha(bytes(bad)) in err
-    aside = root / install.DOWNLOADS / (archive.filename + ".sha256-mismatch")
-    assert aside.read_bytes() == bytes(bad)
-    assert not (root / "imagenet-r").exists()
-    status, out, _ = cli("check-data", "imagenet-r", "--data-root", root)
-    assert status == 2 and "NOT FOUND" in out
+    root.mkdir()
+    err = refused(["download", "imagenet-r", "--data-root", root, "--mirror", server.base + "/m", "--no-progress"], root)
+    assert "'imagenet-r/link'" in err and "refused" in err
+
+
+def test_an_extraction_interrupted_by_the_user_keeps_the_verified_download_for_the_rerun(tmp_path, server, monkeypatch):
+    data = build_archive(tmp_path, "imagenet-a")
+    archive = register(monkeypatch, "imagenet-a", data)
+    server.serve(f"/m/{archive.filename}", data)
+    root = tmp_path / "data"
+    real = install.safe_extract
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(install, "safe_extract", interrupted)
+    status, _, err = cli("download", "imagenet-a", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
+    assert status == 130 and "rerun to resume" in err
+    assert (root / install.DOWNLOADS / archive.filename).read_bytes() == data
+    assert not (root / "imagenet-a").exists() and not (root / install.PARTIAL).exists()
+    monkeypatch.setattr(install, "safe_extract", real)
+    status, _, err = cli("download", "imagenet-a", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
+    assert "using the copy downloaded before" in err and len(server.requests) == 1  # not fetched again
+    assert (root / "imagenet-a").is_dir() and not (root / install.DOWNLOADS).exists()
+
+
+def test_every_shift_of_a_download_is_checked_before_the_first_is_fetched(tmp_path, server, monkeypatch):
+    data = build_archive(tmp_path, "imagenet-a")
+    archive = register(monkeypatch, "imagenet-a", data)
+    server.serve(f"/m/{archive.filename}", data)
+    root = tmp_path / "data"
+    (root / "imagenet-r" / "junk").mkdir(parents=True)  # imagenet-r's folder is taken
+    err = refused(["download", "imagenet-a", "imagenet-r", "--data-root", root, "--mirror", server.base + "/m",
+                   "--no-progress"], root)  # fmt: skip
+    assert f"{root / 'imagenet-r'} already exists" in err and "move it aside and rerun" in err
+    assert server.requests == []
+
+
+def test_download_refuses_a_data_root_that_is_a_file_or_a_missing_archive(tmp_path):
+    afile = tmp_path / "data.txt"
+    afile.write_text("not a folder")
+    err = refused(["download", "imagenet-r", "--data-root", afile, "--archive", afile], tmp_path)
+    assert err.endswith(f"--data-root {afile} exists and is not a folder; give a folder path")
+    err = refused(["prepare", "objectnet", "--zip", afile, "--data-root", afile / "data"], tmp_path)
+    assert err.endswith(f"--data-root {afile / 'data'}: {afile} is a file, not a folder; give another path")
+    err = refused(["download", "imagenet-r", "--data-root", tmp_path / "new", "--archive", tmp_path / "imagenet-r.tar"],
+                  tmp_path)  # fmt: skip
+    assert err.endswith(f"--archive {tmp_path / 'imagenet-r.tar'}: no such file; give the path of the archive you fetched")
 
 
 def hostile_tar(kind: str) -> bytes:
@@ -209,6 +289,31 @@ def test_a_hostile_member_is_refused_and_nothing_is_installed(tmp_path, server, 
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+@pytest.mark.parametrize("damage", ["cut between members", "damaged header"])
+def test_a_tar_that_tarfile_would_end_quietly_is_refused_as_damaged(tmp_path, mode, damage):
+    """``tarfile`` reads a tar cut between two members, or with a damaged header, as a shorter
+    valid archive; the missing end-of-archive block gives it away, compressed or not."""
+    import gzip
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(6):
+            member = tarfile.TarInfo(f"imagenet-r/n01443537/{i}.jpg")
+            member.size = 5000
+            tar.addfile(member, io.BytesIO(bytes([i]) * 5000))
+    data = bytearray(buf.getvalue())
+    third = 2 * (512 + 5120)  # where the third member's header starts
+    if damage == "cut between members":
+        del data[third:]
+    else:
+        data[third + 148 : third + 156] = b"garbage!"  # its header checksum
+    archive = tmp_path / "imagenet-r.tar"
+    archive.write_bytes(gzip.compress(bytes(data)) if mode == "w:gz" else bytes(data))
+    with pytest.raises(dl.DownloadError, match=r"damaged \(after 2 files it ends, or has a damaged header.*fetch it again"):
+        dl.safe_extract(archive, tmp_path / "out", progress=False)
+
+
 def test_a_zip_traversal_member_is_refused(tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -227,11 +332,9 @@ def test_a_missing_file_or_a_web_page_is_a_clear_error(tmp_path, server, monkeyp
     archive = register(monkeypatch, "imagenet-a", data)
     server.serve(f"/m/{archive.filename}", data)
     server.faults[f"/m/{archive.filename}"] = fault
-    root = tmp_path / "data"
-    status, _, err = cli("download", "imagenet-a", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
-    assert status == 2 and message in err and "--archive" in err
-    assert not (root / "imagenet-a").exists()
-    assert not list((root / install.DOWNLOADS).glob("*.tar")) if (root / install.DOWNLOADS).exists() else True
+    err = refused(["download", "imagenet-a", "--data-root", tmp_path / "work" / "data", "--mirror", server.base + "/m",
+                   "--no-progress"], tmp_path / "work")  # no data root, download folder or note left  # fmt: skip
+    assert message in err and "--archive" in err
 
 
 def test_a_full_disk_is_a_clear_error_before_and_during_the_download(tmp_path, server, monkeypatch):
@@ -347,6 +450,38 @@ def test_prepare_objectnet_from_its_zip(tmp_path, monkeypatch):
     assert status == 0, out
 
 
+def test_a_damaged_objectnet_zip_changes_nothing(tmp_path):
+    """No checksum is published for ObjectNet: a truncated zip shows itself while extracting, and
+    neither what was extracted nor the data root made for it is left; no digest is recorded."""
+    src = tmp_path / "src"
+    fixtures.write_objectnet(src)
+    data = zip_bytes(src / "objectnet-1.0", "objectnet-1.0")
+    zpath = tmp_path / "objectnet-1.0.zip"
+    zpath.write_bytes(data[: len(data) // 2])
+    err = refused(["prepare", "objectnet", "--zip", zpath, "--data-root", tmp_path / "work" / "data", "--no-progress"],
+                  tmp_path)  # fmt: skip
+    assert str(zpath) in err and "fetch it again" in err
+    err = refused(["prepare", "objectnet", "--zip", tmp_path / "nope.zip", "--data-root", tmp_path / "data"], tmp_path)
+    assert err.endswith(f"--zip {tmp_path / 'nope.zip'}: no such file; give the objectnet-1.0.zip you downloaded")
+
+
+def test_a_damaged_imagenet_val_tar_changes_nothing(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    fixtures.write_imagenet_val(src, layout="flat")
+    val = tmp_path / "ILSVRC2012_img_val.tar"
+    with tarfile.open(val, "w") as tar:
+        for p in sorted((src / "imagenet" / "val").iterdir()):
+            tar.add(p, arcname=p.name)
+    val.write_bytes(val.read_bytes()[: val.stat().st_size // 2])  # cut mid-member
+    devkit = tmp_path / "ILSVRC2012_devkit_t12.tar.gz"
+    devkit.write_bytes(tar_bytes(src / "imagenet" / "ILSVRC2012_devkit_t12", "ILSVRC2012_devkit_t12"))
+    md5 = {k: hashlib.md5(p.read_bytes()).hexdigest() for k, p in (("val", val), ("devkit", devkit))}
+    monkeypatch.setattr(install, "IMAGENET_MD5", {k: (n, md5[k]) for k, (n, _) in sources.IMAGENET_MD5.items()})
+    err = refused(["prepare", "imagenet", "--val-tar", val, "--devkit", devkit, "--data-root", tmp_path / "work" / "data",
+                   "--no-progress"], tmp_path)  # fmt: skip
+    assert str(val) in err and "damaged" in err
+
+
 def test_the_progress_line_shows_bytes_rate_and_eta(monkeypatch):
     clock = iter([100.0, 102.0, 102.0])
     monkeypatch.setattr(dl.time, "monotonic", lambda: next(clock))
@@ -370,8 +505,9 @@ def test_prepare_objectnet_decrypts_the_password_protected_zip(tmp_path, monkeyp
     with zipfile.ZipFile(zpath) as zf:
         assert all(i.flag_bits & 1 for i in zf.infolist() if not i.is_dir())  # really encrypted
     root = tmp_path / "data"
-    status, _, err = cli("prepare", "objectnet", "--zip", zpath, "--password", "wrong", "--data-root", root, "--no-progress")
-    assert status == 2 and "password" in err and not (root / "objectnet-1.0").exists()
+    err = refused(["prepare", "objectnet", "--zip", zpath, "--password", "wrong", "--data-root", root, "--no-progress"],
+                  tmp_path)  # nothing extracted, no data root made, no digest recorded  # fmt: skip
+    assert "pass the password the dataset's site gives" in err
     status, out, err = cli("prepare", "objectnet", "--zip", zpath, "--data-root", root, "--no-progress")
     fixture_sizes(monkeypatch, root, ["objectnet"])
     status, out, _ = cli("check-data", "objectnet", "--data-root", root)
@@ -386,11 +522,9 @@ def test_a_damaged_archive_leaves_nothing_where_a_shift_looks(tmp_path):
     data = tar_bytes(src / "camelyon17_v1.0", None)
     given = tmp_path / "camelyon17_v1.0.tar.gz"
     given.write_bytes(data[: len(data) * 2 // 3])
-    root = tmp_path / "data"
-    status, _, err = cli("download", "camelyon17", "--data-root", root, "--archive", given, "--no-progress")
-    assert status == 2 and "damaged" in err
-    assert not (root / "camelyon17_v1.0").exists() and not (root / install.PARTIAL).exists()
-    assert not (root / install.LEDGER).exists()  # a damaged copy's digest is not recorded
+    root = tmp_path / "work" / "data"  # made for the extraction, removed with it
+    err = refused(["download", "camelyon17", "--data-root", root, "--archive", given, "--no-progress"], tmp_path)
+    assert "damaged" in err  # and a damaged copy's digest is not recorded
 
 
 def test_a_server_that_announces_no_length_is_read_to_the_end(tmp_path, server, monkeypatch):
