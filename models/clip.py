@@ -312,11 +312,10 @@ def zeroshot_head(model, arch: str, weights_sha: str, ho: HeadOptions) -> tuple[
     return head, scale, info
 
 
-def label_space_for(opts: Options, num_classes: int) -> str:
-    default = "imagenet-1k" if num_classes == 1000 else None
-    names = opts.get("classnames")
-    if names and names != "imagenet-1k":
-        default = None
+def label_space_for(opts: Options, num_classes: int, names_id: str | None = None) -> str:
+    """The ``label_space`` option, else ImageNet's for a 1000-class head that is not a zero-shot
+    head of other class names (``names_id``: ``HeadOptions.names_id`` of a text head)."""
+    default = "imagenet-1k" if num_classes == 1000 and names_id in (None, "imagenet-1k") else None
     space = opts.get("label_space", default)
     if space is None:
         raise ValueError(f"model {opts.factory}: a {num_classes}-class head needs label_space=NAME "
@@ -355,7 +354,7 @@ def clip(arg: str, **options: str) -> ImageHeadClassifier:
     arch = resolve_arch(arg, opts)
     weights, tag = clip_weights(arch, opts)
     ho = head_options(opts)
-    label_space = label_space_for(opts, len(ho.names))
+    label_space = label_space_for(opts, len(ho.names), ho.names_id)
     name = opts.get("name", f"clip:{arch}")
     activation_opt = opts.get("activation")
     from_tag = opts.get("weights") is None

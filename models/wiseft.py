@@ -135,10 +135,14 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     ft = split_classifier_state(load_state_dict(ft_path), str(ft_path))
     zs_sha, ft_sha = file_sha256(zs_path), file_sha256(ft_path)
     needs_text_head = zs.head_weight is None or mode == "encoder" and opts.get("classnames") is not None
+    if not needs_text_head and opts.get("classnames") is not None:
+        raise ValueError(f"model wiseft: option classnames={opts.get('classnames')!r}: {zs_path} carries its own "
+                         f"head, which mode={mode} interpolates, so the class names would not be used; drop "
+                         "classnames=, or pass mode=encoder to build the zero-shot head from them")
     ho = head_options(opts) if needs_text_head else None
     name = opts.get("name")
     num_classes = len(ho.names) if ho else int(zs.head_weight.shape[0])
-    label_space = label_space_for(opts, num_classes)
+    label_space = label_space_for(opts, num_classes, ho.names_id if ho else None)
     opts.done()
     activation = resolve_activation(arch, tag, zs_path, zs_sha, activation_opt, f"{zs_path} (the zero-shot endpoint)")
     check_same_activation(activation, ft_path, ft_sha, arch)

@@ -170,3 +170,15 @@ def test_classifiers_expose_checkpoint_names_so_the_engine_can_merge_them(tmp_pa
     assert torch.equal(ft.logits(x), zs_logits)
     ft.load_state_dict(ft_sd, strict=True)
     assert torch.equal(ft.logits(x), ft_logits)
+
+
+def test_class_names_a_model_would_not_use_are_refused(tiny_arch, endpoints):
+    """``classnames=`` was read, so accepted, by models that never build a text head: a fine-tuned
+    model and a WiSE-FT whose zero-shot endpoint carries its own head (mode=full). The names did
+    nothing but enter the cell's identity, and a 1000-class head lost ImageNet's label space."""
+    zs, ft = endpoints
+    with pytest.raises(ValueError, match="model finetuned: unknown option 'classnames'"):
+        finetuned(tiny_arch, weights=ft, label_space="toy-6", classnames="imagenet-1k")
+    with pytest.raises(ValueError, match="carries its own head, which mode=full interpolates.*mode=encoder"):
+        wiseft(tiny_arch, zeroshot=zs, finetuned=ft, label_space="toy-6", classnames="imagenet-1k")
+    wiseft(tiny_arch, zeroshot=zs, finetuned=ft, label_space="toy-6")  # without it, as before
