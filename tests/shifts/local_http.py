@@ -2,13 +2,16 @@
 
 Serves registered bytes by path with ``Range: bytes=N-`` support (206 + Content-Range), and can
 answer a path with 404, with an HTML page, without a Content-Length (the body ends at close), or
-by dropping the connection part-way through the body (once). Every request's path and Range header is recorded. Nothing leaves 127.0.0.1.
+by dropping the connection part-way through the body (once), or slowly (a body spread over a
+given number of seconds, so two clients overlap). Every request's path and Range header is
+recorded. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -19,6 +22,7 @@ class LocalServer:
         self.files: dict[str, tuple[bytes, dict[str, str]]] = {}
         self.faults: dict[str, str] = {}
         self.drops: dict[str, int] = {}
+        self.slow: dict[str, float] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         server = self
 
@@ -85,6 +89,14 @@ class LocalServer:
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(2)
+                    return
+                seconds = server.slow.get(path)
+                if seconds:  # the body in 20 pieces over ``seconds``
+                    step = -(-(len(data) - start) // 20)
+                    for at in range(start, len(data), step):
+                        self.wfile.write(data[at : at + step])
+                        self.wfile.flush()
+                        time.sleep(seconds / 20)
                     return
                 self.wfile.write(data[start:])
 
