@@ -2,16 +2,15 @@
 
 Serves registered bytes by path with ``Range: bytes=N-`` support (206 + Content-Range), and can
 answer a path with 404, with an HTML page, without a Content-Length (the body ends at close), or
-by dropping the connection part-way through the body (once), or slowly (a body spread over a
-given number of seconds, so two clients overlap). Every request's path and Range header is
-recorded. Nothing leaves 127.0.0.1.
+by dropping the connection part-way through the body (once), or by holding the second half of
+the body until the test lets it go (so another client overlaps the download, however slowly
+it starts). Every request's path and Range header is recorded. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -22,7 +21,7 @@ class LocalServer:
         self.files: dict[str, tuple[bytes, dict[str, str]]] = {}
         self.faults: dict[str, str] = {}
         self.drops: dict[str, int] = {}
-        self.slow: dict[str, float] = {}
+        self.held: dict[str, threading.Event] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         server = self
 
@@ -90,14 +89,13 @@ class LocalServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                seconds = server.slow.get(path)
-                if seconds:  # the body in 20 pieces over ``seconds``
-                    step = -(-(len(data) - start) // 20)
-                    for at in range(start, len(data), step):
-                        self.wfile.write(data[at : at + step])
-                        self.wfile.flush()
-                        time.sleep(seconds / 20)
-                    return
+                gate = server.held.get(path)
+                if gate is not None:  # half the body, then the rest once the test sets the gate
+                    half = start + (len(data) - start) // 2
+                    self.wfile.write(data[start:half])
+                    self.wfile.flush()
+                    gate.wait(60)
+                    start = half
                 self.wfile.write(data[start:])
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -598,8 +599,9 @@ def relative_state(root: Path) -> dict[str, str]:
 
 
 def test_two_downloads_of_one_shift_at_once_leave_one_complete_install(tmp_path, server, monkeypatch):
-    """Two real processes download one shift into one data root, overlapping on a slow server:
-    the second waits for the first (saying whose lock it waits on), then finds the shift complete.
+    """Two real processes download one shift into one data root, the first held half-way by the
+    server until the second has started: the second waits for the first (saying whose lock it
+    waits on), then finds the shift complete.
     One download, one install, and the data root holds exactly what a lone download leaves."""
     from harness.registry import get_shift
 
@@ -614,7 +616,7 @@ def test_two_downloads_of_one_shift_at_once_leave_one_complete_install(tmp_path,
     expected = relative_state(lone)
     assert "imagenet-a/README.txt" in expected and len(expected) > 200
 
-    server.slow[path] = 4.0
+    server.held[path] = gate = threading.Event()  # the first download stops half-way until the second waits
     root = tmp_path / "data"
     script = Path(__file__).with_name("download_cli.py")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
@@ -622,11 +624,21 @@ def test_two_downloads_of_one_shift_at_once_leave_one_complete_install(tmp_path,
             "download", "imagenet-a", "--data-root", str(root), "--mirror", server.base + "/m", "--no-progress"]
     gets = len(server.requests)
     first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    part = root / install.DOWNLOADS / f"{archive.filename}.part"
     deadline = time.monotonic() + 60
-    while len(server.requests) == gets and time.monotonic() < deadline:  # the first is downloading
+    while not part.is_file() and time.monotonic() < deadline:  # the first is downloading
         time.sleep(0.02)
+    assert part.is_file() and first.poll() is None
     second = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    outs = [p.communicate(timeout=120) for p in (first, second)]
+    said = ""
+    try:  # until the second waits, or (before the lock) starts its own download of the same .part
+        while (line := second.stderr.readline()) and "waiting for" not in line and "downloading" not in line:
+            said += line
+        said += line
+    finally:
+        gate.set()
+    outs = [first.communicate(timeout=120), second.communicate(timeout=120)]
+    outs[1] = (outs[1][0], said + outs[1][1])
     assert [first.returncode, second.returncode] == [0, 0], outs
     assert "imagenet-a: extracted to" in outs[0][0] and "complete" in outs[0][0]
     assert "already complete" in outs[1][0] and "extracted" not in outs[1][0]
