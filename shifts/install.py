@@ -191,7 +191,7 @@ def install(root: Path, archive: Archive, archive_file: Path, password: str | No
     remove_tree(staging)  # left by an interrupted earlier attempt: ours to remove
     installed = False
     try:
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True)  # at once: another shift's command removes an empty parent
         check_space(staging.parent, Path(archive_file).stat().st_size)  # images barely compress
         safe_extract(archive_file, staging, password, progress)
         content = staging / archive.top if archive.top else staging

@@ -166,6 +166,41 @@ def test_a_connection_dropped_mid_download_is_resumed_within_the_command(tmp_pat
     assert len(list((root / "imagenet-a").iterdir())) == 201  # 200 wnid folders + README.txt
 
 
+def test_another_commands_cleanup_of_the_shared_folders_does_not_fail_a_download(tmp_path, server, monkeypatch):
+    """Commands installing other shifts into the data root share ``.shiftbench-downloads`` and
+    ``.shiftbench-partial``, and remove each once they find it empty. That cleanup, run just after
+    this command made each folder, neither fails it nor costs it its verified download."""
+    import contextlib
+
+    data = build_archive(tmp_path, "imagenet-a")
+    archive = register(monkeypatch, "imagenet-a", data)
+    server.serve(f"/m/{archive.filename}", data)
+    root = tmp_path / "data"
+    cleaned = []
+    real_write, real_space = Path.write_text, install.check_space
+
+    def write_text(self, *args, **kw):  # the .part.url note is the first file in the downloads folder
+        if self.name.endswith(".part.url") and "downloads" not in cleaned:
+            cleaned.append("downloads")
+            with contextlib.suppress(OSError):
+                self.parent.rmdir()
+        return real_write(self, *args, **kw)
+
+    def check_space(folder, need):  # the free-space check follows making the staging folder
+        if folder.name == install.PARTIAL and "partial" not in cleaned:
+            cleaned.append("partial")
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        return real_space(folder, need)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(install, "check_space", check_space)
+    status, out, err = cli("download", "imagenet-a", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
+    assert cleaned == ["downloads", "partial"]
+    assert status == 2 and "imagenet-a: extracted to" in out and "INCOMPLETE" in out, err  # the fixture's size
+    assert sorted(p.name for p in root.iterdir()) == ["imagenet-a"]
+
+
 def refused(args, watched: Path) -> str:
     """Run the real command line; it must exit 2 and leave everything under ``watched`` exactly as
     it was (no data root, download, staging folder, ledger or note it made). Returns its error."""
