@@ -131,8 +131,8 @@ def shift_lock(root: Path, shift: str, wait: bool = True) -> Iterator[bool]:
             yield waited
     finally:
         with contextlib.suppress(OSError):  # the last lock out removes the folder
-            (root / LOCKS).rmdir()
-        remove_empty_folders([f for f in made if f != root / LOCKS and f.exists()])
+            path.parent.rmdir()
+        remove_empty_folders([f for f in made if f != path.parent.absolute() and f.exists()])
 
 
 def obtain(

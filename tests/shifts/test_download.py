@@ -529,6 +529,14 @@ def test_prepare_is_refused_while_another_command_prepares_the_same_dataset(tmp_
     assert sorted(p.name for p in root.iterdir()) == [".shiftbench", "objectnet-1.0"]  # the ledger and the data
 
 
+def test_a_refused_prepare_into_a_new_relative_data_root_leaves_no_folder(tmp_path, monkeypatch):
+    """The lock taken under a data root given relative to the current folder goes, and so does
+    the data root made for it."""
+    monkeypatch.chdir(tmp_path)
+    err = refused(["prepare", "objectnet", "--zip", "nope.zip", "--data-root", "new/data"], tmp_path)
+    assert "--zip nope.zip: no such file" in err
+
+
 def test_a_damaged_imagenet_val_tar_changes_nothing(tmp_path, monkeypatch):
     src = tmp_path / "src"
     fixtures.write_imagenet_val(src, layout="flat")
