@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         mode = "encoder" if args.encoder_only else "full"
         shas = [file_sha256(f) for f in files]
         refuse_activation_mix(files, shas)
+        refuse_headless_zeroshot(files)
         zs, ft = aligned_views(files)
         merged = wiseft_weights(zs, ft, args.alpha, mode, labels=(str(files[0]), str(files[1])))
         meta.update(alpha=repr(args.alpha), mode=mode)
@@ -88,3 +89,17 @@ def run(args: argparse.Namespace) -> int:
     sha = save_safetensors(merged, out, metadata=meta)
     print(f"wrote {out} ({len(merged)} tensors, {args.method}, {args.dtype}) sha256 {sha}")
     return 0
+
+
+def refuse_headless_zeroshot(files) -> None:
+    """Weight-space WiSE-FT interpolates the heads too: a zero-shot checkpoint without one (plain
+    CLIP weights, whose head is built from class names) cannot be merged with a fine-tuned one."""
+    from models.checkpoints import LazyStateDict
+    from models.clip import HEAD_KEYS
+
+    zs, ft = (any(k.endswith(HEAD_KEYS[0]) for k in LazyStateDict(f)) for f in files)
+    if ft and not zs:
+        raise ValueError(
+            f"{files[0]}: no {HEAD_KEYS[0]} (plain CLIP weights?), and {files[1]} has one: give the zero-shot "
+            "classifier with its head (WiSE-FT's zeroshot checkpoint), or run `shiftbench wiseft`, which builds "
+            "the zero-shot head from class names")

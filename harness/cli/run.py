@@ -84,7 +84,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="JPEG decoding: auto (default) and pil decode with PIL (auto keeps PIL until the batched GPU "
                    "path's top-1 effect is measured); torchvision decodes baseline JPEGs in batches on the device "
                    "(nvJPEG on CUDA, recorded as its own fidelity class)")
-    p.add_argument("--cache-dir", help="decoded-image cache (default $SHIFTBENCH_CACHE or ~/.cache/shiftbench/images)")
+    p.add_argument("--cache-dir", help="decoded-image cache (default $SHIFTBENCH_CACHE, else $XDG_CACHE_HOME/shiftbench/images or ~/.cache/shiftbench/images)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the decoded-image cache")
     p.add_argument("--agreement-sample", type=int, help="images re-run in fp32 to check bf16/fp16 (default 64)")
     p.add_argument("--min-agreement", type=float, help="minimum top-1 agreement with fp32 on that sample (default 0.95)")

@@ -154,3 +154,15 @@ def test_merging_checkpoints_that_say_different_activations_is_refused(tmp_path,
     err = capsys.readouterr().err
     assert "different activations cannot be merged" in err and "a.pt" in err and "b.pt" in err
     assert not out.exists()
+
+
+def test_merge_wiseft_refuses_a_zero_shot_checkpoint_without_its_head(tmp_path, capsys):
+    """Plain CLIP weights have no head to interpolate: the error says so and names the way out."""
+    torch.save({"visual.w": torch.zeros(3, 2), "ln_final.bias": torch.zeros(2)}, tmp_path / "clip.pt")
+    save_safetensors(_sd(1), tmp_path / "ft.safetensors")
+    out = tmp_path / "m.safetensors"
+    assert main(["merge", "--method", "wiseft", "--alpha", "0.5", "--out", str(out),
+                 str(tmp_path / "clip.pt"), str(tmp_path / "ft.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "clip.pt: no classification_head.weight" in err and "shiftbench wiseft" in err and err.count("\n") == 1
+    assert not out.exists()
