@@ -192,14 +192,15 @@ _locks_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
+def file_lock(path: str | os.PathLike, wait: bool = True, remove: bool = False) -> Iterator[None]:
     """An exclusive lock on ``path`` across processes (``flock``), reentrant within one.
 
     Threads of one process queue on an ``RLock``; the first holder takes the ``flock``, so a
     function that holds the lock may call another that takes it again. ``wait=False`` raises
-    ``BlockingIOError`` at once when another thread or process holds it."""
+    ``BlockingIOError`` at once when another thread or process holds it. ``remove=True`` deletes
+    the lock file as the last holder lets go (a folder that must end as it began, such as a data
+    root); a waiter that then finds its file gone or replaced locks the file now at ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(path)
     with _locks_guard:
         rlock, state = _locks.setdefault(key, (threading.RLock(), [None, 0]))
@@ -207,21 +208,46 @@ def file_lock(path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
         raise BlockingIOError(f"{path} is locked by another thread")
     try:
         if state[1] == 0:
-            fh = open(path, "a")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BaseException:
-                fh.close()
-                raise
-            state[0] = fh
+            state[0] = _flock(path, wait, remove)
         state[1] += 1
         try:
             yield
         finally:
             state[1] -= 1
             if state[1] == 0:
+                if remove:
+                    path.unlink(missing_ok=True)  # still held: no other process has it now
                 fcntl.flock(state[0], fcntl.LOCK_UN)
                 state[0].close()
                 state[0] = None
     finally:
         rlock.release()
+
+
+def _flock(path: Path, wait: bool, remove: bool) -> IO[Any]:
+    """The open, ``flock``ed lock file at ``path`` (with ``remove``: the one still there)."""
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fh = open(path, "a")  # noqa: SIM115 - held, locked, until the lock is let go
+        except FileNotFoundError:
+            if remove:
+                continue  # its emptied folder was removed by the holder before: make it again
+            raise
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not remove or _same_file(fh, path):
+                return fh
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()  # the holder before removed this file as it let go
+
+
+def _same_file(fh: IO[Any], path: Path) -> bool:
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fh.fileno())
+    return (held.st_dev, held.st_ino) == (here.st_dev, here.st_ino)

@@ -140,10 +140,16 @@ def fetch(
 
 def _fetch(url: str, dest: Path, part: Path, origin: Path, sha256: str | None, size: int | None,
            size_exact: bool, retries: int, timeout: float, progress: bool) -> str:
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if part.exists() and (not origin.is_file() or origin.read_text() != url):
         part.unlink()  # a partial from another server: not resumed from this one
-    origin.write_text(url)
+    for tries in range(10):  # a shared folder another command removes once it finds it empty
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            origin.write_text(url)  # the folder is not empty from here on
+            break
+        except FileNotFoundError:
+            if tries == 9:
+                raise
     attempt = 0
     total = size
     hasher = _PrefixHash()

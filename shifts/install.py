@@ -6,17 +6,29 @@ extraction happens under ``<data root>/.shiftbench-partial/`` (which no shift re
 finished folder is renamed into place in one step, so an interrupted or refused download never
 leaves half a dataset for ``check-data`` or a run to mistake for data. A refused install also
 removes the folders it made (the data root itself, if it was new): it changes nothing.
+
+Commands installing one shift into one data root take turns: each holds the shift's lock
+(``<data root>/.shiftbench-locks/<shift>.lock``, removed as it lets go) from its download to
+its install, so two never write one ``.part`` file or remove each other's staging folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.files import atomic_write_text, check_output, missing_folders, remove_empty_folders
+from harness.files import (
+    atomic_write_text,
+    check_output,
+    file_lock,
+    missing_folders,
+    remove_empty_folders,
+)
 from shifts.download import (
     ChecksumMismatch,
     DownloadError,
@@ -32,6 +44,7 @@ from shifts.sources import IMAGENET_MD5, OBJECTNET_PASSWORD, Archive
 PARTIAL = ".shiftbench-partial"
 DOWNLOADS = ".shiftbench-downloads"
 LEDGER = ".shiftbench/downloads.json"
+LOCKS = ".shiftbench-locks"
 
 
 @dataclass
@@ -92,6 +105,36 @@ def check_target_free(root: Path, archive: Archive) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def shift_lock(root: Path, shift: str, wait: bool = True) -> Iterator[bool]:
+    """Hold ``shift``'s install lock under ``root``; yields whether another command held it first.
+
+    ``wait``: say whose lock it waits for, then wait; otherwise refuse at once, naming the lock.
+    The lock file and the folders made for it are gone once it is let go."""
+    path = root / LOCKS / f"{shift}.lock"
+    made = missing_folders(path)
+    try:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(file_lock(path, wait=False, remove=True))
+                waited = False
+            except BlockingIOError:
+                if not wait:
+                    raise ValueError(
+                        f"{shift}: another shiftbench command is installing it into {root} (it holds "
+                        f"{path}); let it finish, then rerun"
+                    ) from None
+                print(f"{shift}: waiting for {path}, held by another shiftbench command installing it "
+                      f"into {root}", file=sys.stderr, flush=True)
+                held.enter_context(file_lock(path, remove=True))
+                waited = True
+            yield waited
+    finally:
+        with contextlib.suppress(OSError):  # the last lock out removes the folder
+            path.parent.rmdir()
+        remove_empty_folders([f for f in made if f != path.parent.absolute() and f.exists()])
+
+
 def obtain(
     root: Path,
     archive: Archive,
@@ -148,7 +191,7 @@ def install(root: Path, archive: Archive, archive_file: Path, password: str | No
     remove_tree(staging)  # left by an interrupted earlier attempt: ours to remove
     installed = False
     try:
-        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(parents=True)  # at once: another shift's command removes an empty parent
         check_space(staging.parent, Path(archive_file).stat().st_size)  # images barely compress
         safe_extract(archive_file, staging, password, progress)
         content = staging / archive.top if archive.top else staging
@@ -187,8 +230,14 @@ def _clear(root: Path, staging: Path) -> None:
 def prepare_imagenet(root: Path, val_tar: Path, devkit: Path, progress: bool = True) -> Path:
     """Lay out ImageNet val as ``imagenet/val/ILSVRC2012_val_*.JPEG`` (flat, as in the tar) with
     the devkit at ``imagenet/ILSVRC2012_devkit_t12/``: the reader labels each image from the
-    devkit's ground truth and ``meta.mat``. Both archives are checked against torchvision's MD5s."""
+    devkit's ground truth and ``meta.mat``. Both archives are checked against torchvision's MD5s.
+    Refused at once while another command prepares ImageNet into ``root``."""
     check_root(root)
+    with shift_lock(root, "imagenet", wait=False):
+        return _prepare_imagenet(root, val_tar, devkit, progress)
+
+
+def _prepare_imagenet(root: Path, val_tar: Path, devkit: Path, progress: bool) -> Path:
     base = root / "imagenet"
     targets = (base / "val", base / "ILSVRC2012_devkit_t12")
     for t in targets:  # the cheap checks first: hashing the val tar takes minutes
@@ -243,8 +292,14 @@ OBJECTNET_ARCHIVE = Archive(
 
 def prepare_objectnet(root: Path, zip_path: Path, password: str | None = None, progress: bool = True) -> tuple[Path, str, str]:
     """Extract ``objectnet-1.0.zip`` (password-protected) to ``objectnet-1.0/``; no checksum is
-    published, so the zip's sha256 is recorded the first time and held to afterwards."""
+    published, so the zip's sha256 is recorded the first time and held to afterwards. Refused
+    at once while another command prepares ObjectNet into ``root``."""
     check_root(root)
+    with shift_lock(root, OBJECTNET_ARCHIVE.shift, wait=False):
+        return _prepare_objectnet(root, zip_path, password, progress)
+
+
+def _prepare_objectnet(root: Path, zip_path: Path, password: str | None, progress: bool) -> tuple[Path, str, str]:
     if not Path(zip_path).is_file():
         raise FileNotFoundError(f"--zip {zip_path}: no such file; give the objectnet-1.0.zip you downloaded")
     check_target_free(root, OBJECTNET_ARCHIVE)

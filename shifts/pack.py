@@ -4,8 +4,10 @@ Images keep their original encoded bytes (JPEG stays JPEG, PNG stays PNG), so de
 sample gives exactly the pixels of the file; labels are in the shift's own label space, keys are
 the shift's stable keys and WILDS metadata rides along as ``json``. Every image is decoded once
 while packing, so a corrupt file stops the pack with its name; rerunning the pack after a
-crash or a fixed file resumes after the last finished shard. A pack stopped before it finished a
-shard leaves nothing behind: no folder, marker or temporary shard.
+crash or a fixed file resumes after the last finished shard, and one that failed after its
+shards (writing the manifest, class names or templates, or copying a shift's extra folders)
+finishes those. A pack stopped before it finished a shard leaves nothing behind: no folder,
+marker or temporary shard.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.files import check_output, missing_folders, remove_empty_folders
+from harness.files import check_output, missing_folders, remove_empty_folders, storage_error
 from shifts import wds
 from shifts.base import DatasetShift, Record
 from shifts.images import BadImageError, decode_image
@@ -110,7 +112,10 @@ def pack(
     check_output(out, "--out", folder=True)
     if split_dir.exists() and not split_dir.is_dir():
         raise ValueError(f"--out {out}: {split_dir} exists and is not a folder; give a folder path")
-    if (split_dir / "nshards.txt").exists():
+    # ``.pack-source`` outlives the shards until the last file after them is written: with it, a
+    # split whose nshards.txt is written is still unfinished, and the rerun finishes it
+    unfinished = (split_dir / SOURCE_FILE).is_file()
+    if (split_dir / "nshards.txt").exists() and not unfinished:
         raise ValueError(
             f"{split_dir} already holds shards; choose another --out or delete it first"
         )
@@ -118,7 +123,7 @@ def pack(
         raise ValueError("maxcount must be at least 1")
     records = shift.index(loc.path, split)
     classnames = shift.classnames(root)
-    written = wds.written_shards(split_dir)
+    written = wds.written_shards(split_dir, finishing=unfinished)
     done = check_written(written, records, maxcount, split_dir)
     made = missing_folders(split_dir / SOURCE_FILE)  # the split folder and --out, if new
     check_source(split_dir, loc.path, bool(written))
@@ -137,12 +142,17 @@ def pack(
             maxcount=maxcount,
             written=written,
         )
-    except BaseException:
+    except BaseException as exc:
         if not (split_dir / "0.tar").exists():  # no finished shard to resume from
             (split_dir / SOURCE_FILE).unlink(missing_ok=True)
             remove_empty_folders(made)
+        if isinstance(exc, OSError):  # a full disk: one line naming the file, and the rerun resumes
+            raise storage_error(Path(exc.filename or split_dir), exc) from exc
         raise
     for name in shift.pack_copies:
-        shutil.copytree(loc.path / name, out / name, dirs_exist_ok=True)
-    (split_dir / SOURCE_FILE).unlink(missing_ok=True)
+        try:
+            shutil.copytree(loc.path / name, out / name, dirs_exist_ok=True)
+        except OSError as exc:  # .pack-source stays: the rerun finishes the copy
+            raise storage_error(out / name, exc) from exc
+    (split_dir / SOURCE_FILE).unlink(missing_ok=True)  # last: the pack is finished
     return manifest

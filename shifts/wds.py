@@ -219,13 +219,14 @@ class WrittenShard:
     labels: list[int]
 
 
-def written_shards(split_dir: Path) -> list[WrittenShard]:
+def written_shards(split_dir: Path, finishing: bool = False) -> list[WrittenShard]:
     """Shards an interrupted :func:`write_split` left under their final names (``0.tar``,
     ``1.tar``, ... up to the first missing one), each read whole; none once ``nshards.txt``
-    marks the split finished or where nothing was written."""
+    marks the split finished or where nothing was written. ``finishing``: read them even past
+    ``nshards.txt``, for a write that stopped after its shards, before the files that follow."""
     split_dir = Path(split_dir)
     out: list[WrittenShard] = []
-    if (split_dir / "nshards.txt").exists():
+    if (split_dir / "nshards.txt").exists() and not finishing:
         return out
     while (path := split_dir / f"{len(out)}.tar").is_file():
         samples = list(read_shard(path))

@@ -66,21 +66,13 @@ def _check(root: Path, shift_name: str) -> int:
 def download_cmd(args: argparse.Namespace) -> int:
     """Every check of the plan (shifts known, targets free, ledger readable, --archive present)
     runs before the first write; a shift refused after that leaves no archive, staging folder or
-    folder made for it behind (only a ``.part`` file a rerun resumes from)."""
+    folder made for it behind (only a ``.part`` file a rerun resumes from). Each shift is
+    installed holding its lock: a second command for it waits, then finds it complete."""
     from harness.cli import UserError
-    from harness.files import missing_folders, remove_empty_folders
+    from harness.files import missing_folders
     from harness.registry import get_shift
     from shifts.check import check_shift
-    from shifts.download import DownloadError
-    from shifts.install import (
-        DOWNLOADS,
-        check_root,
-        check_target_free,
-        expected_digest,
-        install,
-        obtain,
-        record_digest,
-    )
+    from shifts.install import DOWNLOADS, check_root, check_target_free, expected_digest, shift_lock
     from shifts.sources import archive_for
 
     if args.list:
@@ -113,34 +105,49 @@ def download_cmd(args: argparse.Namespace) -> int:
     made = missing_folders(root / DOWNLOADS)  # the data root and the folders above it, if new
     status = 0
     for archive in todo:
-        path = None
-        try:
-            path, digest, how = obtain(root, archive, given=args.archive, mirror=args.mirror, progress=args.progress)
-            verified = {"published": f"matches the published sha256 ({archive.source})",
-                        "recorded": "matches the sha256 recorded at its first download",
-                        "none": f"no checksum is published ({archive.source}); recorded sha256 {digest} for later downloads"}[how]
-            print(f"{archive.filename}: {verified}", file=sys.stderr)
-            target = install(root, archive, path, progress=args.progress)
-        except KeyboardInterrupt:  # a verified download is kept: the rerun extracts it without fetching it again
-            if path is not None and args.archive is None and how == "none":
-                path.unlink(missing_ok=True)  # nothing to verify it by on the rerun
-            raise
-        except BaseException as exc:
-            if path is not None and args.archive is None:
-                path.unlink(missing_ok=True)  # a refused archive is not kept
-            remove_empty_folders([root / DOWNLOADS])
-            remove_empty_folders(made)
-            if isinstance(exc, DownloadError):
-                raise UserError(str(exc)) from None
-            raise
-        if args.archive is None and not args.keep_archive:
-            path.unlink(missing_ok=True)
-            remove_empty_folders([root / DOWNLOADS])
-        if how == "none":
-            record_digest(root, archive.filename, digest, args.mirror or (str(args.archive) if args.archive else archive.urls[0]))
-        print(f"{archive.shift}: extracted to {target}")
-        status = max(status, _check(root, archive.shift))
+        with shift_lock(root, archive.shift) as waited:  # another command's turn first: then look again
+            if waited and (report := check_shift(get_shift(archive.shift), root)).complete:
+                print(f"{archive.shift}: already complete at {report.path} (installed by the command waited for)")
+                continue
+            status = max(status, _install_one(args, root, archive, made))
     return status
+
+
+def _install_one(args: argparse.Namespace, root: Path, archive, made: list[Path]) -> int:
+    """Download (or take ``--archive``), verify, install and check one shift, holding its lock."""
+    from harness.cli import UserError
+    from harness.files import remove_empty_folders
+    from shifts.download import DownloadError
+    from shifts.install import DOWNLOADS, check_target_free, install, obtain, record_digest
+
+    path = None
+    try:
+        check_target_free(root, archive)  # checked before; again now that this command holds the shift
+        path, digest, how = obtain(root, archive, given=args.archive, mirror=args.mirror, progress=args.progress)
+        verified = {"published": f"matches the published sha256 ({archive.source})",
+                    "recorded": "matches the sha256 recorded at its first download",
+                    "none": f"no checksum is published ({archive.source}); recorded sha256 {digest} for later downloads"}[how]
+        print(f"{archive.filename}: {verified}", file=sys.stderr)
+        target = install(root, archive, path, progress=args.progress)
+    except KeyboardInterrupt:  # a verified download is kept: the rerun extracts it without fetching it again
+        if path is not None and args.archive is None and how == "none":
+            path.unlink(missing_ok=True)  # nothing to verify it by on the rerun
+        raise
+    except BaseException as exc:
+        if path is not None and args.archive is None:
+            path.unlink(missing_ok=True)  # a refused archive is not kept
+        remove_empty_folders([root / DOWNLOADS])
+        remove_empty_folders(made)
+        if isinstance(exc, DownloadError):
+            raise UserError(str(exc)) from None
+        raise
+    if args.archive is None and not args.keep_archive:
+        path.unlink(missing_ok=True)
+        remove_empty_folders([root / DOWNLOADS])
+    if how == "none":
+        record_digest(root, archive.filename, digest, args.mirror or (str(args.archive) if args.archive else archive.urls[0]))
+    print(f"{archive.shift}: extracted to {target}")
+    return _check(root, archive.shift)
 
 
 def list_archives() -> int:

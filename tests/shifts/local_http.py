@@ -2,7 +2,9 @@
 
 Serves registered bytes by path with ``Range: bytes=N-`` support (206 + Content-Range), and can
 answer a path with 404, with an HTML page, without a Content-Length (the body ends at close), or
-by dropping the connection part-way through the body (once). Every request's path and Range header is recorded. Nothing leaves 127.0.0.1.
+by dropping the connection part-way through the body (once), or by holding the second half of
+the body until the test lets it go (so another client overlaps the download, however slowly
+it starts). Every request's path and Range header is recorded. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class LocalServer:
         self.files: dict[str, tuple[bytes, dict[str, str]]] = {}
         self.faults: dict[str, str] = {}
         self.drops: dict[str, int] = {}
+        self.held: dict[str, threading.Event] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         server = self
 
@@ -86,6 +89,13 @@ class LocalServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                gate = server.held.get(path)
+                if gate is not None:  # half the body, then the rest once the test sets the gate
+                    half = start + (len(data) - start) // 2
+                    self.wfile.write(data[start:half])
+                    self.wfile.flush()
+                    gate.wait(60)
+                    start = half
                 self.wfile.write(data[start:])
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
+import subprocess
 import sys
 import tarfile
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -160,6 +164,41 @@ def test_a_connection_dropped_mid_download_is_resumed_within_the_command(tmp_pat
     ranges = [r for _, _, r in server.requests]
     assert ranges == [None, f"bytes={len(data) // 3}-"]
     assert len(list((root / "imagenet-a").iterdir())) == 201  # 200 wnid folders + README.txt
+
+
+def test_another_commands_cleanup_of_the_shared_folders_does_not_fail_a_download(tmp_path, server, monkeypatch):
+    """Commands installing other shifts into the data root share ``.shiftbench-downloads`` and
+    ``.shiftbench-partial``, and remove each once they find it empty. That cleanup, run just after
+    this command made each folder, neither fails it nor costs it its verified download."""
+    import contextlib
+
+    data = build_archive(tmp_path, "imagenet-a")
+    archive = register(monkeypatch, "imagenet-a", data)
+    server.serve(f"/m/{archive.filename}", data)
+    root = tmp_path / "data"
+    cleaned = []
+    real_write, real_space = Path.write_text, install.check_space
+
+    def write_text(self, *args, **kw):  # the .part.url note is the first file in the downloads folder
+        if self.name.endswith(".part.url") and "downloads" not in cleaned:
+            cleaned.append("downloads")
+            with contextlib.suppress(OSError):
+                self.parent.rmdir()
+        return real_write(self, *args, **kw)
+
+    def check_space(folder, need):  # the free-space check follows making the staging folder
+        if folder.name == install.PARTIAL and "partial" not in cleaned:
+            cleaned.append("partial")
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        return real_space(folder, need)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(install, "check_space", check_space)
+    status, out, err = cli("download", "imagenet-a", "--data-root", root, "--mirror", server.base + "/m", "--no-progress")
+    assert cleaned == ["downloads", "partial"]
+    assert status == 2 and "imagenet-a: extracted to" in out and "INCOMPLETE" in out, err  # the fixture's size
+    assert sorted(p.name for p in root.iterdir()) == ["imagenet-a"]
 
 
 def refused(args, watched: Path) -> str:
@@ -465,6 +504,39 @@ def test_a_damaged_objectnet_zip_changes_nothing(tmp_path):
     assert err.endswith(f"--zip {tmp_path / 'nope.zip'}: no such file; give the objectnet-1.0.zip you downloaded")
 
 
+def test_prepare_is_refused_while_another_command_prepares_the_same_dataset(tmp_path):
+    """Another process holds ObjectNet's lock under the data root: ``prepare objectnet`` refuses at
+    once in one line naming that lock and changes nothing; once it is let go the same command
+    installs, and no lock file or folder is left."""
+    src = tmp_path / "src"
+    fixtures.write_objectnet(src)
+    zpath = tmp_path / "objectnet-1.0.zip"
+    zpath.write_bytes(zip_bytes(src / "objectnet-1.0", "objectnet-1.0"))
+    root = tmp_path / "data"
+    lock = root / install.LOCKS / "objectnet.lock"
+    hold = "import sys\nfrom harness.files import file_lock\nwith file_lock(sys.argv[1], remove=True):\n" \
+           "    print('held', flush=True)\n    sys.stdin.readline()\n"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err = refused(["prepare", "objectnet", "--zip", zpath, "--data-root", root, "--no-progress"], tmp_path)
+        assert str(lock) in err and "another shiftbench command is installing it" in err
+    finally:
+        holder.communicate("\n", timeout=60)
+    status, out, err = cli("prepare", "objectnet", "--zip", zpath, "--data-root", root, "--no-progress")
+    assert "objectnet: extracted to" in out, err
+    assert sorted(p.name for p in root.iterdir()) == [".shiftbench", "objectnet-1.0"]  # the ledger and the data
+
+
+def test_a_refused_prepare_into_a_new_relative_data_root_leaves_no_folder(tmp_path, monkeypatch):
+    """The lock taken under a data root given relative to the current folder goes, and so does
+    the data root made for it."""
+    monkeypatch.chdir(tmp_path)
+    err = refused(["prepare", "objectnet", "--zip", "nope.zip", "--data-root", "new/data"], tmp_path)
+    assert "--zip nope.zip: no such file" in err
+
+
 def test_a_damaged_imagenet_val_tar_changes_nothing(tmp_path, monkeypatch):
     src = tmp_path / "src"
     fixtures.write_imagenet_val(src, layout="flat")
@@ -563,3 +635,57 @@ def test_extraction_needs_room_for_the_archive_again(tmp_path, monkeypatch):
     with pytest.raises(dl.DownloadError, match="free space"):
         install.install(root, archive, given, progress=False)
     assert not (root / "imagenet-a").exists() and not (root / install.PARTIAL).exists()
+
+
+def relative_state(root: Path) -> dict[str, str]:
+    return {str(Path(p).relative_to(root)): v for p, v in tree_state(root).items()}
+
+
+def test_two_downloads_of_one_shift_at_once_leave_one_complete_install(tmp_path, server, monkeypatch):
+    """Two real processes download one shift into one data root, the first held half-way by the
+    server until the second has started: the second waits for the first (saying whose lock it
+    waits on), then finds the shift complete.
+    One download, one install, and the data root holds exactly what a lone download leaves."""
+    from harness.registry import get_shift
+
+    data = build_archive(tmp_path, "imagenet-a")
+    archive = register(monkeypatch, "imagenet-a", data)
+    path = f"/m/{archive.filename}"
+    server.serve(path, data)
+    lone = tmp_path / "lone"
+    cli("download", "imagenet-a", "--data-root", lone, "--mirror", server.base + "/m", "--no-progress")
+    fixture_sizes(monkeypatch, lone, ["imagenet-a"])
+    images = len(get_shift("imagenet-a").keys_and_labels(lone))
+    expected = relative_state(lone)
+    assert "imagenet-a/README.txt" in expected and len(expected) > 200
+
+    server.held[path] = gate = threading.Event()  # the first download stops half-way until the second waits
+    root = tmp_path / "data"
+    script = Path(__file__).with_name("download_cli.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    args = [sys.executable, str(script), "imagenet-a", sha(data), str(len(data)), str(images), "--",
+            "download", "imagenet-a", "--data-root", str(root), "--mirror", server.base + "/m", "--no-progress"]
+    gets = len(server.requests)
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    part = root / install.DOWNLOADS / f"{archive.filename}.part"
+    deadline = time.monotonic() + 60
+    while not part.is_file() and time.monotonic() < deadline:  # the first is downloading
+        time.sleep(0.02)
+    assert part.is_file() and first.poll() is None
+    second = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = ""
+    try:  # until the second waits, or (before the lock) starts its own download of the same .part
+        while (line := second.stderr.readline()) and "waiting for" not in line and "downloading" not in line:
+            said += line
+        said += line
+    finally:
+        gate.set()
+    outs = [first.communicate(timeout=120), second.communicate(timeout=120)]
+    outs[1] = (outs[1][0], said + outs[1][1])
+    assert [first.returncode, second.returncode] == [0, 0], outs
+    assert "imagenet-a: extracted to" in outs[0][0] and "complete" in outs[0][0]
+    assert "already complete" in outs[1][0] and "extracted" not in outs[1][0]
+    lock = root / install.LOCKS / "imagenet-a.lock"
+    assert f"waiting for {lock}" in outs[1][1]  # the second said whose lock it waited on
+    assert [r for r in server.requests[gets:] if r[0] == "GET"] == [("GET", path, None)]  # one writer of the .part
+    assert relative_state(root) == expected

@@ -3,10 +3,14 @@ uninterrupted pack does; leftovers of another pack are refused, not mixed in."""
 
 from __future__ import annotations
 
+import errno
+import shutil
+
 import pytest
 
 from harness.registry import get_shift
-from shifts import fixtures
+from shifts import fixtures, wds
+from shifts import pack as pack_module
 from shifts.images import BadImageError
 from shifts.pack import pack
 
@@ -77,3 +81,62 @@ def test_a_pack_resumed_from_another_data_root_is_refused(tmp_path, imagenet_r):
     with pytest.raises(ValueError, match=f"packed from {data.resolve() / 'imagenet-r'}, not {other.resolve() / 'imagenet-r'}"):
         pack(shift, other, tmp_path / "out", maxcount=MAXCOUNT, progress=False)
     assert split_files(split_dir) == before
+
+
+def out_files(out):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def pack_cli(shift: str, data, out, *extra) -> int:
+    from harness.cli import main
+
+    return main(["pack", shift, "--data-root", str(data), "--out", str(out), *map(str, extra)])
+
+
+@pytest.mark.parametrize("failing", ["nshards.txt", "manifest.json", "classnames.txt", "zeroshot_classification_templates.txt"])
+def test_a_pack_that_failed_after_its_shards_finishes_when_rerun(tmp_path, imagenet_r, monkeypatch, failing):
+    """A full disk while writing what follows the shards: the rerun of the same command finishes
+    the pack, byte for byte what an uninterrupted pack writes, without packing the shards again."""
+    shift, data, _ = imagenet_r
+    pack(shift, data, tmp_path / "whole", maxcount=MAXCOUNT, progress=False)
+    real = wds._atomic_write
+
+    def full_disk(path, text):
+        if path.name == failing:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+
+    monkeypatch.setattr(wds, "_atomic_write", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=f"disk full while writing {out}.*{failing}; free space and rerun"):
+        pack(shift, data, out, maxcount=MAXCOUNT, progress=False)
+    monkeypatch.undo()
+    shards = {n: (out / "test" / n).stat().st_mtime_ns for n in ("0.tar", "1.tar", "2.tar", "3.tar")}
+    assert pack_cli("imagenet-r", data, out, "--maxcount", MAXCOUNT) == 0
+    assert out_files(out) == out_files(tmp_path / "whole")  # no .pack-source left either
+    assert {n: (out / "test" / n).stat().st_mtime_ns for n in shards} == shards  # not packed again
+    assert pack_cli("imagenet-r", data, out, "--maxcount", MAXCOUNT) == 2  # now finished: not packed over
+
+
+def test_a_pack_whose_mappings_copy_failed_finishes_when_rerun(tmp_path, monkeypatch):
+    """ObjectNet's ``mappings/`` is copied after the shards; a copy that failed part-way is
+    finished by rerunning the same command."""
+    data = tmp_path / "data"
+    fixtures.write_objectnet(data)
+    shift = get_shift("objectnet")
+    pack(shift, data, tmp_path / "whole", progress=False)
+    real = shutil.copytree
+
+    def half_copy(src, dst, **kw):
+        dst.mkdir(parents=True, exist_ok=True)
+        first = sorted(src.iterdir())[0]
+        shutil.copy2(first, dst / first.name)
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(pack_module.shutil, "copytree", half_copy)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=f"disk full while writing {out / 'mappings'}; free space and rerun"):
+        pack(shift, data, out, progress=False)
+    monkeypatch.setattr(pack_module.shutil, "copytree", real)
+    assert pack_cli("objectnet", data, out) == 0
+    assert out_files(out) == out_files(tmp_path / "whole")
