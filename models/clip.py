@@ -252,7 +252,14 @@ def split_classifier_state(state: dict[str, torch.Tensor], source: str) -> Class
 
 
 def resolve_arch(arg: str, opts: Options) -> str:
+    """The architecture: ARG, or the one ``config=`` registers under its file's stem. An ARG
+    naming another architecture than the config would be dropped while still naming the
+    model in results (``NAME:ARG``), so it is refused."""
     config = opts.path("config", "open_clip model config JSON", required=False)
+    if config is not None and arg and arg != config.stem:
+        raise ValueError(f"model {opts.factory}:{arg}: option config={config} registers the architecture "
+                         f"{config.stem!r} (its file name), so {arg!r} would not be built; name the model "
+                         f"{opts.factory}:{config.stem}, or drop config= to build {arg}")
     arch = register_config(config) if config is not None else arg
     if not arch:
         raise ValueError(f"model {opts.factory}: name the open_clip architecture, e.g. --model {opts.factory}:ViT-B-32")

@@ -214,3 +214,18 @@ def test_a_torchscript_release_built_with_the_other_activation_is_refused(tiny_a
     torch.save(model.state_dict(), tmp_path / "release-sd.pt")
     same = clip("tiny-clip-quickgelu", weights=str(tmp_path / "release-sd.pt"), templates="simple-imagenet-7", scale="100")
     assert torch.equal(ok.logits(images(2)), same.logits(images(2)))
+
+
+def test_an_architecture_that_config_would_replace_is_refused(tiny_arch, clip_pt, tmp_path):
+    """``config=`` registers its architecture under the file's stem and was built in place of the
+    ARG, which still named the model in results: ``clip:ViT-B-32`` ran a tiny custom tower."""
+    path = tmp_path / "tiny-clip-copy.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    with pytest.raises(ValueError, match=r"model clip:ViT-B-32: option config=.*registers the architecture "
+                                         r"'tiny-clip-copy' \(its file name\), so 'ViT-B-32' would not be built"):
+        clip("ViT-B-32", config=str(path), weights=str(clip_pt))
+    with pytest.raises(ValueError, match=r"model finetuned:tiny-clip: .*name the model finetuned:tiny-clip-copy"):
+        finetuned(tiny_arch, config=str(path), weights=str(clip_pt))
+    # the config's own name, or none, builds it
+    assert clip("tiny-clip-copy", config=str(path), weights=str(clip_pt), templates="simple-imagenet-7").describe()["arch"] == "tiny-clip-copy"
+    assert clip("", config=str(path), weights=str(clip_pt), templates="simple-imagenet-7").describe()["arch"] == "tiny-clip-copy"
