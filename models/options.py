@@ -36,6 +36,11 @@ class Options:
         value = self.raw.get(name)
         return default if value is None or value == "" else value
 
+    def given(self, *names: str) -> list[str]:
+        """Which of ``names`` were given a value (not counted as used: a caller that refuses them
+        says why instead of calling them unknown)."""
+        return [name for name in names if self.raw.get(name)]
+
     def require(self, name: str, what: str) -> str:
         value = self.get(name)
         if value is None:

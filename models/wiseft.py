@@ -45,6 +45,10 @@ WISEFT_OPTIONS = ("zeroshot", "finetuned", "alpha", "mode", "pretrained", "confi
                   "templates", "scale", "head_bf16", "cache", "label_space", "name")
 
 
+# What only a head built from the zero-shot model's text tower uses (models.clip.head_options).
+TEXT_HEAD_OPTIONS = ("classnames", "templates", "scale", "head_bf16", "cache")
+
+
 def is_encoder_key(key: str) -> bool:
     """The image tower's parameters, whatever prefix the checkpoint saves them under: what
     encoder-only patching (PAINT) interpolates; everything else (heads) stays zero-shot."""
@@ -134,11 +138,17 @@ def load_endpoints(arg: str, options: dict[str, str]) -> tuple[WiseFTEndpoints, 
     zs = split_classifier_state(load_state_dict(zs_path), str(zs_path))
     ft = split_classifier_state(load_state_dict(ft_path), str(ft_path))
     zs_sha, ft_sha = file_sha256(zs_path), file_sha256(ft_path)
-    needs_text_head = zs.head_weight is None or mode == "encoder" and opts.get("classnames") is not None
-    if not needs_text_head and opts.get("classnames") is not None:
-        raise ValueError(f"model wiseft: option classnames={opts.get('classnames')!r}: {zs_path} carries its own "
-                         f"head, which mode={mode} interpolates, so the class names would not be used; drop "
-                         "classnames=, or pass mode=encoder to build the zero-shot head from them")
+    # A zero-shot endpoint with its own head keeps it, unless mode=encoder is told what text head to build.
+    needs_text_head = zs.head_weight is None or mode == "encoder" and bool(opts.given("classnames", "templates"))
+    unused = [] if needs_text_head else opts.given(*TEXT_HEAD_OPTIONS)
+    if unused:
+        given = ", ".join(f"{k}={opts.raw[k]!r}" for k in unused)
+        fix = ("or pass mode=encoder to build the zero-shot head from class names and templates" if mode == "full"
+               else "or pass classnames= (or templates=) to build the zero-shot head from text")
+        raise ValueError(f"model wiseft: option {given}: {zs_path} carries its own head, which mode={mode} "
+                         f"{'interpolates' if mode == 'full' else 'keeps frozen'}, so no head is built from text "
+                         f"and {'it' if len(unused) == 1 else 'they'} would not be used; drop "
+                         f"{', '.join(k + '=' for k in unused)} {fix}")
     ho = head_options(opts) if needs_text_head else None
     name = opts.get("name")
     num_classes = len(ho.names) if ho else int(zs.head_weight.shape[0])

@@ -182,3 +182,23 @@ def test_class_names_a_model_would_not_use_are_refused(tiny_arch, endpoints):
     with pytest.raises(ValueError, match="carries its own head, which mode=full interpolates.*mode=encoder"):
         wiseft(tiny_arch, zeroshot=zs, finetuned=ft, label_space="toy-6", classnames="imagenet-1k")
     wiseft(tiny_arch, zeroshot=zs, finetuned=ft, label_space="toy-6")  # without it, as before
+
+
+def test_text_head_options_a_wiseft_would_not_use_are_refused_with_the_reason(tiny_arch, endpoints):
+    """``templates``, ``scale``, ``head_bf16`` and ``cache`` only shape a head built from text. With a
+    zero-shot endpoint that carries its own head they were refused as unknown options, though
+    documented, and under mode=encoder ``templates=`` did not build the head it names."""
+    zs, ft = endpoints
+    opts = dict(zeroshot=zs, finetuned=ft, label_space="toy-6")
+    with pytest.raises(ValueError, match=r"option templates='simple-imagenet-7', scale='100': .*zeroshot.pt carries "
+                                         r"its own head, which mode=full interpolates, so no head is built from text "
+                                         r"and they would not be used; drop templates=, scale= or pass mode=encoder"):
+        wiseft(tiny_arch, templates="simple-imagenet-7", scale="100", **opts)
+    with pytest.raises(ValueError, match=r"option cache='false': .* which mode=encoder keeps frozen, .* drop cache= "
+                                         r"or pass classnames= \(or templates=\)"):
+        wiseft(tiny_arch, mode="encoder", cache="false", **opts)
+    # under mode=encoder, templates= alone builds the frozen head from text, with the default class names
+    patched = wiseft(tiny_arch, mode="encoder", templates="simple-imagenet-7", cache="false", zeroshot=zs, finetuned=ft)
+    head = patched.describe()["head"]
+    assert (head["source"], head["templates"], head["classnames"]) == ("zero-shot text tower", "simple-imagenet-7", "imagenet-1k")
+    assert patched.num_classes == 1000 and patched.label_space == "imagenet-1k"
