@@ -345,6 +345,9 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         options = {**options, "weights": str(files[0])}  # any ingredient builds the architecture
     soup = Soup(base, options, files)
     if recipe == "uniform":
+        if held_out:
+            raise ValueError(f"--held-out {held_out} is what --recipe greedy selects on; the uniform soup (the default "
+                             "recipe) averages every ingredient and would not use it: add --recipe greedy, or drop --held-out")
         return [soup.of("uniform", files, {"recipe": "uniform"})]
     if not held_out:
         raise ValueError("--recipe greedy needs --held-out SHIFT (held-out ID data, e.g. imagenet-heldout)")

@@ -86,13 +86,18 @@ def save_ingredient(path: Path, weight, bias) -> Path:
     return path
 
 
-def test_uniform_soup_averages_every_ingredient(tmp_path, data):
+def test_uniform_soup_averages_every_ingredient(tmp_path, data, capsys):
     folder = tmp_path / "ckpts"
     folder.mkdir()
     ws = [LINEAR_WEIGHTS["zs"], LINEAR_WEIGHTS["ft"], ([[2.0, 0, 0], [0, 2, 0], [0, 0, 2], [0, 0, 0]], [0.0, 0, 0, 1])]
     for i, (w, b) in enumerate(ws):
         save_ingredient(folder / f"m{i}.safetensors", w, b)
     run_dir = tmp_path / "soup"
+    # --held-out only steers the greedy recipe: with the uniform one it would be ignored
+    assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--held-out", "toy-heldout",
+                 "--shifts", "toy", *engine_flags(data, run_dir)]) == 2
+    assert "uniform soup (the default recipe) averages every ingredient and would not use it" in capsys.readouterr().err
+    assert not (run_dir / "results.jsonl").exists()
     assert main(["soup", "--model", "linear:zs", "--ingredients", str(folder), "--recipe", "uniform", "--shifts", "toy", *engine_flags(data, run_dir)]) == 0
     store = RunDir(run_dir)
     (row,) = store.read_results()
