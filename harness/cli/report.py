@@ -56,6 +56,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_calibrate_on(shift: str, inputs: list[Path], no_analyses: bool) -> None:
+    """``--calibrate-on`` steers only the calibration pages, computed from run directories'
+    stored predictions: refused where there are none, rather than ignored."""
+    from reports.analysis_pages import run_dirs
+
+    if no_analyses:
+        raise ValueError(f"--calibrate-on {shift} fits the calibration pages' temperatures, which --no-analyses leaves "
+                         "out: drop one of the two")
+    if not run_dirs(inputs):
+        raise ValueError(f"--calibrate-on {shift}: calibration pages come from the stored predictions of run directories "
+                         "(a folder with predictions/), and no input is one; pass the run directory, or drop --calibrate-on")
+
+
 def run(args: argparse.Namespace) -> int:
     from reports.analysis import BaselineRule
     from reports.report import ReportConfig, run_report
@@ -65,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--bootstrap must be >= 0")
     if args.baseline_min_id is not None and not 0 <= args.baseline_min_id <= 1:
         raise ValueError(f"--baseline-min-id {args.baseline_min_id} is not a fraction in [0, 1]")
+    if args.calibrate_on is not None:
+        check_calibrate_on(args.calibrate_on, [*args.inputs, *args.results], args.no_analyses)
     rule = BaselineRule(
         tags=tuple(args.baseline or ("standard",)),
         sources=tuple(args.baseline_source),

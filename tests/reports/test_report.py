@@ -172,3 +172,16 @@ def test_other_transforms_end_to_end(tmp_path, transform):
     assert fit["slope"] == pytest.approx(1.2)
     std = [m for m in s["models"] if m["model"].startswith("std") and m["shift"] == "imagenet-r"]
     assert all(m["effective_robustness"] is not None for m in std)
+
+
+def test_calibrate_on_without_calibration_pages_is_refused(tmp_path, capsys):
+    """``--calibrate-on`` steers only the calibration pages (from run directories' stored
+    predictions); with --no-analyses, or with no such run directory, it was accepted and ignored."""
+    pdf = tmp_path / "r.pdf"
+    base = ["report", "--no-testbed", str(_table(tmp_path)), str(_run_dir(tmp_path)), "--bootstrap", "50",
+            "--out", str(pdf), "--json", str(tmp_path / "s.json"), "--calibrate-on", "imagenet-heldout"]
+    assert main([*base, "--no-analyses"]) == 2
+    assert "--calibrate-on imagenet-heldout fits the calibration pages' temperatures, which --no-analyses leaves out" in capsys.readouterr().err
+    assert main(base) == 2  # mine/ holds results.jsonl and no predictions/
+    assert "no input is one; pass the run directory, or drop --calibrate-on" in capsys.readouterr().err
+    assert not pdf.exists()
