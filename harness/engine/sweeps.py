@@ -198,10 +198,23 @@ def wiseft_name(alpha: float, zeroshot: tuple[str, Mapping[str, str]], finetuned
     return wiseft_label(arch_of(*zeroshot), weights_id(*zeroshot), weights_id(*finetuned), alpha)
 
 
+def refuse_label(command: str, names: str, *models: tuple[str, Mapping[str, str]]) -> None:
+    """``label=`` names a ``shiftbench run`` model in results; a sweep names its cells from the
+    architecture and the weights, so the option would only enter the cells' identity."""
+    from harness.config import LABEL_OPTION
+
+    for spec, options in models:
+        if options.get(LABEL_OPTION):
+            raise ValueError(f"{spec}: option {LABEL_OPTION}={options[LABEL_OPTION]} names a model of `shiftbench run`; "
+                             f"`shiftbench {command}` names its cells {names} from the architecture and the weights, "
+                             f"so it would not be used: drop {LABEL_OPTION}=")
+
+
 def wiseft_sources(
     zeroshot: tuple[str, dict[str, str]], finetuned: tuple[str, dict[str, str]], alphas: list[float]
 ) -> list[ModelSource]:
     """One cell per alpha; alpha 0 is the zero-shot model, 1 the fine-tuned one (exactly)."""
+    refuse_label("wiseft", "wiseft:ARCH[zs HASH,ft HASH](alpha=A)", zeroshot, finetuned)
     sweep = WiseFT(zeroshot, finetuned)
     sources = []
     for alpha in alphas:
@@ -341,6 +354,7 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
         raise ValueError("a soup needs exactly one --model NAME:ARG giving the architecture the ingredients load into")
     files = list_ingredients(ingredients)
     base, options = config.model_specs()[0]
+    refuse_label("soup", "soup:ARCH[HASH](RECIPE,n=N)", (base, options))
     if base.partition(":")[0] in WEIGHTED_FACTORIES and "weights" not in options:
         options = {**options, "weights": str(files[0])}  # any ingredient builds the architecture
     soup = Soup(base, options, files)

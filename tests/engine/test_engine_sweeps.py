@@ -304,3 +304,23 @@ def test_wiseft_endpoint_copies_stay_on_the_cpu_whatever_the_models_device(monke
     assert all(zs[k].data_ptr() != v.data_ptr() for k, v in built[0].state_dict().items())  # copies, not views
     with pytest.raises(NotImplementedError, match="meta"):
         real_copy({"w": torch.empty(2, device="meta")})
+
+
+def test_a_label_the_sweeps_would_not_use_is_refused(tmp_path, data, capsys):
+    """``label=`` names a model of `shiftbench run`; `wiseft` and `soup` name their cells from the
+    architecture and the weights, so the label only entered the cells' identity, silently."""
+    run_dir = tmp_path / "sweeps"
+    wiseft = ["wiseft", "--zeroshot", "linear:zs", "--finetuned", "linear:ft", "--alphas", "0,1", "--shifts", "toy",
+              *engine_flags(data, run_dir)]
+    for extra in (["--zeroshot-arg", "label=mine"], ["--finetuned-arg", "label=mine"], ["--model-arg", "label=mine"]):
+        assert main([*wiseft, *extra]) == 2
+        assert "option label=mine names a model of `shiftbench run`; `shiftbench wiseft` names its cells" in capsys.readouterr().err
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for i, (w, b) in enumerate([LINEAR_WEIGHTS["zs"], LINEAR_WEIGHTS["ft"]]):
+        save_ingredient(folder / f"m{i}.safetensors", w, b)
+    assert main(["soup", "--model", "linear:zs", "--model-arg", "label=mine", "--ingredients", str(folder),
+                 "--shifts", "toy", *engine_flags(data, run_dir)]) == 2
+    assert "drop label=" in capsys.readouterr().err
+    assert not (run_dir / "results.jsonl").exists()
+    assert main(wiseft) == 0  # without it, as before
