@@ -140,9 +140,18 @@ def resolve_config(args: argparse.Namespace, **overrides: Any) -> Any:
     cli = {name: getattr(args, name, None) for name in RUN_SETTINGS}
     cli["models"], cli["model_args"] = split_model_items(getattr(args, "model_items", None))
     if getattr(args, "no_cache", False):
+        if cli["cache_dir"] is not None:
+            raise ValueError(f"--no-cache turns the decoded-image cache off, so --cache-dir {cli['cache_dir']} would not "
+                             "be used: drop one of the two")
         cli["cache_dir"] = ""
     cli.update(overrides)
     config = resolve(cli, args.config)
+    agreement = [flag for flag, name in (("--agreement-sample", "agreement_sample"), ("--min-agreement", "min_agreement"))
+                 if cli.get(name) is not None]
+    if agreement and config.precision == "fp32":
+        raise ValueError(f"{' and '.join(agreement)} set{'s' if len(agreement) == 1 else ''} the check of a reduced "
+                         "precision against fp32, and this run is fp32, so nothing is checked: drop "
+                         f"{' and '.join(agreement)}, or pass --precision bf16 (or fp16, bf16-weights)")
     if not config.run_dir:
         raise ValueError("no --run-dir given (nor run_dir in the config file)")
     if not config.shifts:

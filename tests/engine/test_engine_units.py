@@ -230,3 +230,22 @@ def test_a_weights_file_is_hashed_once_for_the_cell_identity_and_the_model(tmp_p
     digests = weights_digests(json.dumps({"weights": str(weights)}))
     assert digests == {str(weights.resolve()): file_sha256(weights)} and len(made) == 1
     assert file_sha256(weights) == real(weights.read_bytes()).hexdigest()
+
+
+def test_settings_the_run_would_ignore_are_refused(tmp_path, capsys):
+    """--cache-dir next to --no-cache, and the fp32 agreement check's settings on an fp32 run,
+    were accepted and did nothing."""
+    from harness.cli import main
+
+    base = ["run", "--model", "fake:x", "--shifts", "folder", "--data-root", str(tmp_path), "--run-dir", str(tmp_path / "run")]
+    cases = (
+        (["--no-cache", "--cache-dir", str(tmp_path / "cache")], f"--no-cache turns the decoded-image cache off, so --cache-dir {tmp_path / 'cache'} would not be used"),
+        (["--min-agreement", "0.99"], "--min-agreement sets the check of a reduced precision against fp32, and this run is fp32"),
+        (["--precision", "fp32", "--agreement-sample", "8", "--min-agreement", "0.9"], "drop --agreement-sample and --min-agreement, or pass --precision bf16"),
+    )
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "cache").exists()
