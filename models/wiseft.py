@@ -186,6 +186,9 @@ def wiseft(arg: str, **options: str) -> ImageHeadClassifier:
 
 def wiseft_sweep(arg: str, alphas: list[float], **options: str) -> Iterator[ImageHeadClassifier]:
     """One classifier per alpha, loading the two endpoints once."""
+    if options.get("alpha"):
+        raise ValueError(f"wiseft_sweep: option alpha={options['alpha']} would not be used: the sweep builds the "
+                         "alphas it is given; put it in alphas and drop alpha=")
     ends, _ = load_endpoints(arg, options)
     for alpha in alphas:
         yield ends.at(alpha)

@@ -202,3 +202,10 @@ def test_text_head_options_a_wiseft_would_not_use_are_refused_with_the_reason(ti
     head = patched.describe()["head"]
     assert (head["source"], head["templates"], head["classnames"]) == ("zero-shot text tower", "simple-imagenet-7", "imagenet-1k")
     assert patched.num_classes == 1000 and patched.label_space == "imagenet-1k"
+
+
+def test_a_sweep_refuses_the_alpha_option_it_would_not_use(tiny_arch, endpoints):
+    """``wiseft_sweep`` read ``alpha=`` (so accepted it) and built only the alphas it was given."""
+    zs, ft = endpoints
+    with pytest.raises(ValueError, match=r"option alpha=0.3 would not be used: the sweep builds the alphas it is given"):
+        list(wiseft_sweep(tiny_arch, [0.25], zeroshot=zs, finetuned=ft, label_space="toy-6", alpha="0.3"))
