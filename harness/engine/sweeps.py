@@ -338,6 +338,12 @@ def held_out_score(engine: Engine, source: ModelSource, held_out: str) -> float:
 
 # Factories that need weights= to build a model; a soup's base borrows its first ingredient's.
 WEIGHTED_FACTORIES = frozenset({"clip", "finetuned", "timm", "torchvision"})
+# Base models whose own weights-defining options a soup's ingredients replace entirely.
+REPLACED_BY_INGREDIENTS = {
+    "clip": "its zero-shot head (classnames=, templates=, scale=)",
+    "wiseft": "its endpoints and alpha=",
+    "soup": "its ingredients=",
+}
 
 
 def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, config: RunConfig,
@@ -352,8 +358,12 @@ def soup_sources(ingredients: list[str], recipe: str, held_out: str | None, conf
 
     if len(config.models) != 1:
         raise ValueError("a soup needs exactly one --model NAME:ARG giving the architecture the ingredients load into")
-    files = list_ingredients(ingredients)
     base, options = config.model_specs()[0]
+    factory, _, arg = base.partition(":")
+    if factory in REPLACED_BY_INGREDIENTS:
+        raise ValueError(f"--model {base}: the soup loads the ingredients' weights, heads included, over the base model, "
+                         f"so {REPLACED_BY_INGREDIENTS[factory]} would not be used; use --model finetuned:{arg or 'ARCH'}")
+    files = list_ingredients(ingredients)
     refuse_label("soup", "soup:ARCH[HASH](RECIPE,n=N)", (base, options))
     if base.partition(":")[0] in WEIGHTED_FACTORIES and "weights" not in options:
         options = {**options, "weights": str(files[0])}  # any ingredient builds the architecture

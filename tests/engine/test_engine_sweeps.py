@@ -324,3 +324,18 @@ def test_a_label_the_sweeps_would_not_use_is_refused(tmp_path, data, capsys):
     assert "drop label=" in capsys.readouterr().err
     assert not (run_dir / "results.jsonl").exists()
     assert main(wiseft) == 0  # without it, as before
+
+
+def test_a_soup_base_whose_weights_options_the_ingredients_replace_is_refused(tmp_path, data, capsys):
+    """The ingredients' weights, heads included, are loaded over the base model: a ``clip:`` base
+    built an 80,000-prompt zero-shot head from its classnames= and templates= only to drop it."""
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    save_ingredient(folder / "m0.safetensors", *LINEAR_WEIGHTS["zs"])
+    run_dir = tmp_path / "soup"
+    for base, what in (("clip:ViT-B-32", "its zero-shot head (classnames=, templates=, scale=)"),
+                       ("wiseft:ViT-B-32", "its endpoints and alpha="), ("soup:ViT-B-32", "its ingredients=")):
+        assert main(["soup", "--model", base, "--model-arg", "templates=simple-imagenet-7", "--ingredients", str(folder),
+                     "--shifts", "toy", *engine_flags(data, run_dir)]) == 2
+        assert f"so {what} would not be used; use --model finetuned:ViT-B-32" in capsys.readouterr().err
+    assert not (run_dir / "results.jsonl").exists()
