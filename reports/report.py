@@ -13,7 +13,7 @@ from pathlib import Path
 from harness import __version__
 from harness.api import Result
 from reports import importers
-from reports.analysis import BaselineRule, analyse, highlight_mask, place, with_id_shifts
+from reports.analysis import BaselineRule, Point, analyse, highlight_mask, place, with_id_shifts
 from reports.row_checks import one_row_per_setting
 from reports.rows import source_of, with_source
 from reports.summary import CLIPPING_RULE, build_summary, write_json
@@ -148,6 +148,20 @@ def check_outputs(cfg: ReportConfig) -> None:
                                  "and is replaced whole; put it elsewhere")
 
 
+def check_highlight(patterns: Sequence[str], points: Sequence[Point]) -> None:
+    """A ``--highlight`` pattern that matches no model of the report would label nothing, and a
+    typo would go unnoticed: refused, before the trends are fitted, with the closest names."""
+    import difflib
+
+    for pattern in patterns:
+        if not highlight_mask(points, [pattern]).any():
+            names = sorted({p.model for p in points})
+            close = difflib.get_close_matches(pattern, names, n=3)
+            hint = f"; close: {', '.join(close)}" if close else ""
+            raise ValueError(f"--highlight {pattern}: matches no model of this report (a glob on the model name, the "
+                             f"exact name, tag:TAG or source:SOURCE){hint}")
+
+
 def run_report(cfg: ReportConfig) -> dict:
     """Do the whole report; returns the summary object."""
     check_outputs(cfg)
@@ -167,6 +181,7 @@ def run_report(cfg: ReportConfig) -> dict:
     bsources = tuple(sorted({baseline_source(p) for p in cfg.baseline_results}))
     rule = dataclasses.replace(cfg.baseline, baseline_sources=bsources) if bsources else cfg.baseline
     points, dropped = place(rows, user_sources)
+    check_highlight(cfg.highlight, points)
     transforms = ("logit", "probit") if cfg.transform in ("logit", "probit") else (cfg.transform, "logit", "probit")
     groups = analyse(rows, rule, transforms, cfg.transform, cfg.samples, cfg.seed, cfg.split_imagenet_a, points=points)
     shown_sources = user_sources - set(bsources)

@@ -185,3 +185,15 @@ def test_calibrate_on_without_calibration_pages_is_refused(tmp_path, capsys):
     assert main(base) == 2  # mine/ holds results.jsonl and no predictions/
     assert "no input is one; pass the run directory, or drop --calibrate-on" in capsys.readouterr().err
     assert not pdf.exists()
+
+
+def test_a_highlight_that_matches_no_model_is_refused(tmp_path, capsys):
+    """A ``--highlight`` pattern matching no model (a typo) labelled nothing, silently."""
+    pdf = tmp_path / "r.pdf"
+    base = ["report", "--no-testbed", str(_table(tmp_path)), str(_run_dir(tmp_path)), "--bootstrap", "50",
+            "--out", str(pdf), "--json", str(tmp_path / "s.json")]
+    assert main([*base, "--highlight", "my-model", "--highlight", "my-modle"]) == 2
+    assert ("--highlight my-modle: matches no model of this report (a glob on the model name, the exact name, "
+            "tag:TAG or source:SOURCE); close: my-model") in capsys.readouterr().err
+    assert not pdf.exists()
+    assert main([*base, "--highlight", "my-*", "--highlight", "tag:standard"]) == 0
