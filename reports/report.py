@@ -162,6 +162,19 @@ def check_highlight(patterns: Sequence[str], points: Sequence[Point]) -> None:
                              f"exact name, tag:TAG or source:SOURCE){hint}")
 
 
+def check_baseline_filters(rule: BaselineRule, points: Sequence[Point]) -> None:
+    """A ``--baseline-exclude`` or ``--baseline-source`` that matches no model would leave the
+    baseline as it was, and a typo would fit the trend on models meant to be out of it."""
+    sources = sorted({p.source for p in points})
+    for source in rule.sources:
+        if source not in sources:
+            raise ValueError(f"--baseline-source {source}: no model of this report comes from it; sources: {', '.join(sources)}")
+    for text in rule.exclude:
+        if not any(text in p.model for p in points):
+            raise ValueError(f"--baseline-exclude {text}: no model name of this report contains it, so it would exclude "
+                             "nothing (the match is on a part of the name, case-sensitive)")
+
+
 def run_report(cfg: ReportConfig) -> dict:
     """Do the whole report; returns the summary object."""
     check_outputs(cfg)
@@ -182,6 +195,7 @@ def run_report(cfg: ReportConfig) -> dict:
     rule = dataclasses.replace(cfg.baseline, baseline_sources=bsources) if bsources else cfg.baseline
     points, dropped = place(rows, user_sources)
     check_highlight(cfg.highlight, points)
+    check_baseline_filters(cfg.baseline, points)
     transforms = ("logit", "probit") if cfg.transform in ("logit", "probit") else (cfg.transform, "logit", "probit")
     groups = analyse(rows, rule, transforms, cfg.transform, cfg.samples, cfg.seed, cfg.split_imagenet_a, points=points)
     shown_sources = user_sources - set(bsources)

@@ -197,3 +197,19 @@ def test_a_highlight_that_matches_no_model_is_refused(tmp_path, capsys):
             "tag:TAG or source:SOURCE); close: my-model") in capsys.readouterr().err
     assert not pdf.exists()
     assert main([*base, "--highlight", "my-*", "--highlight", "tag:standard"]) == 0
+
+
+def test_baseline_filters_that_match_no_model_are_refused(tmp_path, capsys):
+    """``--baseline-exclude`` and ``--baseline-source`` naming nothing (a typo) changed nothing,
+    so the trend was fitted on models the user meant to leave out."""
+    base = ["report", "--no-testbed", str(_table(tmp_path)), str(_run_dir(tmp_path)), "--bootstrap", "50",
+            "--out", str(tmp_path / "r.pdf"), "--json", str(tmp_path / "s.json")]
+    assert main([*base, "--baseline-exclude", "std_5"]) == 2
+    assert "--baseline-exclude std_5: no model name of this report contains it, so it would exclude nothing" in capsys.readouterr().err
+    assert main([*base, "--baseline-source", "pbu"]) == 2
+    assert "--baseline-source pbu: no model of this report comes from it; sources: pub, run:mine" in capsys.readouterr().err
+    assert not (tmp_path / "r.pdf").exists()
+    assert main([*base, "--baseline-exclude", "std5", "--baseline-source", "pub"]) == 0
+    (fit,) = [f for f in json.loads((tmp_path / "s.json").read_text())["fits"]
+              if f["shift"] == "imagenet-r" and f["x_setting"] == "imagenet@imagenet-r" and f["transform"] == "logit"]
+    assert fit["baseline_models"] == [f"pub:std{i}" for i in range(5)]
