@@ -215,6 +215,10 @@ def wiseft_sources(
 ) -> list[ModelSource]:
     """One cell per alpha; alpha 0 is the zero-shot model, 1 the fine-tuned one (exactly)."""
     refuse_label("wiseft", "wiseft:ARCH[zs HASH,ft HASH](alpha=A)", zeroshot, finetuned)
+    if (zeroshot[0], dict(zeroshot[1])) == (finetuned[0], dict(finetuned[1])):
+        raise ValueError(f"the zero-shot and the fine-tuned endpoint are the same model ({zeroshot[0]} with the same "
+                         "options, --model-arg ones included), so every alpha would give that model; give the fine-tuned "
+                         "one its own weights (--finetuned-arg weights=PATH)")
     sweep = WiseFT(zeroshot, finetuned)
     sources = []
     for alpha in alphas:

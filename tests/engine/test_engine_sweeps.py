@@ -326,6 +326,18 @@ def test_a_label_the_sweeps_would_not_use_is_refused(tmp_path, data, capsys):
     assert main(wiseft) == 0  # without it, as before
 
 
+def test_one_model_as_both_wiseft_endpoints_is_refused(tmp_path, data, capsys):
+    """The same spec and options on both sides (a shared --model-arg weights= is enough) made
+    a sweep whose every alpha was that one model, under alpha-named cells."""
+    run_dir = tmp_path / "same"
+    same = ["wiseft", "--zeroshot", "linear:zs", "--finetuned", "linear:zs", "--alphas", "0,1", "--shifts", "toy",
+            *engine_flags(data, run_dir)]
+    assert main(same) == 2
+    assert "the zero-shot and the fine-tuned endpoint are the same model (linear:zs" in capsys.readouterr().err
+    assert main([*same, "--model-arg", "weights=a.pt"]) == 2
+    assert not (run_dir / "results.jsonl").exists()
+
+
 def test_a_soup_base_whose_weights_options_the_ingredients_replace_is_refused(tmp_path, data, capsys):
     """The ingredients' weights, heads included, are loaded over the base model: a ``clip:`` base
     built an 80,000-prompt zero-shot head from its classnames= and templates= only to drop it."""
