@@ -148,9 +148,12 @@ def test_a_merge_of_a_release_is_not_checked_as_that_release(release, tmp_path, 
     publish(monkeypatch, 0.0)
     clip_args = ["--model-arg", f"weights={release / 'release.pt'}", "--model-arg", f"classnames={release / 'names.txt'}",
                  "--model-arg", "templates=simple-imagenet-7", "--model-arg", "label_space=toy-4"]
+    state = torch.load(release / "release.pt", weights_only=True)  # a fine-tune of the release: other weights
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, tmp_path / "tuned.pt")
     with registered():
         data = write_toy_data(release / "data")
         status = main(["wiseft", "--zeroshot", "clip:tiny-release", "--finetuned", "clip:tiny-release", *clip_args,
+                       "--finetuned-arg", f"weights={tmp_path / 'tuned.pt'}",
                        "--alphas", "0.5", "--shifts", "toy", *engine_flags(data, tmp_path / "wiseft")])
     (row,) = RunDir(tmp_path / "wiseft").read_results()
     assert status == 0 and "published_check" not in row.provenance
