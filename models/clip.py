@@ -410,7 +410,7 @@ def finetuned(arg: str, **options: str) -> ImageHeadClassifier:
     name = opts.get("name", f"finetuned:{arch}")
     opts.done()
     info = {"arch": arch, "weights": str(weights), "weights_sha256": sha, "pretrained_tag": tag,
-            **activation_info(activation), "release": release_info(sha, arch, tag, None),
+            **activation_info(activation), "release": release_info(sha, arch, None, None),
             "tags": ["clip", "fine-tuned"], "alpha": None, "ingredients": None,
             "head": {"recipe": "linear head from checkpoint on L2-normalised image features"}}
     return ImageHeadClassifier(name, visual, w, b, preprocess_spec_from_open_clip(visual.preprocess_cfg),

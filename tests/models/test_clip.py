@@ -229,3 +229,17 @@ def test_an_architecture_that_config_would_replace_is_refused(tiny_arch, clip_pt
     # the config's own name, or none, builds it
     assert clip("tiny-clip-copy", config=str(path), weights=str(clip_pt), templates="simple-imagenet-7").describe()["arch"] == "tiny-clip-copy"
     assert clip("", config=str(path), weights=str(clip_pt), templates="simple-imagenet-7").describe()["arch"] == "tiny-clip-copy"
+
+
+def test_a_fine_tune_is_never_recorded_as_the_release_its_pretrained_tag_names(tmp_path):
+    """``pretrained=openai`` next to a fine-tuned checkpoint names what it was fine-tuned from (its
+    preprocessing and activation), not what the file is: it was recorded as the release
+    ``clip:RN50@openai``, identified by that tag. Only the file's sha256 identifies a release."""
+    from models.clip import create_open_clip
+
+    visual = create_open_clip("RN50", None, "quickgelu", empty=False).visual.state_dict()
+    head = {"classification_head.weight": torch.randn(6, 1024), "classification_head.bias": torch.zeros(6)}
+    save_safetensors({f"visual.{k}": v for k, v in visual.items()} | head, tmp_path / "ft.safetensors")
+    d = finetuned("RN50", weights=str(tmp_path / "ft.safetensors"), pretrained="openai", label_space="toy-6").describe()
+    assert d["release"] is None
+    assert d["pretrained_tag"] == "openai" and d["activation"] == "quickgelu"  # the tag still sets both
