@@ -58,6 +58,13 @@ def register_config(path: Path) -> str:
         raise ValueError(f"{path}: not a readable open_clip model config ({exc})") from exc
     if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg.get("model_cfg", cfg)):
         raise ValueError(f"{path}: an open_clip model config needs embed_dim, vision_cfg and text_cfg")
+    builtin = Path(open_clip.__file__).parent / "model_configs" / path.name
+    if builtin.is_file():
+        own = json.loads(builtin.read_text())
+        if cfg.get("model_cfg", cfg) != own.get("model_cfg", own):
+            raise ValueError(f"{path}: its file name registers the architecture {path.stem!r}, open_clip's own "
+                             f"{path.stem}, with another config: every later model of {path.stem} in this process "
+                             "would be built from it; rename the file (its stem names the architecture)")
     open_clip.add_model_config(path)
     return path.stem
 

@@ -243,3 +243,24 @@ def test_a_fine_tune_is_never_recorded_as_the_release_its_pretrained_tag_names(t
     d = finetuned("RN50", weights=str(tmp_path / "ft.safetensors"), pretrained="openai", label_space="toy-6").describe()
     assert d["release"] is None
     assert d["pretrained_tag"] == "openai" and d["activation"] == "quickgelu"  # the tag still sets both
+
+
+def test_a_config_named_after_an_open_clip_architecture_never_replaces_it(tmp_path):
+    """open_clip registers a config file under its stem: a custom ``ViT-B-32.json`` redefined
+    ViT-B-32 for every later model of the process (another run's ``clip:ViT-B-32`` built the
+    tiny tower). A file that repeats open_clip's own config is harmless and still accepted."""
+    import open_clip
+
+    from models.clip import register_config
+
+    custom = tmp_path / "custom" / "ViT-B-32.json"
+    custom.parent.mkdir()
+    custom.write_text(json.dumps(TINY_CLIP))
+    with pytest.raises(ValueError, match="open_clip's own ViT-B-32, with another config.*rename the file"):
+        register_config(custom)
+    assert open_clip.get_model_config("ViT-B-32")["vision_cfg"]["width"] == 768
+    same = tmp_path / "same" / "ViT-B-32.json"
+    same.parent.mkdir()
+    same.write_text(json.dumps(open_clip.get_model_config("ViT-B-32")))
+    assert register_config(same) == "ViT-B-32"
+    assert open_clip.get_model_config("ViT-B-32")["vision_cfg"]["width"] == 768
