@@ -58,10 +58,12 @@ def check_output(path: str | os.PathLike, what: str, folder: bool = False, examp
 def remove_empty_folders(folders: list[Path]) -> None:
     """Remove ``folders`` (``missing_folders`` of a write that failed or was refused), nearest
     first, each only while empty: a refused command leaves no folder it made, and never removes
-    what another process put there meanwhile."""
+    what another process put there meanwhile. One already gone is passed over."""
     for folder in folders:
         try:
             folder.rmdir()
+        except FileNotFoundError:
+            continue
         except OSError:
             return
 

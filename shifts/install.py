@@ -130,9 +130,7 @@ def shift_lock(root: Path, shift: str, wait: bool = True) -> Iterator[bool]:
                 waited = True
             yield waited
     finally:
-        with contextlib.suppress(OSError):  # the last lock out removes the folder
-            path.parent.rmdir()
-        remove_empty_folders([f for f in made if f != path.parent.absolute() and f.exists()])
+        remove_empty_folders([path.parent.absolute(), *made])  # the last lock out removes the folder
 
 
 def obtain(
@@ -207,7 +205,7 @@ def install(root: Path, archive: Archive, archive_file: Path, password: str | No
     finally:
         _clear(root, staging)
         if not installed:
-            remove_empty_folders([f for f in made if f.exists()])
+            remove_empty_folders(made)
     return target
 
 
@@ -274,7 +272,7 @@ def _prepare_imagenet(root: Path, val_tar: Path, devkit: Path, progress: bool) -
     finally:
         _clear(root, staging)
         if not installed:
-            remove_empty_folders([f for f in made if f.exists()])
+            remove_empty_folders(made)
     return targets[0]
 
 

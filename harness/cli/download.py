@@ -136,8 +136,7 @@ def _install_one(args: argparse.Namespace, root: Path, archive, made: list[Path]
     except BaseException as exc:
         if path is not None and args.archive is None:
             path.unlink(missing_ok=True)  # a refused archive is not kept
-        remove_empty_folders([root / DOWNLOADS])
-        remove_empty_folders(made)
+        remove_empty_folders([root / DOWNLOADS, *made])
         if isinstance(exc, DownloadError):
             raise UserError(str(exc)) from None
         raise
