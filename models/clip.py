@@ -295,6 +295,10 @@ class HeadOptions:
     cache: bool
 
 
+#: What only a head built from a CLIP text tower reads (``head_options``).
+TEXT_HEAD_OPTIONS = ("classnames", "templates", "scale", "head_bf16", "cache")
+
+
 def head_options(opts: Options) -> HeadOptions:
     from models.prompts import load_classnames, load_templates
 
@@ -337,8 +341,7 @@ def label_space_for(opts: Options, num_classes: int, names_id: str | None = None
     return space
 
 
-CLIP_OPTIONS = ("weights", "pretrained", "config", "activation", "classnames", "templates", "scale", "head_bf16",
-                "cache", "label_space", "name")
+CLIP_OPTIONS = ("weights", "pretrained", "config", "activation", *TEXT_HEAD_OPTIONS, "label_space", "name")
 
 
 def release_info(sha256: str, arch: str, tag: str | None, head: tuple[str, str] | None) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from models.checkpoints import file_sha256, load_into, load_state_dict, state_di
 from models.classifiers import ImageHeadClassifier
 from models.clip import (
     HEAD_KEYS,
+    TEXT_HEAD_OPTIONS,
     activation_info,
     build_image_classifier,
     check_same_activation,
@@ -41,12 +42,8 @@ from models.options import Options
 
 MODES = ("full", "encoder")
 SHORT_HASH = 8  # hex digits of a weights hash in a default name
-WISEFT_OPTIONS = ("zeroshot", "finetuned", "alpha", "mode", "pretrained", "config", "activation", "classnames",
-                  "templates", "scale", "head_bf16", "cache", "label_space", "name")
-
-
-# What only a head built from the zero-shot model's text tower uses (models.clip.head_options).
-TEXT_HEAD_OPTIONS = ("classnames", "templates", "scale", "head_bf16", "cache")
+WISEFT_OPTIONS = ("zeroshot", "finetuned", "alpha", "mode", "pretrained", "config", "activation", *TEXT_HEAD_OPTIONS,
+                  "label_space", "name")
 
 
 def is_encoder_key(key: str) -> bool:
