@@ -130,7 +130,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     _check_outputs(args)
     run = StoredRun(args.run_dir, args.data_root)
-    est = agreement_estimate(run, args.shift, args.id_shift, model_list(args.models, run.models()) or None)
+    est = agreement_estimate(run, args.shift, args.id_shift, (model_list(args.models, run.models()) or None) if args.models else None)
     print(format_estimate(est, args.shift))
     for w in est.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
@@ -163,12 +163,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.run_dir}: no results.jsonl rows to compare; run `shiftbench run` first")
     settings = _csv(args.shifts) or None
     payload: dict[str, Any] = {"level": args.level, "bootstrap": args.bootstrap, "seed": args.seed}
-    models = model_list(args.models, run.models())
+    known = run.models() if args.models else []
+    models = model_list(args.models, known) if args.models else []
     sweeps = wiseft_sweeps(run)
     if models:
         if len(models) != 2:
             raise ValueError(f"--models takes two comma-separated models, got {len(models)}")
-        known = set(run.models())
         for m in models:
             if m not in known:
                 raise ValueError(f"{args.run_dir}: no model {m!r}; models here: {', '.join(sorted(known))}")
@@ -207,7 +207,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     run = StoredRun(args.run_dir, args.data_root)
     if not run.rows:
         raise FileNotFoundError(f"{args.run_dir}: no results.jsonl rows; run `shiftbench run` first")
-    rows = calibration_rows(run, args.calibrate_on, model_list(args.models, run.models()) or None)
+    rows = calibration_rows(run, args.calibrate_on, (model_list(args.models, run.models()) or None) if args.models else None)
     print(format_table(rows))
     if args.calibrate_on:
         print(f"temperature fitted per model on {args.calibrate_on}, applied unchanged to every setting", file=sys.stderr)
